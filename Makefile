@@ -1,0 +1,49 @@
+# ddstore — the two commands of the quick start are `make demo` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+TOOLS_DIR ?= $(CURDIR)/.cache/tools
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+
+.PHONY: all build demo test test-deps proto bench vet fmt clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ddstore ./cmd/ddstore
+
+# Starts a local 3-node cluster on the embedded store, streams a generated file
+# up and down (interrupting and resuming the download), verifies it, and
+# prints throughput. SIZE=4GiB for a bigger run.
+demo: build
+	./bin/ddstore demo $(if $(SIZE),--size $(SIZE),)
+
+# Installs what the tests need (FerretDB for GridFS, memcached), then runs
+# every test. CI runs exactly this.
+test: test-deps
+	TOOLS_DIR=$(TOOLS_DIR) scripts/test.sh
+
+test-deps:
+	TOOLS_DIR=$(TOOLS_DIR) scripts/test-deps.sh
+
+bench: build
+	./bin/ddstore bench $(BENCH_FLAGS)
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+# Regenerates the committed protobuf code with pinned generator versions.
+proto:
+	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install -y protobuf-compiler" >&2; exit 1; }
+	GOBIN=$(TOOLS_DIR) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS_DIR) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH=$(TOOLS_DIR):$$PATH protoc -I proto \
+		--go_out=proto --go_opt=paths=source_relative \
+		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
+		proto/ddstore/v1/ddstore.proto
+
+clean:
+	rm -rf bin

@@ -1,0 +1,51 @@
+// Package replica stores chunk bytes. A Store holds content-addressed,
+// encoded chunks on one node; the local disk store is the embedded default and
+// the GridFS store keeps them in MongoDB. Copies between the nodes of a
+// cluster travel over gRPC streams (see Peers), never through Raft.
+package replica
+
+import (
+	"context"
+	"errors"
+
+	"github.com/ddstore/ddstore/chunker"
+)
+
+// Errors a caller can test with errors.Is.
+var (
+	// ErrNotFound: the store does not hold the chunk.
+	ErrNotFound = errors.New("replica: chunk not found")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("replica: store closed")
+)
+
+// Store holds encoded chunks by ID. Implementations are safe for concurrent
+// use. Put is durable when it returns: the chunk survives a crash of the
+// process or the machine. Get verifies what it read against the ID and never
+// returns corrupt bytes: a copy found corrupt is reported with
+// chunker.ErrCorrupt (and may be removed by the store).
+type Store interface {
+	// Has reports whether the store holds the chunk.
+	Has(ctx context.Context, id chunker.ID) (bool, error)
+	// Put stores c under c.ID. Storing a chunk already present is a no-op
+	// reporting written=false. The caller has verified c; stores trust it.
+	Put(ctx context.Context, c chunker.Encoded) (written bool, err error)
+	// Get returns the chunk, verified against id.
+	Get(ctx context.Context, id chunker.ID) (chunker.Encoded, error)
+	// Delete removes the chunk; deleting a missing chunk is not an error.
+	Delete(ctx context.Context, id chunker.ID) error
+	// Walk calls fn for every chunk held, with its stored size, in no
+	// particular order, until fn returns an error (which Walk returns).
+	Walk(ctx context.Context, fn func(id chunker.ID, storedSize int64) error) error
+	// Usage reports how many chunks and stored bytes the store holds.
+	Usage(ctx context.Context) (Usage, error)
+	// Kind names the backend: "local", "gridfs", ...
+	Kind() string
+	Close() error
+}
+
+// Usage is a store's size.
+type Usage struct {
+	Chunks uint64
+	Bytes  uint64
+}
