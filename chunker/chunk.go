@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -97,7 +98,8 @@ type Codecs struct {
 func NewCodecs() *Codecs {
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(1),
+		// EncodeAll serializes on this many encoders: one per core.
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
 		zstd.WithLowerEncoderMem(true))
 	if err != nil {
 		panic(fmt.Sprintf("chunker: zstd encoder: %v", err)) // options are constant
