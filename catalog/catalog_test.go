@@ -1,0 +1,377 @@
+package catalog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ddstore/ddstore/chunker"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+)
+
+const day1 = int64(1_795_000_000_000_000_000) // 2026-11-18 UTC
+
+// manifest builds a valid manifest whose chunks are named by the seeds.
+func manifest(name string, seeds ...string) *pb.FileManifest {
+	m := &pb.FileManifest{Name: name}
+	var whole []byte
+	for _, s := range seeds {
+		id := chunker.Sum([]byte(s))
+		m.Chunks = append(m.Chunks, &pb.ChunkRef{Id: id[:], Offset: m.Size, RawSize: 100, StoredSize: 60})
+		m.Size += 100
+		m.StoredSize += 60
+		whole = append(whole, s...)
+	}
+	h := chunker.Sum(whole)
+	m.Blake3 = h[:]
+	return m
+}
+
+func put(m *pb.FileManifest, created int64, overwrite bool) *pb.Command {
+	m = proto.CloneOf(m)
+	m.CreatedUnixNano = created
+	return &pb.Command{Op: &pb.Command_PutFile{PutFile: &pb.PutFile{Manifest: m, Overwrite: overwrite}}}
+}
+
+func del(name string) *pb.Command {
+	return &pb.Command{Op: &pb.Command_DeleteFile{DeleteFile: &pb.DeleteFile{Name: name}}}
+}
+
+func TestValidateName(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"a.bin", true}, {"dir/sub/file 1.txt", true}, {"données/été.csv", true},
+		{"", false}, {"/abs", false}, {"a//b", false}, {"a/", false}, {"../etc/passwd", false},
+		{"a/./b", false}, {"x\x00y", false}, {"tab\there", false}, {"\xff", false},
+		{string(bytes.Repeat([]byte("n"), MaxNameLen)), true}, {string(bytes.Repeat([]byte("n"), MaxNameLen+1)), false},
+	}
+	for _, tt := range tests {
+		err := ValidateName(tt.name)
+		if (err == nil) != tt.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
+			t.Errorf("ValidateName(%q) = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+}
+
+func TestValidateManifest(t *testing.T) {
+	good := manifest("f", "a", "b")
+	tests := []struct {
+		name   string
+		change func(m *pb.FileManifest)
+		want   string
+	}{
+		{"good", func(*pb.FileManifest) {}, ""},
+		{"empty file", func(m *pb.FileManifest) { m.Chunks, m.Size, m.StoredSize = nil, 0, 0 }, ""},
+		{"bad name", func(m *pb.FileManifest) { m.Name = "" }, "name"},
+		{"bad date", func(m *pb.FileManifest) { m.Date = "2026-02-30" }, "date"},
+		{"short hash", func(m *pb.FileManifest) { m.Blake3 = m.Blake3[:5] }, "hash"},
+		{"size mismatch", func(m *pb.FileManifest) { m.Size++ }, "size"},
+		{"gap", func(m *pb.FileManifest) { m.Chunks[1].Offset++ }, "tile"},
+		{"short id", func(m *pb.FileManifest) { m.Chunks[0].Id = []byte{1} }, "ID"},
+		{"zero raw", func(m *pb.FileManifest) { m.Chunks[0].RawSize = 0 }, "raw size"},
+		{"huge raw", func(m *pb.FileManifest) { m.Chunks[0].RawSize = chunker.MaxRawSize + 1 }, "raw size"},
+		{"stored > raw", func(m *pb.FileManifest) { m.Chunks[0].StoredSize = 101 }, "stored size"},
+		{"stored total", func(m *pb.FileManifest) { m.StoredSize = 1 }, "stored_size"},
+		{"empty metadata key", func(m *pb.FileManifest) { m.Metadata = map[string]string{"": "x"} }, "metadata"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := proto.CloneOf(good)
+			tt.change(m)
+			err := ValidateManifest(m)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) || !bytes.Contains([]byte(err.Error()), []byte(tt.want)) {
+				t.Fatalf("err = %v, want ErrInvalid mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestApply(t *testing.T) {
+	s := NewState()
+	a := manifest("a", "x", "y")
+	b := manifest("b", "y", "z", "z")
+	steps := []struct {
+		name string
+		cmd  *pb.Command
+		err  error
+	}{
+		{"put a", put(a, day1, false), nil},
+		{"retry of a is a no-op", put(a, day1+5, false), nil},
+		{"put b", put(b, day1, false), nil},
+		{"different a refused", put(manifest("a", "q"), day1, false), ErrExists},
+		{"no creation time", put(manifest("c", "q"), 0, false), ErrInvalid},
+		{"invalid manifest", put(manifest("/c", "q"), day1, false), ErrInvalid},
+		{"delete missing", del("nope"), ErrNotFound},
+		{"empty command", &pb.Command{}, ErrInvalid},
+	}
+	for _, st := range steps {
+		before, _ := s.Snapshot()
+		res := Apply(s, st.cmd)
+		if !errors.Is(res.Err, st.err) || (st.err == nil && res.Err != nil) {
+			t.Fatalf("%s: err = %v, want %v", st.name, res.Err, st.err)
+		}
+		if st.err != nil {
+			if after, _ := s.Snapshot(); !bytes.Equal(before, after) {
+				t.Fatalf("%s: a failed command changed the state", st.name)
+			}
+		}
+	}
+	m, ok := s.File("a")
+	if !ok || m.GetDate() != "2026-11-18" || m.GetCreatedUnixNano() != day1 {
+		t.Fatalf("stored a = %v", m)
+	}
+	y, z := chunker.Sum([]byte("y")), chunker.Sum([]byte("z"))
+	if s.Refs(y) != 2 || s.Refs(z) != 1 || s.Chunks() != 3 {
+		t.Fatalf("refs y=%d z=%d chunks=%d, want 2, 1, 3", s.Refs(y), s.Refs(z), s.Chunks())
+	}
+	if files, bytes := s.Totals(); files != 2 || bytes != 500 {
+		t.Fatalf("totals %d files %d bytes", files, bytes)
+	}
+	// Overwrite a with new content: x goes, y stays for b.
+	if res := Apply(s, put(manifest("a", "w"), day1, true)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if s.Refs(chunker.Sum([]byte("x"))) != 0 || s.Refs(y) != 1 {
+		t.Fatal("overwrite did not move references")
+	}
+	if res := Apply(s, del("b")); res.Err != nil || res.Manifest.GetName() != "b" {
+		t.Fatalf("delete b: %+v", res)
+	}
+	if s.Refs(y) != 0 || s.Refs(z) != 0 || s.Chunks() != 1 {
+		t.Fatal("delete left references behind")
+	}
+}
+
+func TestList(t *testing.T) {
+	s := NewState()
+	names := []string{"logs/2026/a", "logs/2026/b", "logs/2027/a", "photos/x", "z"}
+	for i, n := range names {
+		m := manifest(n, n)
+		m.Date = fmt.Sprintf("2026-01-%02d", i+1)
+		if res := Apply(s, put(m, day1, false)); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	tests := []struct {
+		name      string
+		q         Query
+		want      []string
+		truncated bool
+	}{
+		{"all", Query{}, names, false},
+		{"prefix", Query{Prefix: "logs/"}, names[:3], false},
+		{"limit", Query{Prefix: "logs/", Limit: 2}, names[:2], true},
+		{"page 2", Query{Prefix: "logs/", Limit: 2, StartAfter: "logs/2026/b"}, names[2:3], false},
+		{"exact limit", Query{Limit: 5}, names, false},
+		{"dates", Query{DateFrom: "2026-01-02", DateTo: "2026-01-04"}, names[1:4], false},
+		{"no match", Query{Prefix: "nope"}, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			files, trunc := s.List(tt.q)
+			var got []string
+			for _, f := range files {
+				got = append(got, f.GetName())
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) || trunc != tt.truncated {
+				t.Fatalf("List = %v truncated=%v, want %v %v", got, trunc, tt.want, tt.truncated)
+			}
+		})
+	}
+}
+
+// randomCommands returns a reproducible mix of puts, overwrites, deletes and
+// node changes over a small name space.
+func randomCommands(seed uint64, n int) []*pb.Command {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	cmds := make([]*pb.Command, n)
+	for i := range cmds {
+		name := fmt.Sprintf("f%d", rng.IntN(20))
+		switch rng.IntN(5) {
+		case 0, 1, 2:
+			var seeds []string
+			for range rng.IntN(4) {
+				seeds = append(seeds, fmt.Sprint(rng.IntN(30)))
+			}
+			cmds[i] = put(manifest(name, seeds...), day1+int64(i)*3_600_000_000_000, rng.IntN(2) == 0)
+		case 3:
+			cmds[i] = del(name)
+		case 4:
+			cmds[i] = &pb.Command{Op: &pb.Command_SetNode{SetNode: &pb.SetNode{Node: &pb.NodeInfo{
+				Id: fmt.Sprintf("n%d", rng.IntN(3)), ApiAddr: fmt.Sprintf("127.0.0.1:%d", rng.IntN(100)),
+			}}}}
+		}
+	}
+	return cmds
+}
+
+// checkRefs recomputes the reference counts and totals from the files.
+func checkRefs(t *testing.T, s *State) {
+	t.Helper()
+	want := map[chunker.ID]uint32{}
+	var bytes uint64
+	for _, m := range s.files {
+		bytes += m.GetSize()
+		for _, id := range distinctChunks(m) {
+			want[id]++
+		}
+	}
+	if len(want) != len(s.refs) || bytes != s.bytes || len(s.names) != len(s.files) {
+		t.Fatalf("derived state out of step: %d refs want %d, %d bytes want %d", len(s.refs), len(want), s.bytes, bytes)
+	}
+	for id, n := range want {
+		if s.refs[id] != n {
+			t.Fatalf("chunk %s has %d refs, want %d", id, s.refs[id], n)
+		}
+	}
+}
+
+// TestDeterministic: two states fed the same commands, through the encoded
+// form, end byte-identical, and a snapshot restores to the same bytes.
+func TestDeterministic(t *testing.T) {
+	a, b := NewState(), NewState()
+	for _, cmd := range randomCommands(42, 2000) {
+		data, err := EncodeCommand(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, err := DecodeCommand(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ra, rb := Apply(a, cmd), Apply(b, dec)
+		if (ra.Err == nil) != (rb.Err == nil) || !proto.Equal(ra.Manifest, rb.Manifest) {
+			t.Fatalf("results differ: %+v vs %+v", ra, rb)
+		}
+	}
+	checkRefs(t, a)
+	sa, _ := a.Snapshot()
+	sb, _ := b.Snapshot()
+	if !bytes.Equal(sa, sb) {
+		t.Fatal("states differ after the same commands")
+	}
+	c, err := FromSnapshot(sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRefs(t, c)
+	if sc, _ := c.Snapshot(); !bytes.Equal(sa, sc) {
+		t.Fatal("snapshot does not round-trip")
+	}
+}
+
+type memSink struct {
+	bytes.Buffer
+	cancelled bool
+}
+
+func (s *memSink) ID() string    { return "mem" }
+func (s *memSink) Cancel() error { s.cancelled = true; return nil }
+func (s *memSink) Close() error  { return nil }
+
+func TestFSMSnapshotRestore(t *testing.T) {
+	f := NewFSM()
+	for i, cmd := range randomCommands(7, 500) {
+		data, _ := EncodeCommand(cmd)
+		if _, ok := f.Apply(&raft.Log{Index: uint64(i + 1), Data: data}).(Result); !ok {
+			t.Fatal("Apply did not return a Result")
+		}
+	}
+	if res := f.Apply(&raft.Log{Index: 501, Data: []byte{9, 9}}).(Result); !errors.Is(res.Err, ErrInvalid) {
+		t.Fatalf("garbage command: %v", res.Err)
+	}
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Apply after the snapshot must not leak into it.
+	data, _ := EncodeCommand(put(manifest("late", "l"), day1, false))
+	f.Apply(&raft.Log{Index: 502, Data: data})
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if g.LastApplied() != 501 {
+		t.Fatalf("restored applied index %d, want 501", g.LastApplied())
+	}
+	g.Read(func(s *State) {
+		if _, ok := s.File("late"); ok {
+			t.Fatal("snapshot holds a file applied after it was taken")
+		}
+		checkRefs(t, s)
+	})
+	var want, got []byte
+	f.Apply(&raft.Log{Index: 503, Data: mustEncode(t, del("late"))})
+	f.Read(func(s *State) { want, _ = s.Snapshot() })
+	g.Read(func(s *State) { got, _ = s.Snapshot() })
+	if !bytes.Equal(want, got) {
+		t.Fatal("restored catalog differs")
+	}
+	t.Run("corrupt snapshot refused", func(t *testing.T) {
+		bad := bytes.Clone(sink.Bytes())
+		bad[len(bad)-3] ^= 1
+		if err := NewFSM().Restore(io.NopCloser(bytes.NewReader(bad))); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("Restore(corrupt) = %v", err)
+		}
+		if err := NewFSM().Restore(io.NopCloser(bytes.NewReader(bad[:30]))); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("Restore(truncated) = %v", err)
+		}
+	})
+}
+
+func mustEncode(t *testing.T, cmd *pb.Command) []byte {
+	t.Helper()
+	b, err := EncodeCommand(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// FuzzApply feeds arbitrary bytes as log entries: Apply never panics, a
+// failed command changes nothing, and the derived counts stay right.
+func FuzzApply(f *testing.F) {
+	for _, cmd := range randomCommands(3, 20) {
+		b, _ := EncodeCommand(cmd)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := NewState()
+		for _, cmd := range randomCommands(5, 30) {
+			Apply(s, cmd)
+		}
+		before, _ := s.Snapshot()
+		cmd, err := DecodeCommand(data)
+		if err != nil {
+			return
+		}
+		if res := Apply(s, cmd); res.Err != nil {
+			if after, _ := s.Snapshot(); !bytes.Equal(before, after) {
+				t.Fatal("failed command changed the state")
+			}
+		}
+		checkRefs(t, s)
+		snap, _ := s.Snapshot()
+		if _, err := FromSnapshot(snap); err != nil {
+			t.Fatalf("state does not restore: %v", err)
+		}
+	})
+}

@@ -1,0 +1,201 @@
+package catalog
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+	"github.com/zeebo/blake3"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+)
+
+// commandVersion prefixes every encoded command, so that the format can
+// change without old logs being misread.
+const commandVersion = 1
+
+// EncodeCommand encodes a command for the Raft log.
+func EncodeCommand(cmd *pb.Command) ([]byte, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode command: %v", ErrInvalid, err)
+	}
+	return append([]byte{commandVersion}, b...), nil
+}
+
+// DecodeCommand decodes a command from the Raft log.
+func DecodeCommand(data []byte) (*pb.Command, error) {
+	if len(data) == 0 || data[0] != commandVersion {
+		return nil, fmt.Errorf("%w: unknown command format", ErrInvalid)
+	}
+	cmd := &pb.Command{}
+	if err := proto.Unmarshal(data[1:], cmd); err != nil {
+		return nil, fmt.Errorf("%w: decode command: %v", ErrInvalid, err)
+	}
+	return cmd, nil
+}
+
+// FSM is the catalog as a hashicorp/raft state machine. Apply returns a
+// Result. Read gives callers a consistent view.
+type FSM struct {
+	mu      sync.RWMutex
+	state   *State
+	applied atomic.Uint64
+}
+
+// NewFSM returns an FSM over an empty catalog.
+func NewFSM() *FSM { return &FSM{state: NewState()} }
+
+// Apply applies one committed log entry.
+func (f *FSM) Apply(l *raft.Log) any {
+	cmd, err := DecodeCommand(l.Data)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	defer f.applied.Store(l.Index)
+	if err != nil {
+		return Result{Err: err}
+	}
+	return Apply(f.state, cmd)
+}
+
+// LastApplied returns the index of the last log entry applied or restored.
+func (f *FSM) LastApplied() uint64 { return f.applied.Load() }
+
+// Read calls fn with the catalog, which must not change it or keep it after
+// fn returns (the manifests and node records it hands out may be kept).
+func (f *FSM) Read(fn func(*State)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.state)
+}
+
+// Snapshot captures the catalog. Manifests are never modified in place, so
+// capturing the pointers is enough; encoding happens in Persist, while Apply
+// carries on.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return &snapshot{snap: f.state.snapshot(), applied: f.applied.Load()}, nil
+}
+
+// Restore replaces the catalog with a snapshot's.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	s, applied, err := readSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.state = s
+	f.applied.Store(applied)
+	return nil
+}
+
+// snapshot returns the state in canonical order.
+func (s *State) snapshot() *pb.CatalogSnapshot {
+	snap := &pb.CatalogSnapshot{Files: make([]*pb.FileManifest, 0, len(s.names)), Nodes: s.Nodes()}
+	for _, name := range s.names {
+		snap.Files = append(snap.Files, s.files[name])
+	}
+	return snap
+}
+
+// Snapshot returns the catalog's canonical encoding: equal states give equal
+// bytes.
+func (s *State) Snapshot() ([]byte, error) {
+	return proto.MarshalOptions{Deterministic: true}.Marshal(s.snapshot())
+}
+
+// FromSnapshot rebuilds a State from Snapshot's encoding, checking every
+// manifest again.
+func FromSnapshot(data []byte) (*State, error) {
+	snap := &pb.CatalogSnapshot{}
+	if err := proto.Unmarshal(data, snap); err != nil {
+		return nil, fmt.Errorf("%w: snapshot: %v", ErrInvalid, err)
+	}
+	s := NewState()
+	for _, m := range snap.GetFiles() {
+		if err := ValidateManifest(m); err != nil {
+			return nil, fmt.Errorf("snapshot: %w", err)
+		}
+		if _, dup := s.files[m.GetName()]; dup {
+			return nil, fmt.Errorf("%w: snapshot holds file %q twice", ErrInvalid, m.GetName())
+		}
+		s.files[m.GetName()] = m
+		s.names = append(s.names, m.GetName())
+		s.bytes += m.GetSize()
+		for _, id := range distinctChunks(m) {
+			s.refs[id]++
+		}
+	}
+	slices.SortFunc(s.names, strings.Compare)
+	for _, n := range snap.GetNodes() {
+		s.nodes[n.GetId()] = n
+	}
+	return s, nil
+}
+
+// Snapshot file layout: magic, applied index, payload length, BLAKE3 of the
+// payload, payload (a CatalogSnapshot).
+var snapMagic = [8]byte{'D', 'D', 'C', 'A', 'T', 'v', '1', '\n'}
+
+const snapHeaderLen = 8 + 8 + 8 + 32
+
+type snapshot struct {
+	snap    *pb.CatalogSnapshot
+	applied uint64
+}
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(s.snap)
+	if err == nil {
+		hdr := make([]byte, 0, snapHeaderLen)
+		hdr = append(hdr, snapMagic[:]...)
+		hdr = binary.BigEndian.AppendUint64(hdr, s.applied)
+		hdr = binary.BigEndian.AppendUint64(hdr, uint64(len(payload)))
+		sum := blake3.Sum256(payload)
+		hdr = append(hdr, sum[:]...)
+		if _, err = sink.Write(hdr); err == nil {
+			_, err = sink.Write(payload)
+		}
+	}
+	if err != nil {
+		sink.Cancel()
+		return fmt.Errorf("catalog: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}
+
+func readSnapshot(r io.Reader) (*State, uint64, error) {
+	hdr := make([]byte, snapHeaderLen)
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return nil, 0, fmt.Errorf("%w: snapshot header: %v", ErrInvalid, err)
+	}
+	if !bytes.Equal(hdr[:8], snapMagic[:]) {
+		return nil, 0, fmt.Errorf("%w: not a catalog snapshot", ErrInvalid)
+	}
+	applied := binary.BigEndian.Uint64(hdr[8:])
+	n := binary.BigEndian.Uint64(hdr[16:])
+	if n > 1<<34 {
+		return nil, 0, fmt.Errorf("%w: snapshot claims %d bytes", ErrInvalid, n)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return nil, 0, fmt.Errorf("%w: snapshot truncated: %v", ErrInvalid, err)
+	}
+	if sum := blake3.Sum256(payload); !bytes.Equal(sum[:], hdr[24:]) {
+		return nil, 0, fmt.Errorf("%w: snapshot checksum mismatch", ErrInvalid)
+	}
+	s, err := FromSnapshot(payload)
+	return s, applied, err
+}

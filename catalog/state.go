@@ -1,0 +1,140 @@
+package catalog
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/ddstore/ddstore/chunker"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+)
+
+// State is the catalog held in memory. Manifests and node records in it are
+// never modified after they are stored (a change replaces them), so callers
+// may keep pointers to them but must not modify them. A State is not safe for
+// concurrent use; the FSM guards it.
+type State struct {
+	files map[string]*pb.FileManifest
+	names []string // sorted, for listing
+	nodes map[string]*pb.NodeInfo
+	refs  map[chunker.ID]uint32 // files referring to each chunk (a chunk listed twice in one file counts once)
+	bytes uint64                // sum of file sizes
+}
+
+// NewState returns an empty catalog.
+func NewState() *State {
+	return &State{
+		files: map[string]*pb.FileManifest{},
+		nodes: map[string]*pb.NodeInfo{},
+		refs:  map[chunker.ID]uint32{},
+	}
+}
+
+// File returns the manifest of the named file.
+func (s *State) File(name string) (*pb.FileManifest, bool) {
+	m, ok := s.files[name]
+	return m, ok
+}
+
+// Query selects files to list. Zero fields select everything.
+type Query struct {
+	Prefix     string
+	StartAfter string // only names after this one
+	Limit      int    // at most this many; 0 means no limit
+	DateFrom   string // YYYY-MM-DD, inclusive
+	DateTo     string // YYYY-MM-DD, inclusive
+}
+
+// List returns the files q selects in name order, and whether more follow
+// beyond the limit.
+func (s *State) List(q Query) (files []*pb.FileManifest, truncated bool) {
+	from := q.Prefix
+	if q.StartAfter >= from {
+		from = q.StartAfter + "\x00"
+	}
+	i, _ := slices.BinarySearch(s.names, from)
+	for ; i < len(s.names); i++ {
+		name := s.names[i]
+		if !strings.HasPrefix(name, q.Prefix) {
+			break
+		}
+		m := s.files[name]
+		if (q.DateFrom != "" && m.GetDate() < q.DateFrom) || (q.DateTo != "" && m.GetDate() > q.DateTo) {
+			continue
+		}
+		if q.Limit > 0 && len(files) == q.Limit {
+			return files, true
+		}
+		files = append(files, m)
+	}
+	return files, false
+}
+
+// Node returns the addresses registered for a node.
+func (s *State) Node(id string) (*pb.NodeInfo, bool) {
+	n, ok := s.nodes[id]
+	return n, ok
+}
+
+// Nodes returns every registered node, sorted by ID.
+func (s *State) Nodes() []*pb.NodeInfo {
+	out := make([]*pb.NodeInfo, 0, len(s.nodes))
+	for _, n := range s.nodes {
+		out = append(out, n)
+	}
+	slices.SortFunc(out, func(a, b *pb.NodeInfo) int { return strings.Compare(a.GetId(), b.GetId()) })
+	return out
+}
+
+// Refs returns how many files refer to the chunk.
+func (s *State) Refs(id chunker.ID) int { return int(s.refs[id]) }
+
+// Chunks returns how many distinct chunks the files refer to.
+func (s *State) Chunks() int { return len(s.refs) }
+
+// Totals returns the number of files and the sum of their sizes.
+func (s *State) Totals() (files, bytes uint64) { return uint64(len(s.files)), s.bytes }
+
+// put stores m under its name, replacing any file of that name.
+func (s *State) put(m *pb.FileManifest) {
+	if old, ok := s.files[m.GetName()]; ok {
+		s.remove(old)
+	}
+	s.files[m.GetName()] = m
+	i, _ := slices.BinarySearch(s.names, m.GetName())
+	s.names = slices.Insert(s.names, i, m.GetName())
+	s.bytes += m.GetSize()
+	for _, id := range distinctChunks(m) {
+		s.refs[id]++
+	}
+}
+
+// remove drops a stored file and its chunk references.
+func (s *State) remove(m *pb.FileManifest) {
+	delete(s.files, m.GetName())
+	if i, ok := slices.BinarySearch(s.names, m.GetName()); ok {
+		s.names = slices.Delete(s.names, i, i+1)
+	}
+	s.bytes -= m.GetSize()
+	for _, id := range distinctChunks(m) {
+		if s.refs[id] <= 1 {
+			delete(s.refs, id)
+		} else {
+			s.refs[id]--
+		}
+	}
+}
+
+// distinctChunks returns the IDs m refers to, each once. Manifests are
+// validated before they are stored, so every ID has the right length.
+func distinctChunks(m *pb.FileManifest) []chunker.ID {
+	seen := make(map[chunker.ID]struct{}, len(m.GetChunks()))
+	out := make([]chunker.ID, 0, len(m.GetChunks()))
+	for _, c := range m.GetChunks() {
+		id := chunker.ID(c.GetId())
+		if _, dup := seen[id]; !dup {
+			seen[id] = struct{}{}
+			out = append(out, id)
+		}
+	}
+	return out
+}
