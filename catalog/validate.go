@@ -24,7 +24,7 @@ var (
 
 // Limits on what a manifest may hold.
 const (
-	MaxNameLen       = 1024    // bytes
+	MaxNameLen       = 1024     // bytes
 	MaxMetadataBytes = 64 << 10 // keys plus values
 	MaxMetadataKeys  = 128
 	DateLayout       = "2006-01-02"
