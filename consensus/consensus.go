@@ -1,0 +1,353 @@
+// Package consensus runs the Raft group that agrees on the catalog. It wraps
+// hashicorp/raft with a durable write-ahead log (raft-wal), file snapshots and
+// a TCP transport, and adds what the rest of ddstore needs from it: proposing
+// commands on the leader, linearizable read indexes, membership changes and a
+// clean shutdown. It knows nothing of chunks: only catalog commands pass
+// through the log.
+package consensus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+)
+
+// Errors a caller can test with errors.Is.
+var (
+	// ErrNotLeader: the call must be made on the leader.
+	ErrNotLeader = errors.New("consensus: not the leader")
+	// ErrNoLeader: the cluster has no leader right now.
+	ErrNoLeader = errors.New("consensus: no leader")
+	// ErrShutdown: the node is shut down.
+	ErrShutdown = errors.New("consensus: node shut down")
+)
+
+// FSM is the state machine the log feeds. LastApplied is the index of the
+// last command the FSM applied (or restored from a snapshot).
+type FSM interface {
+	raft.FSM
+	LastApplied() uint64
+}
+
+// Config says how to run one Raft member.
+type Config struct {
+	ID        string // stable node ID
+	RaftAddr  string // host:port the Raft transport binds and advertises
+	Dir       string // holds the log (wal/) and snapshots (snapshots/)
+	FSM       FSM
+	Bootstrap bool // form a new one-node cluster if this node has no state yet
+	Logger    *slog.Logger
+
+	// Zero values take hashicorp/raft's defaults.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+}
+
+// Node is one running Raft member.
+type Node struct {
+	cfg       Config
+	raft      *raft.Raft
+	log       *wal.WAL
+	transport *raft.NetworkTransport
+	reads     *readBatcher
+	logger    *slog.Logger
+}
+
+// Open starts a Raft member from cfg.Dir, restoring its log and latest
+// snapshot. With cfg.Bootstrap and no existing state it forms a new cluster of
+// one; otherwise it waits to be contacted by a leader.
+func Open(cfg Config) (*Node, error) {
+	if cfg.ID == "" || cfg.RaftAddr == "" || cfg.Dir == "" || cfg.FSM == nil {
+		return nil, errors.New("consensus: ID, RaftAddr, Dir and FSM are required")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	hlog := hclog.New(&hclog.LoggerOptions{
+		Name:   "raft",
+		Level:  hclog.Warn,
+		Output: slogWriter{logger},
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = hlog
+	if cfg.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	}
+	if cfg.ElectionTimeout > 0 {
+		rc.ElectionTimeout = cfg.ElectionTimeout
+	}
+	if cfg.LeaderLeaseTimeout > 0 {
+		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	}
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+
+	walDir := filepath.Join(cfg.Dir, "wal")
+	if err := os.MkdirAll(walDir, 0o755); err != nil {
+		return nil, fmt.Errorf("consensus: %w", err)
+	}
+	logStore, err := wal.Open(walDir, wal.WithLogger(hlog.Named("wal")))
+	if err != nil {
+		return nil, fmt.Errorf("consensus: open raft log %s: %w", walDir, err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog.Named("snapshots"))
+	if err != nil {
+		logStore.Close()
+		return nil, fmt.Errorf("consensus: snapshot store: %w", err)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+	if err != nil {
+		logStore.Close()
+		return nil, fmt.Errorf("consensus: raft address %q: %w", cfg.RaftAddr, err)
+	}
+	transport, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 3, 10*time.Second, hlog.Named("transport"))
+	if err != nil {
+		logStore.Close()
+		return nil, fmt.Errorf("consensus: listen for raft on %s: %w", cfg.RaftAddr, err)
+	}
+	n := &Node{cfg: cfg, log: logStore, transport: transport, logger: logger}
+
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(logStore, logStore, snaps)
+		if err != nil {
+			n.closeStores()
+			return nil, fmt.Errorf("consensus: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{
+				Suffrage: raft.Voter, ID: rc.LocalID, Address: transport.LocalAddr(),
+			}}}
+			if err := raft.BootstrapCluster(rc, logStore, logStore, snaps, transport, conf); err != nil {
+				n.closeStores()
+				return nil, fmt.Errorf("consensus: bootstrap: %w", err)
+			}
+			logger.Info("bootstrapped a new cluster", "id", cfg.ID, "raft_addr", cfg.RaftAddr)
+		}
+	}
+	r, err := raft.NewRaft(rc, cfg.FSM, logStore, logStore, snaps, transport)
+	if err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("consensus: start raft: %w", err)
+	}
+	n.raft = r
+	n.reads = newReadBatcher(r, cfg.FSM)
+	return n, nil
+}
+
+func (n *Node) closeStores() {
+	n.transport.Close()
+	n.log.Close()
+}
+
+// Close shuts Raft down and closes its log and transport. A leader does not
+// hand over leadership first; the others elect a new one.
+func (n *Node) Close() error {
+	n.reads.close()
+	err := n.raft.Shutdown().Error()
+	if cerr := n.transport.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := n.log.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// ID is this node's Raft server ID.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// IsLeader reports whether this node is the leader now.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the current leader's ID and Raft address, empty if none is
+// known.
+func (n *Node) Leader() (id, raftAddr string) {
+	addr, sid := n.raft.LeaderWithID()
+	return string(sid), string(addr)
+}
+
+// LeaderCh tells when this node gains (true) or loses (false) leadership.
+func (n *Node) LeaderCh() <-chan bool { return n.raft.LeaderCh() }
+
+// Apply appends cmd to the log on the leader and waits until the FSM has
+// applied it, returning the FSM's response.
+func (n *Node) Apply(ctx context.Context, cmd []byte) (any, error) {
+	if !n.IsLeader() {
+		return nil, ErrNotLeader
+	}
+	f := n.raft.Apply(cmd, timeoutOf(ctx, 30*time.Second))
+	if err := f.Error(); err != nil {
+		return nil, mapErr(err)
+	}
+	return f.Response(), nil
+}
+
+// ReadIndex returns an index such that a node whose FSM has applied it has
+// seen every command committed before ReadIndex was called. Only the leader
+// answers: it confirms its leadership with a quorum (coalescing concurrent
+// calls into one barrier) first.
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	if !n.IsLeader() {
+		return 0, ErrNotLeader
+	}
+	return n.reads.readIndex(ctx)
+}
+
+// WaitApplied waits until the local FSM has applied index.
+func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
+	if n.cfg.FSM.LastApplied() >= index {
+		return nil
+	}
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for n.cfg.FSM.LastApplied() < index {
+		if n.raft.State() == raft.Shutdown {
+			return ErrShutdown
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("consensus: waiting for index %d (applied %d): %w", index, n.cfg.FSM.LastApplied(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// WaitLeader waits until the cluster has a leader and returns its ID.
+func (n *Node) WaitLeader(ctx context.Context) (string, error) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if id, _ := n.Leader(); id != "" {
+			return id, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// AddVoter adds a member (on the leader). Adding a member already present
+// with the same address is a no-op.
+func (n *Node) AddVoter(ctx context.Context, id, raftAddr string) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	servers, err := n.Servers()
+	if err != nil {
+		return err
+	}
+	for _, s := range servers {
+		if string(s.ID) == id && string(s.Address) == raftAddr && s.Suffrage == raft.Voter {
+			return nil
+		}
+	}
+	f := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeoutOf(ctx, 30*time.Second))
+	return mapErr(f.Error())
+}
+
+// RemoveServer removes a member (on the leader). Removing an unknown member
+// is a no-op.
+func (n *Node) RemoveServer(ctx context.Context, id string) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	f := n.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx, 30*time.Second))
+	return mapErr(f.Error())
+}
+
+// TransferLeadership asks another member to take over (on the leader).
+func (n *Node) TransferLeadership() error {
+	return mapErr(n.raft.LeadershipTransfer().Error())
+}
+
+// Servers returns the current membership.
+func (n *Node) Servers() ([]raft.Server, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, mapErr(err)
+	}
+	return f.Configuration().Servers, nil
+}
+
+// Status is a snapshot of this member's Raft state.
+type Status struct {
+	State        string
+	Term         uint64
+	AppliedIndex uint64
+	CommitIndex  uint64
+	LastIndex    uint64
+}
+
+// Status reports this member's Raft state.
+func (n *Node) Status() Status {
+	var term uint64
+	fmt.Sscan(n.raft.Stats()["term"], &term)
+	return Status{
+		State:        n.raft.State().String(),
+		Term:         term,
+		AppliedIndex: n.raft.AppliedIndex(),
+		CommitIndex:  n.raft.CommitIndex(),
+		LastIndex:    n.raft.LastIndex(),
+	}
+}
+
+// Snapshot takes a snapshot now (tests and operators use it; Raft also
+// snapshots on its own).
+func (n *Node) Snapshot() error { return mapErr(n.raft.Snapshot().Error()) }
+
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%w: %w", ErrShutdown, err)
+	}
+	return fmt.Errorf("consensus: %w", err)
+}
+
+func timeoutOf(ctx context.Context, def time.Duration) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		if t := time.Until(d); t > 0 {
+			return t
+		}
+		return time.Millisecond
+	}
+	return def
+}
+
+// slogWriter turns hclog's formatted lines into slog records.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	msg := string(p)
+	for len(msg) > 0 && (msg[len(msg)-1] == '\n' || msg[len(msg)-1] == '\r') {
+		msg = msg[:len(msg)-1]
+	}
+	w.l.Warn(msg, "component", "raft")
+	return len(p), nil
+}
