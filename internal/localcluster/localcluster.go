@@ -1,0 +1,342 @@
+// Package localcluster starts a ddstore cluster on loopback, for tests, the
+// demo and the benchmarks: its nodes run in this process (server.Start) or, to
+// measure them apart, as child processes of the ddstore binary.
+package localcluster
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/server"
+)
+
+// Options describe the cluster to start.
+type Options struct {
+	Nodes    int    // default 3
+	Dir      string // data directories go under it (required)
+	Replicas int    // R; default 3
+	Store    string // "local" (default) or "gridfs"
+	MongoURI string // for gridfs: each node gets its own database
+	// Exe, when set, is a ddstore binary: nodes run as child processes
+	// ("Exe server ...") logging to Dir/<id>.log. Otherwise they run here.
+	Exe    string
+	Logger *slog.Logger // in-process nodes; default: discard
+	// Fast shortens Raft's timeouts so tests see elections sooner.
+	Fast bool
+}
+
+// Member is one node of the cluster.
+type Member struct {
+	ID, APIAddr, RaftAddr, DataDir string
+
+	Node *server.Node // in-process nodes, while running
+	cmd  *exec.Cmd    // child processes, while running
+	exit chan error
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	opts     Options
+	dbPrefix string // GridFS databases: <dbPrefix>_<id>, fresh for each cluster
+	Members  []*Member
+}
+
+// Start starts the nodes: the first bootstraps, the others join through it.
+// It returns once every node is a registered member and a leader is known.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("localcluster: Dir is required")
+	}
+	if opts.Nodes == 0 {
+		opts.Nodes = 3
+	}
+	if opts.Replicas == 0 {
+		opts.Replicas = 3
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Cluster{opts: opts, dbPrefix: "ddstore_" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	for i := range opts.Nodes {
+		ports, err := FreePorts(2)
+		if err != nil {
+			return nil, err
+		}
+		id := fmt.Sprintf("node%d", i+1)
+		c.Members = append(c.Members, &Member{
+			ID:       id,
+			APIAddr:  fmt.Sprintf("127.0.0.1:%d", ports[0]),
+			RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
+			DataDir:  filepath.Join(opts.Dir, id),
+		})
+	}
+	for i := range c.Members {
+		if err := c.StartNode(ctx, i); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if err := c.WaitReady(ctx, opts.Nodes); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Addrs lists the API addresses of all members.
+func (c *Cluster) Addrs() []string {
+	out := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		out[i] = m.APIAddr
+	}
+	return out
+}
+
+// Client returns a client that knows every member.
+func (c *Cluster) Client() (*client.Client, error) { return client.New(c.Addrs()) }
+
+// StartNode starts member i (again): the first member bootstraps, the others
+// join through it; a member with state simply rejoins.
+func (c *Cluster) StartNode(ctx context.Context, i int) error {
+	m := c.Members[i]
+	cfg := server.Config{
+		ID: m.ID, APIAddr: m.APIAddr, RaftAddr: m.RaftAddr, DataDir: m.DataDir,
+		Bootstrap: i == 0, Store: c.opts.Store, MongoURI: c.opts.MongoURI,
+		Replicas: c.opts.Replicas, Logger: c.opts.Logger, ShutdownGrace: 5 * time.Second,
+	}
+	if c.opts.Store == "gridfs" {
+		cfg.MongoDB = c.dbPrefix + "_" + m.ID
+	}
+	if i > 0 {
+		cfg.Join = []string{c.Members[0].APIAddr}
+		for _, o := range c.Members[1:] {
+			if o != m {
+				cfg.Join = append(cfg.Join, o.APIAddr)
+			}
+		}
+	}
+	if c.opts.Fast {
+		cfg.HeartbeatTimeout = 300 * time.Millisecond
+		cfg.ElectionTimeout = 300 * time.Millisecond
+		cfg.LeaderLeaseTimeout = 150 * time.Millisecond
+	}
+	if c.opts.Exe == "" {
+		n, err := server.Start(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		m.Node = n
+		return nil
+	}
+	args := []string{"server", "--id", cfg.ID, "--listen", cfg.APIAddr, "--raft-addr", cfg.RaftAddr,
+		"--data-dir", cfg.DataDir, "--replicas", strconv.Itoa(cfg.Replicas), "--store", orDefault(cfg.Store, "local"),
+		"--shutdown-grace", cfg.ShutdownGrace.String()}
+	if cfg.Bootstrap {
+		args = append(args, "--bootstrap")
+	}
+	if len(cfg.Join) > 0 {
+		args = append(args, "--join", strings.Join(cfg.Join, ","))
+	}
+	if cfg.MongoURI != "" {
+		args = append(args, "--mongo-uri", cfg.MongoURI, "--mongo-db", cfg.MongoDB)
+	}
+	if err := os.MkdirAll(c.opts.Dir, 0o755); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(c.opts.Dir, m.ID+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(c.opts.Exe, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("localcluster: start %s: %w", m.ID, err)
+	}
+	m.cmd, m.exit = cmd, make(chan error, 1)
+	go func() { m.exit <- cmd.Wait(); logf.Close() }()
+	return nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// WaitReady waits until the cluster reports a leader and want members, each
+// with a registered address, answering.
+func (c *Cluster) WaitReady(ctx context.Context, want int) error {
+	cl, err := client.New(c.runningAddrs())
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var last error
+	for {
+		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := cl.Status(sctx)
+		scancel()
+		if err == nil {
+			ok := st.GetLeaderId() != "" && len(st.GetNodes()) >= want
+			for _, n := range st.GetNodes() {
+				if n.GetApiAddr() == "" || n.GetState() == "unreachable" || n.GetState() == "unknown" {
+					ok = false
+				}
+			}
+			if ok {
+				return nil
+			}
+			last = fmt.Errorf("leader %q, %d nodes", st.GetLeaderId(), len(st.GetNodes()))
+		} else {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("localcluster: cluster not ready: %v: %w", last, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) runningAddrs() []string {
+	var out []string
+	for _, m := range c.Members {
+		if m.Node != nil || m.cmd != nil {
+			out = append(out, m.APIAddr)
+		}
+	}
+	return out
+}
+
+// Leader returns the index of the member that leads now, or -1.
+func (c *Cluster) Leader(ctx context.Context) int {
+	cl, err := client.New(c.runningAddrs())
+	if err != nil {
+		return -1
+	}
+	defer cl.Close()
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return -1
+	}
+	for i, m := range c.Members {
+		if m.ID == st.GetLeaderId() {
+			return i
+		}
+	}
+	return -1
+}
+
+// StopNode stops member i: cleanly (SIGTERM / Close), or at once when kill is
+// set (SIGKILL / Kill).
+func (c *Cluster) StopNode(i int, kill bool) error {
+	m := c.Members[i]
+	switch {
+	case m.Node != nil:
+		var err error
+		if kill {
+			err = m.Node.Kill()
+		} else {
+			err = m.Node.Close()
+		}
+		m.Node = nil
+		return err
+	case m.cmd != nil:
+		sig := syscall.SIGTERM
+		if kill {
+			sig = syscall.SIGKILL
+		}
+		m.cmd.Process.Signal(sig)
+		var err error
+		select {
+		case err = <-m.exit:
+		case <-time.After(30 * time.Second):
+			m.cmd.Process.Kill()
+			err = <-m.exit
+		}
+		m.cmd = nil
+		if kill {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// Close stops every running member cleanly.
+func (c *Cluster) Close() error {
+	var errs []error
+	for i := len(c.Members) - 1; i >= 0; i-- {
+		errs = append(errs, c.StopNode(i, false))
+	}
+	return errors.Join(errs...)
+}
+
+// PeakRSS returns the peak resident set size (VmHWM) of a child-process
+// member, in bytes.
+func (c *Cluster) PeakRSS(i int) (int64, error) {
+	m := c.Members[i]
+	if m.cmd == nil {
+		return 0, errors.New("localcluster: peak RSS needs a child-process member")
+	}
+	return PeakRSS(m.cmd.Process.Pid)
+}
+
+// PeakRSS reads a process's peak resident set size (VmHWM) from /proc.
+func PeakRSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return parseHWM(f)
+}
+
+func parseHWM(r io.Reader) (int64, error) {
+	s := bufio.NewScanner(r)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("localcluster: no VmHWM line")
+}
+
+// FreePorts returns n distinct free TCP ports on 127.0.0.1.
+func FreePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports, nil
+}
