@@ -1,0 +1,200 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ddstore/ddstore/catalog"
+	"github.com/ddstore/ddstore/consensus"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"github.com/ddstore/ddstore/replica"
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+type clusterService struct {
+	pb.UnimplementedClusterServer
+	n *Node
+}
+
+// Status reports the cluster as this node sees it, asking every member for
+// its own state (members that do not answer within 2 s are marked so).
+func (c *clusterService) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	n := c.n
+	servers, err := n.raft.Servers()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	leaderID, _ := n.raft.Leader()
+	_, copies := n.placement()
+	resp := &pb.StatusResponse{LeaderId: leaderID, Term: n.raft.Status().Term, Replicas: uint32(copies)}
+	infos := map[string]*pb.NodeInfo{}
+	n.fsm.Read(func(s *catalog.State) {
+		resp.Files, resp.Bytes = s.Totals()
+		for _, srv := range servers {
+			if info, ok := s.Node(string(srv.ID)); ok {
+				infos[string(srv.ID)] = info
+			}
+		}
+	})
+	resp.Nodes = make([]*pb.NodeStatus, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		id := string(srv.ID)
+		wg.Go(func() {
+			var st *pb.NodeStatus
+			if id == n.cfg.ID {
+				st = n.localStatus(ctx)
+			} else if info := infos[id]; info != nil {
+				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				var err error
+				st, err = pb.NewNodeClient(n.conns.Get(info.GetApiAddr())).LocalStatus(cctx, &pb.LocalStatusRequest{})
+				if err != nil {
+					st = &pb.NodeStatus{Id: id, ApiAddr: info.GetApiAddr(), State: "unreachable", Error: status.Convert(err).Message()}
+				}
+			} else {
+				st = &pb.NodeStatus{Id: id, State: "unknown", Error: "address not registered yet"}
+			}
+			st.RaftAddr = string(srv.Address)
+			st.Voter = srv.Suffrage == raft.Voter
+			resp.Nodes[i] = st
+		})
+	}
+	wg.Wait()
+	return resp, nil
+}
+
+func (n *Node) localStatus(ctx context.Context) *pb.NodeStatus {
+	rs := n.raft.Status()
+	st := &pb.NodeStatus{
+		Id: n.cfg.ID, ApiAddr: n.cfg.Advertise, RaftAddr: n.cfg.RaftAddr, State: rs.State,
+		Term: rs.Term, AppliedIndex: rs.AppliedIndex, CommitIndex: rs.CommitIndex, Store: n.store.Kind(),
+	}
+	if u, err := n.store.Usage(ctx); err == nil {
+		st.Chunks, st.StoredBytes = u.Chunks, u.Bytes
+	} else {
+		st.Error = err.Error()
+	}
+	return st
+}
+
+// Join adds a node to the cluster. Any member accepts it and passes it to
+// the leader.
+func (c *clusterService) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinResponse, error) {
+	if req.GetId() == "" || req.GetApiAddr() == "" || req.GetRaftAddr() == "" {
+		return nil, status.Error(codes.InvalidArgument, "join needs the node's id, api_addr and raft_addr")
+	}
+	n := c.n
+	err := n.withLeader(ctx, func(ctx context.Context) error {
+		if !n.raft.IsLeader() {
+			conn, err := n.leaderConn()
+			if err != nil {
+				return err
+			}
+			_, err = pb.NewClusterClient(conn).Join(ctx, req)
+			return err
+		}
+		if err := n.raft.AddVoter(ctx, req.GetId(), req.GetRaftAddr()); err != nil {
+			return err
+		}
+		_, err := n.propose(ctx, &pb.Command{Op: &pb.Command_SetNode{SetNode: &pb.SetNode{Node: &pb.NodeInfo{
+			Id: req.GetId(), ApiAddr: req.GetApiAddr(), RaftAddr: req.GetRaftAddr(),
+		}}}})
+		return err
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	n.log.Info("node joined", "id", req.GetId(), "api", req.GetApiAddr(), "raft", req.GetRaftAddr())
+	return &pb.JoinResponse{}, nil
+}
+
+// Leave removes a node from the cluster. A leader asked to remove itself
+// hands leadership over first.
+func (c *clusterService) Leave(ctx context.Context, req *pb.LeaveRequest) (*pb.LeaveResponse, error) {
+	if req.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "leave needs the node's id")
+	}
+	n := c.n
+	err := n.withLeader(ctx, func(ctx context.Context) error {
+		if !n.raft.IsLeader() {
+			conn, err := n.leaderConn()
+			if err != nil {
+				return err
+			}
+			_, err = pb.NewClusterClient(conn).Leave(ctx, req)
+			return err
+		}
+		if req.GetId() == n.cfg.ID {
+			if err := n.raft.TransferLeadership(); err != nil {
+				return fmt.Errorf("hand leadership over before leaving: %w", err)
+			}
+			return consensus.ErrNotLeader // retried against the new leader
+		}
+		if err := n.raft.RemoveServer(ctx, req.GetId()); err != nil {
+			return err
+		}
+		_, err := n.propose(ctx, &pb.Command{Op: &pb.Command_RemoveNode{RemoveNode: &pb.RemoveNode{Id: req.GetId()}}})
+		return err
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	n.log.Info("node left", "id", req.GetId())
+	return &pb.LeaveResponse{}, nil
+}
+
+// nodeService is the node-to-node API.
+type nodeService struct {
+	pb.UnimplementedNodeServer
+	n      *Node
+	chunks *replica.ChunkService
+}
+
+// Propose applies a command on the leader. A node that is not the leader
+// answers Unavailable, and the sender retries once it knows the new one.
+func (s *nodeService) Propose(ctx context.Context, req *pb.ProposeRequest) (*pb.ProposeResponse, error) {
+	if !s.n.raft.IsLeader() {
+		return nil, status.Error(codes.Unavailable, consensus.ErrNotLeader.Error())
+	}
+	resp, err := s.n.raft.Apply(ctx, req.GetCommand())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	res, ok := resp.(catalog.Result)
+	if !ok {
+		return nil, status.Errorf(codes.Internal, "catalog returned %T", resp)
+	}
+	if res.Err != nil {
+		return nil, toStatus(res.Err)
+	}
+	return &pb.ProposeResponse{Manifest: res.Manifest}, nil
+}
+
+func (s *nodeService) ReadIndex(ctx context.Context, _ *pb.ReadIndexRequest) (*pb.ReadIndexResponse, error) {
+	idx, err := s.n.raft.ReadIndex(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.ReadIndexResponse{Index: idx}, nil
+}
+
+func (s *nodeService) LocalStatus(ctx context.Context, _ *pb.LocalStatusRequest) (*pb.NodeStatus, error) {
+	return s.n.localStatus(ctx), nil
+}
+
+func (s *nodeService) HasChunks(ctx context.Context, req *pb.HasChunksRequest) (*pb.HasChunksResponse, error) {
+	return s.chunks.HasChunks(ctx, req)
+}
+
+func (s *nodeService) GetChunk(ctx context.Context, req *pb.GetChunkRequest) (*pb.GetChunkResponse, error) {
+	return s.chunks.GetChunk(ctx, req)
+}
+
+func (s *nodeService) PutChunks(stream pb.Node_PutChunksServer) error {
+	return s.chunks.PutChunks(stream)
+}

@@ -1,0 +1,96 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config is everything one node needs to run.
+type Config struct {
+	ID       string // stable node ID, unique in the cluster
+	APIAddr  string // host:port for gRPC (clients and other nodes)
+	RaftAddr string // host:port for Raft
+	// Advertise is the API address other nodes and clients are told to use;
+	// empty means APIAddr.
+	Advertise string
+	DataDir   string
+	// Bootstrap forms a new cluster with this node as its only member, if the
+	// node has no state yet. Exactly one node of a new cluster bootstraps.
+	Bootstrap bool
+	// Join lists API addresses of existing members to ask for membership
+	// when the node has no state yet.
+	Join []string
+
+	Store    string // "local" (default) or "gridfs"
+	MongoURI string // for the gridfs store
+	MongoDB  string // database name; default "ddstore_<id>"
+	Replicas int    // R: copies of each chunk; default 3, capped at cluster size
+
+	// ShutdownGrace is how long Close lets open streams finish before
+	// cutting them; default 10s.
+	ShutdownGrace time.Duration
+
+	// Raft timing; zero values take hashicorp/raft's defaults.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	SnapshotThreshold  uint64
+
+	Logger *slog.Logger
+}
+
+// MaxMessageSize bounds one gRPC message: a largest chunk plus framing.
+const MaxMessageSize = 9 << 20
+
+func (c *Config) withDefaults() (Config, error) {
+	out := *c
+	var errs []error
+	if out.ID == "" {
+		errs = append(errs, errors.New("a node ID is required (--id)"))
+	}
+	if out.APIAddr == "" {
+		errs = append(errs, errors.New("an API address is required (--listen)"))
+	}
+	if out.RaftAddr == "" {
+		errs = append(errs, errors.New("a Raft address is required (--raft-addr)"))
+	}
+	if out.DataDir == "" {
+		errs = append(errs, errors.New("a data directory is required (--data-dir)"))
+	}
+	if out.Store == "" {
+		out.Store = "local"
+	}
+	switch out.Store {
+	case "local":
+	case "gridfs":
+		if out.MongoURI == "" {
+			errs = append(errs, errors.New("the gridfs store needs a MongoDB URI (--mongo-uri)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("unknown store %q (want local or gridfs)", out.Store))
+	}
+	if out.MongoDB == "" {
+		out.MongoDB = "ddstore_" + out.ID
+	}
+	if out.Replicas == 0 {
+		out.Replicas = 3
+	}
+	if out.Replicas < 0 || out.Replicas > 7 {
+		errs = append(errs, fmt.Errorf("replicas must be 1 to 7, not %d", out.Replicas))
+	}
+	if out.Advertise == "" {
+		out.Advertise = out.APIAddr
+	}
+	if out.ShutdownGrace == 0 {
+		out.ShutdownGrace = 10 * time.Second
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	if len(errs) > 0 {
+		return out, fmt.Errorf("server: bad config: %w", errors.Join(errs...))
+	}
+	return out, nil
+}

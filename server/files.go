@@ -1,0 +1,328 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ddstore/ddstore/catalog"
+	"github.com/ddstore/ddstore/chunker"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"github.com/ddstore/ddstore/replica"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+const (
+	// uploadWindow is how many chunks of one upload are verified and stored
+	// at once.
+	uploadWindow = 4
+	// downloadWindow is how many chunks a download reads ahead of the one
+	// it sends.
+	downloadWindow = 4
+	listDefault    = 1000
+	listMax        = 10000
+)
+
+type filesService struct {
+	pb.UnimplementedFilesServer
+	n *Node
+}
+
+// Upload verifies each chunk against its ID and stores it on R nodes. The
+// first bad chunk ends the stream with InvalidArgument; chunks stored before
+// it stay (they are content-addressed and unreferenced until a commit names
+// them).
+func (f *filesService) Upload(stream pb.Files_UploadServer) error {
+	n := f.n
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	peers, copies := n.placement()
+	sess := n.repl.NewSession(ctx, peers, copies)
+	defer sess.Close()
+
+	var (
+		received, stored, bytes atomic.Uint64
+		once                    sync.Once
+		firstErr                error
+		wg                      sync.WaitGroup
+		sem                     = make(chan struct{}, uploadWindow)
+	)
+	fail := func(err error) {
+		once.Do(func() { firstErr = err; cancel() })
+	}
+	for ctx.Err() == nil {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			fail(err)
+			break
+		}
+		c, err := replica.FromWire(req.GetChunk())
+		if err != nil {
+			fail(status.Errorf(codes.InvalidArgument, "chunk %d of this stream: %v", received.Load(), err))
+			break
+		}
+		received.Add(1)
+		bytes.Add(uint64(len(c.Data)))
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := n.codecs.Verify(c); err != nil {
+				fail(status.Errorf(codes.InvalidArgument, "chunk %s rejected, nothing stored for it: %v", c.ID, err))
+				return
+			}
+			written, err := sess.Store(ctx, c)
+			if err != nil {
+				fail(err)
+				return
+			}
+			if written {
+				stored.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return toStatus(firstErr)
+	}
+	if err := sess.Close(); err != nil {
+		return toStatus(err)
+	}
+	return stream.SendAndClose(&pb.UploadResponse{
+		ChunksReceived: received.Load(), ChunksStored: stored.Load(), BytesReceived: bytes.Load(),
+	})
+}
+
+// MissingChunks answers which IDs are held by fewer than R nodes.
+func (f *filesService) MissingChunks(ctx context.Context, req *pb.MissingChunksRequest) (*pb.MissingChunksResponse, error) {
+	if len(req.GetIds()) > replica.MaxHasBatch {
+		return nil, status.Errorf(codes.InvalidArgument, "asked about %d chunks; at most %d per call", len(req.GetIds()), replica.MaxHasBatch)
+	}
+	ids := make([]chunker.ID, len(req.GetIds()))
+	for i, b := range req.GetIds() {
+		id, err := chunker.IDFromBytes(b)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "id %d: %v", i, err)
+		}
+		ids[i] = id
+	}
+	missing, err := f.n.underReplicated(ctx, ids)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &pb.MissingChunksResponse{}
+	for _, i := range missing {
+		resp.Missing = append(resp.Missing, ids[i][:])
+	}
+	return resp, nil
+}
+
+// underReplicated returns the indexes of ids held by fewer than R nodes.
+func (n *Node) underReplicated(ctx context.Context, ids []chunker.ID) ([]int, error) {
+	peers, copies := n.placement()
+	counts, err := n.repl.Holders(ctx, peers, ids)
+	if err != nil {
+		return nil, err
+	}
+	var missing []int
+	for i, c := range counts {
+		if c < copies {
+			missing = append(missing, i)
+		}
+	}
+	return missing, nil
+}
+
+// Commit lists a file atomically: only when every chunk it names is held by R
+// nodes, through one Raft command.
+func (f *filesService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
+	m := req.GetManifest()
+	if m == nil {
+		return nil, status.Error(codes.InvalidArgument, "commit has no manifest")
+	}
+	if err := catalog.ValidateManifest(m); err != nil {
+		return nil, toStatus(err)
+	}
+	seen := make(map[chunker.ID]int, len(m.GetChunks()))
+	var ids []chunker.ID
+	for i, c := range m.GetChunks() {
+		id := chunker.ID(c.GetId())
+		if _, dup := seen[id]; !dup {
+			seen[id] = i
+			ids = append(ids, id)
+		}
+	}
+	missing, err := f.n.underReplicated(ctx, ids)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if len(missing) > 0 {
+		first := ids[missing[0]]
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"cannot commit %q: %d of its %d distinct chunks are not stored on enough nodes (first: chunk %d, %s); upload them, then commit again",
+			m.GetName(), len(missing), len(ids), seen[first], first)
+	}
+	m = proto.Clone(m).(*pb.FileManifest)
+	m.CreatedUnixNano = time.Now().UnixNano()
+	applied, err := f.n.propose(ctx, &pb.Command{Op: &pb.Command_PutFile{PutFile: &pb.PutFile{Manifest: m, Overwrite: req.GetOverwrite()}}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.CommitResponse{Manifest: applied}, nil
+}
+
+// lookup returns a file's manifest after a read barrier of the asked
+// consistency.
+func (n *Node) lookup(ctx context.Context, name string, c pb.Consistency) (*pb.FileManifest, error) {
+	if err := catalog.ValidateName(name); err != nil {
+		return nil, err
+	}
+	if err := n.readBarrier(ctx, c); err != nil {
+		return nil, err
+	}
+	var m *pb.FileManifest
+	n.fsm.Read(func(s *catalog.State) { m, _ = s.File(name) })
+	if m == nil {
+		return nil, fmt.Errorf("%w: no file named %q", catalog.ErrNotFound, name)
+	}
+	return m, nil
+}
+
+// Download streams the file's manifest, then its chunks from start_index on,
+// reading a few chunks ahead. Every chunk sent has been verified against its
+// ID; a chunk no node holds intact ends the stream with DataLoss.
+func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_DownloadServer) error {
+	n := f.n
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	m, err := n.lookup(ctx, req.GetName(), req.GetConsistency())
+	if err != nil {
+		return toStatus(err)
+	}
+	chunks := m.GetChunks()
+	start := int(req.GetStartIndex())
+	if start > len(chunks) {
+		return status.Errorf(codes.OutOfRange, "start index %d is past the end of %q, which has %d chunks", start, m.GetName(), len(chunks))
+	}
+	if err := stream.Send(&pb.DownloadResponse{Manifest: m}); err != nil {
+		return err
+	}
+	peers, _ := n.placement()
+
+	type fetched struct {
+		c   chunker.Encoded
+		err error
+	}
+	slots := make(chan chan fetched, downloadWindow)
+	go func() {
+		defer close(slots)
+		for i := start; i < len(chunks); i++ {
+			slot := make(chan fetched, 1)
+			select {
+			case slots <- slot:
+			case <-ctx.Done():
+				return
+			}
+			ref := chunks[i]
+			go func() {
+				id := chunker.ID(ref.GetId())
+				c, err := n.repl.Fetch(ctx, peers, id)
+				if err == nil && c.RawSize != int(ref.GetRawSize()) {
+					err = fmt.Errorf("%w: chunk %s holds %d raw bytes, the manifest says %d", chunker.ErrCorrupt, id, c.RawSize, ref.GetRawSize())
+				}
+				slot <- fetched{c, err}
+			}()
+		}
+	}()
+	i := start
+	for slot := range slots {
+		r := <-slot
+		if r.err != nil {
+			cancel()
+			if errors.Is(r.err, replica.ErrNotFound) || errors.Is(r.err, chunker.ErrCorrupt) {
+				return status.Errorf(codes.DataLoss, "file %q, chunk %d: %v", m.GetName(), i, r.err)
+			}
+			return toStatus(fmt.Errorf("file %q, chunk %d: %w", m.GetName(), i, r.err))
+		}
+		if err := stream.Send(&pb.DownloadResponse{Index: uint32(i), Chunk: replica.ToWire(r.c)}); err != nil {
+			cancel()
+			return err
+		}
+		i++
+	}
+	return ctx.Err()
+}
+
+func (f *filesService) Stat(ctx context.Context, req *pb.StatRequest) (*pb.StatResponse, error) {
+	m, err := f.n.lookup(ctx, req.GetName(), req.GetConsistency())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.StatResponse{Manifest: m}, nil
+}
+
+func (f *filesService) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse, error) {
+	for _, d := range []string{req.GetDateFrom(), req.GetDateTo()} {
+		if d != "" {
+			if err := catalog.ValidateDate(d); err != nil {
+				return nil, toStatus(err)
+			}
+		}
+	}
+	limit := int(req.GetLimit())
+	switch {
+	case limit == 0:
+		limit = listDefault
+	case limit > listMax:
+		limit = listMax
+	}
+	if err := f.n.readBarrier(ctx, req.GetConsistency()); err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &pb.ListResponse{}
+	f.n.fsm.Read(func(s *catalog.State) {
+		files, truncated := s.List(catalog.Query{
+			Prefix: req.GetPrefix(), StartAfter: req.GetStartAfter(), Limit: limit,
+			DateFrom: req.GetDateFrom(), DateTo: req.GetDateTo(),
+		})
+		resp.Truncated = truncated
+		for _, m := range files {
+			resp.Files = append(resp.Files, FileInfo(m))
+		}
+	})
+	return resp, nil
+}
+
+// FileInfo summarises a manifest for listings.
+func FileInfo(m *pb.FileManifest) *pb.FileInfo {
+	return &pb.FileInfo{
+		Name: m.GetName(), Size: m.GetSize(), Blake3: m.GetBlake3(), Date: m.GetDate(),
+		CreatedUnixNano: m.GetCreatedUnixNano(), Chunks: uint32(len(m.GetChunks())), StoredSize: m.GetStoredSize(),
+	}
+}
+
+// Delete removes a file from the catalog. Its chunks stay in the stores until
+// garbage collection.
+func (f *filesService) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {
+	if err := catalog.ValidateName(req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := f.n.propose(ctx, &pb.Command{Op: &pb.Command_DeleteFile{DeleteFile: &pb.DeleteFile{Name: req.GetName()}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DeleteResponse{}, nil
+}

@@ -1,0 +1,313 @@
+// Package server runs one ddstore node: the gRPC API (files, cluster and
+// node-to-node services, health and reflection), the Raft member that holds
+// the catalog, and the local chunk store. It wires catalog, consensus and
+// replica together; the decisions live in those packages.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ddstore/ddstore/catalog"
+	"github.com/ddstore/ddstore/chunker"
+	"github.com/ddstore/ddstore/consensus"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"github.com/ddstore/ddstore/replica"
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+)
+
+// Node is one running ddstore node.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	codecs *chunker.Codecs
+	store  replica.Store
+	fsm    *catalog.FSM
+	raft   *consensus.Node
+	repl   *replica.Replicator
+	conns  *connPool
+	grpc   *grpc.Server
+	health *health.Server
+	lis    net.Listener
+
+	stop      chan struct{}
+	bg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start opens the node's store and Raft state, starts serving gRPC, and, in
+// the background, joins the cluster (cfg.Join) and registers the node's
+// addresses in the catalog. It returns once the node serves; use WaitReady to
+// wait for a leader.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), codecs: chunker.NewCodecs(), stop: make(chan struct{})}
+	cleanup := func() {
+		if n.raft != nil {
+			n.raft.Close()
+		}
+		if n.store != nil {
+			n.store.Close()
+		}
+	}
+
+	switch cfg.Store {
+	case "local":
+		n.store, err = replica.OpenLocal(filepath.Join(cfg.DataDir, "chunks"))
+	case "gridfs":
+		n.store, err = replica.OpenGridFS(ctx, cfg.MongoURI, cfg.MongoDB)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("server: open %s store: %w", cfg.Store, err)
+	}
+	n.repl = &replica.Replicator{Local: n.store, Codecs: n.codecs, Logger: n.log}
+
+	n.fsm = catalog.NewFSM()
+	n.raft, err = consensus.Open(consensus.Config{
+		ID:                 cfg.ID,
+		RaftAddr:           cfg.RaftAddr,
+		Dir:                filepath.Join(cfg.DataDir, "raft"),
+		FSM:                n.fsm,
+		Bootstrap:          cfg.Bootstrap,
+		Logger:             n.log,
+		HeartbeatTimeout:   cfg.HeartbeatTimeout,
+		ElectionTimeout:    cfg.ElectionTimeout,
+		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
+		SnapshotThreshold:  cfg.SnapshotThreshold,
+	})
+	if err != nil {
+		cleanup()
+		return nil, fmt.Errorf("server: %w", err)
+	}
+
+	n.lis, err = net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		cleanup()
+		return nil, fmt.Errorf("server: listen on %s: %w", cfg.APIAddr, err)
+	}
+	if cfg.Advertise == cfg.APIAddr {
+		n.cfg.Advertise = n.lis.Addr().String()
+	}
+	n.conns = newConnPool()
+	n.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxSendMsgSize(MaxMessageSize),
+		grpc.InitialWindowSize(8<<20),
+		grpc.InitialConnWindowSize(32<<20),
+		grpc.ReadBufferSize(256<<10),
+		grpc.WriteBufferSize(256<<10),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	pb.RegisterFilesServer(n.grpc, &filesService{n: n})
+	pb.RegisterClusterServer(n.grpc, &clusterService{n: n})
+	pb.RegisterNodeServer(n.grpc, &nodeService{n: n, chunks: &replica.ChunkService{Store: n.store, Codecs: n.codecs}})
+	n.health = health.NewServer()
+	healthpb.RegisterHealthServer(n.grpc, n.health)
+	reflection.Register(n.grpc)
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	n.health.SetServingStatus(pb.Files_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+
+	n.bg.Go(func() {
+		if err := n.grpc.Serve(n.lis); err != nil {
+			n.log.Error("gRPC server stopped", "err", err)
+		}
+	})
+	n.bg.Go(n.membershipLoop)
+	n.log.Info("node started", "api", n.cfg.Advertise, "raft", cfg.RaftAddr, "store", cfg.Store, "replicas", cfg.Replicas)
+	return n, nil
+}
+
+// Addr is the API address the node advertises.
+func (n *Node) Addr() string { return n.cfg.Advertise }
+
+// ID is the node's ID.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// IsLeader reports whether this node leads the cluster now.
+func (n *Node) IsLeader() bool { return n.raft.IsLeader() }
+
+// Store is the node's local chunk store.
+func (n *Node) Store() replica.Store { return n.store }
+
+// WaitReady waits until the cluster has a leader and this node's addresses
+// are in the catalog.
+func (n *Node) WaitReady(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if n.registered() {
+			if id, _ := n.raft.Leader(); id != "" {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("server: node %s not ready: %w", n.cfg.ID, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Close shuts the node down cleanly: health turns NOT_SERVING, no new calls
+// are accepted, open streams get ShutdownGrace to finish before they are cut
+// (failing with Unavailable), a leader hands leadership over, then Raft and the
+// store are closed.
+func (n *Node) Close() error { return n.shutdown(true) }
+
+// Kill stops the node at once, as a crash looks to its peers: streams are cut
+// and leadership is not handed over. Its data stays on disk.
+func (n *Node) Kill() error { return n.shutdown(false) }
+
+func (n *Node) shutdown(graceful bool) error {
+	n.closeOnce.Do(func() {
+		n.log.Info("node shutting down", "graceful", graceful)
+		n.health.Shutdown()
+		close(n.stop)
+		if graceful {
+			done := make(chan struct{})
+			go func() { n.grpc.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(n.cfg.ShutdownGrace):
+				n.log.Warn("streams still open after the grace period; cutting them")
+				n.grpc.Stop()
+				<-done
+			}
+			if n.raft.IsLeader() {
+				if err := n.raft.TransferLeadership(); err != nil {
+					n.log.Warn("could not hand leadership over", "err", err)
+				}
+			}
+		} else {
+			n.grpc.Stop()
+		}
+		n.bg.Wait()
+		n.conns.Close()
+		n.closeErr = errors.Join(n.raft.Close(), n.store.Close())
+	})
+	return n.closeErr
+}
+
+// membershipLoop joins the cluster if asked to and keeps this node's
+// addresses in the catalog.
+func (n *Node) membershipLoop() {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if len(n.cfg.Join) > 0 && !n.isMember() {
+			n.tryJoin()
+			continue
+		}
+		if !n.registered() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := n.propose(ctx, &pb.Command{Op: &pb.Command_SetNode{SetNode: &pb.SetNode{Node: n.self()}}})
+			cancel()
+			if err != nil {
+				n.log.Debug("could not register addresses yet", "err", err)
+			}
+		}
+	}
+}
+
+func (n *Node) self() *pb.NodeInfo {
+	return &pb.NodeInfo{Id: n.cfg.ID, ApiAddr: n.cfg.Advertise, RaftAddr: n.cfg.RaftAddr}
+}
+
+func (n *Node) isMember() bool {
+	servers, err := n.raft.Servers()
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == n.cfg.ID })
+}
+
+func (n *Node) registered() bool {
+	var ok bool
+	n.fsm.Read(func(s *catalog.State) {
+		cur, found := s.Node(n.cfg.ID)
+		ok = found && cur.GetApiAddr() == n.cfg.Advertise && cur.GetRaftAddr() == n.cfg.RaftAddr
+	})
+	return ok
+}
+
+func (n *Node) tryJoin() {
+	for _, addr := range n.cfg.Join {
+		if addr == n.cfg.Advertise {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := pb.NewClusterClient(n.conns.Get(addr)).Join(ctx, &pb.JoinRequest{Id: n.cfg.ID, ApiAddr: n.cfg.Advertise, RaftAddr: n.cfg.RaftAddr})
+		cancel()
+		if err == nil {
+			n.log.Info("joined the cluster", "via", addr)
+			return
+		}
+		n.log.Warn("join failed; will retry", "via", addr, "err", err)
+	}
+}
+
+// placement returns the peers that may hold copies (the other voters whose
+// addresses are known) and the number of copies to keep, R capped at the
+// cluster's size.
+func (n *Node) placement() ([]replica.Peer, int) {
+	servers, err := n.raft.Servers()
+	if err != nil {
+		return nil, 1
+	}
+	var peers []replica.Peer
+	n.fsm.Read(func(s *catalog.State) {
+		for _, srv := range servers {
+			id := string(srv.ID)
+			if id == n.cfg.ID || srv.Suffrage != raft.Voter {
+				continue
+			}
+			if info, ok := s.Node(id); ok {
+				peers = append(peers, replica.Peer{ID: id, Client: pb.NewNodeClient(n.conns.Get(info.GetApiAddr()))})
+			}
+		}
+	})
+	return peers, max(1, min(n.cfg.Replicas, len(servers)))
+}
+
+// leaderClient returns a Node client for the current leader.
+func (n *Node) leaderConn() (*grpc.ClientConn, error) {
+	id, _ := n.raft.Leader()
+	if id == "" {
+		return nil, consensus.ErrNoLeader
+	}
+	var addr string
+	n.fsm.Read(func(s *catalog.State) {
+		if info, ok := s.Node(id); ok {
+			addr = info.GetApiAddr()
+		}
+	})
+	if addr == "" {
+		return nil, fmt.Errorf("%w: leader %s has no known API address yet", consensus.ErrNoLeader, id)
+	}
+	return n.conns.Get(addr), nil
+}
