@@ -1,0 +1,214 @@
+// Package client is the Go client of ddstore. It speaks only the wire API
+// (proto/ddstore/v1) and cuts files with the chunker: Put streams a file up
+// sending only the chunks the cluster lacks, Get and GetFile stream it down,
+// verifying every chunk and the whole file, and GetFile resumes a partial
+// download from the first chunk that is missing or wrong.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ddstore/ddstore/chunker"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// MaxMessageSize bounds one gRPC message: a largest chunk plus framing. It
+// matches the server's limit.
+const MaxMessageSize = 9 << 20
+
+// Client talks to one cluster through any of its nodes. Calls go to one node
+// at a time; when it is unavailable, the client moves on to the next. It is
+// safe for concurrent use.
+type Client struct {
+	addrs  []string
+	conns  []*grpc.ClientConn
+	logger *slog.Logger
+	codecs *chunker.Codecs
+
+	mu  sync.Mutex
+	cur int
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithLogger sets the logger for retries and fail-overs.
+func WithLogger(l *slog.Logger) Option { return func(c *Client) { c.logger = l } }
+
+// New returns a client for the nodes at addrs (host:port). It does not
+// connect until the first call.
+func New(addrs []string, opts ...Option) (*Client, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("client: no node address given")
+	}
+	c := &Client{addrs: addrs, logger: slog.New(slog.DiscardHandler), codecs: chunker.NewCodecs()}
+	for _, o := range opts {
+		o(c)
+	}
+	for _, a := range addrs {
+		conn, err := grpc.NewClient("passthrough:///"+a,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
+			grpc.WithInitialWindowSize(8<<20),
+			grpc.WithInitialConnWindowSize(32<<20),
+			grpc.WithReadBufferSize(256<<10),
+			grpc.WithWriteBufferSize(256<<10),
+		)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("client: node address %q: %w", a, err)
+		}
+		c.conns = append(c.conns, conn)
+	}
+	return c, nil
+}
+
+// Close closes the connections.
+func (c *Client) Close() error {
+	var errs []error
+	for _, conn := range c.conns {
+		errs = append(errs, conn.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// node returns the connection in use and its index.
+func (c *Client) node() (*grpc.ClientConn, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conns[c.cur], c.cur
+}
+
+// failover moves to the next node if the failed one is still current.
+func (c *Client) failover(failed int, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur == failed && len(c.conns) > 1 {
+		c.cur = (c.cur + 1) % len(c.conns)
+		c.logger.Warn("node unavailable; trying the next one", "failed", c.addrs[failed], "next", c.addrs[c.cur], "err", err)
+	}
+}
+
+// retryable reports errors worth another try on another node.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Aborted:
+		return true
+	}
+	return false
+}
+
+// call runs a unary call, moving to another node while the one in use is
+// unavailable, for up to two rounds of all nodes.
+func (c *Client) call(ctx context.Context, fn func(*grpc.ClientConn) error) error {
+	attempts := 2*len(c.conns) + 1
+	backoff := 50 * time.Millisecond
+	var err error
+	for i := 0; i < attempts; i++ {
+		conn, idx := c.node()
+		if err = fn(conn); err == nil || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		c.failover(idx, err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+	return err
+}
+
+// Stat returns a file's manifest.
+func (c *Client) Stat(ctx context.Context, name string, consistency pb.Consistency) (*pb.FileManifest, error) {
+	var m *pb.FileManifest
+	err := c.call(ctx, func(conn *grpc.ClientConn) error {
+		resp, err := pb.NewFilesClient(conn).Stat(ctx, &pb.StatRequest{Name: name, Consistency: consistency})
+		m = resp.GetManifest()
+		return err
+	})
+	return m, err
+}
+
+// ListOptions selects files to list.
+type ListOptions struct {
+	Prefix           string
+	DateFrom, DateTo string // YYYY-MM-DD, inclusive
+	Consistency      pb.Consistency
+	PageSize         uint32
+}
+
+// List returns every file matching opts, in name order, following pages.
+func (c *Client) List(ctx context.Context, opts ListOptions) ([]*pb.FileInfo, error) {
+	var all []*pb.FileInfo
+	after := ""
+	for {
+		var resp *pb.ListResponse
+		err := c.call(ctx, func(conn *grpc.ClientConn) error {
+			var err error
+			resp, err = pb.NewFilesClient(conn).List(ctx, &pb.ListRequest{
+				Prefix: opts.Prefix, StartAfter: after, Limit: opts.PageSize, Consistency: opts.Consistency,
+				DateFrom: opts.DateFrom, DateTo: opts.DateTo,
+			})
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, resp.GetFiles()...)
+		if !resp.GetTruncated() || len(resp.GetFiles()) == 0 {
+			return all, nil
+		}
+		after = resp.GetFiles()[len(resp.GetFiles())-1].GetName()
+	}
+}
+
+// Delete removes a file from the catalog.
+func (c *Client) Delete(ctx context.Context, name string) error {
+	return c.call(ctx, func(conn *grpc.ClientConn) error {
+		_, err := pb.NewFilesClient(conn).Delete(ctx, &pb.DeleteRequest{Name: name})
+		return err
+	})
+}
+
+// Status returns the cluster's status as one node sees it.
+func (c *Client) Status(ctx context.Context) (*pb.StatusResponse, error) {
+	var resp *pb.StatusResponse
+	err := c.call(ctx, func(conn *grpc.ClientConn) error {
+		var err error
+		resp, err = pb.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
+		return err
+	})
+	return resp, err
+}
+
+// Join asks the cluster to add a node.
+func (c *Client) Join(ctx context.Context, id, apiAddr, raftAddr string) error {
+	return c.call(ctx, func(conn *grpc.ClientConn) error {
+		_, err := pb.NewClusterClient(conn).Join(ctx, &pb.JoinRequest{Id: id, ApiAddr: apiAddr, RaftAddr: raftAddr})
+		return err
+	})
+}
+
+// Leave asks the cluster to remove a node.
+func (c *Client) Leave(ctx context.Context, id string) error {
+	return c.call(ctx, func(conn *grpc.ClientConn) error {
+		_, err := pb.NewClusterClient(conn).Leave(ctx, &pb.LeaveRequest{Id: id})
+		return err
+	})
+}
+
+// Retryable reports whether err is worth another try: the node was
+// unavailable or the operation was aborted. Put of a file may be re-run; it
+// sends only what the cluster still lacks.
+func Retryable(err error) bool { return retryable(err) }

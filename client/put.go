@@ -1,0 +1,178 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ddstore/ddstore/chunker"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"google.golang.org/grpc"
+)
+
+// PutOptions tune an upload.
+type PutOptions struct {
+	Date      string            // calendar day (YYYY-MM-DD); empty: the day of the commit
+	Metadata  map[string]string // user metadata stored with the file
+	Overwrite bool              // replace a file of the same name
+	Chunking  chunker.Options   // zero: chunker.DefaultOptions()
+	Workers   int               // chunk encoders; 0: all cores
+	// Progress, if set, is called with the number of file bytes read and
+	// handled so far.
+	Progress func(done int64)
+}
+
+// PutResult says what an upload did.
+type PutResult struct {
+	Manifest    *pb.FileManifest
+	Chunks      int   // chunks in the file
+	ChunksSent  int   // chunks the cluster lacked and that were sent
+	BytesSent   int64 // stored (compressed) bytes sent
+	Size        int64
+	Duration    time.Duration
+	ChunksKnown int // chunks the cluster already held (deduplicated)
+}
+
+// batch bounds how much of the file waits for one "which are missing" answer.
+const (
+	batchChunks = 32
+	batchBytes  = 32 << 20
+)
+
+// Put reads r to its end and stores it as name. The file is cut and
+// compressed locally; for each batch of chunks the client asks which ones the
+// cluster lacks and streams only those, so a re-run after an interruption
+// sends only what is still missing and an unchanged file sends no chunk bytes
+// at all. The file is listed only when Commit succeeds.
+func (c *Client) Put(ctx context.Context, name string, r io.Reader, opts PutOptions) (*PutResult, error) {
+	start := time.Now()
+	conn, idx := c.node()
+	res, err := c.put(ctx, conn, name, r, opts)
+	if err != nil {
+		if retryable(err) {
+			c.failover(idx, err)
+		}
+		return res, err
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r io.Reader, opts PutOptions) (*PutResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	files := pb.NewFilesClient(conn)
+	res := &PutResult{}
+	m := &pb.FileManifest{Name: name, Date: opts.Date, Metadata: opts.Metadata}
+
+	var stream pb.Files_UploadClient
+	sent := map[chunker.ID]bool{} // chunks sent or known present in this upload
+	var pending []chunker.Piece
+	var pendingBytes int
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		var ids [][]byte
+		for i := range pending {
+			if !sent[pending[i].ID] {
+				ids = append(ids, pending[i].ID[:])
+			}
+		}
+		missing := map[chunker.ID]bool{}
+		if len(ids) > 0 {
+			resp, err := files.MissingChunks(ctx, &pb.MissingChunksRequest{Ids: ids})
+			if err != nil {
+				return fmt.Errorf("ask which chunks are missing: %w", err)
+			}
+			for _, b := range resp.GetMissing() {
+				id, err := chunker.IDFromBytes(b)
+				if err != nil {
+					return fmt.Errorf("server named a malformed chunk: %w", err)
+				}
+				missing[id] = true
+			}
+		}
+		for _, p := range pending {
+			if sent[p.ID] {
+				continue
+			}
+			sent[p.ID] = true
+			if !missing[p.ID] {
+				res.ChunksKnown++
+				continue
+			}
+			if stream == nil {
+				var err error
+				if stream, err = files.Upload(ctx); err != nil {
+					return fmt.Errorf("open upload stream: %w", err)
+				}
+			}
+			err := stream.Send(&pb.UploadRequest{Chunk: &pb.Chunk{
+				Id: p.ID[:], RawSize: uint32(p.RawSize), Codec: pb.Codec(p.Codec), Data: p.Data,
+			}})
+			if err != nil {
+				return uploadErr(stream, err)
+			}
+			res.ChunksSent++
+			res.BytesSent += int64(len(p.Data))
+		}
+		if opts.Progress != nil {
+			last := pending[len(pending)-1]
+			opts.Progress(last.Offset + int64(last.RawSize))
+		}
+		pending, pendingBytes = pending[:0], 0
+		return nil
+	}
+
+	pl := chunker.Pipeline{Options: opts.Chunking, Workers: opts.Workers}
+	sum, err := pl.Run(ctx, r, func(p chunker.Piece) error {
+		m.Chunks = append(m.Chunks, &pb.ChunkRef{
+			Id: p.ID[:], Offset: uint64(p.Offset), RawSize: uint32(p.RawSize), StoredSize: uint32(len(p.Data)),
+		})
+		m.StoredSize += uint64(len(p.Data))
+		pending = append(pending, p)
+		pendingBytes += len(p.Data)
+		if len(pending) >= batchChunks || pendingBytes >= batchBytes {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err == nil && stream != nil {
+		if _, err = stream.CloseAndRecv(); err != nil {
+			err = fmt.Errorf("upload: %w", err)
+		}
+	}
+	if err != nil {
+		return res, err
+	}
+	m.Size = uint64(sum.Size)
+	m.Blake3 = sum.Hash[:]
+	res.Chunks, res.Size = sum.Chunks, sum.Size
+
+	err = c.call(ctx, func(conn *grpc.ClientConn) error {
+		resp, err := pb.NewFilesClient(conn).Commit(ctx, &pb.CommitRequest{Manifest: m, Overwrite: opts.Overwrite})
+		res.Manifest = resp.GetManifest()
+		return err
+	})
+	if err != nil {
+		return res, fmt.Errorf("commit %q: %w", name, err)
+	}
+	return res, nil
+}
+
+// uploadErr returns the status that ended an upload stream: a failed Send
+// only says io.EOF, the real error comes from CloseAndRecv.
+func uploadErr(stream pb.Files_UploadClient, err error) error {
+	if err == io.EOF {
+		_, err = stream.CloseAndRecv()
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	return fmt.Errorf("upload: %w", err)
+}

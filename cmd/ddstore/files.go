@@ -1,0 +1,434 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ddstore/ddstore/client"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+type globalFlags struct {
+	addr    string
+	json    bool
+	stale   bool
+	timeout time.Duration
+}
+
+func (g *globalFlags) client() (*client.Client, error) {
+	var addrs []string
+	for _, a := range strings.Split(g.addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, usageError{errors.New("--addr names no node")}
+	}
+	return client.New(addrs)
+}
+
+func (g *globalFlags) consistency() pb.Consistency {
+	if g.stale {
+		return pb.Consistency_CONSISTENCY_STALE
+	}
+	return pb.Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+// ctx bounds a call by --timeout, or by def when --timeout is not set.
+func (g *globalFlags) ctx(parent context.Context, def time.Duration) (context.Context, context.CancelFunc) {
+	d := g.timeout
+	if d == 0 {
+		d = def
+	}
+	if d == 0 {
+		return context.WithCancel(parent)
+	}
+	return context.WithTimeout(parent, d)
+}
+
+func printJSON(w io.Writer, v any) error {
+	if m, ok := v.(proto.Message); ok {
+		b, err := protojson.MarshalOptions{Indent: "  ", UseProtoNames: true}.Marshal(m)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// progress returns a byte progress bar on stderr when it is a terminal and
+// output is not JSON, else nil.
+func progress(g *globalFlags, total int64, desc string) *progressbar.ProgressBar {
+	if g.json || !term.IsTerminal(int(os.Stderr.Fd())) {
+		return nil
+	}
+	return progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionShowCount(),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(os.Stderr) }),
+		progressbar.OptionFullWidth(),
+	)
+}
+
+func mbps(bytes int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(bytes) / 1e6 / d.Seconds()
+}
+
+func newPutCmd(g *globalFlags) *cobra.Command {
+	var (
+		opts    client.PutOptions
+		meta    []string
+		retries int
+	)
+	cmd := &cobra.Command{
+		Use:   "put FILE [NAME]",
+		Short: "Upload a file (- for standard input); re-running it sends only what is missing",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, name := args[0], filepath.Base(args[0])
+			if len(args) == 2 {
+				name = args[1]
+			} else if path == "-" {
+				return usageError{errors.New("put: name the file when reading standard input: ddstore put - NAME")}
+			}
+			for _, kv := range meta {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return usageError{fmt.Errorf("put: --meta %q: want key=value", kv)}
+				}
+				if opts.Metadata == nil {
+					opts.Metadata = map[string]string{}
+				}
+				opts.Metadata[k] = v
+			}
+			var in io.Reader = os.Stdin
+			var size int64 = -1
+			var seek io.Seeker
+			if path != "-" {
+				f, err := os.Open(path)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+					size, seek = st.Size(), f
+				}
+				in = f
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd.Context(), 0)
+			defer cancel()
+			bar := progress(g, size, "put "+name)
+			if bar != nil {
+				opts.Progress = func(done int64) { bar.Set64(done) }
+			}
+			var res *client.PutResult
+			for attempt := 0; ; attempt++ {
+				res, err = c.Put(ctx, name, in, opts)
+				if err == nil || seek == nil || attempt >= retries || !client.Retryable(err) || ctx.Err() != nil {
+					break
+				}
+				fmt.Fprintf(os.Stderr, "ddstore: put interrupted (%s); retrying, sending only what is missing\n", oneLine(err))
+				if _, serr := seek.Seek(0, io.SeekStart); serr != nil {
+					break
+				}
+			}
+			if bar != nil {
+				bar.Finish()
+			}
+			if err != nil {
+				return fmt.Errorf("put %s: %w", name, err)
+			}
+			if g.json {
+				return printJSON(os.Stdout, map[string]any{
+					"name": name, "size": res.Size, "chunks": res.Chunks, "chunks_sent": res.ChunksSent,
+					"bytes_sent": res.BytesSent, "seconds": res.Duration.Seconds(),
+					"blake3": hex.EncodeToString(res.Manifest.GetBlake3()),
+				})
+			}
+			fmt.Printf("stored %s: %d bytes in %d chunks; sent %d chunks (%d bytes), %d already stored; %.1f MB/s\n",
+				name, res.Size, res.Chunks, res.ChunksSent, res.BytesSent, res.ChunksKnown, mbps(res.Size, res.Duration))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&opts.Date, "date", "", "calendar day of the file, YYYY-MM-DD (default: today)")
+	cmd.Flags().StringArrayVar(&meta, "meta", nil, "user metadata key=value (repeatable)")
+	cmd.Flags().BoolVar(&opts.Overwrite, "overwrite", false, "replace an existing file of that name")
+	cmd.Flags().IntVar(&retries, "retries", 3, "retries after a node becomes unavailable (files only)")
+	return cmd
+}
+
+func newGetCmd(g *globalFlags) *cobra.Command {
+	var resume bool
+	cmd := &cobra.Command{
+		Use:   "get NAME [FILE]",
+		Short: "Download a file (FILE - for standard output); --resume continues a partial download",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, path := args[0], filepath.Base(args[0])
+			if len(args) == 2 {
+				path = args[1]
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd.Context(), 0)
+			defer cancel()
+			opts := client.GetOptions{Consistency: g.consistency()}
+			var bar *progressbar.ProgressBar
+			opts.Progress = func(done, total int64) {
+				if bar == nil {
+					bar = progress(g, total, "get "+name)
+					if bar == nil {
+						opts.Progress = nil
+						return
+					}
+				}
+				bar.Set64(done)
+			}
+			var res *client.GetResult
+			if path == "-" {
+				if resume {
+					return usageError{errors.New("get: --resume needs an output file, not standard output")}
+				}
+				opts.Progress = nil
+				res, err = c.Get(ctx, name, os.Stdout, opts)
+			} else {
+				res, err = c.GetFile(ctx, name, path, resume, opts)
+			}
+			if bar != nil {
+				bar.Finish()
+			}
+			if err != nil {
+				return fmt.Errorf("get %s: %w", name, err)
+			}
+			size := int64(res.Manifest.GetSize())
+			if g.json {
+				return printJSON(os.Stdout, map[string]any{
+					"name": name, "path": path, "size": size, "resumed_at_chunk": res.ResumedAt,
+					"kept_bytes": res.KeptBytes, "bytes_received": res.BytesReceived, "seconds": res.Duration.Seconds(),
+				})
+			}
+			if path != "-" {
+				fmt.Fprintf(os.Stderr, "got %s: %d bytes, verified; %s%.1f MB/s\n", name, size,
+					resumedNote(res), mbps(size-res.KeptBytes, res.Duration))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&resume, "resume", false, "keep the verified chunks of a partial FILE and fetch the rest")
+	return cmd
+}
+
+func resumedNote(res *client.GetResult) string {
+	if res.KeptBytes == 0 {
+		return ""
+	}
+	return fmt.Sprintf("resumed at chunk %d, kept %d bytes; ", res.ResumedAt, res.KeptBytes)
+}
+
+func newLsCmd(g *globalFlags) *cobra.Command {
+	var opts client.ListOptions
+	cmd := &cobra.Command{
+		Use:   "ls [PREFIX]",
+		Short: "List files",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				opts.Prefix = args[0]
+			}
+			opts.Consistency = g.consistency()
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
+			defer cancel()
+			files, err := c.List(ctx, opts)
+			if err != nil {
+				return fmt.Errorf("ls: %w", err)
+			}
+			if g.json {
+				return printJSON(os.Stdout, &pb.ListResponse{Files: files})
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSIZE\tSTORED\tCHUNKS\tDATE\tCREATED")
+			for _, f := range files {
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", f.GetName(), f.GetSize(), f.GetStoredSize(), f.GetChunks(),
+					f.GetDate(), time.Unix(0, f.GetCreatedUnixNano()).UTC().Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&opts.DateFrom, "from", "", "only files dated on or after this day (YYYY-MM-DD)")
+	cmd.Flags().StringVar(&opts.DateTo, "to", "", "only files dated on or before this day (YYYY-MM-DD)")
+	return cmd
+}
+
+func newStatCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stat NAME",
+		Short: "Show a file's manifest",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
+			defer cancel()
+			m, err := c.Stat(ctx, args[0], g.consistency())
+			if err != nil {
+				return fmt.Errorf("stat %s: %w", args[0], err)
+			}
+			if g.json {
+				return printJSON(os.Stdout, m)
+			}
+			fmt.Printf("name:    %s\nsize:    %d\nstored:  %d\nchunks:  %d\nblake3:  %x\ndate:    %s\ncreated: %s\n",
+				m.GetName(), m.GetSize(), m.GetStoredSize(), len(m.GetChunks()), m.GetBlake3(), m.GetDate(),
+				time.Unix(0, m.GetCreatedUnixNano()).UTC().Format(time.RFC3339Nano))
+			for k, v := range m.GetMetadata() {
+				fmt.Printf("meta:    %s=%s\n", k, v)
+			}
+			return nil
+		},
+	}
+}
+
+func newRmCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Delete a file",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
+			defer cancel()
+			if err := c.Delete(ctx, args[0]); err != nil {
+				return fmt.Errorf("rm %s: %w", args[0], err)
+			}
+			return nil
+		},
+	}
+}
+
+func newStatusCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the cluster: nodes, leader, term, applied index, store usage",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
+			defer cancel()
+			st, err := c.Status(ctx)
+			if err != nil {
+				return fmt.Errorf("status: %w", err)
+			}
+			if g.json {
+				return printJSON(os.Stdout, st)
+			}
+			fmt.Printf("leader: %s  term: %d  replicas: %d  files: %d  bytes: %d\n",
+				orNone(st.GetLeaderId()), st.GetTerm(), st.GetReplicas(), st.GetFiles(), st.GetBytes())
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tSTATE\tAPI\tRAFT\tTERM\tAPPLIED\tCOMMIT\tSTORE\tCHUNKS\tSTORED BYTES\tNOTE")
+			for _, n := range st.GetNodes() {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%s\n", n.GetId(), n.GetState(), n.GetApiAddr(),
+					n.GetRaftAddr(), n.GetTerm(), n.GetAppliedIndex(), n.GetCommitIndex(), n.GetStore(),
+					n.GetChunks(), n.GetStoredBytes(), n.GetError())
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func newJoinCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "join ID API_ADDR RAFT_ADDR",
+		Short: "Add a running node to the cluster (nodes started with --join do this themselves)",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
+			defer cancel()
+			if err := c.Join(ctx, args[0], args[1], args[2]); err != nil {
+				return fmt.Errorf("join %s: %w", args[0], err)
+			}
+			return nil
+		},
+	}
+}
+
+func newLeaveCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "leave ID",
+		Short: "Remove a node from the cluster",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
+			defer cancel()
+			if err := c.Leave(ctx, args[0]); err != nil {
+				return fmt.Errorf("leave %s: %w", args[0], err)
+			}
+			return nil
+		},
+	}
+}

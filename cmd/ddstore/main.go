@@ -1,0 +1,123 @@
+// Command ddstore runs a ddstore node and talks to a cluster: put and get
+// files, list them, look at the cluster, run the demo and the benchmark suite.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the operation failed
+	exitUsage = 2 // bad command line
+)
+
+// usageError marks errors in the command line itself.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := newRoot().ExecuteContext(ctx)
+	if err == nil {
+		os.Exit(exitOK)
+	}
+	fmt.Fprintf(os.Stderr, "ddstore: %s\n", oneLine(err))
+	var ue usageError
+	if errors.As(err, &ue) {
+		os.Exit(exitUsage)
+	}
+	os.Exit(exitError)
+}
+
+// oneLine renders an error as a single line a person can read, with the gRPC
+// code spelled out.
+func oneLine(err error) string {
+	msg := err.Error()
+	if st, ok := status.FromError(err); ok && st.Code() != codes.OK && st.Code() != codes.Unknown {
+		msg = strings.Replace(msg, "rpc error: code = "+st.Code().String()+" desc = ", strings.ToLower(codeName(st.Code()))+": ", 1)
+	}
+	return strings.Join(strings.Fields(msg), " ")
+}
+
+func codeName(c codes.Code) string {
+	switch c {
+	case codes.NotFound:
+		return "not found"
+	case codes.InvalidArgument:
+		return "invalid argument"
+	case codes.AlreadyExists:
+		return "already exists"
+	case codes.FailedPrecondition:
+		return "failed precondition"
+	case codes.Unavailable:
+		return "unavailable"
+	case codes.DataLoss:
+		return "data loss"
+	case codes.DeadlineExceeded:
+		return "deadline exceeded"
+	case codes.ResourceExhausted:
+		return "resource exhausted"
+	case codes.OutOfRange:
+		return "out of range"
+	case codes.Canceled:
+		return "canceled"
+	}
+	return c.String()
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "ddstore",
+		Short:         "ddstore stores large files in a Raft-coordinated cluster",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	g := &globalFlags{}
+	root.PersistentFlags().StringVar(&g.addr, "addr", envOr("DDSTORE_ADDR", "127.0.0.1:7400"), "comma-separated node API addresses (env DDSTORE_ADDR)")
+	root.PersistentFlags().BoolVar(&g.json, "json", false, "print results as JSON")
+	root.PersistentFlags().BoolVar(&g.stale, "stale", false, "allow stale catalog reads from the node asked")
+	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 0, "give up after this long (0: no limit for transfers, 30s for other calls)")
+	root.AddCommand(
+		newServerCmd(),
+		newPutCmd(g), newGetCmd(g), newLsCmd(g), newStatCmd(g), newRmCmd(g),
+		newStatusCmd(g), newJoinCmd(g), newLeaveCmd(g),
+		newDemoCmd(),
+	)
+	for _, c := range root.Commands() {
+		c.SetFlagErrorFunc(root.FlagErrorFunc())
+		if c.Args == nil {
+			continue
+		}
+		args := c.Args
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				return usageError{fmt.Errorf("%s: %w (see ddstore %s --help)", cmd.Name(), err, cmd.Name())}
+			}
+			return nil
+		}
+	}
+	return root
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

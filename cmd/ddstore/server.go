@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ddstore/ddstore/server"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+)
+
+func newServerCmd() *cobra.Command {
+	var (
+		cfg        server.Config
+		join       []string
+		configFile string
+		logLevel   string
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a ddstore node",
+		Long: `Run a ddstore node until SIGINT or SIGTERM.
+
+Every flag can also be set in the environment as DDSTORE_<FLAG> (upper case,
+dashes as underscores, e.g. DDSTORE_DATA_DIR) or in a YAML config file given
+with --config, whose keys are the flag names (data-dir: /var/lib/ddstore).
+A flag on the command line wins over the environment, which wins over the file.
+
+Start a new cluster with --bootstrap on its first node; start the others with
+--join pointing at any member.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnvAndFile(cmd.Flags(), configFile); err != nil {
+				return usageError{err}
+			}
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return usageError{fmt.Errorf("--log-level: %w", err)}
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			cfg.Join = join
+			if cfg.DataDir == "" {
+				cfg.DataDir = filepath.Join("ddstore-data", cfg.ID)
+			}
+			return runServer(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML config file (keys are flag names)")
+	f.StringVar(&cfg.ID, "id", hostnameOr("node1"), "node ID, unique in the cluster")
+	f.StringVar(&cfg.APIAddr, "listen", "127.0.0.1:7400", "gRPC API address to listen on")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7401", "Raft address to listen on and advertise")
+	f.StringVar(&cfg.Advertise, "advertise", "", "API address to tell others (default: --listen)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "where the node keeps its data (default ./ddstore-data/<id>)")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "form a new cluster with this node, if it has no state yet")
+	f.StringSliceVar(&join, "join", nil, "API addresses of existing members to join through")
+	f.StringVar(&cfg.Store, "store", "local", "chunk store: local or gridfs")
+	f.StringVar(&cfg.MongoURI, "mongo-uri", "", "MongoDB URI for the gridfs store")
+	f.StringVar(&cfg.MongoDB, "mongo-db", "", "MongoDB database for the gridfs store (default ddstore_<id>)")
+	f.IntVar(&cfg.Replicas, "replicas", 3, "copies of each chunk (capped at the cluster size)")
+	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long open streams may finish at shutdown")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func hostnameOr(def string) string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return def
+}
+
+// applyEnvAndFile fills flags not set on the command line from DDSTORE_*
+// variables, then from the config file.
+func applyEnvAndFile(fs *pflag.FlagSet, file string) error {
+	values := map[string]string{}
+	if file != "" {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("config file: %w", err)
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal(raw, &m); err != nil {
+			return fmt.Errorf("config file %s: %w", file, err)
+		}
+		for k, v := range m {
+			if fs.Lookup(k) == nil {
+				return fmt.Errorf("config file %s: unknown key %q", file, k)
+			}
+			switch v := v.(type) {
+			case []any:
+				parts := make([]string, len(v))
+				for i := range v {
+					parts[i] = fmt.Sprint(v[i])
+				}
+				values[k] = strings.Join(parts, ",")
+			default:
+				values[k] = fmt.Sprint(v)
+			}
+		}
+	}
+	var errs []string
+	fs.VisitAll(func(fl *pflag.Flag) {
+		if fl.Changed || fl.Name == "config" {
+			return
+		}
+		env := "DDSTORE_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		v, ok := os.LookupEnv(env)
+		src := env
+		if !ok {
+			v, ok = values[fl.Name]
+			src = "config key " + fl.Name
+		}
+		if ok {
+			if err := fs.Set(fl.Name, v); err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", src, err))
+			}
+		}
+	})
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func runServer(ctx context.Context, cfg server.Config) error {
+	n, err := server.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	cfg.Logger.Info("signal received; shutting down")
+	return n.Close()
+}
