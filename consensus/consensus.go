@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 )
 
 // Errors a caller can test with errors.Is.
@@ -61,6 +62,7 @@ type Node struct {
 	cfg       Config
 	raft      *raft.Raft
 	log       *wal.WAL
+	meta      *metadb.BoltMetaDB
 	transport *raft.NetworkTransport
 	reads     *readBatcher
 	logger    *slog.Logger
@@ -106,26 +108,30 @@ func Open(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(walDir, 0o755); err != nil {
 		return nil, fmt.Errorf("consensus: %w", err)
 	}
-	logStore, err := wal.Open(walDir, wal.WithLogger(hlog.Named("wal")))
+	// raft-wal v0.4.0's Close leaves its metadata DB open (and flock-ed), so
+	// the node keeps it to close it itself.
+	meta := &metadb.BoltMetaDB{}
+	logStore, err := wal.Open(walDir, wal.WithLogger(hlog.Named("wal")), wal.WithMetaStore(meta))
 	if err != nil {
+		meta.Close()
 		return nil, fmt.Errorf("consensus: open raft log %s: %w", walDir, err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog.Named("snapshots"))
 	if err != nil {
-		logStore.Close()
+		closeLog(logStore, meta)
 		return nil, fmt.Errorf("consensus: snapshot store: %w", err)
 	}
 	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
 	if err != nil {
-		logStore.Close()
+		closeLog(logStore, meta)
 		return nil, fmt.Errorf("consensus: raft address %q: %w", cfg.RaftAddr, err)
 	}
 	transport, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 3, 10*time.Second, hlog.Named("transport"))
 	if err != nil {
-		logStore.Close()
+		closeLog(logStore, meta)
 		return nil, fmt.Errorf("consensus: listen for raft on %s: %w", cfg.RaftAddr, err)
 	}
-	n := &Node{cfg: cfg, log: logStore, transport: transport, logger: logger}
+	n := &Node{cfg: cfg, log: logStore, meta: meta, transport: transport, logger: logger}
 
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(logStore, logStore, snaps)
@@ -156,7 +162,7 @@ func Open(cfg Config) (*Node, error) {
 
 func (n *Node) closeStores() {
 	n.transport.Close()
-	n.log.Close()
+	closeLog(n.log, n.meta)
 }
 
 // Close shuts Raft down and closes its log and transport. A leader does not
@@ -167,7 +173,7 @@ func (n *Node) Close() error {
 	if cerr := n.transport.Close(); err == nil {
 		err = cerr
 	}
-	if cerr := n.log.Close(); err == nil {
+	if cerr := closeLog(n.log, n.meta); err == nil {
 		err = cerr
 	}
 	return err
@@ -350,4 +356,9 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	}
 	w.l.Warn(msg, "component", "raft")
 	return len(p), nil
+}
+
+// closeLog closes the raft log and its metadata DB.
+func closeLog(l *wal.WAL, meta *metadb.BoltMetaDB) error {
+	return errors.Join(l.Close(), meta.Close())
 }

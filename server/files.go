@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,19 +133,61 @@ func (f *filesService) MissingChunks(ctx context.Context, req *pb.MissingChunksR
 }
 
 // underReplicated returns the indexes of ids held by fewer than R nodes.
+// A chunk that some node still holds, but fewer than R do (a holder died
+// mid-upload, say), is copied from a good copy to more nodes here, so the
+// client need not send its bytes again.
 func (n *Node) underReplicated(ctx context.Context, ids []chunker.ID) ([]int, error) {
 	peers, copies := n.placement()
 	counts, err := n.repl.Holders(ctx, peers, ids)
 	if err != nil {
 		return nil, err
 	}
-	var missing []int
+	var (
+		missing []int
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		sem     = make(chan struct{}, uploadWindow)
+		sess    *replica.Session
+	)
 	for i, c := range counts {
-		if c < copies {
+		switch {
+		case c >= copies:
+		case c == 0:
 			missing = append(missing, i)
+		default:
+			if sess == nil {
+				sess = n.repl.NewSession(ctx, peers, copies)
+			}
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				if err := n.heal(ctx, sess, peers, ids[i]); err != nil {
+					n.log.Warn("could not restore a chunk's copies; asking the client for it", "chunk", ids[i], "err", err)
+					mu.Lock()
+					missing = append(missing, i)
+					mu.Unlock()
+				}
+			})
 		}
 	}
-	return missing, nil
+	wg.Wait()
+	if sess != nil {
+		if err := sess.Close(); err != nil {
+			n.log.Warn("repair session ended with an error", "err", err)
+		}
+	}
+	slices.Sort(missing)
+	return missing, ctx.Err()
+}
+
+// heal copies a chunk from a node that holds it to enough nodes for R copies.
+func (n *Node) heal(ctx context.Context, sess *replica.Session, peers []replica.Peer, id chunker.ID) error {
+	c, err := n.repl.Fetch(ctx, peers, id)
+	if err != nil {
+		return err
+	}
+	_, err = sess.Store(ctx, c)
+	return err
 }
 
 // Commit lists a file atomically: only when every chunk it names is held by R
