@@ -118,7 +118,9 @@ func NewCodecs() *Codecs {
 // not retained. Data is stored raw when zstd does not shrink it.
 func (c *Codecs) Encode(raw []byte) Encoded {
 	e := Encoded{ID: Sum(raw), RawSize: len(raw)}
-	dst := c.enc.EncodeAll(raw, make([]byte, 0, len(raw)))
+	// Room for zstd's worst case, so that incompressible data never makes
+	// EncodeAll grow the buffer (which would double the memory per chunk).
+	dst := c.enc.EncodeAll(raw, make([]byte, 0, len(raw)+len(raw)>>7+512))
 	if len(dst) < len(raw) {
 		e.Codec, e.Data = Zstd, dst
 		return e

@@ -37,7 +37,7 @@ type PutResult struct {
 // batch bounds how much of the file waits for one "which are missing" answer.
 const (
 	batchChunks = 32
-	batchBytes  = 32 << 20
+	batchBytes  = 16 << 20
 )
 
 // Put reads r to its end and stores it as name. The file is cut and
@@ -122,14 +122,16 @@ func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r 
 			last := pending[len(pending)-1]
 			opts.Progress(last.Offset + int64(last.RawSize))
 		}
+		clear(pending) // drop the chunk bytes now, not when the slots are reused
 		pending, pendingBytes = pending[:0], 0
 		return nil
 	}
 
 	pl := chunker.Pipeline{Options: opts.Chunking, Workers: opts.Workers}
 	sum, err := pl.Run(ctx, r, func(p chunker.Piece) error {
+		id := p.ID // a copy: slicing p.ID would keep p.Data alive with the manifest
 		m.Chunks = append(m.Chunks, &pb.ChunkRef{
-			Id: p.ID[:], Offset: uint64(p.Offset), RawSize: uint32(p.RawSize), StoredSize: uint32(len(p.Data)),
+			Id: id[:], Offset: uint64(p.Offset), RawSize: uint32(p.RawSize), StoredSize: uint32(len(p.Data)),
 		})
 		m.StoredSize += uint64(len(p.Data))
 		pending = append(pending, p)
