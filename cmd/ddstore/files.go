@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ddstore/ddstore/catalog"
 	"io"
 	"os"
 	"path/filepath"
@@ -116,6 +117,11 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 				name = args[1]
 			} else if path == "-" {
 				return usageError{errors.New("put: name the file when reading standard input: ddstore put - NAME")}
+			}
+			if opts.Date != "" {
+				if err := catalog.ValidateDate(opts.Date); err != nil {
+					return usageError{fmt.Errorf("put: --date %q: want a calendar day written YYYY-MM-DD", opts.Date)}
+				}
 			}
 			for _, kv := range meta {
 				k, v, ok := strings.Cut(kv, "=")

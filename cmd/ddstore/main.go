@@ -47,10 +47,22 @@ func main() {
 	}
 	fmt.Fprintf(os.Stderr, "ddstore: %s\n", oneLine(err))
 	var ue usageError
-	if errors.As(err, &ue) {
+	if errors.As(err, &ue) || isCobraUsage(err) {
 		os.Exit(exitUsage)
 	}
 	os.Exit(exitError)
+}
+
+// isCobraUsage recognizes the command-line errors cobra reports itself
+// (unknown commands, flags and argument counts).
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "accepts ", "requires at least", "requires at most", "required flag"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // oneLine renders an error as a single line a person can read, with the gRPC

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -45,6 +46,16 @@ Start a new cluster with --bootstrap on its first node; start the others with
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			cfg.Join = join
+			switch {
+			case cfg.Store != "local" && cfg.Store != "gridfs":
+				return usageError{fmt.Errorf("--store %q: want local or gridfs", cfg.Store)}
+			case cfg.Store == "gridfs" && cfg.MongoURI == "":
+				return usageError{errors.New("--store gridfs needs --mongo-uri")}
+			case cfg.Replicas < 1:
+				return usageError{fmt.Errorf("--replicas %d: want at least 1", cfg.Replicas)}
+			case cfg.ID == "":
+				return usageError{errors.New("--id must not be empty")}
+			}
 			if cfg.DataDir == "" {
 				cfg.DataDir = filepath.Join("ddstore-data", cfg.ID)
 			}
