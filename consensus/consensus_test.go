@@ -1,0 +1,203 @@
+package consensus
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// sumFSM adds up the uint64 commands it applies.
+type sumFSM struct {
+	mu      sync.Mutex
+	sum     uint64
+	applied atomic.Uint64
+}
+
+func (f *sumFSM) Apply(l *raft.Log) any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sum += binary.BigEndian.Uint64(l.Data)
+	f.applied.Store(l.Index)
+	return f.sum
+}
+
+func (f *sumFSM) Sum() uint64 { f.mu.Lock(); defer f.mu.Unlock(); return f.sum }
+
+func (f *sumFSM) LastApplied() uint64 { return f.applied.Load() }
+
+func (f *sumFSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return snap{binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, f.sum), f.applied.Load())}, nil
+}
+
+func (f *sumFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil || len(b) != 16 {
+		return fmt.Errorf("bad snapshot: %v", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sum = binary.BigEndian.Uint64(b)
+	f.applied.Store(binary.BigEndian.Uint64(b[8:]))
+	return nil
+}
+
+type snap struct{ b []byte }
+
+func (s snap) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s.b); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+func (snap) Release() {}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func cmd(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+type member struct {
+	cfg  Config
+	fsm  *sumFSM
+	node *Node
+}
+
+func (m *member) open(t *testing.T) {
+	t.Helper()
+	m.fsm = &sumFSM{}
+	m.cfg.FSM = m.fsm
+	n, err := Open(m.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.node = n
+}
+
+// TestCluster: three members on loopback bootstrap, replicate, serve
+// linearizable read indexes on followers, elect a new leader when the leader
+// stops, and restore from snapshot plus log after a full restart.
+func TestCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	ms := make([]*member, 3)
+	for i := range ms {
+		ms[i] = &member{cfg: Config{
+			ID: fmt.Sprintf("n%d", i+1), RaftAddr: freeAddr(t), Dir: filepath.Join(dir, fmt.Sprint(i)),
+			Bootstrap: i == 0, SnapshotThreshold: 50, SnapshotInterval: 200 * time.Millisecond,
+			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 200 * time.Millisecond,
+		}}
+		ms[i].open(t)
+	}
+	defer func() {
+		for _, m := range ms {
+			if m.node != nil {
+				m.node.Close()
+			}
+		}
+	}()
+	if _, err := ms[0].node.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[1:] {
+		if err := ms[0].node.AddVoter(ctx, m.cfg.ID, m.cfg.RaftAddr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ms[1].node.Apply(ctx, cmd(1)); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("Apply on a follower = %v, want ErrNotLeader", err)
+	}
+	var want uint64
+	for i := range uint64(200) {
+		if _, err := ms[0].node.Apply(ctx, cmd(i)); err != nil {
+			t.Fatal(err)
+		}
+		want += i
+	}
+	// A follower that waits for the leader's read index sees every write.
+	idx, err := ms[0].node.ReadIndex(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[1:] {
+		if err := m.node.WaitApplied(ctx, idx); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.fsm.Sum(); got != want {
+			t.Fatalf("%s sum %d after read index %d, want %d", m.cfg.ID, got, idx, want)
+		}
+	}
+	if _, err := ms[1].node.ReadIndex(ctx); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("ReadIndex on a follower = %v, want ErrNotLeader", err)
+	}
+
+	// The leader stops; one of the others takes over and keeps the log.
+	ms[0].node.Close()
+	ms[0].node = nil
+	var leader *member
+	for leader == nil {
+		for _, m := range ms[1:] {
+			if m.node.IsLeader() {
+				leader = m
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no new leader")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := leader.node.Apply(ctx, cmd(1000)); err != nil {
+		t.Fatal(err)
+	}
+	want += 1000
+	if err := leader.node.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Full restart: everyone recovers the same sum from snapshot + log.
+	for _, m := range ms {
+		if m.node != nil {
+			m.node.Close()
+		}
+	}
+	for _, m := range ms {
+		m.cfg.Bootstrap = false
+		m.open(t)
+	}
+	if _, err := ms[2].node.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		for m.fsm.Sum() != want && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := m.fsm.Sum(); got != want {
+			t.Fatalf("%s sum %d after restart, want %d", m.cfg.ID, got, want)
+		}
+	}
+	st := ms[0].node.Status()
+	if st.Term == 0 || st.AppliedIndex == 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
