@@ -206,3 +206,52 @@ func TestCLI(t *testing.T) {
 	}
 	wantFail(t, run(t, "--addr", first, "stat", "after-stop.bin"), 1, "not found")
 }
+
+// TestBenchQuick is the CI smoke run of `ddstore bench --quick`: it must
+// finish, print a JSON report holding every scenario with its baseline, and
+// write the chart. Its figures are not asserted.
+func TestBenchQuick(t *testing.T) {
+	out := t.TempDir()
+	r := run(t, "bench", "--quick", "--json", "--out", out, "--dir", t.TempDir())
+	if r.code != 0 {
+		t.Fatalf("bench --quick: exit %d\n%s", r.code, r.stderr)
+	}
+	var rep struct {
+		Results []struct {
+			Scenario string  `json:"scenario"`
+			Median   float64 `json:"median"`
+			Baseline string  `json:"baseline"`
+			Ratio    float64 `json:"ratio"`
+		} `json:"results"`
+		Targets []struct {
+			Name string `json:"name"`
+		} `json:"targets"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("bench --json printed %q: %v", r.stdout, err)
+	}
+	seen := map[string]bool{}
+	for _, res := range rep.Results {
+		seen[res.Scenario] = true
+		if res.Median <= 0 && !strings.HasPrefix(res.Scenario, "re-upload") {
+			t.Errorf("%s: median %v", res.Scenario, res.Median)
+		}
+		if (res.Scenario == "upload" || res.Scenario == "download") && (res.Baseline == "" || res.Ratio <= 0) {
+			t.Errorf("%s has no baseline ratio", res.Scenario)
+		}
+	}
+	for _, want := range []string{"upload", "download", "re-upload unchanged", "re-upload 1% changed", "download resumed half-way",
+		"baseline: disk write+fsync", "baseline: gRPC loopback, download direction", "baseline: chunker pipeline", "upload, R=1"} {
+		if !seen[want] {
+			t.Errorf("no %q result", want)
+		}
+	}
+	if len(rep.Targets) != 5 {
+		t.Errorf("%d targets, want 5", len(rep.Targets))
+	}
+	for _, f := range []string{"results.json", "throughput.svg"} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
+			t.Errorf("--out did not write %s: %v", f, err)
+		}
+	}
+}

@@ -118,7 +118,7 @@ func newRoot() *cobra.Command {
 		newServerCmd(),
 		newPutCmd(g), newGetCmd(g), newLsCmd(g), newStatCmd(g), newRmCmd(g),
 		newStatusCmd(g), newJoinCmd(g), newLeaveCmd(g),
-		newDemoCmd(),
+		newDemoCmd(), newBenchCmd(g),
 	)
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(root.FlagErrorFunc())

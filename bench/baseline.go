@@ -1,0 +1,222 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/ddstore/ddstore/chunker"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+)
+
+// mbps is bytes per second in MB/s (10^6 bytes).
+func mbps(bytes int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(bytes) / d.Seconds() / 1e6
+}
+
+// diskWrite copies src to a new file in dir with 1 MiB writes and one
+// fdatasync at the end, returning the write rate; then reads the copy back
+// (through the page cache, as ddstore's reads mostly do here).
+func diskWrite(src, dir string) (write, read float64, err error) {
+	in, err := os.ReadFile(src)
+	if err != nil {
+		return 0, 0, err
+	}
+	f, err := os.CreateTemp(dir, "disk-baseline-")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	start := time.Now()
+	for off := 0; off < len(in); off += 1 << 20 {
+		if _, err := f.Write(in[off:min(len(in), off+1<<20)]); err != nil {
+			return 0, 0, err
+		}
+	}
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return 0, 0, err
+	}
+	write = mbps(int64(len(in)), time.Since(start))
+	start = time.Now()
+	buf := make([]byte, 1<<20)
+	var n int64
+	r, err := os.Open(f.Name())
+	if err != nil {
+		return 0, 0, err
+	}
+	defer r.Close()
+	for {
+		m, err := r.Read(buf)
+		n += int64(m)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	return write, mbps(n, time.Since(start)), nil
+}
+
+// pipelineRate runs the chunker pipeline alone (cut + BLAKE3 + zstd on all
+// cores) over the file.
+func pipelineRate(ctx context.Context, path string) (float64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	start := time.Now()
+	sum, err := chunker.Pipeline{}.Run(ctx, f, func(chunker.Piece) error { return nil })
+	if err != nil {
+		return 0, err
+	}
+	return mbps(sum.Size, time.Since(start)), nil
+}
+
+// sink is a gRPC Files service that does no work: Upload discards what it
+// receives and Download sends the same 1 MiB chunk until size bytes are out.
+type sink struct {
+	pb.UnimplementedFilesServer
+	size  int64
+	chunk *pb.Chunk
+}
+
+func (s *sink) Upload(stream pb.Files_UploadServer) error {
+	var n uint64
+	for {
+		_, err := stream.Recv()
+		if err == io.EOF {
+			return stream.SendAndClose(&pb.UploadResponse{ChunksReceived: n})
+		}
+		if err != nil {
+			return err
+		}
+		n++
+	}
+}
+
+func (s *sink) Download(req *pb.DownloadRequest, stream pb.Files_DownloadServer) error {
+	for sent, i := int64(0), uint32(0); sent < s.size; i++ {
+		if err := stream.Send(&pb.DownloadResponse{Index: i, Chunk: s.chunk}); err != nil {
+			return err
+		}
+		sent += int64(len(s.chunk.Data))
+	}
+	return nil
+}
+
+// grpcRate measures a raw loopback gRPC stream of size bytes in 1 MiB chunk
+// messages, both ways, with the same message and window settings as ddstore
+// and no work at either end.
+func grpcRate(ctx context.Context, size int64) (up, down float64, err error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, err
+	}
+	data := bytes.Repeat([]byte{0x5a}, 1<<20)
+	chunk := &pb.Chunk{Id: make([]byte, 32), RawSize: 1 << 20, Data: data}
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20),
+		grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(32<<20),
+		grpc.ReadBufferSize(256<<10), grpc.WriteBufferSize(256<<10))
+	pb.RegisterFilesServer(srv, &sink{size: size, chunk: chunk})
+	go srv.Serve(lis)
+	defer srv.Stop()
+	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)),
+		grpc.WithInitialWindowSize(8<<20), grpc.WithInitialConnWindowSize(32<<20),
+		grpc.WithReadBufferSize(256<<10), grpc.WithWriteBufferSize(256<<10))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close()
+	files := pb.NewFilesClient(conn)
+
+	start := time.Now()
+	stream, err := files.Upload(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	for sent := int64(0); sent < size; sent += int64(len(data)) {
+		if err := stream.Send(&pb.UploadRequest{Chunk: chunk}); err != nil {
+			return 0, 0, err
+		}
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		return 0, 0, err
+	}
+	up = mbps(size, time.Since(start))
+
+	start = time.Now()
+	d, err := files.Download(ctx, &pb.DownloadRequest{})
+	if err != nil {
+		return 0, 0, err
+	}
+	var got int64
+	for {
+		resp, err := d.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		got += int64(len(resp.GetChunk().GetData()))
+	}
+	return up, mbps(got, time.Since(start)), nil
+}
+
+// gridfsRate uploads the file to a GridFS bucket directly through
+// mongo-driver (128 KiB GridFS chunks, as ddstore's GridFS store uses) and
+// downloads it again.
+func gridfsRate(ctx context.Context, uri, path string) (up, down float64, err error) {
+	cl, err := mongo.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer cl.Disconnect(context.Background())
+	db := cl.Database(fmt.Sprintf("ddstore_bench_%d", time.Now().UnixNano()))
+	defer db.Drop(context.Background())
+	bucket := db.GridFSBucket(options.GridFSBucket().SetChunkSizeBytes(128 << 10))
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	id := bson.NewObjectID()
+	if err := bucket.UploadFromStreamWithID(ctx, id, "baseline", f); err != nil {
+		return 0, 0, fmt.Errorf("gridfs upload: %w", err)
+	}
+	up = mbps(st.Size(), time.Since(start))
+	start = time.Now()
+	n, err := bucket.DownloadToStream(ctx, id, io.Discard)
+	if err != nil {
+		return 0, 0, fmt.Errorf("gridfs download: %w", err)
+	}
+	if n != st.Size() {
+		return 0, 0, errors.New("gridfs download: short")
+	}
+	return up, mbps(n, time.Since(start)), nil
+}

@@ -1,0 +1,85 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/xml"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ddstore/ddstore/chunker"
+)
+
+func TestNewResult(t *testing.T) {
+	tests := []struct {
+		runs             []float64
+		min, median, max float64
+	}{
+		{[]float64{3}, 3, 3, 3},
+		{[]float64{5, 1, 3}, 1, 3, 5},
+		{[]float64{4, 1, 3, 2}, 1, 2.5, 4},
+	}
+	for _, tt := range tests {
+		r := newResult("s", Random, 1, "MB/s", tt.runs).against("b", 2)
+		if r.Min != tt.min || r.Median != tt.median || r.Max != tt.max || r.Ratio != tt.median/2 {
+			t.Errorf("%v: got %v/%v/%v ratio %v", tt.runs, r.Min, r.Median, r.Max, r.Ratio)
+		}
+	}
+}
+
+// TestTextCompresses: the generated weather rows shrink to roughly a fifth
+// with ddstore's zstd setting, as the suite claims.
+func TestTextCompresses(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "text")
+	if err := writeData(path, Text, 4<<20, 1); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	e := chunker.NewCodecs().Encode(data)
+	ratio := float64(len(e.Data)) / float64(len(data))
+	if ratio < 0.08 || ratio > 0.3 {
+		t.Fatalf("text compresses to %.2f of its size, want about 0.2", ratio)
+	}
+	if !bytes.Contains(data[:200], []byte(",ST0")) {
+		t.Fatalf("unexpected rows: %q", data[:200])
+	}
+}
+
+func TestChangeInPlace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "data")
+	const size = 250 << 20
+	if err := writeData(path, Random, size, 2); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(path)
+	if err := changeInPlace(path, 0.01, 3); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(path)
+	diff := 0
+	for i := range before {
+		if before[i] != after[i] {
+			diff++
+		}
+	}
+	if got := float64(diff) / size; math.Abs(got-0.01) > 0.001 {
+		t.Fatalf("%.4f of the bytes changed, want 0.01", got)
+	}
+}
+
+func TestSVG(t *testing.T) {
+	rep := &Report{Results: []*Result{
+		newResult("upload", Random, 64<<20, "MB/s", []float64{100}),
+		newResult("upload", Random, 1<<30, "MB/s", []float64{150}),
+		newResult("baseline: disk write+fsync", Random, 64<<20, "MB/s", []float64{900}),
+	}}
+	if err := xml.Unmarshal([]byte(rep.SVG()), new(struct{})); err != nil {
+		t.Fatalf("chart is not well-formed XML: %v", err)
+	}
+	var buf bytes.Buffer
+	rep.WriteTable(&buf)
+	if !bytes.Contains(buf.Bytes(), []byte("1 GiB")) {
+		t.Fatalf("table: %s", buf.String())
+	}
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ddstore/ddstore/bench"
+)
+
+func newBenchCmd(g *globalFlags) *cobra.Command {
+	var (
+		cfg    bench.Config
+		quick  bool
+		sizes  string
+		target string
+		out    string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure throughput against baselines measured in the same run",
+		Long: `bench starts a local 3-node cluster on the embedded store (each node a child
+process), unless --target names a running cluster, and measures uploads and
+downloads of generated files (incompressible and compressible text), re-uploads
+of an unchanged and of a 1%-changed file, a download resumed half-way, several
+clients at once, many small files, R=1 against R=3, and with --mongo-uri the
+GridFS store. Beside each figure it prints the baseline that bounds it,
+measured in the same run on the same bytes (disk write+fsync, raw loopback
+gRPC, the chunker pipeline alone, direct GridFS), and the ratio.
+
+Progress goes to stderr, the table to stdout; --json prints the report as JSON
+instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
+--quick is a smoke run of under a minute.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if quick {
+				q := bench.Quick()
+				for _, name := range []string{"runs", "clients", "small-files"} {
+					if cmd.Flags().Changed(name) {
+						continue
+					}
+					switch name {
+					case "runs":
+						cfg.Runs = q.Runs
+					case "clients":
+						cfg.Clients = q.Clients
+					case "small-files":
+						cfg.SmallFiles = q.SmallFiles
+					}
+				}
+				if sizes == "" {
+					cfg.Sizes = q.Sizes
+				}
+			}
+			if sizes != "" {
+				for _, s := range strings.Split(sizes, ",") {
+					v, err := ParseSize(s)
+					if err != nil || v < 1<<20 {
+						return usageError{fmt.Errorf("--sizes: %q is not a size of at least 1MiB", s)}
+					}
+					cfg.Sizes = append(cfg.Sizes, v)
+				}
+			}
+			if cfg.Runs < 0 || cfg.Clients < 0 || cfg.SmallFiles < 0 {
+				return usageError{fmt.Errorf("--runs, --clients and --small-files must not be negative")}
+			}
+			if target != "" {
+				cfg.Target = strings.Split(target, ",")
+			} else {
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				cfg.Exe = exe
+			}
+			cfg.Progress = os.Stderr
+			cfg.Command = "ddstore " + strings.Join(os.Args[1:], " ")
+			rep, err := bench.Run(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if out != "" {
+				if err := rep.WriteFiles(out); err != nil {
+					return fmt.Errorf("bench: write results: %w", err)
+				}
+			}
+			if g.json {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			fmt.Printf("ddstore bench: %s\n%s; %.0f s\n\n", rep.Machine, rep.Cluster, rep.Seconds)
+			rep.WriteTable(os.Stdout)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&quick, "quick", false, "smoke run: one 32MiB file of each kind, one run, 200 small files (under a minute)")
+	f.StringVar(&sizes, "sizes", "", "comma-separated file sizes (default 64MiB,256MiB,1GiB)")
+	f.IntVar(&cfg.Runs, "runs", 0, "repetitions of each measurement (default 3; sizes of 2GiB and more run once)")
+	f.IntVar(&cfg.Clients, "clients", 0, "clients at once in the concurrency scenario (default 4)")
+	f.IntVar(&cfg.SmallFiles, "small-files", 0, "files in the small-files scenario (default 2000)")
+	f.StringVar(&cfg.MongoURI, "mongo-uri", "", "also measure the GridFS store and direct GridFS on this MongoDB")
+	f.StringVar(&target, "target", "", "comma-separated API addresses of a running cluster to measure instead of a local one")
+	f.StringVar(&cfg.Dir, "dir", "", "work directory for generated files and local clusters (default: a temporary one)")
+	f.StringVar(&out, "out", "", "write results.json and throughput.svg into this directory")
+	return cmd
+}
