@@ -1,0 +1,270 @@
+package replica
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ddstore/ddstore/chunker"
+)
+
+// Tier is one cache level in front of a Store: a best-effort map from chunk
+// ID to encoded chunk. A tier never fails a read: a miss, a timeout or a
+// broken server all look like a miss. Chunks are immutable, so nothing is
+// ever invalidated on write.
+type Tier interface {
+	Name() string
+	// Get returns the cached chunk, unverified.
+	Get(ctx context.Context, id chunker.ID) (chunker.Encoded, bool)
+	// Add caches c (the tier may decline).
+	Add(ctx context.Context, c chunker.Encoded)
+	// Remove drops the chunk, if cached.
+	Remove(ctx context.Context, id chunker.ID)
+	Stats() TierStats
+}
+
+// TierStats are a tier's counters.
+type TierStats struct {
+	Tier        string
+	Hits        uint64
+	Misses      uint64
+	BytesServed uint64
+	Entries     uint64
+	Bytes       uint64
+	Evictions   uint64
+	Skipped     uint64 // chunks too large for the tier
+	Errors      uint64 // failed calls (the read went on without the tier)
+	Corrupt     uint64 // entries that failed verification and were dropped
+}
+
+// tierCounters are the counters every tier keeps.
+type tierCounters struct {
+	hits, misses, served, evictions, skipped, errors, corrupt atomic.Uint64
+}
+
+func (c *tierCounters) fill(s *TierStats) {
+	s.Hits, s.Misses, s.BytesServed = c.hits.Load(), c.misses.Load(), c.served.Load()
+	s.Evictions, s.Skipped, s.Errors = c.evictions.Load(), c.skipped.Load(), c.errors.Load()
+}
+
+// Cached is a Store with cache tiers in front of its reads. Every chunk read
+// from a tier is verified against its ID like one read from the store; a
+// corrupt entry is dropped and the chunk read from the next tier down.
+type Cached struct {
+	Store
+	Tiers  []Tier
+	Codecs *chunker.Codecs
+
+	corrupt []atomic.Uint64 // per tier
+}
+
+// NewCached puts tiers (fastest first) in front of s.
+func NewCached(s Store, codecs *chunker.Codecs, tiers ...Tier) *Cached {
+	return &Cached{Store: s, Tiers: tiers, Codecs: codecs, corrupt: make([]atomic.Uint64, len(tiers))}
+}
+
+// Get reads the chunk from the first tier that holds a good copy, else from
+// the store, and fills the tiers above where it was found.
+func (c *Cached) Get(ctx context.Context, id chunker.ID) (chunker.Encoded, error) {
+	for i, t := range c.Tiers {
+		e, ok := t.Get(ctx, id)
+		if !ok {
+			continue
+		}
+		if e.ID != id || c.Codecs.Verify(e) != nil {
+			c.corrupt[i].Add(1)
+			t.Remove(ctx, id)
+			continue
+		}
+		for _, up := range c.Tiers[:i] {
+			up.Add(ctx, e)
+		}
+		return e, nil
+	}
+	e, err := c.Store.Get(ctx, id)
+	if err != nil {
+		return e, err
+	}
+	for _, t := range c.Tiers {
+		t.Add(ctx, e)
+	}
+	return e, nil
+}
+
+// Delete removes the chunk from the store and every tier.
+func (c *Cached) Delete(ctx context.Context, id chunker.ID) error {
+	for _, t := range c.Tiers {
+		t.Remove(ctx, id)
+	}
+	return c.Store.Delete(ctx, id)
+}
+
+// Close closes the tiers that hold resources, then the store.
+func (c *Cached) Close() error {
+	for _, t := range c.Tiers {
+		if cl, ok := t.(interface{ Close() error }); ok {
+			cl.Close()
+		}
+	}
+	return c.Store.Close()
+}
+
+// TierStats returns each tier's counters.
+func (c *Cached) TierStats() []TierStats {
+	out := make([]TierStats, len(c.Tiers))
+	for i, t := range c.Tiers {
+		out[i] = t.Stats()
+		out[i].Corrupt = c.corrupt[i].Load()
+	}
+	return out
+}
+
+// Memory is the in-process tier: a size-bounded cache in the manner of 2Q
+// and S3-FIFO. New chunks enter a small FIFO (a quarter of the space); a
+// chunk read again while in it, or asked for again after it left (its ID is
+// remembered in a ghost list), moves to the main LRU. One sequential read of
+// a huge file therefore passes through the FIFO without flushing the hot set.
+type Memory struct {
+	mu       sync.Mutex
+	capacity int64
+	inCap    int64 // bytes for the FIFO (a quarter)
+	inBytes  int64
+	mainByte int64
+	in       *list.List // of *memEntry, newest at front
+	main     *list.List // of *memEntry, most recent at front
+	ghost    *list.List // of chunker.ID, newest at front
+	ghostMax int
+	items    map[chunker.ID]*list.Element
+	ghosts   map[chunker.ID]*list.Element
+	count    tierCounters
+}
+
+type memEntry struct {
+	e    chunker.Encoded
+	main bool
+	hit  bool // read again while in the FIFO
+}
+
+// NewMemory returns an in-process tier holding at most capacity bytes of
+// chunk data.
+func NewMemory(capacity int64) *Memory {
+	return &Memory{
+		capacity: capacity, inCap: capacity / 4,
+		in: list.New(), main: list.New(), ghost: list.New(),
+		ghostMax: int(max(64, capacity/(256<<10))), // about as many IDs as chunks fit, at 256 KiB each
+		items:    map[chunker.ID]*list.Element{}, ghosts: map[chunker.ID]*list.Element{},
+	}
+}
+
+// Name implements Tier.
+func (m *Memory) Name() string { return "memory" }
+
+// Get implements Tier.
+func (m *Memory) Get(_ context.Context, id chunker.ID) (chunker.Encoded, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	el, ok := m.items[id]
+	if !ok {
+		m.count.misses.Add(1)
+		return chunker.Encoded{}, false
+	}
+	ent := el.Value.(*memEntry)
+	if ent.main {
+		m.main.MoveToFront(el)
+	} else {
+		ent.hit = true
+	}
+	m.count.hits.Add(1)
+	m.count.served.Add(uint64(len(ent.e.Data)))
+	return ent.e, true
+}
+
+// Add implements Tier.
+func (m *Memory) Add(_ context.Context, e chunker.Encoded) {
+	size := int64(len(e.Data))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.items[e.ID]; ok {
+		return
+	}
+	if size > m.inCap || size > m.capacity-m.inCap {
+		m.count.skipped.Add(1)
+		return
+	}
+	if g, ok := m.ghosts[e.ID]; ok { // seen before: it is hot
+		m.ghost.Remove(g)
+		delete(m.ghosts, e.ID)
+		m.items[e.ID] = m.main.PushFront(&memEntry{e: e, main: true})
+		m.mainByte += size
+	} else {
+		m.items[e.ID] = m.in.PushFront(&memEntry{e: e})
+		m.inBytes += size
+	}
+	m.evict()
+}
+
+// evict trims the FIFO to its share (remembering what left in the ghost
+// list) and the LRU to the rest.
+func (m *Memory) evict() {
+	for m.inBytes > m.inCap {
+		el := m.in.Back()
+		ent := el.Value.(*memEntry)
+		m.in.Remove(el)
+		m.inBytes -= int64(len(ent.e.Data))
+		if ent.hit { // read again while in the FIFO: it is hot
+			ent.main = true
+			m.items[ent.e.ID] = m.main.PushFront(ent)
+			m.mainByte += int64(len(ent.e.Data))
+			continue
+		}
+		delete(m.items, ent.e.ID)
+		m.count.evictions.Add(1)
+		m.ghosts[ent.e.ID] = m.ghost.PushFront(ent.e.ID)
+		for m.ghost.Len() > m.ghostMax {
+			g := m.ghost.Back()
+			m.ghost.Remove(g)
+			delete(m.ghosts, g.Value.(chunker.ID))
+		}
+	}
+	for m.mainByte > m.capacity-m.inCap {
+		el := m.main.Back()
+		ent := el.Value.(*memEntry)
+		m.main.Remove(el)
+		delete(m.items, ent.e.ID)
+		m.mainByte -= int64(len(ent.e.Data))
+		m.count.evictions.Add(1)
+	}
+}
+
+// Remove implements Tier.
+func (m *Memory) Remove(_ context.Context, id chunker.ID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	el, ok := m.items[id]
+	if !ok {
+		return
+	}
+	ent := el.Value.(*memEntry)
+	delete(m.items, id)
+	if ent.main {
+		m.main.Remove(el)
+		m.mainByte -= int64(len(ent.e.Data))
+	} else {
+		m.in.Remove(el)
+		m.inBytes -= int64(len(ent.e.Data))
+	}
+}
+
+// Stats implements Tier.
+func (m *Memory) Stats() TierStats {
+	s := TierStats{Tier: m.Name()}
+	m.count.fill(&s)
+	m.mu.Lock()
+	s.Entries, s.Bytes = uint64(len(m.items)), uint64(m.inBytes+m.mainByte)
+	m.mu.Unlock()
+	return s
+}
+
+func (m *Memory) String() string { return fmt.Sprintf("memory tier (%d bytes)", m.capacity) }

@@ -1,0 +1,158 @@
+package replica
+
+import (
+	"context"
+	"crypto/rand"
+	"testing"
+
+	"github.com/ddstore/ddstore/chunker"
+	"github.com/ddstore/ddstore/internal/testenv"
+)
+
+func randomChunk(t testing.TB, codecs *chunker.Codecs, n int) chunker.Encoded {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	return codecs.Encode(b)
+}
+
+// TestMemoryScanResistant: a sequential read of many chunks, each seen once,
+// does not flush chunks that are read again and again.
+func TestMemoryScanResistant(t *testing.T) {
+	ctx := context.Background()
+	codecs := chunker.NewCodecs()
+	m := NewMemory(4 << 20) // 1 MiB FIFO, 3 MiB main
+	hot := make([]chunker.Encoded, 8)
+	for i := range hot {
+		hot[i] = randomChunk(t, codecs, 256<<10)
+	}
+	// Make the hot set hot: seen, evicted from the FIFO, seen again.
+	for range 2 {
+		for _, c := range hot {
+			if _, ok := m.Get(ctx, c.ID); !ok {
+				m.Add(ctx, c)
+			}
+		}
+	}
+	for range 2 {
+		for _, c := range hot {
+			if _, ok := m.Get(ctx, c.ID); !ok {
+				m.Add(ctx, c)
+			}
+		}
+	}
+	// A scan of 64 chunks seen once.
+	for range 64 {
+		c := randomChunk(t, codecs, 256<<10)
+		if _, ok := m.Get(ctx, c.ID); !ok {
+			m.Add(ctx, c)
+		}
+	}
+	for i, c := range hot {
+		if _, ok := m.Get(ctx, c.ID); !ok {
+			t.Fatalf("hot chunk %d was flushed by a scan", i)
+		}
+	}
+	st := m.Stats()
+	if st.Bytes > 4<<20 || st.Evictions == 0 {
+		t.Fatalf("stats %+v: over capacity or no evictions", st)
+	}
+	big := randomChunk(t, codecs, 2<<20)
+	m.Add(ctx, big)
+	if st := m.Stats(); st.Skipped != 1 {
+		t.Fatalf("a chunk larger than the FIFO was not skipped: %+v", st)
+	}
+}
+
+// TestCachedVerifies: a corrupted cache entry is dropped and the chunk read
+// from the store; hits are counted per tier.
+func TestCachedVerifies(t *testing.T) {
+	ctx := context.Background()
+	codecs := chunker.NewCodecs()
+	store, err := OpenLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := NewMemory(16 << 20)
+	c := NewCached(store, codecs, mem)
+	defer c.Close()
+	e := randomChunk(t, codecs, 100<<10)
+	if _, err := c.Put(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		got, err := c.Get(ctx, e.ID)
+		if err != nil || got.ID != e.ID {
+			t.Fatal(err)
+		}
+	}
+	if st := c.TierStats()[0]; st.Hits != 2 || st.Misses != 1 {
+		t.Fatalf("memory tier %+v, want 2 hits 1 miss", st)
+	}
+	// Corrupt the cached copy in place.
+	cached, _ := mem.Get(ctx, e.ID)
+	cached.Data[10] ^= 0xff
+	got, err := c.Get(ctx, e.ID)
+	if err != nil || codecs.Verify(got) != nil {
+		t.Fatalf("read after cache corruption: %v", err)
+	}
+	if st := c.TierStats()[0]; st.Corrupt != 1 {
+		t.Fatalf("corrupt entry not counted: %+v", st)
+	}
+}
+
+// TestMemcacheTier runs against a real memcached: values round trip, chunks
+// over the item limit are skipped and counted, and a dead memcached turns
+// into misses and an error count, never a failed read.
+func TestMemcacheTier(t *testing.T) {
+	ctx := context.Background()
+	codecs := chunker.NewCodecs()
+	srv, err := testenv.StartMemcached(64, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	mc, err := NewMemcache(MemcacheConfig{Servers: []string{srv.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	store, err := OpenLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCached(store, codecs, mc)
+
+	small := randomChunk(t, codecs, 512<<10)
+	large := randomChunk(t, codecs, 1<<20) // over memcached's default 1 MiB item limit with overhead
+	for _, e := range []chunker.Encoded{small, large} {
+		if _, err := c.Put(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Get(ctx, e.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mc.wg.Wait() // background stores done
+	if _, ok := mc.Get(ctx, small.ID); !ok {
+		t.Fatal("small chunk not in memcached")
+	}
+	got, err := c.Get(ctx, small.ID)
+	if err != nil || got.ID != small.ID {
+		t.Fatal(err)
+	}
+	st := mc.Stats()
+	if st.Hits < 2 || st.Skipped != 1 || st.Entries != 1 {
+		t.Fatalf("memcached stats %+v: want ≥2 hits, 1 skipped, 1 entry", st)
+	}
+
+	srv.Kill()
+	for _, e := range []chunker.Encoded{small, large} {
+		if _, err := c.Get(ctx, e.ID); err != nil {
+			t.Fatalf("read with memcached down: %v", err)
+		}
+	}
+	if st := mc.Stats(); st.Errors == 0 {
+		t.Fatalf("memcached outage not counted: %+v", st)
+	}
+}
