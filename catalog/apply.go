@@ -6,6 +6,7 @@ import (
 	"maps"
 	"time"
 
+	"github.com/ddstore/ddstore/chunker"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -13,6 +14,7 @@ import (
 // Result is what applying a command returns to the node that proposed it.
 type Result struct {
 	Manifest *pb.FileManifest // the file as stored (PutFile) or removed (DeleteFile)
+	IDs      []chunker.ID     // CollectChunks: the chunks it marked
 	Err      error            // why the command changed nothing
 }
 
@@ -41,6 +43,28 @@ func Apply(s *State, cmd *pb.Command) Result {
 	case *pb.Command_RemoveNode:
 		delete(s.nodes, op.RemoveNode.GetId())
 		return Result{}
+	case *pb.Command_CollectChunks:
+		ids, err := chunkIDs(op.CollectChunks.GetIds())
+		if err != nil {
+			return Result{Err: err}
+		}
+		var marked []chunker.ID
+		for _, id := range ids {
+			if s.refs[id] == 0 {
+				s.collecting[id] = struct{}{}
+				marked = append(marked, id)
+			}
+		}
+		return Result{IDs: marked}
+	case *pb.Command_ForgetChunks:
+		ids, err := chunkIDs(op.ForgetChunks.GetIds())
+		if err != nil {
+			return Result{Err: err}
+		}
+		for _, id := range ids {
+			delete(s.collecting, id)
+		}
+		return Result{}
 	default:
 		return Result{Err: invalid("command has no known operation")}
 	}
@@ -64,8 +88,25 @@ func putFile(s *State, p *pb.PutFile) Result {
 		}
 		return Result{Err: fmt.Errorf("%w: file %q (use overwrite to replace it)", ErrExists, m.GetName())}
 	}
+	for _, c := range m.GetChunks() {
+		if s.IsCollecting(chunker.ID(c.GetId())) {
+			return Result{Err: fmt.Errorf("%w: file %q: chunk %x is being garbage-collected; upload the file again", ErrCollecting, m.GetName(), c.GetId())}
+		}
+	}
 	s.put(m)
 	return Result{Manifest: m}
+}
+
+func chunkIDs(raw [][]byte) ([]chunker.ID, error) {
+	ids := make([]chunker.ID, len(raw))
+	for i, b := range raw {
+		id, err := chunker.IDFromBytes(b)
+		if err != nil {
+			return nil, invalid("chunk %d: %v", i, err)
+		}
+		ids[i] = id
+	}
+	return ids, nil
 }
 
 // sameContent reports whether a stored file already is what m describes, so

@@ -375,3 +375,53 @@ func FuzzApply(f *testing.F) {
 		}
 	})
 }
+
+func collect(ids ...chunker.ID) *pb.Command {
+	c := &pb.CollectChunks{}
+	for _, id := range ids {
+		c.Ids = append(c.Ids, bytes.Clone(id[:]))
+	}
+	return &pb.Command{Op: &pb.Command_CollectChunks{CollectChunks: c}}
+}
+
+func forget(ids ...chunker.ID) *pb.Command {
+	c := &pb.ForgetChunks{}
+	for _, id := range ids {
+		c.Ids = append(c.Ids, bytes.Clone(id[:]))
+	}
+	return &pb.Command{Op: &pb.Command_ForgetChunks{ForgetChunks: c}}
+}
+
+// TestCollectChunks: only unreferenced chunks are marked; a file naming a
+// marked chunk cannot be committed until the mark is gone; marks survive a
+// snapshot.
+func TestCollectChunks(t *testing.T) {
+	s := NewState()
+	x, y, z := chunker.Sum([]byte("x")), chunker.Sum([]byte("y")), chunker.Sum([]byte("z"))
+	if res := Apply(s, put(manifest("a", "x", "y"), day1, false)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	res := Apply(s, collect(x, z))
+	if res.Err != nil || len(res.IDs) != 1 || res.IDs[0] != z {
+		t.Fatalf("collect x,z marked %v (%v), want only z", res.IDs, res.Err)
+	}
+	if res := Apply(s, put(manifest("b", "z"), day1, false)); !errors.Is(res.Err, ErrCollecting) {
+		t.Fatalf("commit naming a collected chunk: %v", res.Err)
+	}
+	snap, _ := s.Snapshot()
+	restored, err := FromSnapshot(snap)
+	if err != nil || !restored.IsCollecting(z) || restored.IsCollecting(x) {
+		t.Fatalf("marks did not survive a snapshot: %v", err)
+	}
+	Apply(s, forget(z))
+	if res := Apply(s, put(manifest("b", "z"), day1, false)); res.Err != nil {
+		t.Fatalf("commit after the mark is gone: %v", res.Err)
+	}
+	Apply(s, del("a"))
+	if res := Apply(s, collect(x, y, z)); len(res.IDs) != 2 || len(s.Collecting()) != 2 {
+		t.Fatalf("after deleting a: marked %v, want x and y", res.IDs)
+	}
+	if res := Apply(s, &pb.Command{Op: &pb.Command_CollectChunks{CollectChunks: &pb.CollectChunks{Ids: [][]byte{{1}}}}}); !errors.Is(res.Err, ErrInvalid) {
+		t.Fatalf("malformed ID: %v", res.Err)
+	}
+}

@@ -102,6 +102,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 // snapshot returns the state in canonical order.
 func (s *State) snapshot() *pb.CatalogSnapshot {
 	snap := &pb.CatalogSnapshot{Files: make([]*pb.FileManifest, 0, len(s.names)), Nodes: s.Nodes()}
+	for _, id := range s.Collecting() {
+		snap.Collecting = append(snap.Collecting, id[:])
+	}
 	for _, name := range s.names {
 		snap.Files = append(snap.Files, s.files[name])
 	}
@@ -139,6 +142,13 @@ func FromSnapshot(data []byte) (*State, error) {
 	slices.SortFunc(s.names, strings.Compare)
 	for _, n := range snap.GetNodes() {
 		s.nodes[n.GetId()] = n
+	}
+	ids, err := chunkIDs(snap.GetCollecting())
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	for _, id := range ids {
+		s.collecting[id] = struct{}{}
 	}
 	return s, nil
 }

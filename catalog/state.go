@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 
@@ -18,6 +19,9 @@ type State struct {
 	nodes map[string]*pb.NodeInfo
 	refs  map[chunker.ID]uint32 // files referring to each chunk (a chunk listed twice in one file counts once)
 	bytes uint64                // sum of file sizes
+	// collecting holds chunks marked for garbage collection: no file refers
+	// to them and none may be committed until they are forgotten.
+	collecting map[chunker.ID]struct{}
 }
 
 // NewState returns an empty catalog.
@@ -26,6 +30,8 @@ func NewState() *State {
 		files: map[string]*pb.FileManifest{},
 		nodes: map[string]*pb.NodeInfo{},
 		refs:  map[chunker.ID]uint32{},
+
+		collecting: map[chunker.ID]struct{}{},
 	}
 }
 
@@ -87,6 +93,32 @@ func (s *State) Nodes() []*pb.NodeInfo {
 
 // Refs returns how many files refer to the chunk.
 func (s *State) Refs(id chunker.ID) int { return int(s.refs[id]) }
+
+// Referenced calls fn for every chunk some file refers to, until fn returns
+// false.
+func (s *State) Referenced(fn func(id chunker.ID) bool) {
+	for id := range s.refs {
+		if !fn(id) {
+			return
+		}
+	}
+}
+
+// Collecting returns the chunks marked for garbage collection, sorted.
+func (s *State) Collecting() []chunker.ID {
+	out := make([]chunker.ID, 0, len(s.collecting))
+	for id := range s.collecting {
+		out = append(out, id)
+	}
+	slices.SortFunc(out, func(a, b chunker.ID) int { return bytes.Compare(a[:], b[:]) })
+	return out
+}
+
+// IsCollecting reports whether the chunk is marked for garbage collection.
+func (s *State) IsCollecting(id chunker.ID) bool {
+	_, ok := s.collecting[id]
+	return ok
+}
 
 // Chunks returns how many distinct chunks the files refer to.
 func (s *State) Chunks() int { return len(s.refs) }

@@ -20,6 +20,9 @@ var (
 	ErrExists = errors.New("catalog: already exists")
 	// ErrInvalid: the command or manifest breaks a rule; the message says which.
 	ErrInvalid = errors.New("catalog: invalid")
+	// ErrCollecting: a file names a chunk that garbage collection is
+	// deleting; uploading the file again stores it anew.
+	ErrCollecting = errors.New("catalog: chunk being garbage-collected")
 )
 
 // Limits on what a manifest may hold.

@@ -1226,6 +1226,8 @@ type NodeStatus struct {
 	Store         string                 `protobuf:"bytes,10,opt,name=store,proto3" json:"store,omitempty"`                                // store kind: local, gridfs
 	Error         string                 `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`                                // why the node did not answer, if it did not
 	Voter         bool                   `protobuf:"varint,12,opt,name=voter,proto3" json:"voter,omitempty"`
+	Cache         []*CacheTierStatus     `protobuf:"bytes,13,rep,name=cache,proto3" json:"cache,omitempty"`
+	Heal          *HealStatus            `protobuf:"bytes,14,opt,name=heal,proto3" json:"heal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1344,6 +1346,223 @@ func (x *NodeStatus) GetVoter() bool {
 	return false
 }
 
+func (x *NodeStatus) GetCache() []*CacheTierStatus {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetHeal() *HealStatus {
+	if x != nil {
+		return x.Heal
+	}
+	return nil
+}
+
+// CacheTierStatus is one cache tier's counters on one node.
+type CacheTierStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tier          string                 `protobuf:"bytes,1,opt,name=tier,proto3" json:"tier,omitempty"` // memory, memcached
+	Hits          uint64                 `protobuf:"varint,2,opt,name=hits,proto3" json:"hits,omitempty"`
+	Misses        uint64                 `protobuf:"varint,3,opt,name=misses,proto3" json:"misses,omitempty"`
+	BytesServed   uint64                 `protobuf:"varint,4,opt,name=bytes_served,json=bytesServed,proto3" json:"bytes_served,omitempty"`
+	Entries       uint64                 `protobuf:"varint,5,opt,name=entries,proto3" json:"entries,omitempty"`
+	Bytes         uint64                 `protobuf:"varint,6,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Evictions     uint64                 `protobuf:"varint,7,opt,name=evictions,proto3" json:"evictions,omitempty"`
+	Skipped       uint64                 `protobuf:"varint,8,opt,name=skipped,proto3" json:"skipped,omitempty"`  // chunks too large for the tier
+	Errors        uint64                 `protobuf:"varint,9,opt,name=errors,proto3" json:"errors,omitempty"`    // failed calls; reads went on from the store
+	Corrupt       uint64                 `protobuf:"varint,10,opt,name=corrupt,proto3" json:"corrupt,omitempty"` // entries that failed verification and were dropped
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheTierStatus) Reset() {
+	*x = CacheTierStatus{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheTierStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheTierStatus) ProtoMessage() {}
+
+func (x *CacheTierStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheTierStatus.ProtoReflect.Descriptor instead.
+func (*CacheTierStatus) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CacheTierStatus) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *CacheTierStatus) GetHits() uint64 {
+	if x != nil {
+		return x.Hits
+	}
+	return 0
+}
+
+func (x *CacheTierStatus) GetMisses() uint64 {
+	if x != nil {
+		return x.Misses
+	}
+	return 0
+}
+
+func (x *CacheTierStatus) GetBytesServed() uint64 {
+	if x != nil {
+		return x.BytesServed
+	}
+	return 0
+}
+
+func (x *CacheTierStatus) GetEntries() uint64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *CacheTierStatus) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CacheTierStatus) GetEvictions() uint64 {
+	if x != nil {
+		return x.Evictions
+	}
+	return 0
+}
+
+func (x *CacheTierStatus) GetSkipped() uint64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *CacheTierStatus) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *CacheTierStatus) GetCorrupt() uint64 {
+	if x != nil {
+		return x.Corrupt
+	}
+	return 0
+}
+
+// HealStatus counts what scrub, repair and garbage collection did on a node
+// since it started.
+type HealStatus struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ScrubbedChunks uint64                 `protobuf:"varint,1,opt,name=scrubbed_chunks,json=scrubbedChunks,proto3" json:"scrubbed_chunks,omitempty"`
+	ScrubCorrupt   uint64                 `protobuf:"varint,2,opt,name=scrub_corrupt,json=scrubCorrupt,proto3" json:"scrub_corrupt,omitempty"` // corrupt copies found (and quarantined)
+	ScrubPasses    uint64                 `protobuf:"varint,3,opt,name=scrub_passes,json=scrubPasses,proto3" json:"scrub_passes,omitempty"`
+	RepairedCopies uint64                 `protobuf:"varint,4,opt,name=repaired_copies,json=repairedCopies,proto3" json:"repaired_copies,omitempty"`
+	LostChunks     uint64                 `protobuf:"varint,5,opt,name=lost_chunks,json=lostChunks,proto3" json:"lost_chunks,omitempty"` // chunks the last repair pass found on no live node
+	GcDeleted      uint64                 `protobuf:"varint,6,opt,name=gc_deleted,json=gcDeleted,proto3" json:"gc_deleted,omitempty"`    // copies removed by garbage collection
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *HealStatus) Reset() {
+	*x = HealStatus{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealStatus) ProtoMessage() {}
+
+func (x *HealStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealStatus.ProtoReflect.Descriptor instead.
+func (*HealStatus) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *HealStatus) GetScrubbedChunks() uint64 {
+	if x != nil {
+		return x.ScrubbedChunks
+	}
+	return 0
+}
+
+func (x *HealStatus) GetScrubCorrupt() uint64 {
+	if x != nil {
+		return x.ScrubCorrupt
+	}
+	return 0
+}
+
+func (x *HealStatus) GetScrubPasses() uint64 {
+	if x != nil {
+		return x.ScrubPasses
+	}
+	return 0
+}
+
+func (x *HealStatus) GetRepairedCopies() uint64 {
+	if x != nil {
+		return x.RepairedCopies
+	}
+	return 0
+}
+
+func (x *HealStatus) GetLostChunks() uint64 {
+	if x != nil {
+		return x.LostChunks
+	}
+	return 0
+}
+
+func (x *HealStatus) GetGcDeleted() uint64 {
+	if x != nil {
+		return x.GcDeleted
+	}
+	return 0
+}
+
 type StatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	LeaderId      string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
@@ -1358,7 +1577,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1589,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1602,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{20}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatusResponse) GetLeaderId() string {
@@ -1439,7 +1658,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1670,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1683,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{21}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -1496,7 +1715,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1727,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1740,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{22}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
 }
 
 type LeaveRequest struct {
@@ -1533,7 +1752,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1764,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1777,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -1576,7 +1795,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +1807,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +1820,415 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
+}
+
+type ListChunksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChunksRequest) Reset() {
+	*x = ListChunksRequest{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChunksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChunksRequest) ProtoMessage() {}
+
+func (x *ListChunksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChunksRequest.ProtoReflect.Descriptor instead.
+func (*ListChunksRequest) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
+}
+
+type ListChunksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           [][]byte               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	StoredSizes   []uint64               `protobuf:"varint,2,rep,packed,name=stored_sizes,json=storedSizes,proto3" json:"stored_sizes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChunksResponse) Reset() {
+	*x = ListChunksResponse{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChunksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChunksResponse) ProtoMessage() {}
+
+func (x *ListChunksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChunksResponse.ProtoReflect.Descriptor instead.
+func (*ListChunksResponse) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListChunksResponse) GetIds() [][]byte {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *ListChunksResponse) GetStoredSizes() []uint64 {
+	if x != nil {
+		return x.StoredSizes
+	}
+	return nil
+}
+
+type DeleteChunksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           [][]byte               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteChunksRequest) Reset() {
+	*x = DeleteChunksRequest{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteChunksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteChunksRequest) ProtoMessage() {}
+
+func (x *DeleteChunksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteChunksRequest.ProtoReflect.Descriptor instead.
+func (*DeleteChunksRequest) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DeleteChunksRequest) GetIds() [][]byte {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+type DeleteChunksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deleted       uint64                 `protobuf:"varint,1,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteChunksResponse) Reset() {
+	*x = DeleteChunksResponse{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteChunksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteChunksResponse) ProtoMessage() {}
+
+func (x *DeleteChunksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteChunksResponse.ProtoReflect.Descriptor instead.
+func (*DeleteChunksResponse) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DeleteChunksResponse) GetDeleted() uint64 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+type CollectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DryRun        bool                   `protobuf:"varint,1,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectRequest) Reset() {
+	*x = CollectRequest{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectRequest) ProtoMessage() {}
+
+func (x *CollectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectRequest.ProtoReflect.Descriptor instead.
+func (*CollectRequest) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CollectRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type CollectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Unreferenced  uint64                 `protobuf:"varint,1,opt,name=unreferenced,proto3" json:"unreferenced,omitempty"`                        // chunks in some store that no file refers to
+	Eligible      uint64                 `protobuf:"varint,2,opt,name=eligible,proto3" json:"eligible,omitempty"`                                // of those, unreferenced for longer than the grace period
+	DeletedCopies uint64                 `protobuf:"varint,3,opt,name=deleted_copies,json=deletedCopies,proto3" json:"deleted_copies,omitempty"` // copies removed (0 on a dry run)
+	EligibleBytes uint64                 `protobuf:"varint,4,opt,name=eligible_bytes,json=eligibleBytes,proto3" json:"eligible_bytes,omitempty"`
+	DryRun        bool                   `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	Grace         string                 `protobuf:"bytes,6,opt,name=grace,proto3" json:"grace,omitempty"` // the grace period, e.g. "1h0m0s"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectResponse) Reset() {
+	*x = CollectResponse{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectResponse) ProtoMessage() {}
+
+func (x *CollectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectResponse.ProtoReflect.Descriptor instead.
+func (*CollectResponse) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CollectResponse) GetUnreferenced() uint64 {
+	if x != nil {
+		return x.Unreferenced
+	}
+	return 0
+}
+
+func (x *CollectResponse) GetEligible() uint64 {
+	if x != nil {
+		return x.Eligible
+	}
+	return 0
+}
+
+func (x *CollectResponse) GetDeletedCopies() uint64 {
+	if x != nil {
+		return x.DeletedCopies
+	}
+	return 0
+}
+
+func (x *CollectResponse) GetEligibleBytes() uint64 {
+	if x != nil {
+		return x.EligibleBytes
+	}
+	return 0
+}
+
+func (x *CollectResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *CollectResponse) GetGrace() string {
+	if x != nil {
+		return x.Grace
+	}
+	return ""
+}
+
+type RepairRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepairRequest) Reset() {
+	*x = RepairRequest{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairRequest) ProtoMessage() {}
+
+func (x *RepairRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
+func (*RepairRequest) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
+}
+
+type RepairResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	ChunksChecked   uint64                 `protobuf:"varint,1,opt,name=chunks_checked,json=chunksChecked,proto3" json:"chunks_checked,omitempty"`
+	UnderReplicated uint64                 `protobuf:"varint,2,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
+	CopiesMade      uint64                 `protobuf:"varint,3,opt,name=copies_made,json=copiesMade,proto3" json:"copies_made,omitempty"`
+	Lost            uint64                 `protobuf:"varint,4,opt,name=lost,proto3" json:"lost,omitempty"` // chunks no live node holds intact
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RepairResponse) Reset() {
+	*x = RepairResponse{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairResponse) ProtoMessage() {}
+
+func (x *RepairResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairResponse.ProtoReflect.Descriptor instead.
+func (*RepairResponse) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RepairResponse) GetChunksChecked() uint64 {
+	if x != nil {
+		return x.ChunksChecked
+	}
+	return 0
+}
+
+func (x *RepairResponse) GetUnderReplicated() uint64 {
+	if x != nil {
+		return x.UnderReplicated
+	}
+	return 0
+}
+
+func (x *RepairResponse) GetCopiesMade() uint64 {
+	if x != nil {
+		return x.CopiesMade
+	}
+	return 0
+}
+
+func (x *RepairResponse) GetLost() uint64 {
+	if x != nil {
+		return x.Lost
+	}
+	return 0
 }
 
 type ProposeRequest struct {
@@ -1613,7 +2240,7 @@ type ProposeRequest struct {
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +2252,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +2265,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ProposeRequest) GetCommand() []byte {
@@ -1657,7 +2284,7 @@ type ProposeResponse struct {
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +2296,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +2309,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ProposeResponse) GetManifest() *FileManifest {
@@ -1700,7 +2327,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +2339,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +2352,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
 }
 
 type ReadIndexResponse struct {
@@ -1737,7 +2364,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +2376,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +2389,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1781,7 +2408,7 @@ type HasChunksRequest struct {
 
 func (x *HasChunksRequest) Reset() {
 	*x = HasChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +2420,7 @@ func (x *HasChunksRequest) String() string {
 func (*HasChunksRequest) ProtoMessage() {}
 
 func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +2433,7 @@ func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksRequest.ProtoReflect.Descriptor instead.
 func (*HasChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *HasChunksRequest) GetIds() [][]byte {
@@ -1825,7 +2452,7 @@ type HasChunksResponse struct {
 
 func (x *HasChunksResponse) Reset() {
 	*x = HasChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +2464,7 @@ func (x *HasChunksResponse) String() string {
 func (*HasChunksResponse) ProtoMessage() {}
 
 func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +2477,7 @@ func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksResponse.ProtoReflect.Descriptor instead.
 func (*HasChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *HasChunksResponse) GetHas() []bool {
@@ -1869,7 +2496,7 @@ type PutChunksRequest struct {
 
 func (x *PutChunksRequest) Reset() {
 	*x = PutChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1881,7 +2508,7 @@ func (x *PutChunksRequest) String() string {
 func (*PutChunksRequest) ProtoMessage() {}
 
 func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1894,7 +2521,7 @@ func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksRequest.ProtoReflect.Descriptor instead.
 func (*PutChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PutChunksRequest) GetChunk() *Chunk {
@@ -1914,7 +2541,7 @@ type PutChunksResponse struct {
 
 func (x *PutChunksResponse) Reset() {
 	*x = PutChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2553,7 @@ func (x *PutChunksResponse) String() string {
 func (*PutChunksResponse) ProtoMessage() {}
 
 func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2566,7 @@ func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksResponse.ProtoReflect.Descriptor instead.
 func (*PutChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PutChunksResponse) GetId() []byte {
@@ -1965,7 +2592,7 @@ type GetChunkRequest struct {
 
 func (x *GetChunkRequest) Reset() {
 	*x = GetChunkRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2604,7 @@ func (x *GetChunkRequest) String() string {
 func (*GetChunkRequest) ProtoMessage() {}
 
 func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2617,7 @@ func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkRequest.ProtoReflect.Descriptor instead.
 func (*GetChunkRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetChunkRequest) GetId() []byte {
@@ -2009,7 +2636,7 @@ type GetChunkResponse struct {
 
 func (x *GetChunkResponse) Reset() {
 	*x = GetChunkResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2648,7 @@ func (x *GetChunkResponse) String() string {
 func (*GetChunkResponse) ProtoMessage() {}
 
 func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2661,7 @@ func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkResponse.ProtoReflect.Descriptor instead.
 func (*GetChunkResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetChunkResponse) GetChunk() *Chunk {
@@ -2052,7 +2679,7 @@ type LocalStatusRequest struct {
 
 func (x *LocalStatusRequest) Reset() {
 	*x = LocalStatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2064,7 +2691,7 @@ func (x *LocalStatusRequest) String() string {
 func (*LocalStatusRequest) ProtoMessage() {}
 
 func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2077,7 +2704,7 @@ func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalStatusRequest.ProtoReflect.Descriptor instead.
 func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
 }
 
 // Command is one entry of the Raft log. Apply is a pure function of the
@@ -2090,6 +2717,8 @@ type Command struct {
 	//	*Command_DeleteFile
 	//	*Command_SetNode
 	//	*Command_RemoveNode
+	//	*Command_CollectChunks
+	//	*Command_ForgetChunks
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2097,7 +2726,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2109,7 +2738,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2122,7 +2751,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -2168,6 +2797,24 @@ func (x *Command) GetRemoveNode() *RemoveNode {
 	return nil
 }
 
+func (x *Command) GetCollectChunks() *CollectChunks {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CollectChunks); ok {
+			return x.CollectChunks
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetForgetChunks() *ForgetChunks {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ForgetChunks); ok {
+			return x.ForgetChunks
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -2188,6 +2835,14 @@ type Command_RemoveNode struct {
 	RemoveNode *RemoveNode `protobuf:"bytes,4,opt,name=remove_node,json=removeNode,proto3,oneof"`
 }
 
+type Command_CollectChunks struct {
+	CollectChunks *CollectChunks `protobuf:"bytes,5,opt,name=collect_chunks,json=collectChunks,proto3,oneof"`
+}
+
+type Command_ForgetChunks struct {
+	ForgetChunks *ForgetChunks `protobuf:"bytes,6,opt,name=forget_chunks,json=forgetChunks,proto3,oneof"`
+}
+
 func (*Command_PutFile) isCommand_Op() {}
 
 func (*Command_DeleteFile) isCommand_Op() {}
@@ -2195,6 +2850,102 @@ func (*Command_DeleteFile) isCommand_Op() {}
 func (*Command_SetNode) isCommand_Op() {}
 
 func (*Command_RemoveNode) isCommand_Op() {}
+
+func (*Command_CollectChunks) isCommand_Op() {}
+
+func (*Command_ForgetChunks) isCommand_Op() {}
+
+// CollectChunks marks chunks for garbage collection. Apply marks only those
+// no file refers to (and returns them); while a chunk is marked, no file
+// naming it can be committed, so deleting its copies races no upload.
+type CollectChunks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           [][]byte               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectChunks) Reset() {
+	*x = CollectChunks{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectChunks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectChunks) ProtoMessage() {}
+
+func (x *CollectChunks) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectChunks.ProtoReflect.Descriptor instead.
+func (*CollectChunks) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *CollectChunks) GetIds() [][]byte {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+// ForgetChunks clears the marks once the copies are deleted.
+type ForgetChunks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           [][]byte               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetChunks) Reset() {
+	*x = ForgetChunks{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetChunks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetChunks) ProtoMessage() {}
+
+func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetChunks.ProtoReflect.Descriptor instead.
+func (*ForgetChunks) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ForgetChunks) GetIds() [][]byte {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
 
 type PutFile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2206,7 +2957,7 @@ type PutFile struct {
 
 func (x *PutFile) Reset() {
 	*x = PutFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2969,7 @@ func (x *PutFile) String() string {
 func (*PutFile) ProtoMessage() {}
 
 func (x *PutFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2982,7 @@ func (x *PutFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFile.ProtoReflect.Descriptor instead.
 func (*PutFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PutFile) GetManifest() *FileManifest {
@@ -2257,7 +3008,7 @@ type DeleteFile struct {
 
 func (x *DeleteFile) Reset() {
 	*x = DeleteFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +3020,7 @@ func (x *DeleteFile) String() string {
 func (*DeleteFile) ProtoMessage() {}
 
 func (x *DeleteFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +3033,7 @@ func (x *DeleteFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFile.ProtoReflect.Descriptor instead.
 func (*DeleteFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DeleteFile) GetName() string {
@@ -2303,7 +3054,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2315,7 +3066,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2328,7 +3079,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -2361,7 +3112,7 @@ type SetNode struct {
 
 func (x *SetNode) Reset() {
 	*x = SetNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2373,7 +3124,7 @@ func (x *SetNode) String() string {
 func (*SetNode) ProtoMessage() {}
 
 func (x *SetNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2386,7 +3137,7 @@ func (x *SetNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNode.ProtoReflect.Descriptor instead.
 func (*SetNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SetNode) GetNode() *NodeInfo {
@@ -2405,7 +3156,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +3168,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +3181,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RemoveNode) GetId() string {
@@ -2443,15 +3194,16 @@ func (x *RemoveNode) GetId() string {
 // CatalogSnapshot is the whole catalog state, in a canonical order.
 type CatalogSnapshot struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Files         []*FileManifest        `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"` // sorted by name
-	Nodes         []*NodeInfo            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"` // sorted by id
+	Files         []*FileManifest        `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`           // sorted by name
+	Nodes         []*NodeInfo            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`           // sorted by id
+	Collecting    [][]byte               `protobuf:"bytes,3,rep,name=collecting,proto3" json:"collecting,omitempty"` // chunks marked for collection, sorted
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2463,7 +3215,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2476,7 +3228,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CatalogSnapshot) GetFiles() []*FileManifest {
@@ -2489,6 +3241,13 @@ func (x *CatalogSnapshot) GetFiles() []*FileManifest {
 func (x *CatalogSnapshot) GetNodes() []*NodeInfo {
 	if x != nil {
 		return x.Nodes
+	}
+	return nil
+}
+
+func (x *CatalogSnapshot) GetCollecting() [][]byte {
+	if x != nil {
+		return x.Collecting
 	}
 	return nil
 }
@@ -2575,7 +3334,7 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\rDeleteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x10\n" +
 	"\x0eDeleteResponse\"\x0f\n" +
-	"\rStatusRequest\"\xc3\x02\n" +
+	"\rStatusRequest\"\xa2\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
@@ -2590,7 +3349,31 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x05store\x18\n" +
 	" \x01(\tR\x05store\x12\x14\n" +
 	"\x05error\x18\v \x01(\tR\x05error\x12\x14\n" +
-	"\x05voter\x18\f \x01(\bR\x05voter\"\xb7\x01\n" +
+	"\x05voter\x18\f \x01(\bR\x05voter\x121\n" +
+	"\x05cache\x18\r \x03(\v2\x1b.ddstore.v1.CacheTierStatusR\x05cache\x12*\n" +
+	"\x04heal\x18\x0e \x01(\v2\x16.ddstore.v1.HealStatusR\x04heal\"\x8e\x02\n" +
+	"\x0fCacheTierStatus\x12\x12\n" +
+	"\x04tier\x18\x01 \x01(\tR\x04tier\x12\x12\n" +
+	"\x04hits\x18\x02 \x01(\x04R\x04hits\x12\x16\n" +
+	"\x06misses\x18\x03 \x01(\x04R\x06misses\x12!\n" +
+	"\fbytes_served\x18\x04 \x01(\x04R\vbytesServed\x12\x18\n" +
+	"\aentries\x18\x05 \x01(\x04R\aentries\x12\x14\n" +
+	"\x05bytes\x18\x06 \x01(\x04R\x05bytes\x12\x1c\n" +
+	"\tevictions\x18\a \x01(\x04R\tevictions\x12\x18\n" +
+	"\askipped\x18\b \x01(\x04R\askipped\x12\x16\n" +
+	"\x06errors\x18\t \x01(\x04R\x06errors\x12\x18\n" +
+	"\acorrupt\x18\n" +
+	" \x01(\x04R\acorrupt\"\xe6\x01\n" +
+	"\n" +
+	"HealStatus\x12'\n" +
+	"\x0fscrubbed_chunks\x18\x01 \x01(\x04R\x0escrubbedChunks\x12#\n" +
+	"\rscrub_corrupt\x18\x02 \x01(\x04R\fscrubCorrupt\x12!\n" +
+	"\fscrub_passes\x18\x03 \x01(\x04R\vscrubPasses\x12'\n" +
+	"\x0frepaired_copies\x18\x04 \x01(\x04R\x0erepairedCopies\x12\x1f\n" +
+	"\vlost_chunks\x18\x05 \x01(\x04R\n" +
+	"lostChunks\x12\x1d\n" +
+	"\n" +
+	"gc_deleted\x18\x06 \x01(\x04R\tgcDeleted\"\xb7\x01\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12,\n" +
@@ -2605,7 +3388,31 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\fJoinResponse\"\x1e\n" +
 	"\fLeaveRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x0f\n" +
-	"\rLeaveResponse\"*\n" +
+	"\rLeaveResponse\"\x13\n" +
+	"\x11ListChunksRequest\"I\n" +
+	"\x12ListChunksResponse\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\fR\x03ids\x12!\n" +
+	"\fstored_sizes\x18\x02 \x03(\x04R\vstoredSizes\"'\n" +
+	"\x13DeleteChunksRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\fR\x03ids\"0\n" +
+	"\x14DeleteChunksResponse\x12\x18\n" +
+	"\adeleted\x18\x01 \x01(\x04R\adeleted\")\n" +
+	"\x0eCollectRequest\x12\x17\n" +
+	"\adry_run\x18\x01 \x01(\bR\x06dryRun\"\xce\x01\n" +
+	"\x0fCollectResponse\x12\"\n" +
+	"\funreferenced\x18\x01 \x01(\x04R\funreferenced\x12\x1a\n" +
+	"\beligible\x18\x02 \x01(\x04R\beligible\x12%\n" +
+	"\x0edeleted_copies\x18\x03 \x01(\x04R\rdeletedCopies\x12%\n" +
+	"\x0eeligible_bytes\x18\x04 \x01(\x04R\religibleBytes\x12\x17\n" +
+	"\adry_run\x18\x05 \x01(\bR\x06dryRun\x12\x14\n" +
+	"\x05grace\x18\x06 \x01(\tR\x05grace\"\x0f\n" +
+	"\rRepairRequest\"\x97\x01\n" +
+	"\x0eRepairResponse\x12%\n" +
+	"\x0echunks_checked\x18\x01 \x01(\x04R\rchunksChecked\x12)\n" +
+	"\x10under_replicated\x18\x02 \x01(\x04R\x0funderReplicated\x12\x1f\n" +
+	"\vcopies_made\x18\x03 \x01(\x04R\n" +
+	"copiesMade\x12\x12\n" +
+	"\x04lost\x18\x04 \x01(\x04R\x04lost\"*\n" +
 	"\x0eProposeRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"G\n" +
 	"\x0fProposeResponse\x124\n" +
@@ -2626,15 +3433,21 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\fR\x02id\";\n" +
 	"\x10GetChunkResponse\x12'\n" +
 	"\x05chunk\x18\x01 \x01(\v2\x11.ddstore.v1.ChunkR\x05chunk\"\x14\n" +
-	"\x12LocalStatusRequest\"\xe9\x01\n" +
+	"\x12LocalStatusRequest\"\xee\x02\n" +
 	"\aCommand\x120\n" +
 	"\bput_file\x18\x01 \x01(\v2\x13.ddstore.v1.PutFileH\x00R\aputFile\x129\n" +
 	"\vdelete_file\x18\x02 \x01(\v2\x16.ddstore.v1.DeleteFileH\x00R\n" +
 	"deleteFile\x120\n" +
 	"\bset_node\x18\x03 \x01(\v2\x13.ddstore.v1.SetNodeH\x00R\asetNode\x129\n" +
 	"\vremove_node\x18\x04 \x01(\v2\x16.ddstore.v1.RemoveNodeH\x00R\n" +
-	"removeNodeB\x04\n" +
-	"\x02op\"]\n" +
+	"removeNode\x12B\n" +
+	"\x0ecollect_chunks\x18\x05 \x01(\v2\x19.ddstore.v1.CollectChunksH\x00R\rcollectChunks\x12?\n" +
+	"\rforget_chunks\x18\x06 \x01(\v2\x18.ddstore.v1.ForgetChunksH\x00R\fforgetChunksB\x04\n" +
+	"\x02op\"!\n" +
+	"\rCollectChunks\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\fR\x03ids\" \n" +
+	"\fForgetChunks\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\fR\x03ids\"]\n" +
 	"\aPutFile\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x1c\n" +
 	"\toverwrite\x18\x02 \x01(\bR\toverwrite\" \n" +
@@ -2649,10 +3462,13 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\v2\x14.ddstore.v1.NodeInfoR\x04node\"\x1c\n" +
 	"\n" +
 	"RemoveNode\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"m\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x8d\x01\n" +
 	"\x0fCatalogSnapshot\x12.\n" +
 	"\x05files\x18\x01 \x03(\v2\x18.ddstore.v1.FileManifestR\x05files\x12*\n" +
-	"\x05nodes\x18\x02 \x03(\v2\x14.ddstore.v1.NodeInfoR\x05nodes*&\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x14.ddstore.v1.NodeInfoR\x05nodes\x12\x1e\n" +
+	"\n" +
+	"collecting\x18\x03 \x03(\fR\n" +
+	"collecting*&\n" +
 	"\x05Codec\x12\r\n" +
 	"\tCODEC_RAW\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -2667,18 +3483,23 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\bDownload\x12\x1b.ddstore.v1.DownloadRequest\x1a\x1c.ddstore.v1.DownloadResponse0\x01\x129\n" +
 	"\x04Stat\x12\x17.ddstore.v1.StatRequest\x1a\x18.ddstore.v1.StatResponse\x129\n" +
 	"\x04List\x12\x17.ddstore.v1.ListRequest\x1a\x18.ddstore.v1.ListResponse\x12?\n" +
-	"\x06Delete\x12\x19.ddstore.v1.DeleteRequest\x1a\x1a.ddstore.v1.DeleteResponse2\xc3\x01\n" +
+	"\x06Delete\x12\x19.ddstore.v1.DeleteRequest\x1a\x1a.ddstore.v1.DeleteResponse2\xc8\x02\n" +
 	"\aCluster\x12?\n" +
 	"\x06Status\x12\x19.ddstore.v1.StatusRequest\x1a\x1a.ddstore.v1.StatusResponse\x129\n" +
 	"\x04Join\x12\x17.ddstore.v1.JoinRequest\x1a\x18.ddstore.v1.JoinResponse\x12<\n" +
-	"\x05Leave\x12\x18.ddstore.v1.LeaveRequest\x1a\x19.ddstore.v1.LeaveResponse2\xba\x03\n" +
+	"\x05Leave\x12\x18.ddstore.v1.LeaveRequest\x1a\x19.ddstore.v1.LeaveResponse\x12B\n" +
+	"\aCollect\x12\x1a.ddstore.v1.CollectRequest\x1a\x1b.ddstore.v1.CollectResponse\x12?\n" +
+	"\x06Repair\x12\x19.ddstore.v1.RepairRequest\x1a\x1a.ddstore.v1.RepairResponse2\xdc\x04\n" +
 	"\x04Node\x12B\n" +
 	"\aPropose\x12\x1a.ddstore.v1.ProposeRequest\x1a\x1b.ddstore.v1.ProposeResponse\x12H\n" +
 	"\tReadIndex\x12\x1c.ddstore.v1.ReadIndexRequest\x1a\x1d.ddstore.v1.ReadIndexResponse\x12H\n" +
 	"\tHasChunks\x12\x1c.ddstore.v1.HasChunksRequest\x1a\x1d.ddstore.v1.HasChunksResponse\x12L\n" +
 	"\tPutChunks\x12\x1c.ddstore.v1.PutChunksRequest\x1a\x1d.ddstore.v1.PutChunksResponse(\x010\x01\x12E\n" +
 	"\bGetChunk\x12\x1b.ddstore.v1.GetChunkRequest\x1a\x1c.ddstore.v1.GetChunkResponse\x12E\n" +
-	"\vLocalStatus\x12\x1e.ddstore.v1.LocalStatusRequest\x1a\x16.ddstore.v1.NodeStatusB7Z5github.com/ddstore/ddstore/proto/ddstore/v1;ddstorev1b\x06proto3"
+	"\vLocalStatus\x12\x1e.ddstore.v1.LocalStatusRequest\x1a\x16.ddstore.v1.NodeStatus\x12M\n" +
+	"\n" +
+	"ListChunks\x12\x1d.ddstore.v1.ListChunksRequest\x1a\x1e.ddstore.v1.ListChunksResponse0\x01\x12Q\n" +
+	"\fDeleteChunks\x12\x1f.ddstore.v1.DeleteChunksRequest\x1a .ddstore.v1.DeleteChunksResponseB7Z5github.com/ddstore/ddstore/proto/ddstore/v1;ddstorev1b\x06proto3"
 
 var (
 	file_ddstore_v1_ddstore_proto_rawDescOnce sync.Once
@@ -2693,7 +3514,7 @@ func file_ddstore_v1_ddstore_proto_rawDescGZIP() []byte {
 }
 
 var file_ddstore_v1_ddstore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(Codec)(0),                    // 0: ddstore.v1.Codec
 	(Consistency)(0),              // 1: ddstore.v1.Consistency
@@ -2717,35 +3538,47 @@ var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(*DeleteResponse)(nil),        // 19: ddstore.v1.DeleteResponse
 	(*StatusRequest)(nil),         // 20: ddstore.v1.StatusRequest
 	(*NodeStatus)(nil),            // 21: ddstore.v1.NodeStatus
-	(*StatusResponse)(nil),        // 22: ddstore.v1.StatusResponse
-	(*JoinRequest)(nil),           // 23: ddstore.v1.JoinRequest
-	(*JoinResponse)(nil),          // 24: ddstore.v1.JoinResponse
-	(*LeaveRequest)(nil),          // 25: ddstore.v1.LeaveRequest
-	(*LeaveResponse)(nil),         // 26: ddstore.v1.LeaveResponse
-	(*ProposeRequest)(nil),        // 27: ddstore.v1.ProposeRequest
-	(*ProposeResponse)(nil),       // 28: ddstore.v1.ProposeResponse
-	(*ReadIndexRequest)(nil),      // 29: ddstore.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 30: ddstore.v1.ReadIndexResponse
-	(*HasChunksRequest)(nil),      // 31: ddstore.v1.HasChunksRequest
-	(*HasChunksResponse)(nil),     // 32: ddstore.v1.HasChunksResponse
-	(*PutChunksRequest)(nil),      // 33: ddstore.v1.PutChunksRequest
-	(*PutChunksResponse)(nil),     // 34: ddstore.v1.PutChunksResponse
-	(*GetChunkRequest)(nil),       // 35: ddstore.v1.GetChunkRequest
-	(*GetChunkResponse)(nil),      // 36: ddstore.v1.GetChunkResponse
-	(*LocalStatusRequest)(nil),    // 37: ddstore.v1.LocalStatusRequest
-	(*Command)(nil),               // 38: ddstore.v1.Command
-	(*PutFile)(nil),               // 39: ddstore.v1.PutFile
-	(*DeleteFile)(nil),            // 40: ddstore.v1.DeleteFile
-	(*NodeInfo)(nil),              // 41: ddstore.v1.NodeInfo
-	(*SetNode)(nil),               // 42: ddstore.v1.SetNode
-	(*RemoveNode)(nil),            // 43: ddstore.v1.RemoveNode
-	(*CatalogSnapshot)(nil),       // 44: ddstore.v1.CatalogSnapshot
-	nil,                           // 45: ddstore.v1.FileManifest.MetadataEntry
+	(*CacheTierStatus)(nil),       // 22: ddstore.v1.CacheTierStatus
+	(*HealStatus)(nil),            // 23: ddstore.v1.HealStatus
+	(*StatusResponse)(nil),        // 24: ddstore.v1.StatusResponse
+	(*JoinRequest)(nil),           // 25: ddstore.v1.JoinRequest
+	(*JoinResponse)(nil),          // 26: ddstore.v1.JoinResponse
+	(*LeaveRequest)(nil),          // 27: ddstore.v1.LeaveRequest
+	(*LeaveResponse)(nil),         // 28: ddstore.v1.LeaveResponse
+	(*ListChunksRequest)(nil),     // 29: ddstore.v1.ListChunksRequest
+	(*ListChunksResponse)(nil),    // 30: ddstore.v1.ListChunksResponse
+	(*DeleteChunksRequest)(nil),   // 31: ddstore.v1.DeleteChunksRequest
+	(*DeleteChunksResponse)(nil),  // 32: ddstore.v1.DeleteChunksResponse
+	(*CollectRequest)(nil),        // 33: ddstore.v1.CollectRequest
+	(*CollectResponse)(nil),       // 34: ddstore.v1.CollectResponse
+	(*RepairRequest)(nil),         // 35: ddstore.v1.RepairRequest
+	(*RepairResponse)(nil),        // 36: ddstore.v1.RepairResponse
+	(*ProposeRequest)(nil),        // 37: ddstore.v1.ProposeRequest
+	(*ProposeResponse)(nil),       // 38: ddstore.v1.ProposeResponse
+	(*ReadIndexRequest)(nil),      // 39: ddstore.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 40: ddstore.v1.ReadIndexResponse
+	(*HasChunksRequest)(nil),      // 41: ddstore.v1.HasChunksRequest
+	(*HasChunksResponse)(nil),     // 42: ddstore.v1.HasChunksResponse
+	(*PutChunksRequest)(nil),      // 43: ddstore.v1.PutChunksRequest
+	(*PutChunksResponse)(nil),     // 44: ddstore.v1.PutChunksResponse
+	(*GetChunkRequest)(nil),       // 45: ddstore.v1.GetChunkRequest
+	(*GetChunkResponse)(nil),      // 46: ddstore.v1.GetChunkResponse
+	(*LocalStatusRequest)(nil),    // 47: ddstore.v1.LocalStatusRequest
+	(*Command)(nil),               // 48: ddstore.v1.Command
+	(*CollectChunks)(nil),         // 49: ddstore.v1.CollectChunks
+	(*ForgetChunks)(nil),          // 50: ddstore.v1.ForgetChunks
+	(*PutFile)(nil),               // 51: ddstore.v1.PutFile
+	(*DeleteFile)(nil),            // 52: ddstore.v1.DeleteFile
+	(*NodeInfo)(nil),              // 53: ddstore.v1.NodeInfo
+	(*SetNode)(nil),               // 54: ddstore.v1.SetNode
+	(*RemoveNode)(nil),            // 55: ddstore.v1.RemoveNode
+	(*CatalogSnapshot)(nil),       // 56: ddstore.v1.CatalogSnapshot
+	nil,                           // 57: ddstore.v1.FileManifest.MetadataEntry
 }
 var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	0,  // 0: ddstore.v1.Chunk.codec:type_name -> ddstore.v1.Codec
 	3,  // 1: ddstore.v1.FileManifest.chunks:type_name -> ddstore.v1.ChunkRef
-	45, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
+	57, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
 	2,  // 3: ddstore.v1.UploadRequest.chunk:type_name -> ddstore.v1.Chunk
 	4,  // 4: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
 	4,  // 5: ddstore.v1.CommitResponse.manifest:type_name -> ddstore.v1.FileManifest
@@ -2756,55 +3589,67 @@ var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	4,  // 10: ddstore.v1.StatResponse.manifest:type_name -> ddstore.v1.FileManifest
 	1,  // 11: ddstore.v1.ListRequest.consistency:type_name -> ddstore.v1.Consistency
 	16, // 12: ddstore.v1.ListResponse.files:type_name -> ddstore.v1.FileInfo
-	21, // 13: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
-	4,  // 14: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
-	2,  // 15: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
-	2,  // 16: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
-	39, // 17: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
-	40, // 18: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
-	42, // 19: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
-	43, // 20: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
-	4,  // 21: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
-	41, // 22: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
-	4,  // 23: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
-	41, // 24: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
-	5,  // 25: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
-	7,  // 26: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
-	9,  // 27: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
-	11, // 28: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
-	13, // 29: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
-	15, // 30: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
-	18, // 31: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
-	20, // 32: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
-	23, // 33: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
-	25, // 34: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
-	27, // 35: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
-	29, // 36: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
-	31, // 37: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
-	33, // 38: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
-	35, // 39: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	37, // 40: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
-	6,  // 41: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
-	8,  // 42: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
-	10, // 43: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
-	12, // 44: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
-	14, // 45: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
-	17, // 46: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
-	19, // 47: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
-	22, // 48: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
-	24, // 49: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
-	26, // 50: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
-	28, // 51: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
-	30, // 52: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
-	32, // 53: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
-	34, // 54: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
-	36, // 55: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	21, // 56: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
-	41, // [41:57] is the sub-list for method output_type
-	25, // [25:41] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	22, // 13: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
+	23, // 14: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
+	21, // 15: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
+	4,  // 16: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
+	2,  // 17: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
+	2,  // 18: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
+	51, // 19: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
+	52, // 20: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
+	54, // 21: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
+	55, // 22: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
+	49, // 23: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
+	50, // 24: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
+	4,  // 25: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
+	53, // 26: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
+	4,  // 27: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
+	53, // 28: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
+	5,  // 29: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
+	7,  // 30: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
+	9,  // 31: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
+	11, // 32: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
+	13, // 33: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
+	15, // 34: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
+	18, // 35: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
+	20, // 36: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
+	25, // 37: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
+	27, // 38: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
+	33, // 39: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
+	35, // 40: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
+	37, // 41: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
+	39, // 42: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
+	41, // 43: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
+	43, // 44: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
+	45, // 45: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	47, // 46: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
+	29, // 47: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
+	31, // 48: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
+	6,  // 49: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
+	8,  // 50: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
+	10, // 51: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
+	12, // 52: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
+	14, // 53: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
+	17, // 54: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
+	19, // 55: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
+	24, // 56: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
+	26, // 57: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
+	28, // 58: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
+	34, // 59: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
+	36, // 60: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
+	38, // 61: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
+	40, // 62: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
+	42, // 63: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
+	44, // 64: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
+	46, // 65: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	21, // 66: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
+	30, // 67: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
+	32, // 68: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
+	49, // [49:69] is the sub-list for method output_type
+	29, // [29:49] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_ddstore_v1_ddstore_proto_init() }
@@ -2812,11 +3657,13 @@ func file_ddstore_v1_ddstore_proto_init() {
 	if File_ddstore_v1_ddstore_proto != nil {
 		return
 	}
-	file_ddstore_v1_ddstore_proto_msgTypes[36].OneofWrappers = []any{
+	file_ddstore_v1_ddstore_proto_msgTypes[46].OneofWrappers = []any{
 		(*Command_PutFile)(nil),
 		(*Command_DeleteFile)(nil),
 		(*Command_SetNode)(nil),
 		(*Command_RemoveNode)(nil),
+		(*Command_CollectChunks)(nil),
+		(*Command_ForgetChunks)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2824,7 +3671,7 @@ func file_ddstore_v1_ddstore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ddstore_v1_ddstore_proto_rawDesc), len(file_ddstore_v1_ddstore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   44,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -372,9 +372,11 @@ var Files_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Cluster_Status_FullMethodName = "/ddstore.v1.Cluster/Status"
-	Cluster_Join_FullMethodName   = "/ddstore.v1.Cluster/Join"
-	Cluster_Leave_FullMethodName  = "/ddstore.v1.Cluster/Leave"
+	Cluster_Status_FullMethodName  = "/ddstore.v1.Cluster/Status"
+	Cluster_Join_FullMethodName    = "/ddstore.v1.Cluster/Join"
+	Cluster_Leave_FullMethodName   = "/ddstore.v1.Cluster/Leave"
+	Cluster_Collect_FullMethodName = "/ddstore.v1.Cluster/Collect"
+	Cluster_Repair_FullMethodName  = "/ddstore.v1.Cluster/Repair"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -386,6 +388,13 @@ type ClusterClient interface {
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
 	// Leave removes a node from the cluster.
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
+	// Collect runs one garbage-collection sweep on the leader: chunks no file
+	// refers to, unreferenced for longer than the grace period, are removed
+	// from every store and cache. With dry_run it only reports them.
+	Collect(ctx context.Context, in *CollectRequest, opts ...grpc.CallOption) (*CollectResponse, error)
+	// Repair runs one repair pass on the leader: every chunk a file refers to
+	// is brought back to R copies on live nodes.
+	Repair(ctx context.Context, in *RepairRequest, opts ...grpc.CallOption) (*RepairResponse, error)
 }
 
 type clusterClient struct {
@@ -426,6 +435,26 @@ func (c *clusterClient) Leave(ctx context.Context, in *LeaveRequest, opts ...grp
 	return out, nil
 }
 
+func (c *clusterClient) Collect(ctx context.Context, in *CollectRequest, opts ...grpc.CallOption) (*CollectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CollectResponse)
+	err := c.cc.Invoke(ctx, Cluster_Collect_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterClient) Repair(ctx context.Context, in *RepairRequest, opts ...grpc.CallOption) (*RepairResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RepairResponse)
+	err := c.cc.Invoke(ctx, Cluster_Repair_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -435,6 +464,13 @@ type ClusterServer interface {
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
 	// Leave removes a node from the cluster.
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
+	// Collect runs one garbage-collection sweep on the leader: chunks no file
+	// refers to, unreferenced for longer than the grace period, are removed
+	// from every store and cache. With dry_run it only reports them.
+	Collect(context.Context, *CollectRequest) (*CollectResponse, error)
+	// Repair runs one repair pass on the leader: every chunk a file refers to
+	// is brought back to R copies on live nodes.
+	Repair(context.Context, *RepairRequest) (*RepairResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -453,6 +489,12 @@ func (UnimplementedClusterServer) Join(context.Context, *JoinRequest) (*JoinResp
 }
 func (UnimplementedClusterServer) Leave(context.Context, *LeaveRequest) (*LeaveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Leave not implemented")
+}
+func (UnimplementedClusterServer) Collect(context.Context, *CollectRequest) (*CollectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Collect not implemented")
+}
+func (UnimplementedClusterServer) Repair(context.Context, *RepairRequest) (*RepairResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Repair not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -529,6 +571,42 @@ func _Cluster_Leave_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_Collect_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CollectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Collect(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Collect_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Collect(ctx, req.(*CollectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Cluster_Repair_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RepairRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Repair(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Repair_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Repair(ctx, req.(*RepairRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -548,18 +626,28 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Leave",
 			Handler:    _Cluster_Leave_Handler,
 		},
+		{
+			MethodName: "Collect",
+			Handler:    _Cluster_Collect_Handler,
+		},
+		{
+			MethodName: "Repair",
+			Handler:    _Cluster_Repair_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "ddstore/v1/ddstore.proto",
 }
 
 const (
-	Node_Propose_FullMethodName     = "/ddstore.v1.Node/Propose"
-	Node_ReadIndex_FullMethodName   = "/ddstore.v1.Node/ReadIndex"
-	Node_HasChunks_FullMethodName   = "/ddstore.v1.Node/HasChunks"
-	Node_PutChunks_FullMethodName   = "/ddstore.v1.Node/PutChunks"
-	Node_GetChunk_FullMethodName    = "/ddstore.v1.Node/GetChunk"
-	Node_LocalStatus_FullMethodName = "/ddstore.v1.Node/LocalStatus"
+	Node_Propose_FullMethodName      = "/ddstore.v1.Node/Propose"
+	Node_ReadIndex_FullMethodName    = "/ddstore.v1.Node/ReadIndex"
+	Node_HasChunks_FullMethodName    = "/ddstore.v1.Node/HasChunks"
+	Node_PutChunks_FullMethodName    = "/ddstore.v1.Node/PutChunks"
+	Node_GetChunk_FullMethodName     = "/ddstore.v1.Node/GetChunk"
+	Node_LocalStatus_FullMethodName  = "/ddstore.v1.Node/LocalStatus"
+	Node_ListChunks_FullMethodName   = "/ddstore.v1.Node/ListChunks"
+	Node_DeleteChunks_FullMethodName = "/ddstore.v1.Node/DeleteChunks"
 )
 
 // NodeClient is the client API for Node service.
@@ -579,6 +667,11 @@ type NodeClient interface {
 	PutChunks(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PutChunksRequest, PutChunksResponse], error)
 	GetChunk(ctx context.Context, in *GetChunkRequest, opts ...grpc.CallOption) (*GetChunkResponse, error)
 	LocalStatus(ctx context.Context, in *LocalStatusRequest, opts ...grpc.CallOption) (*NodeStatus, error)
+	// ListChunks streams the IDs of every chunk in the node's store.
+	ListChunks(ctx context.Context, in *ListChunksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ListChunksResponse], error)
+	// DeleteChunks removes chunks from the node's store and caches (garbage
+	// collection only).
+	DeleteChunks(ctx context.Context, in *DeleteChunksRequest, opts ...grpc.CallOption) (*DeleteChunksResponse, error)
 }
 
 type nodeClient struct {
@@ -652,6 +745,35 @@ func (c *nodeClient) LocalStatus(ctx context.Context, in *LocalStatusRequest, op
 	return out, nil
 }
 
+func (c *nodeClient) ListChunks(ctx context.Context, in *ListChunksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ListChunksResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[1], Node_ListChunks_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListChunksRequest, ListChunksResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_ListChunksClient = grpc.ServerStreamingClient[ListChunksResponse]
+
+func (c *nodeClient) DeleteChunks(ctx context.Context, in *DeleteChunksRequest, opts ...grpc.CallOption) (*DeleteChunksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteChunksResponse)
+	err := c.cc.Invoke(ctx, Node_DeleteChunks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -669,6 +791,11 @@ type NodeServer interface {
 	PutChunks(grpc.BidiStreamingServer[PutChunksRequest, PutChunksResponse]) error
 	GetChunk(context.Context, *GetChunkRequest) (*GetChunkResponse, error)
 	LocalStatus(context.Context, *LocalStatusRequest) (*NodeStatus, error)
+	// ListChunks streams the IDs of every chunk in the node's store.
+	ListChunks(*ListChunksRequest, grpc.ServerStreamingServer[ListChunksResponse]) error
+	// DeleteChunks removes chunks from the node's store and caches (garbage
+	// collection only).
+	DeleteChunks(context.Context, *DeleteChunksRequest) (*DeleteChunksResponse, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -696,6 +823,12 @@ func (UnimplementedNodeServer) GetChunk(context.Context, *GetChunkRequest) (*Get
 }
 func (UnimplementedNodeServer) LocalStatus(context.Context, *LocalStatusRequest) (*NodeStatus, error) {
 	return nil, status.Error(codes.Unimplemented, "method LocalStatus not implemented")
+}
+func (UnimplementedNodeServer) ListChunks(*ListChunksRequest, grpc.ServerStreamingServer[ListChunksResponse]) error {
+	return status.Error(codes.Unimplemented, "method ListChunks not implemented")
+}
+func (UnimplementedNodeServer) DeleteChunks(context.Context, *DeleteChunksRequest) (*DeleteChunksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteChunks not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -815,6 +948,35 @@ func _Node_LocalStatus_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_ListChunks_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListChunksRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(NodeServer).ListChunks(m, &grpc.GenericServerStream[ListChunksRequest, ListChunksResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_ListChunksServer = grpc.ServerStreamingServer[ListChunksResponse]
+
+func _Node_DeleteChunks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteChunksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).DeleteChunks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_DeleteChunks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).DeleteChunks(ctx, req.(*DeleteChunksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -842,6 +1004,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "LocalStatus",
 			Handler:    _Node_LocalStatus_Handler,
 		},
+		{
+			MethodName: "DeleteChunks",
+			Handler:    _Node_DeleteChunks_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -849,6 +1015,11 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Node_PutChunks_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "ListChunks",
+			Handler:       _Node_ListChunks_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "ddstore/v1/ddstore.proto",
