@@ -212,3 +212,27 @@ func (c *Client) Leave(ctx context.Context, id string) error {
 // unavailable or the operation was aborted. Put of a file may be re-run; it
 // sends only what the cluster still lacks.
 func Retryable(err error) bool { return retryable(err) }
+
+// Collect runs one garbage-collection sweep on the cluster's leader; with
+// dryRun it only reports what would go.
+func (c *Client) Collect(ctx context.Context, dryRun bool) (*pb.CollectResponse, error) {
+	var resp *pb.CollectResponse
+	err := c.call(ctx, func(conn *grpc.ClientConn) error {
+		var err error
+		resp, err = pb.NewClusterClient(conn).Collect(ctx, &pb.CollectRequest{DryRun: dryRun})
+		return err
+	})
+	return resp, err
+}
+
+// Repair runs one repair pass on the cluster's leader: every chunk a file
+// refers to is brought back to R copies on live nodes.
+func (c *Client) Repair(ctx context.Context) (*pb.RepairResponse, error) {
+	var resp *pb.RepairResponse
+	err := c.call(ctx, func(conn *grpc.ClientConn) error {
+		var err error
+		resp, err = pb.NewClusterClient(conn).Repair(ctx, &pb.RepairRequest{})
+		return err
+	})
+	return resp, err
+}

@@ -28,9 +28,9 @@ type MemcacheConfig struct {
 	MaxItemSize int
 	Timeout     time.Duration // per call; 0: 2s (gomemcache's 500ms is too short for MiB values)
 	MaxIdle     int           // idle connections per server; 0: 32 (gomemcache's 2 is too few for parallel reads)
-	// AddWorkers bounds the background stores into memcached; when all
-	// are busy a chunk is simply not cached. 0: 4.
-	AddWorkers int
+	// AddBacklog bounds the bytes waiting to be stored into memcached in
+	// the background; past it a chunk is simply not cached. 0: 32 MiB.
+	AddBacklog int64
 	Logger     *slog.Logger
 }
 
@@ -43,8 +43,8 @@ type Memcache struct {
 	mc      *memcache.Client
 	log     *slog.Logger
 	count   tierCounters
-	down    atomic.Bool // an outage has been logged
-	slots   chan struct{}
+	down    atomic.Bool  // an outage has been logged
+	backlog atomic.Int64 // bytes queued for background stores
 	wg      sync.WaitGroup
 	closed  atomic.Bool
 	entries atomic.Uint64 // stored by us (memcached's own count is in Stats)
@@ -66,8 +66,8 @@ func NewMemcache(cfg MemcacheConfig) (*Memcache, error) {
 	if cfg.MaxIdle <= 0 {
 		cfg.MaxIdle = 32
 	}
-	if cfg.AddWorkers <= 0 {
-		cfg.AddWorkers = 4
+	if cfg.AddBacklog <= 0 {
+		cfg.AddBacklog = 32 << 20
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -75,7 +75,7 @@ func NewMemcache(cfg MemcacheConfig) (*Memcache, error) {
 	mc := memcache.New(cfg.Servers...)
 	mc.Timeout = cfg.Timeout
 	mc.MaxIdleConns = cfg.MaxIdle
-	return &Memcache{cfg: cfg, mc: mc, log: cfg.Logger, slots: make(chan struct{}, cfg.AddWorkers)}, nil
+	return &Memcache{cfg: cfg, mc: mc, log: cfg.Logger}, nil
 }
 
 func memcacheKey(id chunker.ID) string { return "ddc:" + id.String() }
@@ -109,7 +109,7 @@ func (m *Memcache) Get(_ context.Context, id chunker.ID) (chunker.Encoded, bool)
 }
 
 // Add implements Tier. The store happens in the background, so that a slow
-// memcached never slows a read; when every worker is busy the chunk is not
+// memcached never slows a read; when the backlog is full the chunk is not
 // cached.
 func (m *Memcache) Add(_ context.Context, e chunker.Encoded) {
 	// memcached counts the key and ~50 bytes of item header against the limit.
@@ -120,9 +120,9 @@ func (m *Memcache) Add(_ context.Context, e chunker.Encoded) {
 	if m.closed.Load() {
 		return
 	}
-	select {
-	case m.slots <- struct{}{}:
-	default:
+	size := int64(memcacheHeader + len(e.Data))
+	if m.backlog.Add(size) > m.cfg.AddBacklog {
+		m.backlog.Add(-size)
 		return
 	}
 	v := make([]byte, memcacheHeader+len(e.Data))
@@ -130,7 +130,7 @@ func (m *Memcache) Add(_ context.Context, e chunker.Encoded) {
 	binary.BigEndian.PutUint32(v[1:5], uint32(e.RawSize))
 	copy(v[memcacheHeader:], e.Data)
 	m.wg.Go(func() {
-		defer func() { <-m.slots }()
+		defer m.backlog.Add(-size)
 		err := m.mc.Set(&memcache.Item{Key: memcacheKey(e.ID), Value: v})
 		switch {
 		case err == nil:

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/catalog"
+	"github.com/ddstore/ddstore/chunker"
 	"github.com/ddstore/ddstore/consensus"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/replica"
@@ -74,7 +75,16 @@ func (n *Node) localStatus(ctx context.Context) *pb.NodeStatus {
 		Id: n.cfg.ID, ApiAddr: n.cfg.Advertise, RaftAddr: n.cfg.RaftAddr, State: rs.State,
 		Term: rs.Term, AppliedIndex: rs.AppliedIndex, CommitIndex: rs.CommitIndex, Store: n.store.Kind(),
 	}
-	if u, err := n.store.Usage(ctx); err == nil {
+	st.Heal = n.healed.status()
+	if n.cached != nil {
+		for _, t := range n.cached.TierStats() {
+			st.Cache = append(st.Cache, &pb.CacheTierStatus{
+				Tier: t.Tier, Hits: t.Hits, Misses: t.Misses, BytesServed: t.BytesServed, Entries: t.Entries,
+				Bytes: t.Bytes, Evictions: t.Evictions, Skipped: t.Skipped, Errors: t.Errors, Corrupt: t.Corrupt,
+			})
+		}
+	}
+	if u, err := n.base.Usage(ctx); err == nil {
 		st.Chunks, st.StoredBytes = u.Chunks, u.Bytes
 	} else {
 		st.Error = err.Error()
@@ -197,4 +207,77 @@ func (s *nodeService) GetChunk(ctx context.Context, req *pb.GetChunkRequest) (*p
 
 func (s *nodeService) PutChunks(stream pb.Node_PutChunksServer) error {
 	return s.chunks.PutChunks(stream)
+}
+
+func (s *nodeService) ListChunks(_ *pb.ListChunksRequest, stream pb.Node_ListChunksServer) error {
+	resp := &pb.ListChunksResponse{}
+	flush := func() error {
+		if len(resp.Ids) == 0 {
+			return nil
+		}
+		err := stream.Send(resp)
+		resp = &pb.ListChunksResponse{}
+		return err
+	}
+	err := s.n.base.Walk(stream.Context(), func(id chunker.ID, size int64) error {
+		resp.Ids = append(resp.Ids, id[:])
+		resp.StoredSizes = append(resp.StoredSizes, uint64(size))
+		if len(resp.Ids) == 4096 {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	return toStatus(err)
+}
+
+func (s *nodeService) DeleteChunks(ctx context.Context, req *pb.DeleteChunksRequest) (*pb.DeleteChunksResponse, error) {
+	resp := &pb.DeleteChunksResponse{}
+	for i, b := range req.GetIds() {
+		id, err := chunker.IDFromBytes(b)
+		if err != nil {
+			return resp, status.Errorf(codes.InvalidArgument, "id %d: %v", i, err)
+		}
+		if err := s.n.store.Delete(ctx, id); err != nil {
+			return resp, toStatus(err)
+		}
+		resp.Deleted++
+	}
+	return resp, nil
+}
+
+// Collect runs a garbage-collection sweep on the leader.
+func (c *clusterService) Collect(ctx context.Context, req *pb.CollectRequest) (*pb.CollectResponse, error) {
+	n := c.n
+	if !n.raft.IsLeader() {
+		conn, err := n.leaderConn()
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return pb.NewClusterClient(conn).Collect(ctx, req)
+	}
+	resp, err := n.Collect(ctx, req.GetDryRun())
+	if err != nil {
+		return nil, status.Error(codes.Aborted, err.Error())
+	}
+	return resp, nil
+}
+
+// Repair runs a repair pass on the leader.
+func (c *clusterService) Repair(ctx context.Context, req *pb.RepairRequest) (*pb.RepairResponse, error) {
+	n := c.n
+	if !n.raft.IsLeader() {
+		conn, err := n.leaderConn()
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return pb.NewClusterClient(conn).Repair(ctx, req)
+	}
+	resp, err := n.Repair(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Aborted, err.Error())
+	}
+	return resp, nil
 }

@@ -28,6 +28,25 @@ type Config struct {
 	MongoDB  string // database name; default "ddstore_<id>"
 	Replicas int    // R: copies of each chunk; default 3, capped at cluster size
 
+	// Cache tiers in front of the store's reads. CacheSize is the in-process
+	// tier's size in bytes: 0 means 256 MiB, negative disables it.
+	// Memcached lists memcached servers (host:port) for the second tier.
+	CacheSize        int64
+	Memcached        []string
+	MemcachedMaxItem int           // memcached's item-size limit (-I); 0: 1 MiB
+	MemcachedTimeout time.Duration // 0: 2s
+
+	// Healing. Intervals: 0 takes the default, negative disables the loop.
+	// Rates are bytes per second; 0 takes the default.
+	RepairInterval time.Duration // leader: restore R copies; default 1m
+	RepairRate     int64         // default 64 MiB/s
+	ScrubInterval  time.Duration // pause between passes over the store; default 24h
+	ScrubRate      int64         // default 32 MiB/s
+	GCInterval     time.Duration // leader: garbage collection; default 10m
+	// GCGrace is how long a chunk must stay unreferenced before garbage
+	// collection removes it; longer than any upload takes. Default 1h.
+	GCGrace time.Duration
+
 	// ShutdownGrace is how long Close lets open streams finish before
 	// cutting them; default 10s.
 	ShutdownGrace time.Duration
@@ -82,6 +101,28 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.Advertise == "" {
 		out.Advertise = out.APIAddr
+	}
+	if out.CacheSize == 0 {
+		out.CacheSize = 256 << 20
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&out.RepairInterval, time.Minute)
+	def(&out.ScrubInterval, 24*time.Hour)
+	def(&out.GCInterval, 10*time.Minute)
+	def(&out.GCGrace, time.Hour)
+	def(&out.MemcachedTimeout, 2*time.Second)
+	if out.RepairRate <= 0 {
+		out.RepairRate = 64 << 20
+	}
+	if out.ScrubRate <= 0 {
+		out.ScrubRate = 32 << 20
+	}
+	if out.GCGrace < 0 {
+		errs = append(errs, errors.New("the garbage-collection grace period must not be negative"))
 	}
 	if out.ShutdownGrace == 0 {
 		out.ShutdownGrace = 10 * time.Second

@@ -30,6 +30,8 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, catalog.ErrExists):
 		code = codes.AlreadyExists
+	case errors.Is(err, catalog.ErrCollecting):
+		code = codes.FailedPrecondition
 	case errors.Is(err, catalog.ErrInvalid):
 		code = codes.InvalidArgument
 	case errors.Is(err, consensus.ErrNotLeader), errors.Is(err, consensus.ErrNoLeader), errors.Is(err, consensus.ErrShutdown):

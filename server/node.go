@@ -34,7 +34,10 @@ type Node struct {
 	cfg    Config
 	log    *slog.Logger
 	codecs *chunker.Codecs
-	store  replica.Store
+	store  replica.Store   // what the node reads and writes through: base behind cached, if any
+	base   replica.Store   // the chunk store itself
+	cached *replica.Cached // cache tiers in front of base; nil without tiers
+	healed healCounters
 	fsm    *catalog.FSM
 	raft   *consensus.Node
 	repl   *replica.Replicator
@@ -79,6 +82,23 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("server: open %s store: %w", cfg.Store, err)
+	}
+	n.base = n.store
+	var tiers []replica.Tier
+	if cfg.CacheSize > 0 {
+		tiers = append(tiers, replica.NewMemory(cfg.CacheSize))
+	}
+	if len(cfg.Memcached) > 0 {
+		mc, err := replica.NewMemcache(replica.MemcacheConfig{Servers: cfg.Memcached, MaxItemSize: cfg.MemcachedMaxItem, Timeout: cfg.MemcachedTimeout, Logger: n.log})
+		if err != nil {
+			n.store.Close()
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		tiers = append(tiers, mc)
+	}
+	if len(tiers) > 0 {
+		n.cached = replica.NewCached(n.base, n.codecs, tiers...)
+		n.store = n.cached
 	}
 	n.repl = &replica.Replicator{Local: n.store, Codecs: n.codecs, Logger: n.log}
 
@@ -133,6 +153,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	})
 	n.bg.Go(n.membershipLoop)
+	n.bg.Go(n.healLoops)
 	n.log.Info("node started", "api", n.cfg.Advertise, "raft", cfg.RaftAddr, "store", cfg.Store, "replicas", cfg.Replicas)
 	return n, nil
 }

@@ -385,7 +385,96 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 					n.GetRaftAddr(), n.GetTerm(), n.GetAppliedIndex(), n.GetCommitIndex(), n.GetStore(),
 					n.GetChunks(), n.GetStoredBytes(), n.GetError())
 			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Println()
+			tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tCACHE TIER\tHITS\tMISSES\tBYTES SERVED\tENTRIES\tEVICTIONS\tSKIPPED\tERRORS\tCORRUPT")
+			for _, n := range st.GetNodes() {
+				for _, t := range n.GetCache() {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", n.GetId(), t.GetTier(), t.GetHits(), t.GetMisses(),
+						t.GetBytesServed(), t.GetEntries(), t.GetEvictions(), t.GetSkipped(), t.GetErrors(), t.GetCorrupt())
+				}
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Println()
+			tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tSCRUBBED\tCORRUPT FOUND\tSCRUB PASSES\tREPAIRED COPIES\tLOST\tGC DELETED")
+			for _, n := range st.GetNodes() {
+				if h := n.GetHeal(); h != nil {
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", n.GetId(), h.GetScrubbedChunks(), h.GetScrubCorrupt(),
+						h.GetScrubPasses(), h.GetRepairedCopies(), h.GetLostChunks(), h.GetGcDeleted())
+				}
+			}
 			return tw.Flush()
+		},
+	}
+}
+
+func newGCCmd(g *globalFlags) *cobra.Command {
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Collect chunks no file refers to (after the cluster's grace period)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd.Context(), 10*time.Minute)
+			defer cancel()
+			resp, err := c.Collect(ctx, dryRun)
+			if err != nil {
+				return fmt.Errorf("gc: %w", err)
+			}
+			if g.json {
+				return printJSON(os.Stdout, resp)
+			}
+			verb := "deleted"
+			if dryRun {
+				verb = "would delete"
+			}
+			fmt.Printf("%d unreferenced chunks; %d unreferenced for longer than %s (%d bytes); %s %d copies\n",
+				resp.GetUnreferenced(), resp.GetEligible(), resp.GetGrace(), resp.GetEligibleBytes(), verb,
+				map[bool]uint64{true: resp.GetEligible(), false: resp.GetDeletedCopies()}[dryRun])
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only report what would be deleted")
+	return cmd
+}
+
+func newRepairCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "repair",
+		Short: "Bring every chunk back to R copies on live nodes now",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd.Context(), time.Hour)
+			defer cancel()
+			resp, err := c.Repair(ctx)
+			if err != nil {
+				return fmt.Errorf("repair: %w", err)
+			}
+			if g.json {
+				return printJSON(os.Stdout, resp)
+			}
+			fmt.Printf("checked %d chunks: %d under-replicated, %d copies made, %d lost\n",
+				resp.GetChunksChecked(), resp.GetUnderReplicated(), resp.GetCopiesMade(), resp.GetLost())
+			if resp.GetLost() > 0 {
+				return fmt.Errorf("repair: %d chunks are on no live node", resp.GetLost())
+			}
+			return nil
 		},
 	}
 }

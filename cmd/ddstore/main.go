@@ -117,7 +117,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(
 		newServerCmd(),
 		newPutCmd(g), newGetCmd(g), newLsCmd(g), newStatCmd(g), newRmCmd(g),
-		newStatusCmd(g), newJoinCmd(g), newLeaveCmd(g),
+		newStatusCmd(g), newJoinCmd(g), newLeaveCmd(g), newGCCmd(g), newRepairCmd(g),
 		newDemoCmd(), newBenchCmd(g),
 	)
 	for _, c := range root.Commands() {

@@ -56,6 +56,9 @@ Start a new cluster with --bootstrap on its first node; start the others with
 			case cfg.ID == "":
 				return usageError{errors.New("--id must not be empty")}
 			}
+			if cfg.CacheSize == 0 {
+				cfg.CacheSize = -1 // --cache-size 0: no in-process tier
+			}
 			if cfg.DataDir == "" {
 				cfg.DataDir = filepath.Join("ddstore-data", cfg.ID)
 			}
@@ -76,6 +79,16 @@ Start a new cluster with --bootstrap on its first node; start the others with
 	f.StringVar(&cfg.MongoDB, "mongo-db", "", "MongoDB database for the gridfs store (default ddstore_<id>)")
 	f.IntVar(&cfg.Replicas, "replicas", 3, "copies of each chunk (capped at the cluster size)")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long open streams may finish at shutdown")
+	f.Int64Var(&cfg.CacheSize, "cache-size", 256<<20, "bytes of the in-process chunk cache (0 disables it)")
+	f.StringSliceVar(&cfg.Memcached, "memcached", nil, "memcached servers (host:port) for the second cache tier")
+	f.IntVar(&cfg.MemcachedMaxItem, "memcached-max-item", 1<<20, "memcached's item-size limit (its -I); larger chunks are not cached")
+	f.DurationVar(&cfg.MemcachedTimeout, "memcached-timeout", 2*time.Second, "timeout of one memcached call")
+	f.DurationVar(&cfg.RepairInterval, "repair-interval", time.Minute, "how often the leader restores R copies of every chunk (negative disables)")
+	f.Int64Var(&cfg.RepairRate, "repair-rate", 64<<20, "bytes per second repair may copy")
+	f.DurationVar(&cfg.ScrubInterval, "scrub-interval", 24*time.Hour, "pause between passes re-hashing every stored chunk (negative disables)")
+	f.Int64Var(&cfg.ScrubRate, "scrub-rate", 32<<20, "bytes per second scrub may read")
+	f.DurationVar(&cfg.GCInterval, "gc-interval", 10*time.Minute, "how often the leader collects unreferenced chunks (negative disables)")
+	f.DurationVar(&cfg.GCGrace, "gc-grace", time.Hour, "how long a chunk stays unreferenced before it is collected")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -36,6 +36,11 @@ type Options struct {
 	Logger *slog.Logger // in-process nodes; default: discard
 	// Fast shortens Raft's timeouts so tests see elections sooner.
 	Fast bool
+	// Tune, if set, adjusts each in-process node's config (cache tiers,
+	// healing intervals, ...) before it starts.
+	Tune func(*server.Config)
+	// Args are extra `ddstore server` flags for child-process nodes.
+	Args []string
 }
 
 // Member is one node of the cluster.
@@ -134,6 +139,9 @@ func (c *Cluster) StartNode(ctx context.Context, i int) error {
 		cfg.LeaderLeaseTimeout = 150 * time.Millisecond
 	}
 	if c.opts.Exe == "" {
+		if c.opts.Tune != nil {
+			c.opts.Tune(&cfg)
+		}
 		n, err := server.Start(ctx, cfg)
 		if err != nil {
 			return err
@@ -153,6 +161,7 @@ func (c *Cluster) StartNode(ctx context.Context, i int) error {
 	if cfg.MongoURI != "" {
 		args = append(args, "--mongo-uri", cfg.MongoURI, "--mongo-db", cfg.MongoDB)
 	}
+	args = append(args, c.opts.Args...)
 	if err := os.MkdirAll(c.opts.Dir, 0o755); err != nil {
 		return err
 	}

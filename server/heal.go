@@ -1,0 +1,495 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ddstore/ddstore/catalog"
+	"github.com/ddstore/ddstore/chunker"
+	"github.com/ddstore/ddstore/consensus"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"github.com/ddstore/ddstore/replica"
+)
+
+// healCounters count what scrub, repair and garbage collection did.
+type healCounters struct {
+	scrubbed, scrubCorrupt, scrubPasses, repaired, lost, gcDeleted atomic.Uint64
+
+	gcMu   sync.Mutex
+	gcSeen map[chunker.ID]time.Time // leader: when each chunk was first seen unreferenced
+	gcTerm uint64                   // the term gcSeen belongs to
+}
+
+func (h *healCounters) status() *pb.HealStatus {
+	return &pb.HealStatus{
+		ScrubbedChunks: h.scrubbed.Load(), ScrubCorrupt: h.scrubCorrupt.Load(), ScrubPasses: h.scrubPasses.Load(),
+		RepairedCopies: h.repaired.Load(), LostChunks: h.lost.Load(), GcDeleted: h.gcDeleted.Load(),
+	}
+}
+
+// pacer spreads work so that it stays under a rate in bytes per second.
+type pacer struct {
+	rate  int64
+	start time.Time
+	done  int64
+}
+
+func newPacer(rate int64) *pacer { return &pacer{rate: rate, start: time.Now()} }
+
+func (p *pacer) wait(ctx context.Context, n int64) error {
+	p.done += n
+	due := time.Duration(float64(p.done) / float64(p.rate) * float64(time.Second))
+	if d := due - time.Since(p.start); d > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+		}
+	}
+	return nil
+}
+
+// healLoops runs scrub on every node and, on the leader, repair and garbage
+// collection, until the node stops.
+func (n *Node) healLoops() {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-n.stop; cancel() }()
+	var wg sync.WaitGroup
+	every := func(interval time.Duration, leaderOnly bool, name string, fn func(context.Context) error) {
+		if interval < 0 {
+			return
+		}
+		wg.Go(func() {
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if leaderOnly && !n.raft.IsLeader() {
+					continue
+				}
+				if err := fn(ctx); err != nil && ctx.Err() == nil {
+					n.log.Warn(name+" pass failed", "err", err)
+				}
+			}
+		})
+	}
+	every(n.cfg.ScrubInterval, false, "scrub", func(ctx context.Context) error { _, err := n.Scrub(ctx); return err })
+	every(n.cfg.RepairInterval, true, "repair", func(ctx context.Context) error { _, err := n.Repair(ctx); return err })
+	every(n.cfg.GCInterval, true, "garbage collection", func(ctx context.Context) error { _, err := n.Collect(ctx, false); return err })
+	wg.Wait()
+}
+
+// ScrubReport says what one scrub pass did.
+type ScrubReport struct {
+	Chunks, Corrupt, Repaired int
+}
+
+// Scrub re-reads every chunk in the node's own store (not its caches),
+// checking each against its ID, at most ScrubRate bytes per second. A corrupt
+// copy is removed (the local store quarantines it) and replaced by a good copy
+// from another node.
+func (n *Node) Scrub(ctx context.Context) (ScrubReport, error) {
+	var rep ScrubReport
+	var ids []chunker.ID
+	if err := n.base.Walk(ctx, func(id chunker.ID, _ int64) error { ids = append(ids, id); return nil }); err != nil {
+		return rep, fmt.Errorf("scrub: list the store: %w", err)
+	}
+	p := newPacer(n.cfg.ScrubRate)
+	for _, id := range ids {
+		e, err := n.base.Get(ctx, id)
+		switch {
+		case errors.Is(err, replica.ErrNotFound):
+			continue // deleted meanwhile
+		case errors.Is(err, chunker.ErrCorrupt), errors.Is(err, chunker.ErrBadEncoded):
+			rep.Corrupt++
+			n.healed.scrubCorrupt.Add(1)
+			n.log.Warn("scrub found a corrupt copy; replacing it from another node", "chunk", id, "err", err)
+			if err := n.store.Delete(ctx, id); err != nil {
+				n.log.Warn("scrub could not remove a corrupt copy", "chunk", id, "err", err)
+				continue
+			}
+			peers, _ := n.placement()
+			good, err := n.repl.Fetch(ctx, peers, id)
+			if err != nil {
+				n.log.Error("no good copy of a corrupt chunk on any other node; repair will report it", "chunk", id, "err", err)
+				continue
+			}
+			if _, err := n.base.Put(ctx, good); err != nil {
+				return rep, fmt.Errorf("scrub: rewrite chunk %s: %w", id, err)
+			}
+			rep.Repaired++
+			n.healed.repaired.Add(1)
+			e = good
+		case err != nil:
+			return rep, fmt.Errorf("scrub: read chunk %s: %w", id, err)
+		}
+		rep.Chunks++
+		n.healed.scrubbed.Add(1)
+		if err := p.wait(ctx, int64(len(e.Data))); err != nil {
+			return rep, err
+		}
+	}
+	n.healed.scrubPasses.Add(1)
+	return rep, nil
+}
+
+// voters returns the other voters as peers, whether or not they answer.
+func (n *Node) voters() ([]replica.Peer, error) {
+	servers, err := n.raft.Servers()
+	if err != nil {
+		return nil, err
+	}
+	var peers []replica.Peer
+	var missing []string
+	n.fsm.Read(func(s *catalog.State) {
+		for _, srv := range servers {
+			id := string(srv.ID)
+			if id == n.cfg.ID || srv.Suffrage != raft.Voter {
+				continue
+			}
+			if info, ok := s.Node(id); ok {
+				peers = append(peers, replica.Peer{ID: id, Client: pb.NewNodeClient(n.conns.Get(info.GetApiAddr()))})
+			} else {
+				missing = append(missing, id)
+			}
+		}
+	})
+	if len(missing) > 0 {
+		return peers, fmt.Errorf("nodes %v have no registered address yet", missing)
+	}
+	return peers, nil
+}
+
+// repairBatch is how many chunks one repair step asks every node about.
+const repairBatch = 2048
+
+// Repair brings every chunk a file refers to back to R copies on live nodes
+// (leader only), copying at most RepairRate bytes per second. A node that
+// does not answer counts as holding nothing and receives nothing.
+func (n *Node) Repair(ctx context.Context) (*pb.RepairResponse, error) {
+	if !n.raft.IsLeader() {
+		return nil, consensus.ErrNotLeader
+	}
+	var ids []chunker.ID
+	n.fsm.Read(func(s *catalog.State) {
+		s.Referenced(func(id chunker.ID) bool { ids = append(ids, id); return true })
+	})
+	slices.SortFunc(ids, func(a, b chunker.ID) int { return compareIDs(a, b) })
+	peers, copies := n.placement()
+	resp := &pb.RepairResponse{}
+	p := newPacer(n.cfg.RepairRate)
+	for start := 0; start < len(ids); start += repairBatch {
+		batch := ids[start:min(len(ids), start+repairBatch)]
+		wire := make([][]byte, len(batch))
+		for i := range batch {
+			wire[i] = batch[i][:]
+		}
+		holds := make([]map[string]bool, len(batch))
+		for i, id := range batch {
+			holds[i] = map[string]bool{}
+			if ok, err := n.base.Has(ctx, id); err != nil {
+				return resp, fmt.Errorf("repair: local store: %w", err)
+			} else if ok {
+				holds[i][n.cfg.ID] = true
+			}
+		}
+		var live []replica.Peer
+		for _, peer := range peers {
+			has, err := peer.Client.HasChunks(ctx, &pb.HasChunksRequest{Ids: wire})
+			if err != nil || len(has.GetHas()) != len(batch) {
+				continue
+			}
+			live = append(live, peer)
+			for i, h := range has.GetHas() {
+				if h {
+					holds[i][peer.ID] = true
+				}
+			}
+		}
+		for i, id := range batch {
+			resp.ChunksChecked++
+			if len(holds[i]) >= copies {
+				continue
+			}
+			resp.UnderReplicated++
+			if len(holds[i]) == 0 {
+				resp.Lost++
+				n.log.Error("repair: no live node holds a chunk a file refers to", "chunk", id)
+				continue
+			}
+			made, size, err := n.restore(ctx, id, holds[i], live, copies)
+			resp.CopiesMade += uint64(made)
+			n.healed.repaired.Add(uint64(made))
+			if err != nil {
+				n.log.Warn("repair: could not restore all copies", "chunk", id, "err", err)
+			}
+			if err := p.wait(ctx, int64(made*size)); err != nil {
+				return resp, err
+			}
+		}
+	}
+	n.healed.lost.Store(resp.Lost)
+	if resp.CopiesMade > 0 || resp.Lost > 0 {
+		n.log.Info("repair pass", "checked", resp.ChunksChecked, "under_replicated", resp.UnderReplicated, "copies_made", resp.CopiesMade, "lost", resp.Lost)
+	}
+	return resp, nil
+}
+
+// restore copies one chunk from a holder to live nodes that lack it, in
+// rendezvous order, until copies nodes hold it.
+func (n *Node) restore(ctx context.Context, id chunker.ID, holds map[string]bool, live []replica.Peer, copies int) (made, size int, err error) {
+	var holders []replica.Peer
+	for _, p := range live {
+		if holds[p.ID] {
+			holders = append(holders, p)
+		}
+	}
+	c, err := n.repl.Fetch(ctx, holders, id)
+	if err != nil {
+		return 0, 0, err
+	}
+	size = len(c.Data)
+	have := len(holds)
+	if !holds[n.cfg.ID] && have < copies {
+		if _, err := n.base.Put(ctx, c); err != nil {
+			return made, size, err
+		}
+		made++
+		have++
+	}
+	var errs []error
+	for _, p := range replica.Rank(id, live) {
+		if have >= copies {
+			break
+		}
+		if holds[p.ID] {
+			continue
+		}
+		if err := copyTo(ctx, p, c); err != nil {
+			errs = append(errs, fmt.Errorf("node %s: %w", p.ID, err))
+			continue
+		}
+		made++
+		have++
+	}
+	return made, size, errors.Join(errs...)
+}
+
+// copyTo stores one chunk on a peer over a PutChunks stream.
+func copyTo(ctx context.Context, p replica.Peer, c chunker.Encoded) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	stream, err := p.Client.PutChunks(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&pb.PutChunksRequest{Chunk: replica.ToWire(c)}); err != nil {
+		return err
+	}
+	if _, err := stream.Recv(); err != nil {
+		return err
+	}
+	return stream.CloseSend()
+}
+
+func compareIDs(a, b chunker.ID) int {
+	for i := range a {
+		if a[i] != b[i] {
+			return int(a[i]) - int(b[i])
+		}
+	}
+	return 0
+}
+
+// Collect runs one garbage-collection sweep (leader only). It lists every
+// voter's store — any listing error aborts the sweep, since deleting on a
+// partial view loses data — and finds the chunks no file refers to. A chunk
+// unreferenced for longer than GCGrace is marked through Raft (which refuses
+// commits naming it from then on and skips any chunk a file refers to by
+// then), its copies are deleted from every store and cache, and the mark is
+// cleared. Marks left by an interrupted sweep are finished first.
+func (n *Node) Collect(ctx context.Context, dryRun bool) (*pb.CollectResponse, error) {
+	if !n.raft.IsLeader() {
+		return nil, consensus.ErrNotLeader
+	}
+	resp := &pb.CollectResponse{DryRun: dryRun, Grace: n.cfg.GCGrace.String()}
+	peers, err := n.voters()
+	if err != nil {
+		return resp, fmt.Errorf("garbage collection aborted: %w", err)
+	}
+	where := map[chunker.ID][]string{}
+	sizes := map[chunker.ID]uint64{}
+	if err := n.base.Walk(ctx, func(id chunker.ID, size int64) error {
+		where[id] = append(where[id], n.cfg.ID)
+		sizes[id] = uint64(size)
+		return nil
+	}); err != nil {
+		return resp, fmt.Errorf("garbage collection aborted: list this node's store: %w", err)
+	}
+	for _, p := range peers {
+		if err := listChunks(ctx, p, func(id chunker.ID, size uint64) {
+			where[id] = append(where[id], p.ID)
+			sizes[id] = size
+		}); err != nil {
+			return resp, fmt.Errorf("garbage collection aborted: list node %s: %w", p.ID, err)
+		}
+	}
+	var unref, pending []chunker.ID
+	n.fsm.Read(func(s *catalog.State) {
+		for id := range where {
+			if s.Refs(id) == 0 {
+				unref = append(unref, id)
+			}
+		}
+		pending = s.Collecting()
+	})
+	resp.Unreferenced = uint64(len(unref))
+
+	now := time.Now()
+	term := n.raft.Status().Term
+	n.healed.gcMu.Lock()
+	if n.healed.gcTerm != term || n.healed.gcSeen == nil { // a new leadership starts the clock again
+		n.healed.gcSeen, n.healed.gcTerm = map[chunker.ID]time.Time{}, term
+	}
+	seen := make(map[chunker.ID]time.Time, len(unref))
+	var eligible []chunker.ID
+	for _, id := range unref {
+		t, ok := n.healed.gcSeen[id]
+		if !ok {
+			t = now
+		}
+		seen[id] = t
+		if now.Sub(t) >= n.cfg.GCGrace {
+			eligible = append(eligible, id)
+			resp.EligibleBytes += sizes[id]
+		}
+	}
+	n.healed.gcSeen = seen
+	n.healed.gcMu.Unlock()
+	resp.Eligible = uint64(len(eligible))
+	if dryRun || (len(eligible) == 0 && len(pending) == 0) {
+		return resp, nil
+	}
+
+	marked, err := n.markForCollection(ctx, eligible)
+	if err != nil {
+		return resp, err
+	}
+	doomed := append(pending, marked...)
+	byNode := map[string][][]byte{}
+	for _, id := range doomed {
+		for _, node := range where[id] {
+			byNode[node] = append(byNode[node], id[:])
+		}
+	}
+	for _, id := range doomed {
+		if slices.Contains(where[id], n.cfg.ID) {
+			if err := n.store.Delete(ctx, id); err != nil {
+				return resp, fmt.Errorf("garbage collection: delete chunk %s here: %w", id, err)
+			}
+			resp.DeletedCopies++
+		}
+	}
+	for _, p := range peers {
+		if ids := byNode[p.ID]; len(ids) > 0 {
+			d, err := p.Client.DeleteChunks(ctx, &pb.DeleteChunksRequest{Ids: ids})
+			if err != nil {
+				return resp, fmt.Errorf("garbage collection: delete on node %s: %w (the marks stay; the next sweep finishes)", p.ID, err)
+			}
+			resp.DeletedCopies += d.GetDeleted()
+		}
+	}
+	n.healed.gcDeleted.Add(resp.DeletedCopies)
+	if err := n.applyChunks(ctx, &pb.Command{Op: &pb.Command_ForgetChunks{ForgetChunks: &pb.ForgetChunks{Ids: idsWire(doomed)}}}); err != nil {
+		return resp, err
+	}
+	n.log.Info("garbage collection", "unreferenced", resp.Unreferenced, "deleted_chunks", len(doomed), "deleted_copies", resp.DeletedCopies)
+	return resp, nil
+}
+
+// markForCollection proposes CollectChunks and returns the chunks the catalog
+// marked (those still unreferenced when the command applied).
+func (n *Node) markForCollection(ctx context.Context, ids []chunker.ID) ([]chunker.ID, error) {
+	var marked []chunker.ID
+	for start := 0; start < len(ids); start += 10000 {
+		batch := ids[start:min(len(ids), start+10000)]
+		data, err := catalog.EncodeCommand(&pb.Command{Op: &pb.Command_CollectChunks{CollectChunks: &pb.CollectChunks{Ids: idsWire(batch)}}})
+		if err != nil {
+			return marked, err
+		}
+		out, err := n.raft.Apply(ctx, data)
+		if err != nil {
+			return marked, fmt.Errorf("garbage collection: mark chunks: %w", err)
+		}
+		res, _ := out.(catalog.Result)
+		if res.Err != nil {
+			return marked, fmt.Errorf("garbage collection: mark chunks: %w", res.Err)
+		}
+		marked = append(marked, res.IDs...)
+	}
+	return marked, nil
+}
+
+func (n *Node) applyChunks(ctx context.Context, cmd *pb.Command) error {
+	data, err := catalog.EncodeCommand(cmd)
+	if err != nil {
+		return err
+	}
+	out, err := n.raft.Apply(ctx, data)
+	if err != nil {
+		return fmt.Errorf("garbage collection: %w", err)
+	}
+	if res, _ := out.(catalog.Result); res.Err != nil {
+		return fmt.Errorf("garbage collection: %w", res.Err)
+	}
+	return nil
+}
+
+func idsWire(ids []chunker.ID) [][]byte {
+	out := make([][]byte, len(ids))
+	for i := range ids {
+		out[i] = ids[i][:]
+	}
+	return out
+}
+
+// listChunks reads a peer's ListChunks stream to the end.
+func listChunks(ctx context.Context, p replica.Peer, fn func(chunker.ID, uint64)) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	stream, err := p.Client.ListChunks(ctx, &pb.ListChunksRequest{})
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if len(resp.GetStoredSizes()) != len(resp.GetIds()) {
+			return errors.New("malformed chunk list")
+		}
+		for i, b := range resp.GetIds() {
+			id, err := chunker.IDFromBytes(b)
+			if err != nil {
+				return err
+			}
+			fn(id, resp.GetStoredSizes()[i])
+		}
+	}
+}

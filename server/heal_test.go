@@ -1,0 +1,353 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ddstore/ddstore/chunker"
+	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/internal/localcluster"
+	"github.com/ddstore/ddstore/internal/testenv"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"github.com/ddstore/ddstore/server"
+)
+
+// manualHealing turns the background loops off so that tests run passes
+// themselves.
+func manualHealing(grace time.Duration, memcached ...string) func(*server.Config) {
+	return func(c *server.Config) {
+		c.RepairInterval, c.ScrubInterval, c.GCInterval = -1, -1, -1
+		c.GCGrace = grace
+		c.Memcached = memcached
+		c.MemcachedMaxItem = 8 << 20 // the test's memcached runs with -I 8m
+		c.CacheSize = 8 << 20        // smaller than the test files: the FIFO turns over
+	}
+}
+
+func chunkIDs(t *testing.T, c *client.Client, name string) []chunker.ID {
+	t.Helper()
+	m, err := c.Stat(context.Background(), name, pb.Consistency_CONSISTENCY_LINEARIZABLE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []chunker.ID
+	for _, ref := range m.GetChunks() {
+		ids = append(ids, chunker.ID(ref.GetId()))
+	}
+	return ids
+}
+
+func tierTotals(t *testing.T, c *client.Client) (hits, misses, errs uint64) {
+	t.Helper()
+	st, err := c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.GetNodes() {
+		for _, tier := range n.GetCache() {
+			hits += tier.GetHits()
+			misses += tier.GetMisses()
+			errs += tier.GetErrors()
+		}
+	}
+	return hits, misses, errs
+}
+
+// TestCacheTiers: the second read of a file is served from the cache tiers
+// (memory and a real memcached), byte-identical; killing memcached in the
+// middle of downloads fails none of them.
+func TestCacheTiers(t *testing.T) {
+	mc, err := testenv.StartMemcached(256, 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Stop()
+	cl := startCluster(t, localcluster.Options{Tune: manualHealing(time.Hour, mc.Addr)})
+	c := newClient(t, cl.Members[0].APIAddr)
+	ctx := context.Background()
+	const size = 48 << 20
+	if _, err := c.Put(ctx, "hot.bin", randomReader(31, size), client.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := hashOf(t, randomReader(31, size))
+	if got := download(t, c, "hot.bin"); !bytes.Equal(got, want) {
+		t.Fatal("first read differs")
+	}
+	h1, m1, _ := tierTotals(t, c)
+	if got := download(t, c, "hot.bin"); !bytes.Equal(got, want) {
+		t.Fatal("second read differs")
+	}
+	h2, m2, _ := tierTotals(t, c)
+	chunks := uint64(len(chunkIDs(t, c, "hot.bin")))
+	t.Logf("first read: %d hits %d misses; second read: %d hits, %d misses (%d chunks)", h1, m1, h2-h1, m2-m1, chunks)
+	if h2-h1 < chunks {
+		t.Fatalf("second read: %d cache hits for %d chunks", h2-h1, chunks)
+	}
+
+	// memcached dies while four downloads run.
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			h := new(bytes.Buffer)
+			_, err := c.Get(ctx, "hot.bin", h, client.GetOptions{})
+			if err == nil && !bytes.Equal(hashOf(t, h), want) {
+				err = errors.New("download differs")
+			}
+			errs[i] = err
+		})
+	}
+	time.Sleep(30 * time.Millisecond)
+	mc.Kill()
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("download %d with memcached killed: %v", i, err)
+		}
+	}
+	// With memcached gone, reads go on from the stores.
+	if got := download(t, c, "hot.bin"); !bytes.Equal(got, want) {
+		t.Fatal("read after memcached died differs")
+	}
+}
+
+// TestScrubAndRepair: a chunk corrupted on disk on one node is found by
+// scrub and rewritten from a good copy; downloads stay correct meanwhile.
+func TestScrubAndRepair(t *testing.T) {
+	cl := startCluster(t, localcluster.Options{Tune: manualHealing(time.Hour)})
+	c := newClient(t, cl.Addrs()...)
+	ctx := context.Background()
+	const size = 24 << 20
+	if _, err := c.Put(ctx, "f.bin", randomReader(41, size), client.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := hashOf(t, randomReader(41, size))
+	ids := chunkIDs(t, c, "f.bin")
+	victim := cl.Members[1]
+	path := func(id chunker.ID) string {
+		return filepath.Join(victim.DataDir, "chunks", id.String()[:2], id.String())
+	}
+	if err := corruptAt(path(ids[2]), 100); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := victim.Node.Scrub(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Corrupt != 1 || rep.Repaired != 1 || rep.Chunks != len(ids) {
+		t.Fatalf("scrub: %+v, want 1 corrupt, 1 repaired, %d chunks", rep, len(ids))
+	}
+	if _, err := victim.Node.Store().Get(ctx, ids[2]); err != nil {
+		t.Fatalf("rewritten chunk: %v", err)
+	}
+
+	// Another corrupt copy: downloads through that node stay correct, and a
+	// repair pass restores the copy the read path set aside.
+	if err := corruptAt(path(ids[3]), 7); err != nil {
+		t.Fatal(err)
+	}
+	if got := download(t, newClient(t, victim.APIAddr), "f.bin"); !bytes.Equal(got, want) {
+		t.Fatal("download through the node with a corrupt copy differs")
+	}
+	rr, err := c.Repair(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("repair: %+v", rr)
+	for _, m := range cl.Members {
+		if ok, _ := m.Node.Store().Has(ctx, ids[3]); !ok {
+			t.Fatalf("%s lacks chunk 3 after repair", m.ID)
+		}
+	}
+	st, _ := c.Status(ctx)
+	for _, n := range st.GetNodes() {
+		if n.GetId() == victim.ID && n.GetHeal().GetScrubCorrupt() != 1 {
+			t.Fatalf("status does not report the corrupt copy: %v", n.GetHeal())
+		}
+	}
+}
+
+// TestRepairAfterNodeLoss: one node of three with R=2 is stopped for good;
+// after repair every chunk has two copies on the live nodes.
+func TestRepairAfterNodeLoss(t *testing.T) {
+	cl := startCluster(t, localcluster.Options{Replicas: 2, Tune: manualHealing(time.Hour)})
+	c := newClient(t, cl.Addrs()...)
+	ctx := context.Background()
+	for i, name := range []string{"a.bin", "b.bin", "c.bin"} {
+		if _, err := c.Put(ctx, name, randomReader(byte(50+i), 12<<20), client.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader := cl.Leader(ctx)
+	lost := (leader + 1) % 3
+	if err := cl.StopNode(lost, true); err != nil {
+		t.Fatal(err)
+	}
+	var live []*localcluster.Member
+	for i, m := range cl.Members {
+		if i != lost {
+			live = append(live, m)
+		}
+	}
+	rest := newClient(t, live[0].APIAddr, live[1].APIAddr)
+	rr, err := rest.Repair(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("repair: %+v", rr)
+	if rr.GetLost() != 0 || rr.GetCopiesMade() == 0 {
+		t.Fatalf("repair after losing a node: %+v", rr)
+	}
+	for _, name := range []string{"a.bin", "b.bin", "c.bin"} {
+		for _, id := range chunkIDs(t, rest, name) {
+			for _, m := range live {
+				if ok, _ := m.Node.Store().Has(ctx, id); !ok {
+					t.Fatalf("%s: chunk %s not on live node %s after repair", name, id, m.ID)
+				}
+			}
+		}
+	}
+	again, err := rest.Repair(ctx)
+	if err != nil || again.GetUnderReplicated() != 0 {
+		t.Fatalf("second repair pass: %+v %v", again, err)
+	}
+}
+
+// TestGarbageCollection: after a delete and the grace period, the file's own
+// chunks are gone from every store while chunks shared with another file
+// stay; uploads racing a collection commit whole or fail cleanly.
+func TestGarbageCollection(t *testing.T) {
+	const grace = 700 * time.Millisecond
+	cl := startCluster(t, localcluster.Options{Tune: manualHealing(grace)})
+	c := newClient(t, cl.Addrs()...)
+	ctx := context.Background()
+	a := make([]byte, 24<<20)
+	if _, err := randomReader(61, int64(len(a))).Read(a); err != nil {
+		t.Fatal(err)
+	}
+	b := append(bytes.Clone(a[:12<<20]), make([]byte, 4<<20)...) // shares A's first half
+	for name, data := range map[string][]byte{"a.bin": a, "b.bin": b} {
+		if _, err := c.Put(ctx, name, bytes.NewReader(data), client.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inB := map[chunker.ID]bool{}
+	for _, id := range chunkIDs(t, c, "b.bin") {
+		inB[id] = true
+	}
+	var unique, shared []chunker.ID
+	for _, id := range chunkIDs(t, c, "a.bin") {
+		if inB[id] {
+			shared = append(shared, id)
+		} else {
+			unique = append(unique, id)
+		}
+	}
+	if len(unique) == 0 || len(shared) == 0 {
+		t.Fatalf("test files share %d chunks and differ in %d; want both", len(shared), len(unique))
+	}
+	if err := c.Delete(ctx, "a.bin"); err != nil {
+		t.Fatal(err)
+	}
+	first, err := c.Collect(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.GetEligible() != 0 || first.GetDeletedCopies() != 0 || first.GetUnreferenced() != uint64(len(unique)) {
+		t.Fatalf("sweep inside the grace period: %+v, want %d unreferenced and nothing deleted", first, len(unique))
+	}
+	time.Sleep(grace + 100*time.Millisecond)
+	dry, err := c.Collect(ctx, true)
+	if err != nil || dry.GetEligible() != uint64(len(unique)) || dry.GetDeletedCopies() != 0 {
+		t.Fatalf("dry run: %+v %v", dry, err)
+	}
+	for _, m := range cl.Members {
+		if ok, _ := m.Node.Store().Has(ctx, unique[0]); !ok {
+			t.Fatal("a dry run deleted a chunk")
+		}
+	}
+	done, err := c.Collect(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.GetDeletedCopies() != uint64(3*len(unique)) {
+		t.Fatalf("sweep: %+v, want %d copies deleted", done, 3*len(unique))
+	}
+	for _, m := range cl.Members {
+		for _, id := range unique {
+			if ok, _ := m.Node.Store().Has(ctx, id); ok {
+				t.Fatalf("%s still holds a collected chunk", m.ID)
+			}
+		}
+		for _, id := range shared {
+			if ok, _ := m.Node.Store().Has(ctx, id); !ok {
+				t.Fatalf("%s lost a chunk b.bin still uses", m.ID)
+			}
+		}
+	}
+	if got := download(t, c, "b.bin"); !bytes.Equal(got, hashOf(t, bytes.NewReader(b))) {
+		t.Fatal("b.bin differs after collection")
+	}
+}
+
+// TestUploadRacingCollection: with no grace period, uploads of a deleted
+// file's bytes race sweeps; each upload either commits a file that downloads
+// whole or fails with a clear status and leaves no file.
+func TestUploadRacingCollection(t *testing.T) {
+	cl := startCluster(t, localcluster.Options{Tune: manualHealing(0)})
+	c := newClient(t, cl.Addrs()...)
+	ctx := context.Background()
+	const size = 16 << 20
+	want := hashOf(t, randomReader(71, size))
+	committed, failed := 0, 0
+	for round := range 6 {
+		if _, err := c.Put(ctx, "src.bin", randomReader(71, size), client.PutOptions{Overwrite: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Delete(ctx, "src.bin"); err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := c.Collect(ctx, false); err != nil {
+					t.Errorf("sweep: %v", err)
+					return
+				}
+			}
+		})
+		name := "race.bin"
+		_, err := c.Put(ctx, name, randomReader(71, size), client.PutOptions{Overwrite: true})
+		close(stop)
+		wg.Wait()
+		if err == nil {
+			committed++
+			if got := download(t, c, name); !bytes.Equal(got, want) {
+				t.Fatalf("round %d: committed file does not download intact", round)
+			}
+			c.Delete(ctx, name)
+			continue
+		}
+		failed++
+		code := status.Code(errors.Unwrap(err))
+		t.Logf("round %d: upload failed cleanly: %v (%v)", round, err, code)
+		if _, serr := c.Stat(ctx, name, pb.Consistency_CONSISTENCY_LINEARIZABLE); status.Code(serr) != codes.NotFound {
+			t.Fatalf("round %d: failed upload left a file behind: %v", round, serr)
+		}
+	}
+	t.Logf("%d uploads committed, %d failed cleanly", committed, failed)
+}
