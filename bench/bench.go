@@ -16,6 +16,8 @@ import (
 
 	"github.com/ddstore/ddstore/client"
 	"github.com/ddstore/ddstore/internal/localcluster"
+	"github.com/ddstore/ddstore/internal/testenv"
+	"github.com/ddstore/ddstore/server"
 )
 
 // Config says what to measure.
@@ -36,8 +38,13 @@ type Config struct {
 	SmallFiles int      // files in the small-files scenario; default 2000
 	SmallSize  int64    // their size; default 16 KiB
 	MongoURI   string   // also measure the GridFS store and direct GridFS against it
-	Progress   io.Writer
-	Command    string // the command line, recorded in the report
+	// Memcached lists memcached servers for the local nodes' second cache
+	// tier. Empty: the bench starts one itself when memcached is installed
+	// (NoMemcached turns that off).
+	Memcached   []string
+	NoMemcached bool
+	Progress    io.Writer
+	Command     string // the command line, recorded in the report
 }
 
 // Quick returns a configuration that finishes in under a minute: one run of
@@ -73,15 +80,16 @@ func (c *Config) defaults() {
 
 // runner holds one run's state.
 type runner struct {
-	cfg      Config
-	dir      string
-	rep      *Report
-	c        *client.Client
-	cl       *localcluster.Cluster // nil with a Target
-	replicas int
-	samples  map[key][]float64
-	extra    map[key]map[string][]float64
-	seed     uint64
+	cfg       Config
+	dir       string
+	rep       *Report
+	c         *client.Client
+	cl        *localcluster.Cluster // nil with a Target
+	memcached *testenv.Memcached    // started by the bench, if any
+	replicas  int
+	samples   map[key][]float64
+	extra     map[key]map[string][]float64
+	seed      uint64
 }
 
 type key struct {
@@ -175,8 +183,21 @@ func (r *runner) open(ctx context.Context) error {
 		r.rep.Cluster = fmt.Sprintf("running cluster %s: %d nodes, R=%d", strings.Join(r.cfg.Target, ","), len(st.GetNodes()), r.replicas)
 		return nil
 	}
-	r.say("starting a local 3-node cluster (embedded store, R=3)")
-	cl, err := localcluster.Start(ctx, localcluster.Options{Dir: filepath.Join(r.dir, "cluster-r3"), Exe: r.cfg.Exe, Replicas: 3})
+	if len(r.cfg.Memcached) == 0 && !r.cfg.NoMemcached {
+		if mc, err := testenv.StartMemcached(1024, 8<<20); err == nil {
+			r.memcached = mc
+			r.cfg.Memcached = []string{mc.Addr}
+		} else {
+			r.say("no memcached (%v): nodes cache in memory only", err)
+		}
+	}
+	opts := localcluster.Options{Dir: filepath.Join(r.dir, "cluster-r3"), Exe: r.cfg.Exe, Replicas: 3}
+	if len(r.cfg.Memcached) > 0 {
+		opts.Args = []string{"--memcached", strings.Join(r.cfg.Memcached, ","), "--memcached-max-item", fmt.Sprint(8 << 20)}
+		opts.Tune = func(c *server.Config) { c.Memcached, c.MemcachedMaxItem = r.cfg.Memcached, 8<<20 }
+	}
+	r.say("starting a local 3-node cluster (embedded store, R=3, memcached %v)", r.cfg.Memcached)
+	cl, err := localcluster.Start(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -190,7 +211,11 @@ func (r *runner) open(ctx context.Context) error {
 	if r.cfg.Exe != "" {
 		mode = "nodes as child processes"
 	}
-	r.rep.Cluster = fmt.Sprintf("local: 3 nodes on loopback, embedded store, R=3, %s, one host", mode)
+	tiers := "in-process cache tier (256 MiB per node)"
+	if len(r.cfg.Memcached) > 0 {
+		tiers += " and memcached " + strings.Join(r.cfg.Memcached, ",")
+	}
+	r.rep.Cluster = fmt.Sprintf("local: 3 nodes on loopback, embedded store, R=3, %s, %s, one host", tiers, mode)
 	return nil
 }
 
@@ -203,6 +228,10 @@ func (r *runner) close() {
 		r.cl.Close()
 		os.RemoveAll(filepath.Join(r.dir, "cluster-r3"))
 		r.cl = nil
+	}
+	if r.memcached != nil {
+		r.memcached.Stop()
+		r.memcached = nil
 	}
 }
 
@@ -291,6 +320,12 @@ func (r *runner) sizeRun(ctx context.Context, kind string, size int64) error {
 	d := time.Since(start)
 	r.add("download", kind, size, mbps(size, d))
 	r.addExtra("download", kind, size, "chunks_per_s", float64(len(first.Manifest.GetChunks()))/d.Seconds())
+	// The same file again: served from the cache tiers as far as they hold it.
+	start = time.Now()
+	if _, err := r.c.Get(ctx, name, io.Discard, client.GetOptions{}); err != nil {
+		return fmt.Errorf("second download: %w", err)
+	}
+	r.add("download hot (second read)", kind, size, mbps(size, time.Since(start)))
 
 	if kind == Random {
 		if err := r.resume(ctx, name, size); err != nil {
@@ -664,6 +699,8 @@ func (r *runner) finish() {
 			res.against(fmt.Sprintf("disk write+fsync / R (R=%d)", r.replicas), disk/float64(max(1, r.replicas)))
 		case k.scenario == "upload":
 			res.against("chunker pipeline alone", base("baseline: chunker pipeline", k.data, k.size))
+		case k.scenario == "download hot (second read)":
+			res.against("cold download (first read)", base("download", k.data, k.size))
 		case k.scenario == "download", k.scenario == "download resumed half-way":
 			res.against("gRPC loopback download", grpcDown)
 		case k.scenario == "re-upload unchanged":

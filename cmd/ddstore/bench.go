@@ -104,6 +104,8 @@ instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
 	f.IntVar(&cfg.Clients, "clients", 0, "clients at once in the concurrency scenario (default 4)")
 	f.IntVar(&cfg.SmallFiles, "small-files", 0, "files in the small-files scenario (default 2000)")
 	f.StringVar(&cfg.MongoURI, "mongo-uri", "", "also measure the GridFS store and direct GridFS on this MongoDB")
+	f.StringSliceVar(&cfg.Memcached, "memcached", nil, "memcached servers for the local nodes (default: start one if memcached is installed)")
+	f.BoolVar(&cfg.NoMemcached, "no-memcached", false, "do not start a memcached for the local nodes")
 	f.StringVar(&target, "target", "", "comma-separated API addresses of a running cluster to measure instead of a local one")
 	f.StringVar(&cfg.Dir, "dir", "", "work directory for generated files and local clusters (default: a temporary one)")
 	f.StringVar(&out, "out", "", "write results.json and throughput.svg into this directory")
