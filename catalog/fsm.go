@@ -48,6 +48,10 @@ type FSM struct {
 	mu      sync.RWMutex
 	state   *State
 	applied atomic.Uint64
+
+	fmu     sync.Mutex
+	filters *Filters // nil: rebuild on the next call to Filters
+	fpRate  float64
 }
 
 // NewFSM returns an FSM over an empty catalog.
@@ -62,7 +66,48 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err != nil {
 		return Result{Err: err}
 	}
-	return Apply(f.state, cmd)
+	res := Apply(f.state, cmd)
+	if res.Err == nil {
+		f.noteForFilters(cmd, res)
+	}
+	return res
+}
+
+// noteForFilters keeps the Bloom filters current: a new file is added to
+// them; a delete or an overwrite makes them stale (rebuilt when next asked).
+func (f *FSM) noteForFilters(cmd *pb.Command, res Result) {
+	f.fmu.Lock()
+	defer f.fmu.Unlock()
+	if f.filters == nil {
+		return
+	}
+	switch op := cmd.GetOp().(type) {
+	case *pb.Command_PutFile:
+		if op.PutFile.GetOverwrite() || !f.filters.addFile(res.Manifest) {
+			f.filters = nil
+		}
+	case *pb.Command_DeleteFile:
+		f.filters = nil
+	}
+}
+
+// Filters returns Bloom filters over the catalog, sized for fpRate (0: 1%),
+// building them if deletes or growth made the current ones stale.
+func (f *FSM) Filters(fpRate float64) *Filters {
+	if fpRate <= 0 {
+		fpRate = 0.01
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	f.fmu.Lock()
+	defer f.fmu.Unlock()
+	if f.filters == nil || f.fpRate != fpRate {
+		f.filters, f.fpRate = BuildFilters(f.state, f.applied.Load(), fpRate), fpRate
+	}
+	f.filters.Version = f.applied.Load()
+	out := *f.filters // a copy: Apply keeps adding to the FSM's own
+	out.Dates, out.Chunks, out.Names = f.filters.Dates.Copy(), f.filters.Chunks.Copy(), f.filters.Names.Copy()
+	return &out
 }
 
 // LastApplied returns the index of the last log entry applied or restored.
@@ -96,6 +141,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 	f.state = s
 	f.applied.Store(applied)
+	f.fmu.Lock()
+	f.filters = nil
+	f.fmu.Unlock()
 	return nil
 }
 
