@@ -114,10 +114,27 @@ func NewCodecs() *Codecs {
 	return &Codecs{enc: enc, dec: dec}
 }
 
+// Incompressibility probe: a chunk of at least probeMin bytes is first
+// compressed as probeParts evenly spaced pieces of probePart bytes; if that
+// sample does not shrink below probeKeep of its size, the chunk is stored raw
+// without compressing it whole (zstd spends ~1 s/GB finding out that random
+// data does not compress).
+const (
+	probeMin   = 256 << 10
+	probePart  = 16 << 10
+	probeParts = 4
+	probeKeep  = 0.97
+)
+
 // Encode hashes and compresses raw. The result holds a fresh buffer; raw is
-// not retained. Data is stored raw when zstd does not shrink it.
+// not retained. Data is stored raw when zstd does not shrink it, or when a
+// sample of it does not shrink by a few percent.
 func (c *Codecs) Encode(raw []byte) Encoded {
 	e := Encoded{ID: Sum(raw), RawSize: len(raw)}
+	if len(raw) >= probeMin && !c.compressible(raw) {
+		e.Codec, e.Data = Raw, append(make([]byte, 0, len(raw)), raw...)
+		return e
+	}
 	// Room for zstd's worst case, so that incompressible data never makes
 	// EncodeAll grow the buffer (which would double the memory per chunk).
 	dst := c.enc.EncodeAll(raw, make([]byte, 0, len(raw)+len(raw)>>7+512))
@@ -127,6 +144,27 @@ func (c *Codecs) Encode(raw []byte) Encoded {
 	}
 	e.Codec, e.Data = Raw, append(dst[:0], raw...)
 	return e
+}
+
+// compressible compresses a sample of raw (probeParts pieces spread over it)
+// and reports whether it shrank below probeKeep of its size.
+func (c *Codecs) compressible(raw []byte) bool {
+	bp, _ := c.buf.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	defer c.buf.Put(bp)
+	const n = probeParts * probePart
+	if cap(*bp) < 2*n+n>>7+512 {
+		*bp = make([]byte, 0, 2*n+n>>7+512)
+	}
+	sample := (*bp)[:0]
+	step := (len(raw) - probePart) / (probeParts - 1)
+	for i := range probeParts {
+		sample = append(sample, raw[i*step:i*step+probePart]...)
+	}
+	out := c.enc.EncodeAll(sample, sample[n:n])
+	return float64(len(out)) < probeKeep*n
 }
 
 // Decode returns the raw bytes of e and checks them against e.ID. A
