@@ -66,18 +66,26 @@ func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r 
 	res := &PutResult{}
 	m := &pb.FileManifest{Name: name, Date: opts.Date, Metadata: opts.Metadata}
 
-	var stream pb.Files_UploadClient
-	sent := map[chunker.ID]bool{} // chunks sent or known present in this upload
+	// Batches go through two stages that overlap: this goroutine (the
+	// pipeline's emit) asks which chunks of a full batch the cluster lacks
+	// while the sender goroutine is still streaming the previous batch. At
+	// most two batches are held: the one being sent and the one being filled
+	// or asked about.
+	up := &uploader{files: files, ctx: ctx, res: res, progress: opts.Progress, batches: make(chan sendBatch), done: make(chan struct{})}
+	go up.run()
+	sent := map[chunker.ID]bool{} // chunks sent, queued or known present in this upload
 	var pending []chunker.Piece
 	var pendingBytes int
 	flush := func() error {
 		if len(pending) == 0 {
 			return nil
 		}
+		batch := pending
+		pending, pendingBytes = nil, 0 // the sender owns batch now
 		var ids [][]byte
-		for i := range pending {
-			if !sent[pending[i].ID] {
-				ids = append(ids, pending[i].ID[:])
+		for i := range batch {
+			if !sent[batch[i].ID] {
+				ids = append(ids, batch[i].ID[:])
 			}
 		}
 		missing := map[chunker.ID]bool{}
@@ -94,7 +102,8 @@ func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r 
 				missing[id] = true
 			}
 		}
-		for _, p := range pending {
+		b := sendBatch{end: batch[len(batch)-1].Offset + int64(batch[len(batch)-1].RawSize)}
+		for _, p := range batch {
 			if sent[p.ID] {
 				continue
 			}
@@ -103,28 +112,14 @@ func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r 
 				res.ChunksKnown++
 				continue
 			}
-			if stream == nil {
-				var err error
-				if stream, err = files.Upload(ctx); err != nil {
-					return fmt.Errorf("open upload stream: %w", err)
-				}
-			}
-			err := stream.Send(&pb.UploadRequest{Chunk: &pb.Chunk{
-				Id: p.ID[:], RawSize: uint32(p.RawSize), Codec: pb.Codec(p.Codec), Data: p.Data,
-			}})
-			if err != nil {
-				return uploadErr(stream, err)
-			}
-			res.ChunksSent++
-			res.BytesSent += int64(len(p.Data))
+			b.chunks = append(b.chunks, p)
 		}
-		if opts.Progress != nil {
-			last := pending[len(pending)-1]
-			opts.Progress(last.Offset + int64(last.RawSize))
+		select {
+		case up.batches <- b:
+			return nil
+		case <-up.done:
+			return up.err
 		}
-		clear(pending) // drop the chunk bytes now, not when the slots are reused
-		pending, pendingBytes = pending[:0], 0
-		return nil
 	}
 
 	pl := chunker.Pipeline{Options: opts.Chunking, Workers: opts.Workers}
@@ -144,8 +139,16 @@ func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r 
 	if err == nil {
 		err = flush()
 	}
-	if err == nil && stream != nil {
-		if _, err = stream.CloseAndRecv(); err != nil {
+	if err != nil {
+		cancel()
+	}
+	close(up.batches)
+	<-up.done
+	if err == nil {
+		err = up.err
+	}
+	if err == nil && up.stream != nil {
+		if _, err = up.stream.CloseAndRecv(); err != nil {
 			err = fmt.Errorf("upload: %w", err)
 		}
 	}
@@ -165,6 +168,60 @@ func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r 
 		return res, fmt.Errorf("commit %q: %w", name, err)
 	}
 	return res, nil
+}
+
+// sendBatch is the part of a batch the cluster lacks, in file order, and
+// where the batch ends in the file.
+type sendBatch struct {
+	chunks []chunker.Piece
+	end    int64
+}
+
+// uploader streams batches on one Upload stream, opened on first use. After
+// done is closed, err and stream may be read and the counters it updated in
+// res are final.
+type uploader struct {
+	files    pb.FilesClient
+	ctx      context.Context
+	res      *PutResult
+	progress func(int64)
+	batches  chan sendBatch
+	done     chan struct{}
+	stream   pb.Files_UploadClient
+	err      error
+}
+
+func (u *uploader) run() {
+	defer close(u.done)
+	for b := range u.batches {
+		if u.err = u.send(b); u.err != nil {
+			return
+		}
+	}
+}
+
+func (u *uploader) send(b sendBatch) error {
+	for i, p := range b.chunks {
+		if u.stream == nil {
+			var err error
+			if u.stream, err = u.files.Upload(u.ctx); err != nil {
+				return fmt.Errorf("open upload stream: %w", err)
+			}
+		}
+		err := u.stream.Send(&pb.UploadRequest{Chunk: &pb.Chunk{
+			Id: p.ID[:], RawSize: uint32(p.RawSize), Codec: pb.Codec(p.Codec), Data: p.Data,
+		}})
+		if err != nil {
+			return uploadErr(u.stream, err)
+		}
+		u.res.ChunksSent++
+		u.res.BytesSent += int64(len(p.Data))
+		b.chunks[i] = chunker.Piece{} // drop the chunk bytes once sent
+	}
+	if u.progress != nil {
+		u.progress(b.end)
+	}
+	return nil
 }
 
 // uploadErr returns the status that ended an upload stream: a failed Send
