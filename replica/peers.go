@@ -135,14 +135,31 @@ func (r *Replicator) NewSession(ctx context.Context, peers []Peer, copies int) *
 }
 
 // Store writes c to the local store and to R-1 peers, in Rank order, moving
-// on to the next peer when one fails. It returns whether the local store
-// wrote a new copy. When fewer than R nodes hold the chunk at the end it
-// returns ErrTooFewCopies.
+// on to the next peer when one fails. The local write and the copies to peers
+// run at the same time. It returns whether the local store wrote a new copy.
+// When fewer than R nodes hold the chunk at the end it returns
+// ErrTooFewCopies.
 func (s *Session) Store(ctx context.Context, c chunker.Encoded) (written bool, err error) {
-	written, err = s.r.Local.Put(ctx, c)
-	if err != nil {
-		return false, fmt.Errorf("replica: local store: chunk %s: %w", c.ID, err)
+	type localResult struct {
+		written bool
+		err     error
 	}
+	local := make(chan localResult, 1)
+	go func() {
+		w, err := s.r.Local.Put(ctx, c)
+		local <- localResult{w, err}
+	}()
+	peerErr := s.copyToPeers(ctx, c)
+	lr := <-local
+	if lr.err != nil {
+		return false, fmt.Errorf("replica: local store: chunk %s: %w", c.ID, lr.err)
+	}
+	return lr.written, peerErr
+}
+
+// copyToPeers stores c on copies-1 peers, in Rank order, moving on to the
+// next peer when one fails.
+func (s *Session) copyToPeers(ctx context.Context, c chunker.Encoded) error {
 	need := s.copies - 1
 	var errs []error
 	candidates := Rank(c.ID, s.peers)
@@ -162,15 +179,15 @@ func (s *Session) Store(ctx context.Context, c chunker.Encoded) (written bool, e
 				continue
 			}
 			if ctx.Err() != nil {
-				return written, ctx.Err()
+				return ctx.Err()
 			}
 			errs = append(errs, fmt.Errorf("node %s: %w", round[i].ID, err))
 		}
 	}
 	if need > 0 {
-		return written, fmt.Errorf("%w: chunk %s is on %d of %d nodes: %w", ErrTooFewCopies, c.ID, s.copies-need, s.copies, errors.Join(errs...))
+		return fmt.Errorf("%w: chunk %s is on %d of %d nodes: %w", ErrTooFewCopies, c.ID, s.copies-need, s.copies, errors.Join(errs...))
 	}
-	return written, nil
+	return nil
 }
 
 func (s *Session) put(ctx context.Context, p Peer, c chunker.Encoded) error {
