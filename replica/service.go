@@ -16,7 +16,7 @@ const MaxHasBatch = 100_000
 
 // putWindow is how many chunk copies one PutChunks stream verifies and
 // writes at once; acknowledgements still go back in order.
-const putWindow = 4
+const putWindow = 8
 
 // ChunkService serves the chunk half of the Node gRPC service (HasChunks,
 // PutChunks, GetChunk) from a local store.

@@ -22,7 +22,7 @@ import (
 const (
 	// uploadWindow is how many chunks of one upload are verified and stored
 	// at once.
-	uploadWindow = 4
+	uploadWindow = 8
 	// downloadWindow is how many chunks a download reads ahead of the one
 	// it sends.
 	downloadWindow = 4
