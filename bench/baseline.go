@@ -33,29 +33,44 @@ func mbps(bytes int64, d time.Duration) float64 {
 // fdatasync at the end, returning the write rate; then reads the copy back
 // (through the page cache, as ddstore's reads mostly do here).
 func diskWrite(src, dir string) (write, read float64, err error) {
-	in, err := os.ReadFile(src)
+	in, err := os.Open(src)
 	if err != nil {
 		return 0, 0, err
 	}
+	defer in.Close()
 	f, err := os.CreateTemp(dir, "disk-baseline-")
 	if err != nil {
 		return 0, 0, err
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	start := time.Now()
-	for off := 0; off < len(in); off += 1 << 20 {
-		if _, err := f.Write(in[off:min(len(in), off+1<<20)]); err != nil {
-			return 0, 0, err
+	buf := make([]byte, 1<<20)
+	var written int64
+	var elapsed time.Duration // writes only: reading the source is not timed
+	for {
+		n, rerr := io.ReadFull(in, buf)
+		if n > 0 {
+			start := time.Now()
+			if _, err := f.Write(buf[:n]); err != nil {
+				return 0, 0, err
+			}
+			elapsed += time.Since(start)
+			written += int64(n)
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return 0, 0, rerr
 		}
 	}
+	start := time.Now()
 	if err := unix.Fdatasync(int(f.Fd())); err != nil {
 		return 0, 0, err
 	}
-	write = mbps(int64(len(in)), time.Since(start))
+	write = mbps(written, elapsed+time.Since(start))
 	start = time.Now()
-	buf := make([]byte, 1<<20)
-	var n int64
+	var got int64
 	r, err := os.Open(f.Name())
 	if err != nil {
 		return 0, 0, err
@@ -63,7 +78,7 @@ func diskWrite(src, dir string) (write, read float64, err error) {
 	defer r.Close()
 	for {
 		m, err := r.Read(buf)
-		n += int64(m)
+		got += int64(m)
 		if err == io.EOF {
 			break
 		}
@@ -71,7 +86,7 @@ func diskWrite(src, dir string) (write, read float64, err error) {
 			return 0, 0, err
 		}
 	}
-	return write, mbps(n, time.Since(start)), nil
+	return write, mbps(got, time.Since(start)), nil
 }
 
 // pipelineRate runs the chunker pipeline alone (cut + BLAKE3 + zstd on all

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -154,6 +155,12 @@ func applyEnvAndFile(fs *pflag.FlagSet, file string) error {
 }
 
 func runServer(ctx context.Context, cfg server.Config) error {
+	// The in-process cache tier is live heap on top of the bounded working
+	// set: raise the soft heap limit by its size, or the garbage collector
+	// would run without pause once the cache fills.
+	if os.Getenv("GOMEMLIMIT") == "" && cfg.CacheSize > 0 {
+		debug.SetMemoryLimit(memoryLimit + cfg.CacheSize + cfg.CacheSize/4)
+	}
 	n, err := server.Start(ctx, cfg)
 	if err != nil {
 		return err
