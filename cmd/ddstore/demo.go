@@ -21,6 +21,8 @@ func newDemoCmd() *cobra.Command {
 		size SizeFlag = 1 << 30
 		dir  string
 		keep bool
+
+		nodeArgs []string
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -32,16 +34,17 @@ half-way and a resume, verifies every byte, prints throughput and each
 process's peak memory, and stops the cluster.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd.Context(), int64(size), dir, keep)
+			return runDemo(cmd.Context(), int64(size), dir, keep, nodeArgs)
 		},
 	}
 	cmd.Flags().Var(&size, "size", "size of the generated file (e.g. 64MiB, 1GiB, 4GiB)")
 	cmd.Flags().StringVar(&dir, "dir", "", "work directory (default: a new temporary one)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the work directory")
+	cmd.Flags().StringArrayVar(&nodeArgs, "node-arg", nil, "extra `ddstore server` flag for every node (repeatable), e.g. --node-arg=--cache-size=0")
 	return cmd
 }
 
-func runDemo(ctx context.Context, size int64, dir string, keep bool) error {
+func runDemo(ctx context.Context, size int64, dir string, keep bool, nodeArgs []string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -57,7 +60,7 @@ func runDemo(ctx context.Context, size int64, dir string, keep bool) error {
 	say := func(format string, a ...any) { fmt.Printf("demo: "+format+"\n", a...) }
 
 	say("starting 3 nodes on loopback (embedded store) in %s", dir)
-	cl, err := localcluster.Start(ctx, localcluster.Options{Dir: filepath.Join(dir, "cluster"), Exe: exe})
+	cl, err := localcluster.Start(ctx, localcluster.Options{Dir: filepath.Join(dir, "cluster"), Exe: exe, Args: nodeArgs})
 	if err != nil {
 		return err
 	}
