@@ -248,36 +248,34 @@ func (s *nodeService) DeleteChunks(ctx context.Context, req *pb.DeleteChunksRequ
 	return resp, nil
 }
 
-// Collect runs a garbage-collection sweep on the leader.
-func (c *clusterService) Collect(ctx context.Context, req *pb.CollectRequest) (*pb.CollectResponse, error) {
-	n := c.n
+// onLeader runs local on the leader, or forwards the call to it through
+// remote. Failures of a pass itself are Aborted: nothing was half-done that
+// the next pass does not finish.
+func onLeader[T any](ctx context.Context, n *Node, local func(context.Context) (T, error), remote func(pb.ClusterClient) (T, error)) (T, error) {
 	if !n.raft.IsLeader() {
 		conn, err := n.leaderConn()
 		if err != nil {
-			return nil, toStatus(err)
+			var zero T
+			return zero, toStatus(err)
 		}
-		return pb.NewClusterClient(conn).Collect(ctx, req)
+		return remote(pb.NewClusterClient(conn))
 	}
-	resp, err := n.Collect(ctx, req.GetDryRun())
+	resp, err := local(ctx)
 	if err != nil {
-		return nil, status.Error(codes.Aborted, err.Error())
+		return resp, status.Error(codes.Aborted, err.Error())
 	}
 	return resp, nil
 }
 
+// Collect runs a garbage-collection sweep on the leader.
+func (c *clusterService) Collect(ctx context.Context, req *pb.CollectRequest) (*pb.CollectResponse, error) {
+	return onLeader(ctx, c.n,
+		func(ctx context.Context) (*pb.CollectResponse, error) { return c.n.Collect(ctx, req.GetDryRun()) },
+		func(cc pb.ClusterClient) (*pb.CollectResponse, error) { return cc.Collect(ctx, req) })
+}
+
 // Repair runs a repair pass on the leader.
 func (c *clusterService) Repair(ctx context.Context, req *pb.RepairRequest) (*pb.RepairResponse, error) {
-	n := c.n
-	if !n.raft.IsLeader() {
-		conn, err := n.leaderConn()
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		return pb.NewClusterClient(conn).Repair(ctx, req)
-	}
-	resp, err := n.Repair(ctx)
-	if err != nil {
-		return nil, status.Error(codes.Aborted, err.Error())
-	}
-	return resp, nil
+	return onLeader(ctx, c.n, c.n.Repair,
+		func(cc pb.ClusterClient) (*pb.RepairResponse, error) { return cc.Repair(ctx, req) })
 }
