@@ -29,48 +29,6 @@ type Replicator struct {
 	Logger *slog.Logger
 }
 
-// Holders counts, for each ID, how many nodes hold it: this node and every
-// peer that answers. A peer that does not answer counts as holding nothing.
-func (r *Replicator) Holders(ctx context.Context, peers []Peer, ids []chunker.ID) ([]int, error) {
-	counts := make([]int, len(ids))
-	for i, id := range ids {
-		ok, err := r.Local.Has(ctx, id)
-		if err != nil {
-			return nil, fmt.Errorf("replica: local store: %w", err)
-		}
-		if ok {
-			counts[i]++
-		}
-	}
-	if len(peers) == 0 || len(ids) == 0 {
-		return counts, nil
-	}
-	wire := make([][]byte, len(ids))
-	for i := range ids {
-		wire[i] = ids[i][:]
-	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, p := range peers {
-		wg.Go(func() {
-			resp, err := p.Client.HasChunks(ctx, &pb.HasChunksRequest{Ids: wire})
-			if err != nil || len(resp.GetHas()) != len(ids) {
-				r.logger().Warn("peer did not say which chunks it holds", "peer", p.ID, "err", err)
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			for i, has := range resp.GetHas() {
-				if has {
-					counts[i]++
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return counts, ctx.Err()
-}
-
 // Fetch returns a verified copy of a chunk: from the local store if it holds a
 // good one, else from the first peer (in Rank order) that does.
 func (r *Replicator) Fetch(ctx context.Context, peers []Peer, id chunker.ID) (chunker.Encoded, error) {

@@ -138,7 +138,7 @@ func (f *filesService) MissingChunks(ctx context.Context, req *pb.MissingChunksR
 // client need not send its bytes again.
 func (n *Node) underReplicated(ctx context.Context, ids []chunker.ID) ([]int, error) {
 	peers, copies := n.placement()
-	counts, err := n.repl.Holders(ctx, peers, ids)
+	holds, live, err := n.holdings(ctx, peers, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -147,22 +147,18 @@ func (n *Node) underReplicated(ctx context.Context, ids []chunker.ID) ([]int, er
 		mu      sync.Mutex
 		wg      sync.WaitGroup
 		sem     = make(chan struct{}, uploadWindow)
-		sess    *replica.Session
 	)
-	for i, c := range counts {
+	for i, id := range ids {
 		switch {
-		case c >= copies:
-		case c == 0:
+		case len(holds[i]) >= copies:
+		case len(holds[i]) == 0:
 			missing = append(missing, i)
 		default:
-			if sess == nil {
-				sess = n.repl.NewSession(ctx, peers, copies)
-			}
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				if err := n.heal(ctx, sess, peers, ids[i]); err != nil {
-					n.log.Warn("could not restore a chunk's copies; asking the client for it", "chunk", ids[i], "err", err)
+				if _, _, err := n.restore(ctx, id, holds[i], live, copies); err != nil {
+					n.log.Warn("could not restore a chunk's copies; asking the client for it", "chunk", id, "err", err)
 					mu.Lock()
 					missing = append(missing, i)
 					mu.Unlock()
@@ -171,23 +167,8 @@ func (n *Node) underReplicated(ctx context.Context, ids []chunker.ID) ([]int, er
 		}
 	}
 	wg.Wait()
-	if sess != nil {
-		if err := sess.Close(); err != nil {
-			n.log.Warn("repair session ended with an error", "err", err)
-		}
-	}
 	slices.Sort(missing)
 	return missing, ctx.Err()
-}
-
-// heal copies a chunk from a node that holds it to enough nodes for R copies.
-func (n *Node) heal(ctx context.Context, sess *replica.Session, peers []replica.Peer, id chunker.ID) error {
-	c, err := n.repl.Fetch(ctx, peers, id)
-	if err != nil {
-		return err
-	}
-	_, err = sess.Store(ctx, c)
-	return err
 }
 
 // Commit lists a file atomically: only when every chunk it names is held by R

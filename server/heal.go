@@ -192,31 +192,9 @@ func (n *Node) Repair(ctx context.Context) (*pb.RepairResponse, error) {
 	p := newPacer(n.cfg.RepairRate)
 	for start := 0; start < len(ids); start += repairBatch {
 		batch := ids[start:min(len(ids), start+repairBatch)]
-		wire := make([][]byte, len(batch))
-		for i := range batch {
-			wire[i] = batch[i][:]
-		}
-		holds := make([]map[string]bool, len(batch))
-		for i, id := range batch {
-			holds[i] = map[string]bool{}
-			if ok, err := n.base.Has(ctx, id); err != nil {
-				return resp, fmt.Errorf("repair: local store: %w", err)
-			} else if ok {
-				holds[i][n.cfg.ID] = true
-			}
-		}
-		var live []replica.Peer
-		for _, peer := range peers {
-			has, err := peer.Client.HasChunks(ctx, &pb.HasChunksRequest{Ids: wire})
-			if err != nil || len(has.GetHas()) != len(batch) {
-				continue
-			}
-			live = append(live, peer)
-			for i, h := range has.GetHas() {
-				if h {
-					holds[i][peer.ID] = true
-				}
-			}
+		holds, live, err := n.holdings(ctx, peers, batch)
+		if err != nil {
+			return resp, fmt.Errorf("repair: %w", err)
 		}
 		for i, id := range batch {
 			resp.ChunksChecked++
@@ -247,8 +225,51 @@ func (n *Node) Repair(ctx context.Context) (*pb.RepairResponse, error) {
 	return resp, nil
 }
 
+// holdings asks this node's store and every peer which of ids they hold.
+// A peer that does not answer counts as holding nothing and is left out of
+// live (so that nothing is copied to it).
+func (n *Node) holdings(ctx context.Context, peers []replica.Peer, ids []chunker.ID) (holds []map[string]bool, live []replica.Peer, err error) {
+	holds = make([]map[string]bool, len(ids))
+	for i, id := range ids {
+		holds[i] = map[string]bool{}
+		ok, err := n.base.Has(ctx, id)
+		if err != nil {
+			return nil, nil, fmt.Errorf("local store: %w", err)
+		}
+		if ok {
+			holds[i][n.cfg.ID] = true
+		}
+	}
+	answers := make([][]bool, len(peers))
+	var wg sync.WaitGroup
+	for j, peer := range peers {
+		wg.Go(func() {
+			has, err := peer.Client.HasChunks(ctx, &pb.HasChunksRequest{Ids: idsWire(ids)})
+			if err != nil || len(has.GetHas()) != len(ids) {
+				n.log.Debug("peer did not say which chunks it holds", "peer", peer.ID, "err", err)
+				return
+			}
+			answers[j] = has.GetHas()
+		})
+	}
+	wg.Wait()
+	for j, peer := range peers {
+		if answers[j] == nil {
+			continue
+		}
+		live = append(live, peer)
+		for i, h := range answers[j] {
+			if h {
+				holds[i][peer.ID] = true
+			}
+		}
+	}
+	return holds, live, ctx.Err()
+}
+
 // restore copies one chunk from a holder to live nodes that lack it, in
-// rendezvous order, until copies nodes hold it.
+// rendezvous order, until copies nodes hold it. It fails when fewer than
+// copies nodes hold it at the end.
 func (n *Node) restore(ctx context.Context, id chunker.ID, holds map[string]bool, live []replica.Peer, copies int) (made, size int, err error) {
 	var holders []replica.Peer
 	for _, p := range live {
@@ -283,6 +304,9 @@ func (n *Node) restore(ctx context.Context, id chunker.ID, holds map[string]bool
 		}
 		made++
 		have++
+	}
+	if have < copies {
+		errs = append(errs, fmt.Errorf("%w: chunk %s is on %d of %d nodes", replica.ErrTooFewCopies, id, have, copies))
 	}
 	return made, size, errors.Join(errs...)
 }
