@@ -49,9 +49,10 @@ type FSM struct {
 	state   *State
 	applied atomic.Uint64
 
-	fmu     sync.Mutex
-	filters *Filters // nil: rebuild on the next call to Filters
-	fpRate  float64
+	fmu        sync.Mutex
+	filters    *Filters // nil: rebuild on the next call to Filters
+	fpRate     float64
+	filesIndex uint64 // index of the last command that changed the files (under fmu)
 }
 
 // NewFSM returns an FSM over an empty catalog.
@@ -68,31 +69,32 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	res := Apply(f.state, cmd)
 	if res.Err == nil {
-		f.noteForFilters(cmd, res)
+		f.noteForFilters(l.Index, cmd, res)
 	}
 	return res
 }
 
 // noteForFilters keeps the Bloom filters current: a new file is added to
 // them; a delete or an overwrite makes them stale (rebuilt when next asked).
-func (f *FSM) noteForFilters(cmd *pb.Command, res Result) {
+func (f *FSM) noteForFilters(index uint64, cmd *pb.Command, res Result) {
 	f.fmu.Lock()
 	defer f.fmu.Unlock()
-	if f.filters == nil {
-		return
-	}
 	switch op := cmd.GetOp().(type) {
 	case *pb.Command_PutFile:
-		if op.PutFile.GetOverwrite() || !f.filters.addFile(res.Manifest) {
+		f.filesIndex = index
+		if f.filters != nil && (op.PutFile.GetOverwrite() || !f.filters.addFile(res.Manifest)) {
 			f.filters = nil
 		}
 	case *pb.Command_DeleteFile:
+		f.filesIndex = index
 		f.filters = nil
 	}
 }
 
 // Filters returns Bloom filters over the catalog, sized for fpRate (0: 1%),
-// building them if deletes or growth made the current ones stale.
+// building them if deletes or growth made the current ones stale. Their
+// Version is the index of the last command that changed the files, so it
+// moves only when the filters' content may have.
 func (f *FSM) Filters(fpRate float64) *Filters {
 	if fpRate <= 0 {
 		fpRate = 0.01
@@ -102,12 +104,20 @@ func (f *FSM) Filters(fpRate float64) *Filters {
 	f.fmu.Lock()
 	defer f.fmu.Unlock()
 	if f.filters == nil || f.fpRate != fpRate {
-		f.filters, f.fpRate = BuildFilters(f.state, f.applied.Load(), fpRate), fpRate
+		f.filters, f.fpRate = BuildFilters(f.state, f.filesIndex, fpRate), fpRate
 	}
-	f.filters.Version = f.applied.Load()
+	f.filters.Version = f.filesIndex
 	out := *f.filters // a copy: Apply keeps adding to the FSM's own
 	out.Dates, out.Chunks, out.Names = f.filters.Dates.Copy(), f.filters.Chunks.Copy(), f.filters.Names.Copy()
 	return &out
+}
+
+// FilesVersion is the Version the filters would have now: the index of the
+// last command that changed the files.
+func (f *FSM) FilesVersion() uint64 {
+	f.fmu.Lock()
+	defer f.fmu.Unlock()
+	return f.filesIndex
 }
 
 // LastApplied returns the index of the last log entry applied or restored.
@@ -142,7 +152,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.state = s
 	f.applied.Store(applied)
 	f.fmu.Lock()
-	f.filters = nil
+	f.filters, f.filesIndex = nil, applied
 	f.fmu.Unlock()
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -29,10 +31,11 @@ const MaxMessageSize = 9 << 20
 // at a time; when it is unavailable, the client moves on to the next. It is
 // safe for concurrent use.
 type Client struct {
-	addrs  []string
-	conns  []*grpc.ClientConn
-	logger *slog.Logger
-	codecs *chunker.Codecs
+	addrs   []string
+	conns   []*grpc.ClientConn
+	logger  *slog.Logger
+	codecs  *chunker.Codecs
+	cluster string
 
 	mu  sync.Mutex
 	cur int
@@ -44,6 +47,12 @@ type Option func(*Client)
 // WithLogger sets the logger for retries and fail-overs.
 func WithLogger(l *slog.Logger) Option { return func(c *Client) { c.logger = l } }
 
+// WithCluster sends every call to the named cluster: the nodes the client
+// talks to pass calls on to that peer cluster (a put stores into it, a get
+// or a listing answers from it only). Naming the nodes' own cluster keeps
+// calls there, without asking peer clusters.
+func WithCluster(name string) Option { return func(c *Client) { c.cluster = name } }
+
 // New returns a client for the nodes at addrs (host:port). It does not
 // connect until the first call.
 func New(addrs []string, opts ...Option) (*Client, error) {
@@ -54,15 +63,26 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	for _, o := range opts {
 		o(c)
 	}
+	var target []grpc.DialOption
+	if c.cluster != "" {
+		md := metadata.Pairs(MDCluster, c.cluster)
+		target = append(target,
+			grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				return invoker(metadata.NewOutgoingContext(ctx, md), method, req, reply, cc, opts...)
+			}),
+			grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+				return streamer(metadata.NewOutgoingContext(ctx, md), desc, cc, method, opts...)
+			}))
+	}
 	for _, a := range addrs {
-		conn, err := grpc.NewClient("passthrough:///"+a,
+		conn, err := grpc.NewClient("passthrough:///"+a, append([]grpc.DialOption{
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
-			grpc.WithInitialWindowSize(8<<20),
-			grpc.WithInitialConnWindowSize(32<<20),
-			grpc.WithReadBufferSize(256<<10),
-			grpc.WithWriteBufferSize(256<<10),
-		)
+			grpc.WithInitialWindowSize(8 << 20),
+			grpc.WithInitialConnWindowSize(32 << 20),
+			grpc.WithReadBufferSize(256 << 10),
+			grpc.WithWriteBufferSize(256 << 10),
+		}, target...)...)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("client: node address %q: %w", a, err)
@@ -148,9 +168,18 @@ type ListOptions struct {
 	PageSize         uint32
 }
 
-// List returns every file matching opts, in name order, following pages.
-func (c *Client) List(ctx context.Context, opts ListOptions) ([]*pb.FileInfo, error) {
-	var all []*pb.FileInfo
+// Listing is the answer to List.
+type Listing struct {
+	Files []*pb.FileInfo // by name, then cluster
+	// Unanswered names the peer clusters that may hold matches but did not
+	// answer in time.
+	Unanswered []*pb.ClusterNote
+}
+
+// List returns every file matching opts, in name order, following pages;
+// with the files of peer clusters that may hold matches.
+func (c *Client) List(ctx context.Context, opts ListOptions) (*Listing, error) {
+	all := &Listing{}
 	after := ""
 	for {
 		var resp *pb.ListResponse
@@ -165,7 +194,12 @@ func (c *Client) List(ctx context.Context, opts ListOptions) ([]*pb.FileInfo, er
 		if err != nil {
 			return nil, err
 		}
-		all = append(all, resp.GetFiles()...)
+		all.Files = append(all.Files, resp.GetFiles()...)
+		for _, note := range resp.GetUnanswered() {
+			if !slices.ContainsFunc(all.Unanswered, func(n *pb.ClusterNote) bool { return n.GetCluster() == note.GetCluster() }) {
+				all.Unanswered = append(all.Unanswered, note)
+			}
+		}
 		if !resp.GetTruncated() || len(resp.GetFiles()) == 0 {
 			return all, nil
 		}
@@ -213,6 +247,21 @@ func (c *Client) Leave(ctx context.Context, id string) error {
 // sends only what the cluster still lacks.
 func Retryable(err error) bool { return retryable(err) }
 
+// Replicate copies a file of the cluster to the peer cluster to: its
+// manifest and only the chunks the peer lacks.
+func (c *Client) Replicate(ctx context.Context, name, to string, overwrite bool) (*pb.ReplicateResponse, error) {
+	var resp *pb.ReplicateResponse
+	err := c.call(ctx, func(conn *grpc.ClientConn) error {
+		var err error
+		resp, err = pb.NewClusterClient(conn).Replicate(ctx, &pb.ReplicateRequest{Name: name, To: to, Overwrite: overwrite})
+		return err
+	})
+	return resp, err
+}
+
+// MDCluster is the gRPC metadata key naming the cluster a call is meant for.
+const MDCluster = "ddstore-cluster"
+
 // Collect runs one garbage-collection sweep on the cluster's leader; with
 // dryRun it only reports what would go.
 func (c *Client) Collect(ctx context.Context, dryRun bool) (*pb.CollectResponse, error) {
@@ -235,4 +284,12 @@ func (c *Client) Repair(ctx context.Context) (*pb.RepairResponse, error) {
 		return err
 	})
 	return resp, err
+}
+
+// GetFiles returns the listed files; nil-safe.
+func (l *Listing) GetFiles() []*pb.FileInfo {
+	if l == nil {
+		return nil
+	}
+	return l.Files
 }

@@ -31,7 +31,7 @@ func (c *clusterService) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.S
 	}
 	leaderID, _ := n.raft.Leader()
 	_, copies := n.placement()
-	resp := &pb.StatusResponse{LeaderId: leaderID, Term: n.raft.Status().Term, Replicas: uint32(copies)}
+	resp := &pb.StatusResponse{LeaderId: leaderID, Term: n.raft.Status().Term, Replicas: uint32(copies), Cluster: n.cfg.Cluster, Peers: n.peers.status()}
 	infos := map[string]*pb.NodeInfo{}
 	n.fsm.Read(func(s *catalog.State) {
 		resp.Files, resp.Bytes = s.Totals()
@@ -74,6 +74,7 @@ func (n *Node) localStatus(ctx context.Context) *pb.NodeStatus {
 	st := &pb.NodeStatus{
 		Id: n.cfg.ID, ApiAddr: n.cfg.Advertise, RaftAddr: n.cfg.RaftAddr, State: rs.State,
 		Term: rs.Term, AppliedIndex: rs.AppliedIndex, CommitIndex: rs.CommitIndex, Store: n.store.Kind(),
+		PublicAddr: n.pubAddr, Federation: n.peers.counters(),
 	}
 	st.Heal = n.healed.status()
 	if n.cached != nil {
@@ -278,4 +279,9 @@ func (c *clusterService) Collect(ctx context.Context, req *pb.CollectRequest) (*
 func (c *clusterService) Repair(ctx context.Context, req *pb.RepairRequest) (*pb.RepairResponse, error) {
 	return onLeader(ctx, c.n, c.n.Repair,
 		func(cc pb.ClusterClient) (*pb.RepairResponse, error) { return cc.Repair(ctx, req) })
+}
+
+// Replicate copies a file of this cluster to a peer cluster.
+func (c *clusterService) Replicate(ctx context.Context, req *pb.ReplicateRequest) (*pb.ReplicateResponse, error) {
+	return c.n.Replicate(ctx, req)
 }

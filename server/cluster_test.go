@@ -191,7 +191,8 @@ func TestLeaderFailover(t *testing.T) {
 
 	check := func(c *client.Client, when string) {
 		t.Helper()
-		files, err := c.List(ctx, client.ListOptions{})
+		listing, err := c.List(ctx, client.ListOptions{})
+		files := listing.GetFiles()
 		if err != nil {
 			t.Fatalf("%s: list: %v", when, err)
 		}
@@ -251,7 +252,8 @@ func TestLinearizableReads(t *testing.T) {
 			}
 		}
 	}
-	files, err := clients[2].List(ctx, client.ListOptions{Prefix: "lin/", PageSize: 7})
+	listing, err := clients[2].List(ctx, client.ListOptions{Prefix: "lin/", PageSize: 7})
+	files := listing.GetFiles()
 	if err != nil || len(files) != 30 {
 		t.Fatalf("list: %d files, %v", len(files), err)
 	}

@@ -23,6 +23,37 @@ type Config struct {
 	// when the node has no state yet.
 	Join []string
 
+	// Cluster is this cluster's name, the same on all its nodes; peer
+	// clusters know it by that name. Default "ddstore".
+	Cluster string
+	// Public is a second listen address (host:port) for peer clusters and
+	// outside clients: the node is a gateway there, serving the Files,
+	// Cluster and Federation services, while APIAddr stays on the cluster's
+	// own (possibly private) network. Empty: the API address serves both,
+	// unless Private is set.
+	Public string
+	// Private marks a node without Public as reachable only inside its
+	// cluster: peers are not told its address.
+	Private bool
+	// Peers lists the peer clusters by name with contact addresses (public
+	// addresses of any of their nodes; the leader's is learned).
+	Peers map[string][]string
+	// FilterFPRate is the false-positive rate the Bloom filters are sized
+	// for; default 0.01.
+	FilterFPRate float64
+	// FilterRefresh is how often peers' filters are pulled (only changed
+	// filters travel); default 2s.
+	FilterRefresh time.Duration
+	// PeerTimeout bounds one call to a peer cluster for a lookup, listing or
+	// chunk; default 5s.
+	PeerTimeout time.Duration
+	// HopLimit is how many times a request may be passed from cluster to
+	// cluster; default 3.
+	HopLimit int
+	// AlwaysMaybe ignores the peers' filters (every peer may hold anything);
+	// for measuring what the filters save.
+	AlwaysMaybe bool
+
 	Store    string // "local" (default) or "gridfs"
 	MongoURI string // for the gridfs store
 	MongoDB  string // database name; default "ddstore_<id>"
@@ -63,6 +94,19 @@ type Config struct {
 // MaxMessageSize bounds one gRPC message: a largest chunk plus framing.
 const MaxMessageSize = 9 << 20
 
+// validClusterName accepts 1 to 64 letters, digits, '.', '_' and '-'.
+func validClusterName(name string) error {
+	if name == "" || len(name) > 64 {
+		return fmt.Errorf("cluster name %q must be 1 to 64 characters", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("cluster name %q: only letters, digits, '.', '_' and '-' are allowed", name)
+		}
+	}
+	return nil
+}
+
 func (c *Config) withDefaults() (Config, error) {
 	out := *c
 	var errs []error
@@ -77,6 +121,32 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.DataDir == "" {
 		errs = append(errs, errors.New("a data directory is required (--data-dir)"))
+	}
+	if out.Cluster == "" {
+		out.Cluster = "ddstore"
+	}
+	if err := validClusterName(out.Cluster); err != nil {
+		errs = append(errs, err)
+	}
+	for name, addrs := range out.Peers {
+		if err := validClusterName(name); err != nil {
+			errs = append(errs, fmt.Errorf("peer: %w", err))
+		}
+		if name == out.Cluster {
+			errs = append(errs, fmt.Errorf("peer %q has this cluster's own name", name))
+		}
+		if len(addrs) == 0 {
+			errs = append(errs, fmt.Errorf("peer cluster %q has no contact address", name))
+		}
+	}
+	if out.FilterFPRate == 0 {
+		out.FilterFPRate = 0.01
+	}
+	if out.FilterFPRate <= 0 || out.FilterFPRate >= 0.5 {
+		errs = append(errs, fmt.Errorf("filter false-positive rate must be between 0 and 0.5, not %g", out.FilterFPRate))
+	}
+	if out.HopLimit == 0 {
+		out.HopLimit = 3
 	}
 	if out.Store == "" {
 		out.Store = "local"
@@ -110,6 +180,8 @@ func (c *Config) withDefaults() (Config, error) {
 			*d = v
 		}
 	}
+	def(&out.FilterRefresh, 2*time.Second)
+	def(&out.PeerTimeout, 5*time.Second)
 	def(&out.RepairInterval, time.Minute)
 	def(&out.ScrubInterval, 24*time.Hour)
 	def(&out.GCInterval, 10*time.Minute)

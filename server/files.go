@@ -41,6 +41,12 @@ type filesService struct {
 // them).
 func (f *filesService) Upload(stream pb.Files_UploadServer) error {
 	n := f.n
+	if r, err := n.route(stream.Context()); err != nil || r.peer != nil {
+		if err != nil {
+			return err
+		}
+		return n.proxyUpload(r, stream)
+	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	peers, copies := n.placement()
@@ -110,6 +116,14 @@ func (f *filesService) Upload(stream pb.Files_UploadServer) error {
 
 // MissingChunks answers which IDs are held by fewer than R nodes.
 func (f *filesService) MissingChunks(ctx context.Context, req *pb.MissingChunksRequest) (*pb.MissingChunksResponse, error) {
+	if r, err := f.n.route(ctx); err != nil || r.peer != nil {
+		if err != nil {
+			return nil, err
+		}
+		return proxyUnary(ctx, f.n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.MissingChunksResponse, error) {
+			return fc.MissingChunks(ctx, req)
+		})
+	}
 	if len(req.GetIds()) > replica.MaxHasBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "asked about %d chunks; at most %d per call", len(req.GetIds()), replica.MaxHasBatch)
 	}
@@ -174,6 +188,14 @@ func (n *Node) underReplicated(ctx context.Context, ids []chunker.ID) ([]int, er
 // Commit lists a file atomically: only when every chunk it names is held by R
 // nodes, through one Raft command.
 func (f *filesService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
+	if r, err := f.n.route(ctx); err != nil || r.peer != nil {
+		if err != nil {
+			return nil, err
+		}
+		return proxyUnary(ctx, f.n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.CommitResponse, error) {
+			return fc.Commit(ctx, req)
+		})
+	}
 	m := req.GetManifest()
 	if m == nil {
 		return nil, status.Error(codes.InvalidArgument, "commit has no manifest")
@@ -228,12 +250,28 @@ func (n *Node) lookup(ctx context.Context, name string, c pb.Consistency) (*pb.F
 
 // Download streams the file's manifest, then its chunks from start_index on,
 // reading a few chunks ahead. Every chunk sent has been verified against its
-// ID; a chunk no node holds intact ends the stream with DataLoss.
+// ID; a chunk no node of this cluster holds intact is fetched from a peer
+// cluster that may hold it, and failing that ends the stream with DataLoss.
+// A file the catalog lacks is streamed from a peer cluster that holds it.
 func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_DownloadServer) error {
 	n := f.n
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
+	r, err := n.route(ctx)
+	if err != nil {
+		return err
+	}
+	if r.peer != nil {
+		pd, err := n.openPeerDownload(n.outgoing(ctx, r), r.peer, req)
+		if err != nil {
+			return err
+		}
+		return n.relayDownload(pd, req, stream)
+	}
 	m, err := n.lookup(ctx, req.GetName(), req.GetConsistency())
+	if errNotHere(err) {
+		return n.forwardDownload(ctx, r, req, stream)
+	}
 	if err != nil {
 		return toStatus(err)
 	}
@@ -242,7 +280,7 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 	if start > len(chunks) {
 		return status.Errorf(codes.OutOfRange, "start index %d is past the end of %q, which has %d chunks", start, m.GetName(), len(chunks))
 	}
-	if err := stream.Send(&pb.DownloadResponse{Manifest: m}); err != nil {
+	if err := stream.Send(&pb.DownloadResponse{Manifest: m, Cluster: n.cfg.Cluster}); err != nil {
 		return err
 	}
 	peers, _ := n.placement()
@@ -265,6 +303,13 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 			go func() {
 				id := chunker.ID(ref.GetId())
 				c, err := n.repl.Fetch(ctx, peers, id)
+				if errors.Is(err, replica.ErrNotFound) || errors.Is(err, chunker.ErrCorrupt) {
+					if pc, perr := n.fetchFromPeers(ctx, r, id); perr == nil {
+						c, err = pc, nil
+					} else {
+						err = fmt.Errorf("%w; %w", err, perr)
+					}
+				}
 				if err == nil && c.RawSize != int(ref.GetRawSize()) {
 					err = fmt.Errorf("%w: chunk %s holds %d raw bytes, the manifest says %d", chunker.ErrCorrupt, id, c.RawSize, ref.GetRawSize())
 				}
@@ -291,15 +336,36 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 	return ctx.Err()
 }
 
+// Stat returns a file's manifest, from a peer cluster that holds it when the
+// local catalog lacks it.
 func (f *filesService) Stat(ctx context.Context, req *pb.StatRequest) (*pb.StatResponse, error) {
+	r, err := f.n.route(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.peer != nil {
+		return proxyUnary(ctx, f.n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.StatResponse, error) { return fc.Stat(ctx, req) })
+	}
 	m, err := f.n.lookup(ctx, req.GetName(), req.GetConsistency())
+	if errNotHere(err) {
+		return f.n.forwardStat(ctx, r, req)
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.StatResponse{Manifest: m}, nil
+	return &pb.StatResponse{Manifest: m, Cluster: f.n.cfg.Cluster}, nil
 }
 
+// List lists this cluster's files and, merged in, those of the peer
+// clusters whose date filters say they may hold matches.
 func (f *filesService) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse, error) {
+	r, err := f.n.route(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.peer != nil {
+		return proxyUnary(ctx, f.n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.ListResponse, error) { return fc.List(ctx, req) })
+	}
 	for _, d := range []string{req.GetDateFrom(), req.GetDateTo()} {
 		if d != "" {
 			if err := catalog.ValidateDate(d); err != nil {
@@ -325,10 +391,12 @@ func (f *filesService) List(ctx context.Context, req *pb.ListRequest) (*pb.ListR
 		})
 		resp.Truncated = truncated
 		for _, m := range files {
-			resp.Files = append(resp.Files, FileInfo(m))
+			fi := FileInfo(m)
+			fi.Cluster = f.n.cfg.Cluster
+			resp.Files = append(resp.Files, fi)
 		}
 	})
-	return resp, nil
+	return f.n.forwardList(ctx, r, req, resp, limit), nil
 }
 
 // FileInfo summarises a manifest for listings.
@@ -342,6 +410,12 @@ func FileInfo(m *pb.FileManifest) *pb.FileInfo {
 // Delete removes a file from the catalog. Its chunks stay in the stores until
 // garbage collection.
 func (f *filesService) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {
+	if r, err := f.n.route(ctx); err != nil || r.peer != nil {
+		if err != nil {
+			return nil, err
+		}
+		return proxyUnary(ctx, f.n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.DeleteResponse, error) { return fc.Delete(ctx, req) })
+	}
 	if err := catalog.ValidateName(req.GetName()); err != nil {
 		return nil, toStatus(err)
 	}

@@ -31,20 +31,24 @@ import (
 
 // Node is one running ddstore node.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	codecs *chunker.Codecs
-	store  replica.Store   // what the node reads and writes through: base behind cached, if any
-	base   replica.Store   // the chunk store itself
-	cached *replica.Cached // cache tiers in front of base; nil without tiers
-	healed healCounters
-	fsm    *catalog.FSM
-	raft   *consensus.Node
-	repl   *replica.Replicator
-	conns  *connPool
-	grpc   *grpc.Server
-	health *health.Server
-	lis    net.Listener
+	cfg     Config
+	log     *slog.Logger
+	codecs  *chunker.Codecs
+	store   replica.Store   // what the node reads and writes through: base behind cached, if any
+	base    replica.Store   // the chunk store itself
+	cached  *replica.Cached // cache tiers in front of base; nil without tiers
+	healed  healCounters
+	fsm     *catalog.FSM
+	raft    *consensus.Node
+	repl    *replica.Replicator
+	conns   *connPool
+	peers   *peerSet
+	grpc    *grpc.Server
+	pub     *grpc.Server // the gateway's public side; nil without cfg.Public
+	health  *health.Server
+	lis     net.Listener
+	pubLis  net.Listener
+	pubAddr string // the address peers are told: public, API, or none if private
 
 	stop      chan struct{}
 	bg        sync.WaitGroup
@@ -128,8 +132,48 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Advertise == cfg.APIAddr {
 		n.cfg.Advertise = n.lis.Addr().String()
 	}
+	switch {
+	case cfg.Public != "":
+		if n.pubLis, err = net.Listen("tcp", cfg.Public); err != nil {
+			n.lis.Close()
+			cleanup()
+			return nil, fmt.Errorf("server: listen on public address %s: %w", cfg.Public, err)
+		}
+		n.pubAddr = n.pubLis.Addr().String()
+	case !cfg.Private:
+		n.pubAddr = n.cfg.Advertise
+	}
 	n.conns = newConnPool()
-	n.grpc = grpc.NewServer(
+	n.peers = newPeerSet(n)
+	n.health = health.NewServer()
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	n.health.SetServingStatus(pb.Files_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	n.grpc = newGRPCServer()
+	n.registerPublic(n.grpc)
+	pb.RegisterNodeServer(n.grpc, &nodeService{n: n, chunks: &replica.ChunkService{Store: n.store, Codecs: n.codecs}})
+	serve := func(s *grpc.Server, lis net.Listener) {
+		n.bg.Go(func() {
+			if err := s.Serve(lis); err != nil {
+				n.log.Error("gRPC server stopped", "addr", lis.Addr(), "err", err)
+			}
+		})
+	}
+	serve(n.grpc, n.lis)
+	if n.pubLis != nil {
+		n.pub = newGRPCServer()
+		n.registerPublic(n.pub)
+		serve(n.pub, n.pubLis)
+	}
+	n.bg.Go(n.membershipLoop)
+	n.bg.Go(n.peers.refreshLoop)
+	n.bg.Go(n.healLoops)
+	n.log.Info("node started", "cluster", cfg.Cluster, "api", n.cfg.Advertise, "public", n.pubAddr, "raft", cfg.RaftAddr,
+		"store", cfg.Store, "replicas", cfg.Replicas, "peers", n.peers.names())
+	return n, nil
+}
+
+func newGRPCServer() *grpc.Server {
+	return grpc.NewServer(
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.InitialWindowSize(8<<20),
@@ -138,25 +182,32 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		grpc.WriteBufferSize(256<<10),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	pb.RegisterFilesServer(n.grpc, &filesService{n: n})
-	pb.RegisterClusterServer(n.grpc, &clusterService{n: n})
-	pb.RegisterNodeServer(n.grpc, &nodeService{n: n, chunks: &replica.ChunkService{Store: n.store, Codecs: n.codecs}})
-	n.health = health.NewServer()
-	healthpb.RegisterHealthServer(n.grpc, n.health)
-	reflection.Register(n.grpc)
-	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	n.health.SetServingStatus(pb.Files_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-
-	n.bg.Go(func() {
-		if err := n.grpc.Serve(n.lis); err != nil {
-			n.log.Error("gRPC server stopped", "err", err)
-		}
-	})
-	n.bg.Go(n.membershipLoop)
-	n.bg.Go(n.healLoops)
-	n.log.Info("node started", "api", n.cfg.Advertise, "raft", cfg.RaftAddr, "store", cfg.Store, "replicas", cfg.Replicas)
-	return n, nil
 }
+
+// registerPublic registers what clients and peer clusters call: the Files,
+// Cluster and Federation services, health and reflection.
+func (n *Node) registerPublic(s *grpc.Server) {
+	pb.RegisterFilesServer(s, &filesService{n: n})
+	pb.RegisterClusterServer(s, &clusterService{n: n})
+	pb.RegisterFederationServer(s, &federationService{n: n})
+	healthpb.RegisterHealthServer(s, n.health)
+	reflection.Register(s)
+}
+
+// PublicAddr is the address peer clusters and outside clients use: the
+// public listener's, the API address on a flat network, or "" for a
+// private node.
+func (n *Node) PublicAddr() string { return n.pubAddr }
+
+// Cluster is the name of the node's cluster.
+func (n *Node) Cluster() string { return n.cfg.Cluster }
+
+// IgnorePeerFilters makes the node ask every peer cluster, whatever its
+// filters say (Config.AlwaysMaybe), or go back to trusting them.
+func (n *Node) IgnorePeerFilters(ignore bool) { n.peers.ignore.Store(ignore) }
+
+// Federation returns the node's federation counters.
+func (n *Node) Federation() *pb.FederationStatus { return n.peers.counters() }
 
 // Addr is the API address the node advertises.
 func (n *Node) Addr() string { return n.cfg.Advertise }
@@ -204,14 +255,27 @@ func (n *Node) shutdown(graceful bool) error {
 		n.log.Info("node shutting down", "graceful", graceful)
 		n.health.Shutdown()
 		close(n.stop)
+		servers := []*grpc.Server{n.grpc}
+		if n.pub != nil {
+			servers = append(servers, n.pub)
+		}
 		if graceful {
 			done := make(chan struct{})
-			go func() { n.grpc.GracefulStop(); close(done) }()
+			go func() {
+				var wg sync.WaitGroup
+				for _, s := range servers {
+					wg.Go(s.GracefulStop)
+				}
+				wg.Wait()
+				close(done)
+			}()
 			select {
 			case <-done:
 			case <-time.After(n.cfg.ShutdownGrace):
 				n.log.Warn("streams still open after the grace period; cutting them")
-				n.grpc.Stop()
+				for _, s := range servers {
+					s.Stop()
+				}
 				<-done
 			}
 			if n.raft.IsLeader() {
@@ -220,7 +284,9 @@ func (n *Node) shutdown(graceful bool) error {
 				}
 			}
 		} else {
-			n.grpc.Stop()
+			for _, s := range servers {
+				s.Stop()
+			}
 		}
 		n.bg.Wait()
 		n.conns.Close()
@@ -256,7 +322,7 @@ func (n *Node) membershipLoop() {
 }
 
 func (n *Node) self() *pb.NodeInfo {
-	return &pb.NodeInfo{Id: n.cfg.ID, ApiAddr: n.cfg.Advertise, RaftAddr: n.cfg.RaftAddr}
+	return &pb.NodeInfo{Id: n.cfg.ID, ApiAddr: n.cfg.Advertise, RaftAddr: n.cfg.RaftAddr, PublicAddr: n.pubAddr}
 }
 
 func (n *Node) isMember() bool {
@@ -271,7 +337,7 @@ func (n *Node) registered() bool {
 	var ok bool
 	n.fsm.Read(func(s *catalog.State) {
 		cur, found := s.Node(n.cfg.ID)
-		ok = found && cur.GetApiAddr() == n.cfg.Advertise && cur.GetRaftAddr() == n.cfg.RaftAddr
+		ok = found && cur.GetApiAddr() == n.cfg.Advertise && cur.GetRaftAddr() == n.cfg.RaftAddr && cur.GetPublicAddr() == n.pubAddr
 	})
 	return ok
 }

@@ -28,6 +28,13 @@ type globalFlags struct {
 	json    bool
 	stale   bool
 	timeout time.Duration
+	cluster string // the cluster calls are meant for (--cluster of put, get, ls, stat, rm)
+}
+
+// clusterFlag adds --cluster to a command that talks about files.
+func (g *globalFlags) clusterFlag(cmd *cobra.Command, what string) *cobra.Command {
+	cmd.Flags().StringVar(&g.cluster, "cluster", "", what+" (a peer of the cluster at --addr, or its own name to ask it alone)")
+	return cmd
 }
 
 func (g *globalFlags) client() (*client.Client, error) {
@@ -40,7 +47,11 @@ func (g *globalFlags) client() (*client.Client, error) {
 	if len(addrs) == 0 {
 		return nil, usageError{errors.New("--addr names no node")}
 	}
-	return client.New(addrs)
+	var opts []client.Option
+	if g.cluster != "" {
+		opts = append(opts, client.WithCluster(g.cluster))
+	}
+	return client.New(addrs, opts...)
 }
 
 func (g *globalFlags) consistency() pb.Consistency {
@@ -283,17 +294,20 @@ func newLsCmd(g *globalFlags) *cobra.Command {
 			defer c.Close()
 			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
 			defer cancel()
-			files, err := c.List(ctx, opts)
+			listing, err := c.List(ctx, opts)
 			if err != nil {
 				return fmt.Errorf("ls: %w", err)
 			}
+			for _, n := range listing.Unanswered {
+				fmt.Fprintf(os.Stderr, "ddstore: ls: cluster %s did not answer; its files are missing here: %s\n", n.GetCluster(), n.GetError())
+			}
 			if g.json {
-				return printJSON(os.Stdout, &pb.ListResponse{Files: files})
+				return printJSON(os.Stdout, &pb.ListResponse{Files: listing.Files, Unanswered: listing.Unanswered})
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSIZE\tSTORED\tCHUNKS\tDATE\tCREATED")
-			for _, f := range files {
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", f.GetName(), f.GetSize(), f.GetStoredSize(), f.GetChunks(),
+			fmt.Fprintln(tw, "NAME\tCLUSTER\tSIZE\tSTORED\tCHUNKS\tDATE\tCREATED")
+			for _, f := range listing.Files {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", f.GetName(), f.GetCluster(), f.GetSize(), f.GetStoredSize(), f.GetChunks(),
 					f.GetDate(), time.Unix(0, f.GetCreatedUnixNano()).UTC().Format(time.RFC3339))
 			}
 			return tw.Flush()
@@ -376,14 +390,35 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 			if g.json {
 				return printJSON(os.Stdout, st)
 			}
-			fmt.Printf("leader: %s  term: %d  replicas: %d  files: %d  bytes: %d\n",
-				orNone(st.GetLeaderId()), st.GetTerm(), st.GetReplicas(), st.GetFiles(), st.GetBytes())
+			fmt.Printf("cluster: %s  leader: %s  term: %d  replicas: %d  files: %d  bytes: %d\n",
+				st.GetCluster(), orNone(st.GetLeaderId()), st.GetTerm(), st.GetReplicas(), st.GetFiles(), st.GetBytes())
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tSTATE\tAPI\tRAFT\tTERM\tAPPLIED\tCOMMIT\tSTORE\tCHUNKS\tSTORED BYTES\tNOTE")
+			fmt.Fprintln(tw, "NODE\tSTATE\tAPI\tPUBLIC\tRAFT\tTERM\tAPPLIED\tCOMMIT\tSTORE\tCHUNKS\tSTORED BYTES\tNOTE")
 			for _, n := range st.GetNodes() {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%s\n", n.GetId(), n.GetState(), n.GetApiAddr(),
-					n.GetRaftAddr(), n.GetTerm(), n.GetAppliedIndex(), n.GetCommitIndex(), n.GetStore(),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%s\n", n.GetId(), n.GetState(), n.GetApiAddr(),
+					orNone(n.GetPublicAddr()), n.GetRaftAddr(), n.GetTerm(), n.GetAppliedIndex(), n.GetCommitIndex(), n.GetStore(),
 					n.GetChunks(), n.GetStoredBytes(), n.GetError())
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(st.GetPeers()) > 0 {
+				fmt.Println()
+				tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "PEER CLUSTER\tREACHABLE\tLEADER\tLEADER ADDR\tFILTER VERSION\tFILTER AGE\tLAST CONTACT\tADDRESSES\tNOTE")
+				for _, p := range st.GetPeers() {
+					fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", p.GetName(), p.GetReachable(), orNone(p.GetLeaderId()),
+						orNone(p.GetLeaderAddr()), p.GetFilterVersion(), age(p.GetFilterAgeMs()), age(p.GetLastContactMs()),
+						strings.Join(p.GetAddrs(), ","), p.GetError())
+				}
+			}
+			fmt.Println()
+			tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tLOOKUPS FORWARDED\tPEER CALLS\tFILTER SKIPS\tSERVED FOR PEERS")
+			for _, n := range st.GetNodes() {
+				if f := n.GetFederation(); f != nil {
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", n.GetId(), f.GetLookups(), f.GetPeerCalls(), f.GetFilterSkips(), f.GetServedForwarded())
+				}
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -526,4 +561,49 @@ func newLeaveCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// age renders milliseconds since something, or "never" for -1.
+func age(ms int64) string {
+	if ms < 0 {
+		return "never"
+	}
+	return (time.Duration(ms) * time.Millisecond).Round(100 * time.Millisecond).String()
+}
+
+func newReplicateCmd(g *globalFlags) *cobra.Command {
+	var (
+		to        string
+		overwrite bool
+	)
+	cmd := &cobra.Command{
+		Use:   "replicate NAME --to CLUSTER",
+		Short: "Copy a file to a peer cluster, sending only the chunks it lacks",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if to == "" {
+				return usageError{errors.New("replicate: --to names no cluster")}
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := g.ctx(cmd.Context(), 0)
+			defer cancel()
+			resp, err := c.Replicate(ctx, args[0], to, overwrite)
+			if err != nil {
+				return fmt.Errorf("replicate: %w", err)
+			}
+			if g.json {
+				return printJSON(os.Stdout, resp)
+			}
+			fmt.Printf("replicated %s to cluster %s: %d chunks, %d certainly absent there (filter), %d checked exactly, %d sent (%d bytes)\n",
+				args[0], to, resp.GetChunks(), resp.GetFilterAbsent(), resp.GetChecked(), resp.GetSentChunks(), resp.GetSentBytes())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "the peer cluster to copy the file to")
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a file of that name there")
+	return cmd
 }

@@ -116,7 +116,9 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 0, "give up after this long (0: no limit for transfers, 30s for other calls)")
 	root.AddCommand(
 		newServerCmd(),
-		newPutCmd(g), newGetCmd(g), newLsCmd(g), newStatCmd(g), newRmCmd(g),
+		g.clusterFlag(newPutCmd(g), "store into this cluster"), g.clusterFlag(newGetCmd(g), "download from this cluster"),
+		g.clusterFlag(newLsCmd(g), "list this cluster's files only"), g.clusterFlag(newStatCmd(g), "ask this cluster"),
+		g.clusterFlag(newRmCmd(g), "delete from this cluster"), newReplicateCmd(g),
 		newStatusCmd(g), newJoinCmd(g), newLeaveCmd(g), newGCCmd(g), newRepairCmd(g),
 		newDemoCmd(), newBenchCmd(g),
 	)

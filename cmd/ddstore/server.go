@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -21,6 +22,7 @@ func newServerCmd() *cobra.Command {
 	var (
 		cfg        server.Config
 		join       []string
+		peers      []string
 		configFile string
 		logLevel   string
 	)
@@ -47,6 +49,10 @@ Start a new cluster with --bootstrap on its first node; start the others with
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			cfg.Join = join
+			var err error
+			if cfg.Peers, err = parsePeers(peers); err != nil {
+				return usageError{err}
+			}
 			switch {
 			case cfg.Store != "local" && cfg.Store != "gridfs":
 				return usageError{fmt.Errorf("--store %q: want local or gridfs", cfg.Store)}
@@ -75,6 +81,15 @@ Start a new cluster with --bootstrap on its first node; start the others with
 	f.StringVar(&cfg.DataDir, "data-dir", "", "where the node keeps its data (default ./ddstore-data/<id>)")
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "form a new cluster with this node, if it has no state yet")
 	f.StringSliceVar(&join, "join", nil, "API addresses of existing members to join through")
+	f.StringVar(&cfg.Cluster, "cluster", "ddstore", "this cluster's name, the same on all its nodes")
+	f.StringVar(&cfg.Public, "public", "", "public address to listen on as a gateway for peer clusters and outside clients (default: the API address serves them)")
+	f.BoolVar(&cfg.Private, "private", false, "the API address is on a private network: without --public, peer clusters are not told it")
+	f.StringSliceVar(&peers, "peer", nil, "peer cluster as NAME=ADDR (repeat, or comma-separate, for more addresses and clusters)")
+	f.Float64Var(&cfg.FilterFPRate, "filter-fp-rate", 0.01, "false-positive rate the Bloom filters are sized for")
+	f.DurationVar(&cfg.FilterRefresh, "filter-refresh", 2*time.Second, "how often peer clusters' filters are pulled (only changed ones travel)")
+	f.DurationVar(&cfg.PeerTimeout, "peer-timeout", 5*time.Second, "bound on one call to a peer cluster")
+	f.IntVar(&cfg.HopLimit, "hop-limit", 3, "how many times a request may pass from cluster to cluster")
+	f.BoolVar(&cfg.AlwaysMaybe, "ignore-filters", false, "ask every peer cluster, whatever its filters say (for measurements)")
 	f.StringVar(&cfg.Store, "store", "local", "chunk store: local or gridfs")
 	f.StringVar(&cfg.MongoURI, "mongo-uri", "", "MongoDB URI for the gridfs store")
 	f.StringVar(&cfg.MongoDB, "mongo-db", "", "MongoDB database for the gridfs store (default ddstore_<id>)")
@@ -92,6 +107,22 @@ Start a new cluster with --bootstrap on its first node; start the others with
 	f.DurationVar(&cfg.GCGrace, "gc-grace", time.Hour, "how long a chunk stays unreferenced before it is collected")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
+}
+
+// parsePeers reads NAME=ADDR entries into peer clusters and their addresses.
+func parsePeers(entries []string) (map[string][]string, error) {
+	peers := map[string][]string{}
+	for _, e := range entries {
+		name, addr, ok := strings.Cut(strings.TrimSpace(e), "=")
+		if !ok || name == "" || addr == "" {
+			return nil, fmt.Errorf("--peer %q: want NAME=HOST:PORT", e)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("--peer %q: %w", e, err)
+		}
+		peers[name] = append(peers[name], addr)
+	}
+	return peers, nil
 }
 
 func hostnameOr(def string) string {

@@ -62,6 +62,20 @@ type Cluster struct {
 // Start starts the nodes: the first bootstraps, the others join through it.
 // It returns once every node is a registered member and a leader is known.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	c, err := New(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Launch(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// New plans a cluster, choosing its members' addresses, without starting
+// it; Launch starts it. Several clusters that name each other as peers are
+// planned first, then launched.
+func New(opts Options) (*Cluster, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("localcluster: Dir is required")
 	}
@@ -88,17 +102,23 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			DataDir:  filepath.Join(opts.Dir, id),
 		})
 	}
+	return c, nil
+}
+
+// Launch starts a planned cluster and waits until it is ready.
+func (c *Cluster) Launch(ctx context.Context) error {
+	opts := c.opts
 	for i := range c.Members {
 		if err := c.StartNode(ctx, i); err != nil {
 			c.Close()
-			return nil, err
+			return err
 		}
 	}
 	if err := c.WaitReady(ctx, opts.Nodes); err != nil {
 		c.Close()
-		return nil, err
+		return err
 	}
-	return c, nil
+	return nil
 }
 
 // Addrs lists the API addresses of all members.

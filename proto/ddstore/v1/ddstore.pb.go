@@ -1,10 +1,27 @@
 // The ddstore wire API, version 1.
 //
-// Three services share one port:
+// Four services share one port:
 //   - Files: what clients use (upload, download, commit, stat, list, delete).
-//   - Cluster: status, join and leave.
+//   - Cluster: status, join and leave, maintenance passes, replication of a
+//     file to another cluster.
 //   - Node: what nodes of one cluster say to each other (chunk copies,
 //     catalog proposals forwarded to the leader, linearizable read index).
+//   - Federation: what clusters say to each other (Bloom filters, chunks).
+// A node with a public address serves Files, Cluster and Federation there
+// too (it is a gateway); Node stays on the internal address.
+//
+// Clusters have names. Files calls may carry gRPC metadata:
+//   - ddstore-cluster: NAME  the call is meant for that cluster; a node of
+//     another cluster passes it on to NAME (a put into another cluster goes
+//     through the local nodes). Naming the node's own cluster means "only
+//     this cluster": no forwarding.
+//   - ddstore-origin, ddstore-visited, ddstore-hops: set on calls one cluster
+//     forwards to another: the cluster the request came from, the clusters
+//     it has been to or that were already asked (comma-separated), and how
+//     many more times it may be forwarded. A request is never sent to a
+//     visited cluster; with ddstore-hops 0 it is not forwarded at all.
+// Stat, Download and List of what the local catalog lacks are forwarded to
+// the peer clusters whose Bloom filters say they may hold it.
 //
 // Chunk IDs are the 32-byte BLAKE3-256 hash of the chunk's uncompressed bytes.
 
@@ -717,6 +734,7 @@ type DownloadResponse struct {
 	Manifest      *FileManifest          `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"` // first message only
 	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`      // chunk index in the manifest
 	Chunk         *Chunk                 `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	Cluster       string                 `protobuf:"bytes,4,opt,name=cluster,proto3" json:"cluster,omitempty"` // first message only: the cluster that holds the file
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -770,6 +788,13 @@ func (x *DownloadResponse) GetChunk() *Chunk {
 		return x.Chunk
 	}
 	return nil
+}
+
+func (x *DownloadResponse) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
 }
 
 type StatRequest struct {
@@ -827,6 +852,7 @@ func (x *StatRequest) GetConsistency() Consistency {
 type StatResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Manifest      *FileManifest          `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	Cluster       string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"` // the cluster that holds the file
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -866,6 +892,13 @@ func (x *StatResponse) GetManifest() *FileManifest {
 		return x.Manifest
 	}
 	return nil
+}
+
+func (x *StatResponse) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
 }
 
 type ListRequest struct {
@@ -961,6 +994,7 @@ type FileInfo struct {
 	CreatedUnixNano int64                  `protobuf:"varint,5,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	Chunks          uint32                 `protobuf:"varint,6,opt,name=chunks,proto3" json:"chunks,omitempty"`
 	StoredSize      uint64                 `protobuf:"varint,7,opt,name=stored_size,json=storedSize,proto3" json:"stored_size,omitempty"`
+	Cluster         string                 `protobuf:"bytes,8,opt,name=cluster,proto3" json:"cluster,omitempty"` // the cluster that holds the file
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1044,10 +1078,18 @@ func (x *FileInfo) GetStoredSize() uint64 {
 	return 0
 }
 
+func (x *FileInfo) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
 type ListResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Files         []*FileInfo            `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
-	Truncated     bool                   `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"` // more names follow; ask again with start_after
+	Files         []*FileInfo            `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`           // by name, then cluster
+	Truncated     bool                   `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`  // more names follow; ask again with start_after
+	Unanswered    []*ClusterNote         `protobuf:"bytes,3,rep,name=unanswered,proto3" json:"unanswered,omitempty"` // peer clusters that may hold matches but did not answer
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1096,6 +1138,66 @@ func (x *ListResponse) GetTruncated() bool {
 	return false
 }
 
+func (x *ListResponse) GetUnanswered() []*ClusterNote {
+	if x != nil {
+		return x.Unanswered
+	}
+	return nil
+}
+
+// ClusterNote says why a peer cluster is missing from an answer.
+type ClusterNote struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterNote) Reset() {
+	*x = ClusterNote{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterNote) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterNote) ProtoMessage() {}
+
+func (x *ClusterNote) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterNote.ProtoReflect.Descriptor instead.
+func (*ClusterNote) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ClusterNote) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *ClusterNote) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type DeleteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1105,7 +1207,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1219,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1232,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{16}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteRequest) GetName() string {
@@ -1148,7 +1250,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1262,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1275,151 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{17}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{18}
+}
+
+type ReplicateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`                // the peer cluster's name
+	Overwrite     bool                   `protobuf:"varint,3,opt,name=overwrite,proto3" json:"overwrite,omitempty"` // replace a file of that name there
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicateRequest) Reset() {
+	*x = ReplicateRequest{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicateRequest) ProtoMessage() {}
+
+func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicateRequest.ProtoReflect.Descriptor instead.
+func (*ReplicateRequest) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReplicateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReplicateRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *ReplicateRequest) GetOverwrite() bool {
+	if x != nil {
+		return x.Overwrite
+	}
+	return false
+}
+
+type ReplicateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Manifest      *FileManifest          `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`                              // as the peer committed it
+	Chunks        uint64                 `protobuf:"varint,2,opt,name=chunks,proto3" json:"chunks,omitempty"`                                 // distinct chunks of the file
+	FilterAbsent  uint64                 `protobuf:"varint,3,opt,name=filter_absent,json=filterAbsent,proto3" json:"filter_absent,omitempty"` // chunks the peer's filter says it certainly lacks
+	Checked       uint64                 `protobuf:"varint,4,opt,name=checked,proto3" json:"checked,omitempty"`                               // chunks asked about exactly (the filter said maybe)
+	SentChunks    uint64                 `protobuf:"varint,5,opt,name=sent_chunks,json=sentChunks,proto3" json:"sent_chunks,omitempty"`
+	SentBytes     uint64                 `protobuf:"varint,6,opt,name=sent_bytes,json=sentBytes,proto3" json:"sent_bytes,omitempty"` // stored bytes sent
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicateResponse) Reset() {
+	*x = ReplicateResponse{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicateResponse) ProtoMessage() {}
+
+func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicateResponse.ProtoReflect.Descriptor instead.
+func (*ReplicateResponse) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReplicateResponse) GetManifest() *FileManifest {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+func (x *ReplicateResponse) GetChunks() uint64 {
+	if x != nil {
+		return x.Chunks
+	}
+	return 0
+}
+
+func (x *ReplicateResponse) GetFilterAbsent() uint64 {
+	if x != nil {
+		return x.FilterAbsent
+	}
+	return 0
+}
+
+func (x *ReplicateResponse) GetChecked() uint64 {
+	if x != nil {
+		return x.Checked
+	}
+	return 0
+}
+
+func (x *ReplicateResponse) GetSentChunks() uint64 {
+	if x != nil {
+		return x.SentChunks
+	}
+	return 0
+}
+
+func (x *ReplicateResponse) GetSentBytes() uint64 {
+	if x != nil {
+		return x.SentBytes
+	}
+	return 0
 }
 
 type StatusRequest struct {
@@ -1184,7 +1430,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1442,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1455,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{18}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{21}
 }
 
 type NodeStatus struct {
@@ -1228,13 +1474,15 @@ type NodeStatus struct {
 	Voter         bool                   `protobuf:"varint,12,opt,name=voter,proto3" json:"voter,omitempty"`
 	Cache         []*CacheTierStatus     `protobuf:"bytes,13,rep,name=cache,proto3" json:"cache,omitempty"`
 	Heal          *HealStatus            `protobuf:"bytes,14,opt,name=heal,proto3" json:"heal,omitempty"`
+	PublicAddr    string                 `protobuf:"bytes,15,opt,name=public_addr,json=publicAddr,proto3" json:"public_addr,omitempty"`
+	Federation    *FederationStatus      `protobuf:"bytes,16,opt,name=federation,proto3" json:"federation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1494,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1507,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{19}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -1360,6 +1608,90 @@ func (x *NodeStatus) GetHeal() *HealStatus {
 	return nil
 }
 
+func (x *NodeStatus) GetPublicAddr() string {
+	if x != nil {
+		return x.PublicAddr
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetFederation() *FederationStatus {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
+// FederationStatus counts one node's traffic with peer clusters since it
+// started.
+type FederationStatus struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Lookups         uint64                 `protobuf:"varint,1,opt,name=lookups,proto3" json:"lookups,omitempty"`                                        // local misses that consulted peer clusters
+	PeerCalls       uint64                 `protobuf:"varint,2,opt,name=peer_calls,json=peerCalls,proto3" json:"peer_calls,omitempty"`                   // calls made to peer clusters for lookups, lists and chunks
+	FilterSkips     uint64                 `protobuf:"varint,3,opt,name=filter_skips,json=filterSkips,proto3" json:"filter_skips,omitempty"`             // peer clusters not asked because their filters said no
+	ServedForwarded uint64                 `protobuf:"varint,4,opt,name=served_forwarded,json=servedForwarded,proto3" json:"served_forwarded,omitempty"` // calls from peer clusters answered here
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FederationStatus) Reset() {
+	*x = FederationStatus{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederationStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederationStatus) ProtoMessage() {}
+
+func (x *FederationStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederationStatus.ProtoReflect.Descriptor instead.
+func (*FederationStatus) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *FederationStatus) GetLookups() uint64 {
+	if x != nil {
+		return x.Lookups
+	}
+	return 0
+}
+
+func (x *FederationStatus) GetPeerCalls() uint64 {
+	if x != nil {
+		return x.PeerCalls
+	}
+	return 0
+}
+
+func (x *FederationStatus) GetFilterSkips() uint64 {
+	if x != nil {
+		return x.FilterSkips
+	}
+	return 0
+}
+
+func (x *FederationStatus) GetServedForwarded() uint64 {
+	if x != nil {
+		return x.ServedForwarded
+	}
+	return 0
+}
+
 // CacheTierStatus is one cache tier's counters on one node.
 type CacheTierStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1379,7 +1711,7 @@ type CacheTierStatus struct {
 
 func (x *CacheTierStatus) Reset() {
 	*x = CacheTierStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1723,7 @@ func (x *CacheTierStatus) String() string {
 func (*CacheTierStatus) ProtoMessage() {}
 
 func (x *CacheTierStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1736,7 @@ func (x *CacheTierStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheTierStatus.ProtoReflect.Descriptor instead.
 func (*CacheTierStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{20}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CacheTierStatus) GetTier() string {
@@ -1493,7 +1825,7 @@ type HealStatus struct {
 
 func (x *HealStatus) Reset() {
 	*x = HealStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1837,7 @@ func (x *HealStatus) String() string {
 func (*HealStatus) ProtoMessage() {}
 
 func (x *HealStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1850,7 @@ func (x *HealStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealStatus.ProtoReflect.Descriptor instead.
 func (*HealStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{21}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HealStatus) GetScrubbedChunks() uint64 {
@@ -1570,14 +1902,16 @@ type StatusResponse struct {
 	Nodes         []*NodeStatus          `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	Replicas      uint32                 `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"` // R
 	Files         uint64                 `protobuf:"varint,5,opt,name=files,proto3" json:"files,omitempty"`
-	Bytes         uint64                 `protobuf:"varint,6,opt,name=bytes,proto3" json:"bytes,omitempty"` // sum of file sizes
+	Bytes         uint64                 `protobuf:"varint,6,opt,name=bytes,proto3" json:"bytes,omitempty"`    // sum of file sizes
+	Cluster       string                 `protobuf:"bytes,7,opt,name=cluster,proto3" json:"cluster,omitempty"` // this cluster's name
+	Peers         []*PeerClusterStatus   `protobuf:"bytes,8,rep,name=peers,proto3" json:"peers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +1923,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +1936,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{22}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StatusResponse) GetLeaderId() string {
@@ -1647,6 +1981,137 @@ func (x *StatusResponse) GetBytes() uint64 {
 	return 0
 }
 
+func (x *StatusResponse) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetPeers() []*PeerClusterStatus {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+// PeerClusterStatus is what a node knows of one peer cluster.
+type PeerClusterStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Addrs         []string               `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"`          // contact addresses: configured, then learned gateways
+	Reachable     bool                   `protobuf:"varint,3,opt,name=reachable,proto3" json:"reachable,omitempty"` // the last filter exchange succeeded
+	LeaderId      string                 `protobuf:"bytes,4,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	LeaderAddr    string                 `protobuf:"bytes,5,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"`
+	FilterVersion uint64                 `protobuf:"varint,6,opt,name=filter_version,json=filterVersion,proto3" json:"filter_version,omitempty"` // catalog index the filters held here reflect; 0: none yet
+	FilterAgeMs   int64                  `protobuf:"varint,7,opt,name=filter_age_ms,json=filterAgeMs,proto3" json:"filter_age_ms,omitempty"`     // since the filters held here were fetched; -1: never
+	FilterFpRate  float64                `protobuf:"fixed64,8,opt,name=filter_fp_rate,json=filterFpRate,proto3" json:"filter_fp_rate,omitempty"`
+	Error         string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`                                          // why the last exchange failed
+	LastContactMs int64                  `protobuf:"varint,10,opt,name=last_contact_ms,json=lastContactMs,proto3" json:"last_contact_ms,omitempty"` // since the last successful exchange; -1: never
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerClusterStatus) Reset() {
+	*x = PeerClusterStatus{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerClusterStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerClusterStatus) ProtoMessage() {}
+
+func (x *PeerClusterStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerClusterStatus.ProtoReflect.Descriptor instead.
+func (*PeerClusterStatus) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PeerClusterStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PeerClusterStatus) GetAddrs() []string {
+	if x != nil {
+		return x.Addrs
+	}
+	return nil
+}
+
+func (x *PeerClusterStatus) GetReachable() bool {
+	if x != nil {
+		return x.Reachable
+	}
+	return false
+}
+
+func (x *PeerClusterStatus) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *PeerClusterStatus) GetLeaderAddr() string {
+	if x != nil {
+		return x.LeaderAddr
+	}
+	return ""
+}
+
+func (x *PeerClusterStatus) GetFilterVersion() uint64 {
+	if x != nil {
+		return x.FilterVersion
+	}
+	return 0
+}
+
+func (x *PeerClusterStatus) GetFilterAgeMs() int64 {
+	if x != nil {
+		return x.FilterAgeMs
+	}
+	return 0
+}
+
+func (x *PeerClusterStatus) GetFilterFpRate() float64 {
+	if x != nil {
+		return x.FilterFpRate
+	}
+	return 0
+}
+
+func (x *PeerClusterStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PeerClusterStatus) GetLastContactMs() int64 {
+	if x != nil {
+		return x.LastContactMs
+	}
+	return 0
+}
+
 type JoinRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1658,7 +2123,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +2135,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +2148,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -1715,7 +2180,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1727,7 +2192,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1740,7 +2205,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
 }
 
 type LeaveRequest struct {
@@ -1752,7 +2217,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +2229,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +2242,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -1795,7 +2260,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +2272,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +2285,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
 }
 
 type ListChunksRequest struct {
@@ -1831,7 +2296,7 @@ type ListChunksRequest struct {
 
 func (x *ListChunksRequest) Reset() {
 	*x = ListChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +2308,7 @@ func (x *ListChunksRequest) String() string {
 func (*ListChunksRequest) ProtoMessage() {}
 
 func (x *ListChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +2321,7 @@ func (x *ListChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChunksRequest.ProtoReflect.Descriptor instead.
 func (*ListChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
 }
 
 type ListChunksResponse struct {
@@ -1869,7 +2334,7 @@ type ListChunksResponse struct {
 
 func (x *ListChunksResponse) Reset() {
 	*x = ListChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1881,7 +2346,7 @@ func (x *ListChunksResponse) String() string {
 func (*ListChunksResponse) ProtoMessage() {}
 
 func (x *ListChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1894,7 +2359,7 @@ func (x *ListChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChunksResponse.ProtoReflect.Descriptor instead.
 func (*ListChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListChunksResponse) GetIds() [][]byte {
@@ -1920,7 +2385,7 @@ type DeleteChunksRequest struct {
 
 func (x *DeleteChunksRequest) Reset() {
 	*x = DeleteChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +2397,7 @@ func (x *DeleteChunksRequest) String() string {
 func (*DeleteChunksRequest) ProtoMessage() {}
 
 func (x *DeleteChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2410,7 @@ func (x *DeleteChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DeleteChunksRequest) GetIds() [][]byte {
@@ -1964,7 +2429,7 @@ type DeleteChunksResponse struct {
 
 func (x *DeleteChunksResponse) Reset() {
 	*x = DeleteChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2441,7 @@ func (x *DeleteChunksResponse) String() string {
 func (*DeleteChunksResponse) ProtoMessage() {}
 
 func (x *DeleteChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2454,7 @@ func (x *DeleteChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeleteChunksResponse) GetDeleted() uint64 {
@@ -2008,7 +2473,7 @@ type CollectRequest struct {
 
 func (x *CollectRequest) Reset() {
 	*x = CollectRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2485,7 @@ func (x *CollectRequest) String() string {
 func (*CollectRequest) ProtoMessage() {}
 
 func (x *CollectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2498,7 @@ func (x *CollectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectRequest.ProtoReflect.Descriptor instead.
 func (*CollectRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CollectRequest) GetDryRun() bool {
@@ -2057,7 +2522,7 @@ type CollectResponse struct {
 
 func (x *CollectResponse) Reset() {
 	*x = CollectResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2069,7 +2534,7 @@ func (x *CollectResponse) String() string {
 func (*CollectResponse) ProtoMessage() {}
 
 func (x *CollectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +2547,7 @@ func (x *CollectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectResponse.ProtoReflect.Descriptor instead.
 func (*CollectResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CollectResponse) GetUnreferenced() uint64 {
@@ -2135,7 +2600,7 @@ type RepairRequest struct {
 
 func (x *RepairRequest) Reset() {
 	*x = RepairRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2612,7 @@ func (x *RepairRequest) String() string {
 func (*RepairRequest) ProtoMessage() {}
 
 func (x *RepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2625,7 @@ func (x *RepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
 func (*RepairRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
 }
 
 type RepairResponse struct {
@@ -2175,7 +2640,7 @@ type RepairResponse struct {
 
 func (x *RepairResponse) Reset() {
 	*x = RepairResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2187,7 +2652,7 @@ func (x *RepairResponse) String() string {
 func (*RepairResponse) ProtoMessage() {}
 
 func (x *RepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2200,7 +2665,7 @@ func (x *RepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairResponse.ProtoReflect.Descriptor instead.
 func (*RepairResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RepairResponse) GetChunksChecked() uint64 {
@@ -2231,6 +2696,150 @@ func (x *RepairResponse) GetLost() uint64 {
 	return 0
 }
 
+type FiltersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromCluster   string                 `protobuf:"bytes,1,opt,name=from_cluster,json=fromCluster,proto3" json:"from_cluster,omitempty"`
+	HaveVersion   uint64                 `protobuf:"varint,2,opt,name=have_version,json=haveVersion,proto3" json:"have_version,omitempty"` // the version the caller holds; 0: none
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FiltersRequest) Reset() {
+	*x = FiltersRequest{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FiltersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FiltersRequest) ProtoMessage() {}
+
+func (x *FiltersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FiltersRequest.ProtoReflect.Descriptor instead.
+func (*FiltersRequest) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *FiltersRequest) GetFromCluster() string {
+	if x != nil {
+		return x.FromCluster
+	}
+	return ""
+}
+
+func (x *FiltersRequest) GetHaveVersion() uint64 {
+	if x != nil {
+		return x.HaveVersion
+	}
+	return 0
+}
+
+type FiltersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"` // catalog index of the last change to the files
+	Filters       []byte                 `protobuf:"bytes,3,opt,name=filters,proto3" json:"filters,omitempty"`  // encoded filters; empty when have_version is current
+	FpRate        float64                `protobuf:"fixed64,4,opt,name=fp_rate,json=fpRate,proto3" json:"fp_rate,omitempty"`
+	LeaderId      string                 `protobuf:"bytes,5,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	LeaderAddr    string                 `protobuf:"bytes,6,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"` // the leader's public address
+	Gateways      []string               `protobuf:"bytes,7,rep,name=gateways,proto3" json:"gateways,omitempty"`                       // public addresses of the cluster's nodes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FiltersResponse) Reset() {
+	*x = FiltersResponse{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FiltersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FiltersResponse) ProtoMessage() {}
+
+func (x *FiltersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FiltersResponse.ProtoReflect.Descriptor instead.
+func (*FiltersResponse) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *FiltersResponse) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *FiltersResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *FiltersResponse) GetFilters() []byte {
+	if x != nil {
+		return x.Filters
+	}
+	return nil
+}
+
+func (x *FiltersResponse) GetFpRate() float64 {
+	if x != nil {
+		return x.FpRate
+	}
+	return 0
+}
+
+func (x *FiltersResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *FiltersResponse) GetLeaderAddr() string {
+	if x != nil {
+		return x.LeaderAddr
+	}
+	return ""
+}
+
+func (x *FiltersResponse) GetGateways() []string {
+	if x != nil {
+		return x.Gateways
+	}
+	return nil
+}
+
 type ProposeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Command       []byte                 `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"` // an encoded Command
@@ -2240,7 +2849,7 @@ type ProposeRequest struct {
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2861,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2874,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ProposeRequest) GetCommand() []byte {
@@ -2284,7 +2893,7 @@ type ProposeResponse struct {
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2296,7 +2905,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2309,7 +2918,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ProposeResponse) GetManifest() *FileManifest {
@@ -2327,7 +2936,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2339,7 +2948,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2352,7 +2961,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
 }
 
 type ReadIndexResponse struct {
@@ -2364,7 +2973,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2376,7 +2985,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2389,7 +2998,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2408,7 +3017,7 @@ type HasChunksRequest struct {
 
 func (x *HasChunksRequest) Reset() {
 	*x = HasChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +3029,7 @@ func (x *HasChunksRequest) String() string {
 func (*HasChunksRequest) ProtoMessage() {}
 
 func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +3042,7 @@ func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksRequest.ProtoReflect.Descriptor instead.
 func (*HasChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *HasChunksRequest) GetIds() [][]byte {
@@ -2452,7 +3061,7 @@ type HasChunksResponse struct {
 
 func (x *HasChunksResponse) Reset() {
 	*x = HasChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +3073,7 @@ func (x *HasChunksResponse) String() string {
 func (*HasChunksResponse) ProtoMessage() {}
 
 func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +3086,7 @@ func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksResponse.ProtoReflect.Descriptor instead.
 func (*HasChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *HasChunksResponse) GetHas() []bool {
@@ -2496,7 +3105,7 @@ type PutChunksRequest struct {
 
 func (x *PutChunksRequest) Reset() {
 	*x = PutChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2508,7 +3117,7 @@ func (x *PutChunksRequest) String() string {
 func (*PutChunksRequest) ProtoMessage() {}
 
 func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2521,7 +3130,7 @@ func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksRequest.ProtoReflect.Descriptor instead.
 func (*PutChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *PutChunksRequest) GetChunk() *Chunk {
@@ -2541,7 +3150,7 @@ type PutChunksResponse struct {
 
 func (x *PutChunksResponse) Reset() {
 	*x = PutChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +3162,7 @@ func (x *PutChunksResponse) String() string {
 func (*PutChunksResponse) ProtoMessage() {}
 
 func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +3175,7 @@ func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksResponse.ProtoReflect.Descriptor instead.
 func (*PutChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PutChunksResponse) GetId() []byte {
@@ -2592,7 +3201,7 @@ type GetChunkRequest struct {
 
 func (x *GetChunkRequest) Reset() {
 	*x = GetChunkRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2604,7 +3213,7 @@ func (x *GetChunkRequest) String() string {
 func (*GetChunkRequest) ProtoMessage() {}
 
 func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2617,7 +3226,7 @@ func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkRequest.ProtoReflect.Descriptor instead.
 func (*GetChunkRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetChunkRequest) GetId() []byte {
@@ -2636,7 +3245,7 @@ type GetChunkResponse struct {
 
 func (x *GetChunkResponse) Reset() {
 	*x = GetChunkResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2648,7 +3257,7 @@ func (x *GetChunkResponse) String() string {
 func (*GetChunkResponse) ProtoMessage() {}
 
 func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2661,7 +3270,7 @@ func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkResponse.ProtoReflect.Descriptor instead.
 func (*GetChunkResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetChunkResponse) GetChunk() *Chunk {
@@ -2679,7 +3288,7 @@ type LocalStatusRequest struct {
 
 func (x *LocalStatusRequest) Reset() {
 	*x = LocalStatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2691,7 +3300,7 @@ func (x *LocalStatusRequest) String() string {
 func (*LocalStatusRequest) ProtoMessage() {}
 
 func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2704,7 +3313,7 @@ func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalStatusRequest.ProtoReflect.Descriptor instead.
 func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
 }
 
 // Command is one entry of the Raft log. Apply is a pure function of the
@@ -2726,7 +3335,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2738,7 +3347,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2751,7 +3360,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -2867,7 +3476,7 @@ type CollectChunks struct {
 
 func (x *CollectChunks) Reset() {
 	*x = CollectChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2879,7 +3488,7 @@ func (x *CollectChunks) String() string {
 func (*CollectChunks) ProtoMessage() {}
 
 func (x *CollectChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2892,7 +3501,7 @@ func (x *CollectChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectChunks.ProtoReflect.Descriptor instead.
 func (*CollectChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CollectChunks) GetIds() [][]byte {
@@ -2912,7 +3521,7 @@ type ForgetChunks struct {
 
 func (x *ForgetChunks) Reset() {
 	*x = ForgetChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2924,7 +3533,7 @@ func (x *ForgetChunks) String() string {
 func (*ForgetChunks) ProtoMessage() {}
 
 func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2937,7 +3546,7 @@ func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetChunks.ProtoReflect.Descriptor instead.
 func (*ForgetChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ForgetChunks) GetIds() [][]byte {
@@ -2957,7 +3566,7 @@ type PutFile struct {
 
 func (x *PutFile) Reset() {
 	*x = PutFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2969,7 +3578,7 @@ func (x *PutFile) String() string {
 func (*PutFile) ProtoMessage() {}
 
 func (x *PutFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2982,7 +3591,7 @@ func (x *PutFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFile.ProtoReflect.Descriptor instead.
 func (*PutFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *PutFile) GetManifest() *FileManifest {
@@ -3008,7 +3617,7 @@ type DeleteFile struct {
 
 func (x *DeleteFile) Reset() {
 	*x = DeleteFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3020,7 +3629,7 @@ func (x *DeleteFile) String() string {
 func (*DeleteFile) ProtoMessage() {}
 
 func (x *DeleteFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3033,7 +3642,7 @@ func (x *DeleteFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFile.ProtoReflect.Descriptor instead.
 func (*DeleteFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *DeleteFile) GetName() string {
@@ -3048,13 +3657,14 @@ type NodeInfo struct {
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	ApiAddr       string                 `protobuf:"bytes,2,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
 	RaftAddr      string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	PublicAddr    string                 `protobuf:"bytes,4,opt,name=public_addr,json=publicAddr,proto3" json:"public_addr,omitempty"` // where peer clusters and outside clients reach it; empty: api_addr
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3066,7 +3676,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3079,7 +3689,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -3103,6 +3713,13 @@ func (x *NodeInfo) GetRaftAddr() string {
 	return ""
 }
 
+func (x *NodeInfo) GetPublicAddr() string {
+	if x != nil {
+		return x.PublicAddr
+	}
+	return ""
+}
+
 type SetNode struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          *NodeInfo              `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -3112,7 +3729,7 @@ type SetNode struct {
 
 func (x *SetNode) Reset() {
 	*x = SetNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3124,7 +3741,7 @@ func (x *SetNode) String() string {
 func (*SetNode) ProtoMessage() {}
 
 func (x *SetNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3137,7 +3754,7 @@ func (x *SetNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNode.ProtoReflect.Descriptor instead.
 func (*SetNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *SetNode) GetNode() *NodeInfo {
@@ -3156,7 +3773,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3168,7 +3785,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3181,7 +3798,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RemoveNode) GetId() string {
@@ -3203,7 +3820,7 @@ type CatalogSnapshot struct {
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3215,7 +3832,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3228,7 +3845,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CatalogSnapshot) GetFiles() []*FileManifest {
@@ -3301,16 +3918,18 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vstart_index\x18\x02 \x01(\rR\n" +
 	"startIndex\x129\n" +
-	"\vconsistency\x18\x03 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\"\x87\x01\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\"\xa1\x01\n" +
 	"\x10DownloadResponse\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12'\n" +
-	"\x05chunk\x18\x03 \x01(\v2\x11.ddstore.v1.ChunkR\x05chunk\"\\\n" +
+	"\x05chunk\x18\x03 \x01(\v2\x11.ddstore.v1.ChunkR\x05chunk\x12\x18\n" +
+	"\acluster\x18\x04 \x01(\tR\acluster\"\\\n" +
 	"\vStatRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
-	"\vconsistency\x18\x02 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\"D\n" +
+	"\vconsistency\x18\x02 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\"^\n" +
 	"\fStatResponse\x124\n" +
-	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\"\xcd\x01\n" +
+	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x18\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\"\xcd\x01\n" +
 	"\vListRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1f\n" +
 	"\vstart_after\x18\x02 \x01(\tR\n" +
@@ -3318,7 +3937,7 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x129\n" +
 	"\vconsistency\x18\x04 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\x12\x1b\n" +
 	"\tdate_from\x18\x05 \x01(\tR\bdateFrom\x12\x17\n" +
-	"\adate_to\x18\x06 \x01(\tR\x06dateTo\"\xc3\x01\n" +
+	"\adate_to\x18\x06 \x01(\tR\x06dateTo\"\xdd\x01\n" +
 	"\bFileInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
@@ -3327,14 +3946,34 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\x05 \x01(\x03R\x0fcreatedUnixNano\x12\x16\n" +
 	"\x06chunks\x18\x06 \x01(\rR\x06chunks\x12\x1f\n" +
 	"\vstored_size\x18\a \x01(\x04R\n" +
-	"storedSize\"X\n" +
+	"storedSize\x12\x18\n" +
+	"\acluster\x18\b \x01(\tR\acluster\"\x91\x01\n" +
 	"\fListResponse\x12*\n" +
 	"\x05files\x18\x01 \x03(\v2\x14.ddstore.v1.FileInfoR\x05files\x12\x1c\n" +
-	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"#\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\x127\n" +
+	"\n" +
+	"unanswered\x18\x03 \x03(\v2\x17.ddstore.v1.ClusterNoteR\n" +
+	"unanswered\"=\n" +
+	"\vClusterNote\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"#\n" +
 	"\rDeleteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x10\n" +
-	"\x0eDeleteResponse\"\x0f\n" +
-	"\rStatusRequest\"\xa2\x03\n" +
+	"\x0eDeleteResponse\"T\n" +
+	"\x10ReplicateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x1c\n" +
+	"\toverwrite\x18\x03 \x01(\bR\toverwrite\"\xe0\x01\n" +
+	"\x11ReplicateResponse\x124\n" +
+	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x16\n" +
+	"\x06chunks\x18\x02 \x01(\x04R\x06chunks\x12#\n" +
+	"\rfilter_absent\x18\x03 \x01(\x04R\ffilterAbsent\x12\x18\n" +
+	"\achecked\x18\x04 \x01(\x04R\achecked\x12\x1f\n" +
+	"\vsent_chunks\x18\x05 \x01(\x04R\n" +
+	"sentChunks\x12\x1d\n" +
+	"\n" +
+	"sent_bytes\x18\x06 \x01(\x04R\tsentBytes\"\x0f\n" +
+	"\rStatusRequest\"\x81\x04\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
@@ -3351,7 +3990,18 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x05error\x18\v \x01(\tR\x05error\x12\x14\n" +
 	"\x05voter\x18\f \x01(\bR\x05voter\x121\n" +
 	"\x05cache\x18\r \x03(\v2\x1b.ddstore.v1.CacheTierStatusR\x05cache\x12*\n" +
-	"\x04heal\x18\x0e \x01(\v2\x16.ddstore.v1.HealStatusR\x04heal\"\x8e\x02\n" +
+	"\x04heal\x18\x0e \x01(\v2\x16.ddstore.v1.HealStatusR\x04heal\x12\x1f\n" +
+	"\vpublic_addr\x18\x0f \x01(\tR\n" +
+	"publicAddr\x12<\n" +
+	"\n" +
+	"federation\x18\x10 \x01(\v2\x1c.ddstore.v1.FederationStatusR\n" +
+	"federation\"\x99\x01\n" +
+	"\x10FederationStatus\x12\x18\n" +
+	"\alookups\x18\x01 \x01(\x04R\alookups\x12\x1d\n" +
+	"\n" +
+	"peer_calls\x18\x02 \x01(\x04R\tpeerCalls\x12!\n" +
+	"\ffilter_skips\x18\x03 \x01(\x04R\vfilterSkips\x12)\n" +
+	"\x10served_forwarded\x18\x04 \x01(\x04R\x0fservedForwarded\"\x8e\x02\n" +
 	"\x0fCacheTierStatus\x12\x12\n" +
 	"\x04tier\x18\x01 \x01(\tR\x04tier\x12\x12\n" +
 	"\x04hits\x18\x02 \x01(\x04R\x04hits\x12\x16\n" +
@@ -3373,14 +4023,29 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\vlost_chunks\x18\x05 \x01(\x04R\n" +
 	"lostChunks\x12\x1d\n" +
 	"\n" +
-	"gc_deleted\x18\x06 \x01(\x04R\tgcDeleted\"\xb7\x01\n" +
+	"gc_deleted\x18\x06 \x01(\x04R\tgcDeleted\"\x86\x02\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12,\n" +
 	"\x05nodes\x18\x03 \x03(\v2\x16.ddstore.v1.NodeStatusR\x05nodes\x12\x1a\n" +
 	"\breplicas\x18\x04 \x01(\rR\breplicas\x12\x14\n" +
 	"\x05files\x18\x05 \x01(\x04R\x05files\x12\x14\n" +
-	"\x05bytes\x18\x06 \x01(\x04R\x05bytes\"U\n" +
+	"\x05bytes\x18\x06 \x01(\x04R\x05bytes\x12\x18\n" +
+	"\acluster\x18\a \x01(\tR\acluster\x123\n" +
+	"\x05peers\x18\b \x03(\v2\x1d.ddstore.v1.PeerClusterStatusR\x05peers\"\xc8\x02\n" +
+	"\x11PeerClusterStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05addrs\x18\x02 \x03(\tR\x05addrs\x12\x1c\n" +
+	"\treachable\x18\x03 \x01(\bR\treachable\x12\x1b\n" +
+	"\tleader_id\x18\x04 \x01(\tR\bleaderId\x12\x1f\n" +
+	"\vleader_addr\x18\x05 \x01(\tR\n" +
+	"leaderAddr\x12%\n" +
+	"\x0efilter_version\x18\x06 \x01(\x04R\rfilterVersion\x12\"\n" +
+	"\rfilter_age_ms\x18\a \x01(\x03R\vfilterAgeMs\x12$\n" +
+	"\x0efilter_fp_rate\x18\b \x01(\x01R\ffilterFpRate\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12&\n" +
+	"\x0flast_contact_ms\x18\n" +
+	" \x01(\x03R\rlastContactMs\"U\n" +
 	"\vJoinRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
@@ -3412,7 +4077,19 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x10under_replicated\x18\x02 \x01(\x04R\x0funderReplicated\x12\x1f\n" +
 	"\vcopies_made\x18\x03 \x01(\x04R\n" +
 	"copiesMade\x12\x12\n" +
-	"\x04lost\x18\x04 \x01(\x04R\x04lost\"*\n" +
+	"\x04lost\x18\x04 \x01(\x04R\x04lost\"V\n" +
+	"\x0eFiltersRequest\x12!\n" +
+	"\ffrom_cluster\x18\x01 \x01(\tR\vfromCluster\x12!\n" +
+	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\xd2\x01\n" +
+	"\x0fFiltersResponse\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x18\n" +
+	"\afilters\x18\x03 \x01(\fR\afilters\x12\x17\n" +
+	"\afp_rate\x18\x04 \x01(\x01R\x06fpRate\x12\x1b\n" +
+	"\tleader_id\x18\x05 \x01(\tR\bleaderId\x12\x1f\n" +
+	"\vleader_addr\x18\x06 \x01(\tR\n" +
+	"leaderAddr\x12\x1a\n" +
+	"\bgateways\x18\a \x03(\tR\bgateways\"*\n" +
 	"\x0eProposeRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"G\n" +
 	"\x0fProposeResponse\x124\n" +
@@ -3453,11 +4130,13 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\toverwrite\x18\x02 \x01(\bR\toverwrite\" \n" +
 	"\n" +
 	"DeleteFile\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"R\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"s\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
-	"\traft_addr\x18\x03 \x01(\tR\braftAddr\"3\n" +
+	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12\x1f\n" +
+	"\vpublic_addr\x18\x04 \x01(\tR\n" +
+	"publicAddr\"3\n" +
 	"\aSetNode\x12(\n" +
 	"\x04node\x18\x01 \x01(\v2\x14.ddstore.v1.NodeInfoR\x04node\"\x1c\n" +
 	"\n" +
@@ -3483,13 +4162,14 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\bDownload\x12\x1b.ddstore.v1.DownloadRequest\x1a\x1c.ddstore.v1.DownloadResponse0\x01\x129\n" +
 	"\x04Stat\x12\x17.ddstore.v1.StatRequest\x1a\x18.ddstore.v1.StatResponse\x129\n" +
 	"\x04List\x12\x17.ddstore.v1.ListRequest\x1a\x18.ddstore.v1.ListResponse\x12?\n" +
-	"\x06Delete\x12\x19.ddstore.v1.DeleteRequest\x1a\x1a.ddstore.v1.DeleteResponse2\xc8\x02\n" +
+	"\x06Delete\x12\x19.ddstore.v1.DeleteRequest\x1a\x1a.ddstore.v1.DeleteResponse2\x92\x03\n" +
 	"\aCluster\x12?\n" +
 	"\x06Status\x12\x19.ddstore.v1.StatusRequest\x1a\x1a.ddstore.v1.StatusResponse\x129\n" +
 	"\x04Join\x12\x17.ddstore.v1.JoinRequest\x1a\x18.ddstore.v1.JoinResponse\x12<\n" +
 	"\x05Leave\x12\x18.ddstore.v1.LeaveRequest\x1a\x19.ddstore.v1.LeaveResponse\x12B\n" +
 	"\aCollect\x12\x1a.ddstore.v1.CollectRequest\x1a\x1b.ddstore.v1.CollectResponse\x12?\n" +
-	"\x06Repair\x12\x19.ddstore.v1.RepairRequest\x1a\x1a.ddstore.v1.RepairResponse2\xdc\x04\n" +
+	"\x06Repair\x12\x19.ddstore.v1.RepairRequest\x1a\x1a.ddstore.v1.RepairResponse\x12H\n" +
+	"\tReplicate\x12\x1c.ddstore.v1.ReplicateRequest\x1a\x1d.ddstore.v1.ReplicateResponse2\xdc\x04\n" +
 	"\x04Node\x12B\n" +
 	"\aPropose\x12\x1a.ddstore.v1.ProposeRequest\x1a\x1b.ddstore.v1.ProposeResponse\x12H\n" +
 	"\tReadIndex\x12\x1c.ddstore.v1.ReadIndexRequest\x1a\x1d.ddstore.v1.ReadIndexResponse\x12H\n" +
@@ -3499,7 +4179,11 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\vLocalStatus\x12\x1e.ddstore.v1.LocalStatusRequest\x1a\x16.ddstore.v1.NodeStatus\x12M\n" +
 	"\n" +
 	"ListChunks\x12\x1d.ddstore.v1.ListChunksRequest\x1a\x1e.ddstore.v1.ListChunksResponse0\x01\x12Q\n" +
-	"\fDeleteChunks\x12\x1f.ddstore.v1.DeleteChunksRequest\x1a .ddstore.v1.DeleteChunksResponseB7Z5github.com/ddstore/ddstore/proto/ddstore/v1;ddstorev1b\x06proto3"
+	"\fDeleteChunks\x12\x1f.ddstore.v1.DeleteChunksRequest\x1a .ddstore.v1.DeleteChunksResponse2\x97\x01\n" +
+	"\n" +
+	"Federation\x12B\n" +
+	"\aFilters\x12\x1a.ddstore.v1.FiltersRequest\x1a\x1b.ddstore.v1.FiltersResponse\x12E\n" +
+	"\bGetChunk\x12\x1b.ddstore.v1.GetChunkRequest\x1a\x1c.ddstore.v1.GetChunkResponseB7Z5github.com/ddstore/ddstore/proto/ddstore/v1;ddstorev1b\x06proto3"
 
 var (
 	file_ddstore_v1_ddstore_proto_rawDescOnce sync.Once
@@ -3514,7 +4198,7 @@ func file_ddstore_v1_ddstore_proto_rawDescGZIP() []byte {
 }
 
 var file_ddstore_v1_ddstore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(Codec)(0),                    // 0: ddstore.v1.Codec
 	(Consistency)(0),              // 1: ddstore.v1.Consistency
@@ -3534,51 +4218,58 @@ var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(*ListRequest)(nil),           // 15: ddstore.v1.ListRequest
 	(*FileInfo)(nil),              // 16: ddstore.v1.FileInfo
 	(*ListResponse)(nil),          // 17: ddstore.v1.ListResponse
-	(*DeleteRequest)(nil),         // 18: ddstore.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 19: ddstore.v1.DeleteResponse
-	(*StatusRequest)(nil),         // 20: ddstore.v1.StatusRequest
-	(*NodeStatus)(nil),            // 21: ddstore.v1.NodeStatus
-	(*CacheTierStatus)(nil),       // 22: ddstore.v1.CacheTierStatus
-	(*HealStatus)(nil),            // 23: ddstore.v1.HealStatus
-	(*StatusResponse)(nil),        // 24: ddstore.v1.StatusResponse
-	(*JoinRequest)(nil),           // 25: ddstore.v1.JoinRequest
-	(*JoinResponse)(nil),          // 26: ddstore.v1.JoinResponse
-	(*LeaveRequest)(nil),          // 27: ddstore.v1.LeaveRequest
-	(*LeaveResponse)(nil),         // 28: ddstore.v1.LeaveResponse
-	(*ListChunksRequest)(nil),     // 29: ddstore.v1.ListChunksRequest
-	(*ListChunksResponse)(nil),    // 30: ddstore.v1.ListChunksResponse
-	(*DeleteChunksRequest)(nil),   // 31: ddstore.v1.DeleteChunksRequest
-	(*DeleteChunksResponse)(nil),  // 32: ddstore.v1.DeleteChunksResponse
-	(*CollectRequest)(nil),        // 33: ddstore.v1.CollectRequest
-	(*CollectResponse)(nil),       // 34: ddstore.v1.CollectResponse
-	(*RepairRequest)(nil),         // 35: ddstore.v1.RepairRequest
-	(*RepairResponse)(nil),        // 36: ddstore.v1.RepairResponse
-	(*ProposeRequest)(nil),        // 37: ddstore.v1.ProposeRequest
-	(*ProposeResponse)(nil),       // 38: ddstore.v1.ProposeResponse
-	(*ReadIndexRequest)(nil),      // 39: ddstore.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 40: ddstore.v1.ReadIndexResponse
-	(*HasChunksRequest)(nil),      // 41: ddstore.v1.HasChunksRequest
-	(*HasChunksResponse)(nil),     // 42: ddstore.v1.HasChunksResponse
-	(*PutChunksRequest)(nil),      // 43: ddstore.v1.PutChunksRequest
-	(*PutChunksResponse)(nil),     // 44: ddstore.v1.PutChunksResponse
-	(*GetChunkRequest)(nil),       // 45: ddstore.v1.GetChunkRequest
-	(*GetChunkResponse)(nil),      // 46: ddstore.v1.GetChunkResponse
-	(*LocalStatusRequest)(nil),    // 47: ddstore.v1.LocalStatusRequest
-	(*Command)(nil),               // 48: ddstore.v1.Command
-	(*CollectChunks)(nil),         // 49: ddstore.v1.CollectChunks
-	(*ForgetChunks)(nil),          // 50: ddstore.v1.ForgetChunks
-	(*PutFile)(nil),               // 51: ddstore.v1.PutFile
-	(*DeleteFile)(nil),            // 52: ddstore.v1.DeleteFile
-	(*NodeInfo)(nil),              // 53: ddstore.v1.NodeInfo
-	(*SetNode)(nil),               // 54: ddstore.v1.SetNode
-	(*RemoveNode)(nil),            // 55: ddstore.v1.RemoveNode
-	(*CatalogSnapshot)(nil),       // 56: ddstore.v1.CatalogSnapshot
-	nil,                           // 57: ddstore.v1.FileManifest.MetadataEntry
+	(*ClusterNote)(nil),           // 18: ddstore.v1.ClusterNote
+	(*DeleteRequest)(nil),         // 19: ddstore.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 20: ddstore.v1.DeleteResponse
+	(*ReplicateRequest)(nil),      // 21: ddstore.v1.ReplicateRequest
+	(*ReplicateResponse)(nil),     // 22: ddstore.v1.ReplicateResponse
+	(*StatusRequest)(nil),         // 23: ddstore.v1.StatusRequest
+	(*NodeStatus)(nil),            // 24: ddstore.v1.NodeStatus
+	(*FederationStatus)(nil),      // 25: ddstore.v1.FederationStatus
+	(*CacheTierStatus)(nil),       // 26: ddstore.v1.CacheTierStatus
+	(*HealStatus)(nil),            // 27: ddstore.v1.HealStatus
+	(*StatusResponse)(nil),        // 28: ddstore.v1.StatusResponse
+	(*PeerClusterStatus)(nil),     // 29: ddstore.v1.PeerClusterStatus
+	(*JoinRequest)(nil),           // 30: ddstore.v1.JoinRequest
+	(*JoinResponse)(nil),          // 31: ddstore.v1.JoinResponse
+	(*LeaveRequest)(nil),          // 32: ddstore.v1.LeaveRequest
+	(*LeaveResponse)(nil),         // 33: ddstore.v1.LeaveResponse
+	(*ListChunksRequest)(nil),     // 34: ddstore.v1.ListChunksRequest
+	(*ListChunksResponse)(nil),    // 35: ddstore.v1.ListChunksResponse
+	(*DeleteChunksRequest)(nil),   // 36: ddstore.v1.DeleteChunksRequest
+	(*DeleteChunksResponse)(nil),  // 37: ddstore.v1.DeleteChunksResponse
+	(*CollectRequest)(nil),        // 38: ddstore.v1.CollectRequest
+	(*CollectResponse)(nil),       // 39: ddstore.v1.CollectResponse
+	(*RepairRequest)(nil),         // 40: ddstore.v1.RepairRequest
+	(*RepairResponse)(nil),        // 41: ddstore.v1.RepairResponse
+	(*FiltersRequest)(nil),        // 42: ddstore.v1.FiltersRequest
+	(*FiltersResponse)(nil),       // 43: ddstore.v1.FiltersResponse
+	(*ProposeRequest)(nil),        // 44: ddstore.v1.ProposeRequest
+	(*ProposeResponse)(nil),       // 45: ddstore.v1.ProposeResponse
+	(*ReadIndexRequest)(nil),      // 46: ddstore.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 47: ddstore.v1.ReadIndexResponse
+	(*HasChunksRequest)(nil),      // 48: ddstore.v1.HasChunksRequest
+	(*HasChunksResponse)(nil),     // 49: ddstore.v1.HasChunksResponse
+	(*PutChunksRequest)(nil),      // 50: ddstore.v1.PutChunksRequest
+	(*PutChunksResponse)(nil),     // 51: ddstore.v1.PutChunksResponse
+	(*GetChunkRequest)(nil),       // 52: ddstore.v1.GetChunkRequest
+	(*GetChunkResponse)(nil),      // 53: ddstore.v1.GetChunkResponse
+	(*LocalStatusRequest)(nil),    // 54: ddstore.v1.LocalStatusRequest
+	(*Command)(nil),               // 55: ddstore.v1.Command
+	(*CollectChunks)(nil),         // 56: ddstore.v1.CollectChunks
+	(*ForgetChunks)(nil),          // 57: ddstore.v1.ForgetChunks
+	(*PutFile)(nil),               // 58: ddstore.v1.PutFile
+	(*DeleteFile)(nil),            // 59: ddstore.v1.DeleteFile
+	(*NodeInfo)(nil),              // 60: ddstore.v1.NodeInfo
+	(*SetNode)(nil),               // 61: ddstore.v1.SetNode
+	(*RemoveNode)(nil),            // 62: ddstore.v1.RemoveNode
+	(*CatalogSnapshot)(nil),       // 63: ddstore.v1.CatalogSnapshot
+	nil,                           // 64: ddstore.v1.FileManifest.MetadataEntry
 }
 var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	0,  // 0: ddstore.v1.Chunk.codec:type_name -> ddstore.v1.Codec
 	3,  // 1: ddstore.v1.FileManifest.chunks:type_name -> ddstore.v1.ChunkRef
-	57, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
+	64, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
 	2,  // 3: ddstore.v1.UploadRequest.chunk:type_name -> ddstore.v1.Chunk
 	4,  // 4: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
 	4,  // 5: ddstore.v1.CommitResponse.manifest:type_name -> ddstore.v1.FileManifest
@@ -3589,67 +4280,77 @@ var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	4,  // 10: ddstore.v1.StatResponse.manifest:type_name -> ddstore.v1.FileManifest
 	1,  // 11: ddstore.v1.ListRequest.consistency:type_name -> ddstore.v1.Consistency
 	16, // 12: ddstore.v1.ListResponse.files:type_name -> ddstore.v1.FileInfo
-	22, // 13: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
-	23, // 14: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
-	21, // 15: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
-	4,  // 16: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
-	2,  // 17: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
-	2,  // 18: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
-	51, // 19: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
-	52, // 20: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
-	54, // 21: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
-	55, // 22: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
-	49, // 23: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
-	50, // 24: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
-	4,  // 25: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
-	53, // 26: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
-	4,  // 27: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
-	53, // 28: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
-	5,  // 29: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
-	7,  // 30: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
-	9,  // 31: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
-	11, // 32: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
-	13, // 33: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
-	15, // 34: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
-	18, // 35: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
-	20, // 36: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
-	25, // 37: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
-	27, // 38: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
-	33, // 39: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
-	35, // 40: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
-	37, // 41: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
-	39, // 42: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
-	41, // 43: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
-	43, // 44: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
-	45, // 45: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	47, // 46: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
-	29, // 47: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
-	31, // 48: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
-	6,  // 49: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
-	8,  // 50: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
-	10, // 51: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
-	12, // 52: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
-	14, // 53: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
-	17, // 54: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
-	19, // 55: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
-	24, // 56: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
-	26, // 57: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
-	28, // 58: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
-	34, // 59: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
-	36, // 60: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
-	38, // 61: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
-	40, // 62: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
-	42, // 63: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
-	44, // 64: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
-	46, // 65: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	21, // 66: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
-	30, // 67: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
-	32, // 68: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
-	49, // [49:69] is the sub-list for method output_type
-	29, // [29:49] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	18, // 13: ddstore.v1.ListResponse.unanswered:type_name -> ddstore.v1.ClusterNote
+	4,  // 14: ddstore.v1.ReplicateResponse.manifest:type_name -> ddstore.v1.FileManifest
+	26, // 15: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
+	27, // 16: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
+	25, // 17: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
+	24, // 18: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
+	29, // 19: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
+	4,  // 20: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
+	2,  // 21: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
+	2,  // 22: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
+	58, // 23: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
+	59, // 24: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
+	61, // 25: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
+	62, // 26: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
+	56, // 27: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
+	57, // 28: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
+	4,  // 29: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
+	60, // 30: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
+	4,  // 31: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
+	60, // 32: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
+	5,  // 33: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
+	7,  // 34: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
+	9,  // 35: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
+	11, // 36: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
+	13, // 37: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
+	15, // 38: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
+	19, // 39: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
+	23, // 40: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
+	30, // 41: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
+	32, // 42: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
+	38, // 43: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
+	40, // 44: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
+	21, // 45: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
+	44, // 46: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
+	46, // 47: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
+	48, // 48: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
+	50, // 49: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
+	52, // 50: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	54, // 51: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
+	34, // 52: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
+	36, // 53: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
+	42, // 54: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
+	52, // 55: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	6,  // 56: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
+	8,  // 57: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
+	10, // 58: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
+	12, // 59: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
+	14, // 60: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
+	17, // 61: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
+	20, // 62: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
+	28, // 63: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
+	31, // 64: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
+	33, // 65: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
+	39, // 66: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
+	41, // 67: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
+	22, // 68: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
+	45, // 69: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
+	47, // 70: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
+	49, // 71: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
+	51, // 72: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
+	53, // 73: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	24, // 74: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
+	35, // 75: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
+	37, // 76: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
+	43, // 77: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
+	53, // 78: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	56, // [56:79] is the sub-list for method output_type
+	33, // [33:56] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_ddstore_v1_ddstore_proto_init() }
@@ -3657,7 +4358,7 @@ func file_ddstore_v1_ddstore_proto_init() {
 	if File_ddstore_v1_ddstore_proto != nil {
 		return
 	}
-	file_ddstore_v1_ddstore_proto_msgTypes[46].OneofWrappers = []any{
+	file_ddstore_v1_ddstore_proto_msgTypes[53].OneofWrappers = []any{
 		(*Command_PutFile)(nil),
 		(*Command_DeleteFile)(nil),
 		(*Command_SetNode)(nil),
@@ -3671,9 +4372,9 @@ func file_ddstore_v1_ddstore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ddstore_v1_ddstore_proto_rawDesc), len(file_ddstore_v1_ddstore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   56,
+			NumMessages:   63,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_ddstore_v1_ddstore_proto_goTypes,
 		DependencyIndexes: file_ddstore_v1_ddstore_proto_depIdxs,

@@ -1,10 +1,27 @@
 // The ddstore wire API, version 1.
 //
-// Three services share one port:
+// Four services share one port:
 //   - Files: what clients use (upload, download, commit, stat, list, delete).
-//   - Cluster: status, join and leave.
+//   - Cluster: status, join and leave, maintenance passes, replication of a
+//     file to another cluster.
 //   - Node: what nodes of one cluster say to each other (chunk copies,
 //     catalog proposals forwarded to the leader, linearizable read index).
+//   - Federation: what clusters say to each other (Bloom filters, chunks).
+// A node with a public address serves Files, Cluster and Federation there
+// too (it is a gateway); Node stays on the internal address.
+//
+// Clusters have names. Files calls may carry gRPC metadata:
+//   - ddstore-cluster: NAME  the call is meant for that cluster; a node of
+//     another cluster passes it on to NAME (a put into another cluster goes
+//     through the local nodes). Naming the node's own cluster means "only
+//     this cluster": no forwarding.
+//   - ddstore-origin, ddstore-visited, ddstore-hops: set on calls one cluster
+//     forwards to another: the cluster the request came from, the clusters
+//     it has been to or that were already asked (comma-separated), and how
+//     many more times it may be forwarded. A request is never sent to a
+//     visited cluster; with ddstore-hops 0 it is not forwarded at all.
+// Stat, Download and List of what the local catalog lacks are forwarded to
+// the peer clusters whose Bloom filters say they may hold it.
 //
 // Chunk IDs are the 32-byte BLAKE3-256 hash of the chunk's uncompressed bytes.
 
@@ -372,11 +389,12 @@ var Files_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Cluster_Status_FullMethodName  = "/ddstore.v1.Cluster/Status"
-	Cluster_Join_FullMethodName    = "/ddstore.v1.Cluster/Join"
-	Cluster_Leave_FullMethodName   = "/ddstore.v1.Cluster/Leave"
-	Cluster_Collect_FullMethodName = "/ddstore.v1.Cluster/Collect"
-	Cluster_Repair_FullMethodName  = "/ddstore.v1.Cluster/Repair"
+	Cluster_Status_FullMethodName    = "/ddstore.v1.Cluster/Status"
+	Cluster_Join_FullMethodName      = "/ddstore.v1.Cluster/Join"
+	Cluster_Leave_FullMethodName     = "/ddstore.v1.Cluster/Leave"
+	Cluster_Collect_FullMethodName   = "/ddstore.v1.Cluster/Collect"
+	Cluster_Repair_FullMethodName    = "/ddstore.v1.Cluster/Repair"
+	Cluster_Replicate_FullMethodName = "/ddstore.v1.Cluster/Replicate"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -395,6 +413,10 @@ type ClusterClient interface {
 	// Repair runs one repair pass on the leader: every chunk a file refers to
 	// is brought back to R copies on live nodes.
 	Repair(ctx context.Context, in *RepairRequest, opts ...grpc.CallOption) (*RepairResponse, error)
+	// Replicate copies a file of this cluster to a peer cluster: its manifest
+	// and only the chunks the peer lacks (the peer's chunk filter first, then
+	// an exact check of the chunks it may hold).
+	Replicate(ctx context.Context, in *ReplicateRequest, opts ...grpc.CallOption) (*ReplicateResponse, error)
 }
 
 type clusterClient struct {
@@ -455,6 +477,16 @@ func (c *clusterClient) Repair(ctx context.Context, in *RepairRequest, opts ...g
 	return out, nil
 }
 
+func (c *clusterClient) Replicate(ctx context.Context, in *ReplicateRequest, opts ...grpc.CallOption) (*ReplicateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplicateResponse)
+	err := c.cc.Invoke(ctx, Cluster_Replicate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -471,6 +503,10 @@ type ClusterServer interface {
 	// Repair runs one repair pass on the leader: every chunk a file refers to
 	// is brought back to R copies on live nodes.
 	Repair(context.Context, *RepairRequest) (*RepairResponse, error)
+	// Replicate copies a file of this cluster to a peer cluster: its manifest
+	// and only the chunks the peer lacks (the peer's chunk filter first, then
+	// an exact check of the chunks it may hold).
+	Replicate(context.Context, *ReplicateRequest) (*ReplicateResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -495,6 +531,9 @@ func (UnimplementedClusterServer) Collect(context.Context, *CollectRequest) (*Co
 }
 func (UnimplementedClusterServer) Repair(context.Context, *RepairRequest) (*RepairResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Repair not implemented")
+}
+func (UnimplementedClusterServer) Replicate(context.Context, *ReplicateRequest) (*ReplicateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Replicate not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -607,6 +646,24 @@ func _Cluster_Repair_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_Replicate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplicateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Replicate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Replicate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Replicate(ctx, req.(*ReplicateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -633,6 +690,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Repair",
 			Handler:    _Cluster_Repair_Handler,
+		},
+		{
+			MethodName: "Replicate",
+			Handler:    _Cluster_Replicate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
@@ -1022,5 +1083,155 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 			ServerStreams: true,
 		},
 	},
+	Metadata: "ddstore/v1/ddstore.proto",
+}
+
+const (
+	Federation_Filters_FullMethodName  = "/ddstore.v1.Federation/Filters"
+	Federation_GetChunk_FullMethodName = "/ddstore.v1.Federation/GetChunk"
+)
+
+// FederationClient is the client API for Federation service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Federation is spoken between clusters, to any gateway of the cluster.
+type FederationClient interface {
+	// Filters returns the cluster's Bloom filters (dates, chunk IDs, names),
+	// or only their version when the caller already has it.
+	Filters(ctx context.Context, in *FiltersRequest, opts ...grpc.CallOption) (*FiltersResponse, error)
+	// GetChunk returns one chunk from wherever the cluster holds it, verified.
+	GetChunk(ctx context.Context, in *GetChunkRequest, opts ...grpc.CallOption) (*GetChunkResponse, error)
+}
+
+type federationClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewFederationClient(cc grpc.ClientConnInterface) FederationClient {
+	return &federationClient{cc}
+}
+
+func (c *federationClient) Filters(ctx context.Context, in *FiltersRequest, opts ...grpc.CallOption) (*FiltersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FiltersResponse)
+	err := c.cc.Invoke(ctx, Federation_Filters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *federationClient) GetChunk(ctx context.Context, in *GetChunkRequest, opts ...grpc.CallOption) (*GetChunkResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetChunkResponse)
+	err := c.cc.Invoke(ctx, Federation_GetChunk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// FederationServer is the server API for Federation service.
+// All implementations must embed UnimplementedFederationServer
+// for forward compatibility.
+//
+// Federation is spoken between clusters, to any gateway of the cluster.
+type FederationServer interface {
+	// Filters returns the cluster's Bloom filters (dates, chunk IDs, names),
+	// or only their version when the caller already has it.
+	Filters(context.Context, *FiltersRequest) (*FiltersResponse, error)
+	// GetChunk returns one chunk from wherever the cluster holds it, verified.
+	GetChunk(context.Context, *GetChunkRequest) (*GetChunkResponse, error)
+	mustEmbedUnimplementedFederationServer()
+}
+
+// UnimplementedFederationServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedFederationServer struct{}
+
+func (UnimplementedFederationServer) Filters(context.Context, *FiltersRequest) (*FiltersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Filters not implemented")
+}
+func (UnimplementedFederationServer) GetChunk(context.Context, *GetChunkRequest) (*GetChunkResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetChunk not implemented")
+}
+func (UnimplementedFederationServer) mustEmbedUnimplementedFederationServer() {}
+func (UnimplementedFederationServer) testEmbeddedByValue()                    {}
+
+// UnsafeFederationServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to FederationServer will
+// result in compilation errors.
+type UnsafeFederationServer interface {
+	mustEmbedUnimplementedFederationServer()
+}
+
+func RegisterFederationServer(s grpc.ServiceRegistrar, srv FederationServer) {
+	// If the following call panics, it indicates UnimplementedFederationServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Federation_ServiceDesc, srv)
+}
+
+func _Federation_Filters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FiltersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FederationServer).Filters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Federation_Filters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FederationServer).Filters(ctx, req.(*FiltersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Federation_GetChunk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetChunkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FederationServer).GetChunk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Federation_GetChunk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FederationServer).GetChunk(ctx, req.(*GetChunkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Federation_ServiceDesc is the grpc.ServiceDesc for Federation service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Federation_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "ddstore.v1.Federation",
+	HandlerType: (*FederationServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Filters",
+			Handler:    _Federation_Filters_Handler,
+		},
+		{
+			MethodName: "GetChunk",
+			Handler:    _Federation_GetChunk_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "ddstore/v1/ddstore.proto",
 }

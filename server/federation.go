@@ -1,0 +1,516 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/ddstore/ddstore/catalog"
+	"github.com/ddstore/ddstore/chunker"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"github.com/ddstore/ddstore/replica"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// federationService is what peer clusters call.
+type federationService struct {
+	pb.UnimplementedFederationServer
+	n *Node
+}
+
+// Filters returns this cluster's Bloom filters, or only their version when
+// the caller holds them already, with where the cluster can be reached.
+func (s *federationService) Filters(ctx context.Context, req *pb.FiltersRequest) (*pb.FiltersResponse, error) {
+	n := s.n
+	data, version, err := n.peers.encodedFilters()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "encode filters: %v", err)
+	}
+	resp := &pb.FiltersResponse{Cluster: n.cfg.Cluster, Version: version, FpRate: n.cfg.FilterFPRate}
+	if req.GetHaveVersion() == 0 || req.GetHaveVersion() != version {
+		resp.Filters = data
+	}
+	resp.LeaderId, _ = n.raft.Leader()
+	n.fsm.Read(func(st *catalog.State) {
+		for _, info := range st.Nodes() {
+			if info.GetPublicAddr() == "" {
+				continue
+			}
+			resp.Gateways = append(resp.Gateways, info.GetPublicAddr())
+			if info.GetId() == resp.LeaderId {
+				resp.LeaderAddr = info.GetPublicAddr()
+			}
+		}
+	})
+	return resp, nil
+}
+
+// GetChunk returns a chunk from wherever this cluster holds it. It does not
+// ask further clusters.
+func (s *federationService) GetChunk(ctx context.Context, req *pb.GetChunkRequest) (*pb.GetChunkResponse, error) {
+	n := s.n
+	if _, err := n.route(ctx); err != nil {
+		return nil, err
+	}
+	id, err := chunker.IDFromBytes(req.GetId())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "id: %v", err)
+	}
+	peers, _ := n.placement()
+	c, err := n.repl.Fetch(ctx, peers, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.GetChunkResponse{Chunk: replica.ToWire(c)}, nil
+}
+
+// askPeers calls ask on each candidate peer whose filters pass test, in
+// name order, until one answers with found. Peers that fail other than with
+// NotFound are noted. It reports whether any peer was asked.
+func (n *Node) askPeers(ctx context.Context, r route, test func(*catalog.Filters) bool, ask func(context.Context, *peerCluster) (found bool, err error)) (found bool, notes []string) {
+	cands := n.candidates(r)
+	if len(cands) > 0 {
+		n.peers.lookups.Add(1)
+	}
+	for _, p := range cands {
+		if !n.peers.ignore.Load() && !p.mayHave(test) {
+			n.peers.filterSkips.Add(1)
+			continue
+		}
+		if err := p.down(); err != nil {
+			notes = append(notes, peerNote(p.name, err))
+			continue
+		}
+		n.peers.peerCalls.Add(1)
+		ok, err := ask(n.outgoing(ctx, r), p)
+		switch {
+		case err == nil && ok:
+			return true, notes
+		case err != nil && status.Code(err) != codes.NotFound:
+			if ctx.Err() != nil {
+				return false, append(notes, fmt.Sprintf("stopped before cluster %s answered: %v", p.name, ctx.Err()))
+			}
+			notes = append(notes, peerNote(p.name, err))
+		}
+	}
+	return false, notes
+}
+
+// notFound is the answer when neither this cluster nor any peer asked holds
+// name; notes say which peers could not be asked.
+func (n *Node) notFound(name string, notes []string) error {
+	msg := fmt.Sprintf("no file named %q in cluster %s", name, n.cfg.Cluster)
+	if len(n.peers.peers) > 0 {
+		msg += " or the peer clusters that may hold it"
+	}
+	if len(notes) > 0 {
+		msg += " (" + strings.Join(notes, "; ") + ")"
+	}
+	return status.Error(codes.NotFound, msg)
+}
+
+// forwardStat asks the peers that may hold name.
+func (n *Node) forwardStat(ctx context.Context, r route, req *pb.StatRequest) (*pb.StatResponse, error) {
+	var resp *pb.StatResponse
+	found, notes := n.askPeers(ctx, r, func(f *catalog.Filters) bool { return f.MayHaveName(req.GetName()) },
+		func(ctx context.Context, p *peerCluster) (bool, error) {
+			err := n.peers.call(ctx, p, func(ctx context.Context, cc *grpc.ClientConn) error {
+				var err error
+				resp, err = pb.NewFilesClient(cc).Stat(ctx, req)
+				return err
+			})
+			if resp != nil && resp.Cluster == "" {
+				resp.Cluster = p.name
+			}
+			return err == nil, err
+		})
+	if !found {
+		return nil, n.notFound(req.GetName(), notes)
+	}
+	return resp, nil
+}
+
+// peerDownload is a download stream opened on a peer and its first message.
+type peerDownload struct {
+	s     pb.Files_DownloadClient
+	first *pb.DownloadResponse
+}
+
+func (n *Node) openPeerDownload(ctx context.Context, p *peerCluster, req *pb.DownloadRequest) (peerDownload, error) {
+	return peerStream(ctx, n.peers, p, func(cc *grpc.ClientConn) (peerDownload, error) {
+		s, err := pb.NewFilesClient(cc).Download(ctx, req)
+		if err != nil {
+			return peerDownload{}, err
+		}
+		first, err := s.Recv()
+		if err != nil {
+			return peerDownload{}, err
+		}
+		if first.GetManifest() == nil {
+			return peerDownload{}, status.Errorf(codes.Internal, "cluster %s: download did not start with the manifest", p.name)
+		}
+		if first.Cluster == "" {
+			first.Cluster = p.name
+		}
+		return peerDownload{s, first}, nil
+	})
+}
+
+// forwardDownload streams name from the first peer that may hold it and
+// does.
+func (n *Node) forwardDownload(ctx context.Context, r route, req *pb.DownloadRequest, out pb.Files_DownloadServer) error {
+	var pd peerDownload
+	found, notes := n.askPeers(ctx, r, func(f *catalog.Filters) bool { return f.MayHaveName(req.GetName()) },
+		func(ctx context.Context, p *peerCluster) (bool, error) {
+			var err error
+			pd, err = n.openPeerDownload(ctx, p, req)
+			return err == nil, err
+		})
+	if !found {
+		return n.notFound(req.GetName(), notes)
+	}
+	return n.relayDownload(pd, req, out)
+}
+
+// relayDownload passes a peer's download on, message by message, checking
+// each chunk against its ID and its place in the manifest, so that nothing
+// corrupt is passed on and nothing is held whole.
+func (n *Node) relayDownload(pd peerDownload, req *pb.DownloadRequest, out pb.Files_DownloadServer) error {
+	m := pd.first.GetManifest()
+	if err := catalog.ValidateManifest(m); err != nil {
+		return status.Errorf(codes.DataLoss, "cluster %s sent a bad manifest: %v", pd.first.GetCluster(), err)
+	}
+	if err := out.Send(pd.first); err != nil {
+		return err
+	}
+	next := int(req.GetStartIndex())
+	for {
+		msg, err := pd.s.Recv()
+		if err == io.EOF {
+			if next != len(m.GetChunks()) {
+				return status.Errorf(codes.Unavailable, "cluster %s ended the download of %q at chunk %d of %d", pd.first.GetCluster(), m.GetName(), next, len(m.GetChunks()))
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if int(msg.GetIndex()) != next || next >= len(m.GetChunks()) {
+			return status.Errorf(codes.DataLoss, "cluster %s sent chunk %d of %q, expected %d", pd.first.GetCluster(), msg.GetIndex(), m.GetName(), next)
+		}
+		c, err := replica.FromWire(msg.GetChunk())
+		if err == nil && c.ID != chunker.ID(m.GetChunks()[next].GetId()) {
+			err = fmt.Errorf("%w: chunk %s is not the manifest's %x", chunker.ErrCorrupt, c.ID, m.GetChunks()[next].GetId())
+		}
+		if err == nil {
+			err = n.codecs.Verify(c)
+		}
+		if err != nil {
+			return status.Errorf(codes.DataLoss, "cluster %s, file %q, chunk %d: %v", pd.first.GetCluster(), m.GetName(), next, err)
+		}
+		if err := out.Send(msg); err != nil {
+			return err
+		}
+		next++
+	}
+}
+
+// fetchFromPeers gets a chunk a local file refers to but no local node holds
+// intact from a peer cluster whose chunk filter says it may hold it.
+func (n *Node) fetchFromPeers(ctx context.Context, r route, id chunker.ID) (chunker.Encoded, error) {
+	var c chunker.Encoded
+	r.local = false // the file is this cluster's; only a copy of its chunk comes from elsewhere
+	found, notes := n.askPeers(ctx, r, func(f *catalog.Filters) bool { return f.MayHaveChunk(id) },
+		func(ctx context.Context, p *peerCluster) (bool, error) {
+			var resp *pb.GetChunkResponse
+			err := n.peers.call(ctx, p, func(ctx context.Context, cc *grpc.ClientConn) error {
+				var err error
+				resp, err = pb.NewFederationClient(cc).GetChunk(ctx, &pb.GetChunkRequest{Id: id[:]})
+				return err
+			})
+			if err != nil {
+				return false, err
+			}
+			if c, err = replica.FromWire(resp.GetChunk()); err == nil && c.ID != id {
+				err = fmt.Errorf("%w: asked for chunk %s, got %s", chunker.ErrCorrupt, id, c.ID)
+			}
+			if err == nil {
+				err = n.codecs.Verify(c)
+			}
+			if err != nil {
+				n.log.Warn("peer cluster sent a bad chunk", "cluster", p.name, "chunk", id, "err", err)
+				return false, status.Errorf(codes.DataLoss, "bad chunk: %v", err)
+			}
+			return true, nil
+		})
+	if !found {
+		msg := "no peer cluster holds it"
+		if len(notes) > 0 {
+			msg += " (" + strings.Join(notes, "; ") + ")"
+		}
+		return c, fmt.Errorf("%w: chunk %s: %s", replica.ErrNotFound, id, msg)
+	}
+	return c, nil
+}
+
+// forwardList asks, at once, every peer whose date filter says it may hold
+// files in the asked range, and merges their answers with the local one.
+// Peers that do not answer within the peer timeout are named in the answer.
+func (n *Node) forwardList(ctx context.Context, r route, req *pb.ListRequest, local *pb.ListResponse, limit int) *pb.ListResponse {
+	cands := n.candidates(r)
+	if len(cands) == 0 {
+		return local
+	}
+	n.peers.lookups.Add(1)
+	var (
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		answers = []*pb.ListResponse{local}
+		notes   = slices.Clone(local.GetUnanswered())
+	)
+	octx := n.outgoing(ctx, r)
+	for _, p := range cands {
+		if !n.peers.ignore.Load() && !p.mayHave(func(f *catalog.Filters) bool { return f.MayHaveDates(req.GetDateFrom(), req.GetDateTo()) }) {
+			n.peers.filterSkips.Add(1)
+			continue
+		}
+		if err := p.down(); err != nil {
+			notes = append(notes, &pb.ClusterNote{Cluster: p.name, Error: status.Convert(err).Message()})
+			continue
+		}
+		n.peers.peerCalls.Add(1)
+		wg.Go(func() {
+			var resp *pb.ListResponse
+			err := n.peers.call(octx, p, func(ctx context.Context, cc *grpc.ClientConn) error {
+				var err error
+				resp, err = pb.NewFilesClient(cc).List(ctx, req)
+				return err
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				notes = append(notes, &pb.ClusterNote{Cluster: p.name, Error: status.Convert(err).Message()})
+				return
+			}
+			for _, fi := range resp.GetFiles() {
+				if fi.Cluster == "" {
+					fi.Cluster = p.name
+				}
+			}
+			answers = append(answers, resp)
+			notes = append(notes, resp.GetUnanswered()...)
+		})
+	}
+	wg.Wait()
+	merged := mergeLists(limit, answers...)
+	slices.SortFunc(notes, func(a, b *pb.ClusterNote) int { return cmpString(a.Cluster, b.Cluster) })
+	merged.Unanswered = slices.CompactFunc(notes, func(a, b *pb.ClusterNote) bool { return a.Cluster == b.Cluster })
+	return merged
+}
+
+// mergeLists merges list answers of several clusters into one page of at
+// most limit files, by name and then cluster. The page is truncated when
+// any answer was, or when the merge had to cut it.
+func mergeLists(limit int, answers ...*pb.ListResponse) *pb.ListResponse {
+	out := &pb.ListResponse{}
+	for _, a := range answers {
+		out.Files = append(out.Files, a.GetFiles()...)
+	}
+	slices.SortFunc(out.Files, func(a, b *pb.FileInfo) int {
+		if c := cmpString(a.GetName(), b.GetName()); c != 0 {
+			return c
+		}
+		return cmpString(a.GetCluster(), b.GetCluster())
+	})
+	out.Files = slices.CompactFunc(out.Files, func(a, b *pb.FileInfo) bool {
+		return a.GetName() == b.GetName() && a.GetCluster() == b.GetCluster()
+	})
+	// A truncated answer stops at its last name; past it, names of that
+	// cluster are unknown, so the merged page must stop there too.
+	cut := len(out.Files)
+	for _, a := range answers {
+		if a.GetTruncated() && len(a.GetFiles()) > 0 {
+			last := a.GetFiles()[len(a.GetFiles())-1].GetName()
+			i, _ := slices.BinarySearchFunc(out.Files, last, func(f *pb.FileInfo, name string) int {
+				if f.GetName() <= name {
+					return -1
+				}
+				return 1
+			})
+			cut = min(cut, i)
+			out.Truncated = true
+		}
+	}
+	if cut > limit {
+		cut, out.Truncated = limit, true
+	}
+	out.Files = out.Files[:cut]
+	return out
+}
+
+// proxyUnary passes a Files call meant for another cluster on to it.
+func proxyUnary[T any](ctx context.Context, n *Node, r route, call func(context.Context, pb.FilesClient) (T, error)) (T, error) {
+	var resp T
+	err := n.peers.call(n.outgoing(ctx, r), r.peer, func(ctx context.Context, cc *grpc.ClientConn) error {
+		var err error
+		resp, err = call(ctx, pb.NewFilesClient(cc))
+		return err
+	})
+	return resp, err
+}
+
+// proxyUpload passes an upload meant for another cluster on to it, chunk by
+// chunk.
+func (n *Node) proxyUpload(r route, in pb.Files_UploadServer) error {
+	ctx, cancel := context.WithCancel(in.Context())
+	defer cancel()
+	up, err := peerStream(ctx, n.peers, r.peer, func(cc *grpc.ClientConn) (pb.Files_UploadClient, error) {
+		return pb.NewFilesClient(cc).Upload(n.outgoing(ctx, r))
+	})
+	if err != nil {
+		return err
+	}
+	for {
+		req, err := in.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := up.Send(req); err != nil {
+			_, err = up.CloseAndRecv() // the peer's reason
+			return err
+		}
+	}
+	resp, err := up.CloseAndRecv()
+	if err != nil {
+		return err
+	}
+	return in.SendAndClose(resp)
+}
+
+// Replicate copies a file of this cluster to a peer cluster: the chunks the
+// peer's filter says it lacks are sent at once; those it may hold are
+// checked exactly first; then the manifest is committed there.
+func (n *Node) Replicate(ctx context.Context, req *pb.ReplicateRequest) (*pb.ReplicateResponse, error) {
+	p := n.peers.get(req.GetTo())
+	if p == nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v %q: cluster %s's peers are %v", ErrUnknownCluster, req.GetTo(), n.cfg.Cluster, n.peers.names())
+	}
+	m, err := n.lookup(ctx, req.GetName(), 0)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := n.peers.refresh(ctx, p); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cluster %s: %v", p.name, status.Convert(err).Message())
+	}
+	var ids []chunker.ID
+	seen := map[chunker.ID]bool{}
+	for _, c := range m.GetChunks() {
+		if id := chunker.ID(c.GetId()); !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	resp := &pb.ReplicateResponse{Chunks: uint64(len(ids))}
+	var send, maybe []chunker.ID
+	for _, id := range ids {
+		if p.mayHave(func(f *catalog.Filters) bool { return f.MayHaveChunk(id) }) {
+			maybe = append(maybe, id)
+		} else {
+			send = append(send, id)
+		}
+	}
+	resp.FilterAbsent, resp.Checked = uint64(len(send)), uint64(len(maybe))
+	r := route{peer: p, hops: 1}
+	for batch := range slices.Chunk(maybe, replica.MaxHasBatch) {
+		req := &pb.MissingChunksRequest{}
+		for _, id := range batch {
+			req.Ids = append(req.Ids, id[:])
+		}
+		missing, err := proxyUnary(ctx, n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.MissingChunksResponse, error) {
+			return fc.MissingChunks(ctx, req)
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range missing.GetMissing() {
+			send = append(send, chunker.ID(b))
+		}
+	}
+	if len(send) > 0 {
+		if err := n.sendChunks(ctx, r, send, resp); err != nil {
+			return nil, err
+		}
+	}
+	commit, err := proxyUnary(ctx, n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.CommitResponse, error) {
+		return fc.Commit(ctx, &pb.CommitRequest{Manifest: m, Overwrite: req.GetOverwrite()})
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp.Manifest = commit.GetManifest()
+	n.log.Info("file replicated", "file", m.GetName(), "to", p.name, "chunks", resp.Chunks, "sent", resp.SentChunks, "bytes", resp.SentBytes)
+	return resp, nil
+}
+
+// sendChunks streams chunks of this cluster to the peer, reading a few
+// ahead.
+func (n *Node) sendChunks(ctx context.Context, r route, ids []chunker.ID, resp *pb.ReplicateResponse) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	up, err := peerStream(ctx, n.peers, r.peer, func(cc *grpc.ClientConn) (pb.Files_UploadClient, error) {
+		return pb.NewFilesClient(cc).Upload(n.outgoing(ctx, r))
+	})
+	if err != nil {
+		return err
+	}
+	peers, _ := n.placement()
+	type fetched struct {
+		c   chunker.Encoded
+		err error
+	}
+	slots := make(chan chan fetched, downloadWindow)
+	go func() {
+		defer close(slots)
+		for _, id := range ids {
+			slot := make(chan fetched, 1)
+			select {
+			case slots <- slot:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				c, err := n.repl.Fetch(ctx, peers, id)
+				slot <- fetched{c, err}
+			}()
+		}
+	}()
+	for slot := range slots {
+		f := <-slot
+		if f.err != nil {
+			return toStatus(fmt.Errorf("read a chunk to send: %w", f.err))
+		}
+		if err := up.Send(&pb.UploadRequest{Chunk: replica.ToWire(f.c)}); err != nil {
+			_, err = up.CloseAndRecv()
+			return err
+		}
+		resp.SentChunks++
+		resp.SentBytes += uint64(len(f.c.Data))
+	}
+	if ctx.Err() != nil {
+		return toStatus(ctx.Err())
+	}
+	_, err = up.CloseAndRecv()
+	return err
+}
+
+// errNotHere tells a caller that the local catalog lacks the file.
+func errNotHere(err error) bool { return errors.Is(err, catalog.ErrNotFound) }

@@ -1,0 +1,409 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ddstore/ddstore/catalog"
+	"github.com/ddstore/ddstore/chunker"
+	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/internal/localcluster"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"github.com/ddstore/ddstore/server"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// startFederation plans clusters of three nodes named names, each listing
+// all the others as peers, and launches them.
+func startFederation(t *testing.T, names ...string) map[string]*localcluster.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out := map[string]*localcluster.Cluster{}
+	for _, name := range names {
+		cl, err := localcluster.New(localcluster.Options{Dir: filepath.Join(t.TempDir(), name), Fast: true, Tune: func(c *server.Config) {
+			c.Cluster = name
+			c.Peers = map[string][]string{}
+			for _, other := range names {
+				if other != name {
+					c.Peers[other] = out[other].Addrs()
+				}
+			}
+			c.FilterRefresh = 100 * time.Millisecond
+			c.PeerTimeout = time.Second
+			c.CacheSize = -1
+			c.RepairInterval, c.ScrubInterval, c.GCInterval = -1, -1, -1
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = cl
+	}
+	for _, name := range names {
+		if err := out[name].Launch(ctx); err != nil {
+			t.Fatalf("cluster %s: %v", name, err)
+		}
+		t.Cleanup(func() { out[name].Close() })
+	}
+	return out
+}
+
+// clusterFilters fetches a cluster's filters the way a peer does.
+func clusterFilters(t *testing.T, addr string) *catalog.Filters {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := pb.NewFederationClient(conn).Filters(ctx, &pb.FiltersRequest{FromCluster: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := catalog.UnmarshalFilters(resp.GetFilters())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// waitFilters waits until every node of cl holds every peer's current
+// filters.
+func waitFilters(t *testing.T, fed map[string]*localcluster.Cluster, of string) {
+	t.Helper()
+	want := map[string]uint64{}
+	for name, cl := range fed {
+		if name != of {
+			want[name] = clusterFilters(t, cl.Addrs()[0]).Version
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, addr := range fed[of].Addrs() {
+		c := newClient(t, addr)
+		for {
+			st, err := c.Status(context.Background())
+			ok := err == nil && len(st.GetPeers()) == len(want)
+			for _, p := range st.GetPeers() {
+				ok = ok && p.GetFilterVersion() == want[p.GetName()] && p.GetReachable()
+			}
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cluster %s node %s: peer filters not current: %v %v (want %v)", of, addr, st.GetPeers(), err, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// served sums, over a cluster's nodes, the calls they answered for peers.
+func served(cl *localcluster.Cluster) (n uint64) {
+	for _, m := range cl.Members {
+		if m.Node != nil {
+			n += m.Node.Federation().GetServedForwarded()
+		}
+	}
+	return n
+}
+
+type counters struct{ Lookups, PeerCalls, FilterSkips uint64 }
+
+func fedCounters(cl *localcluster.Cluster) (f counters) {
+	for _, m := range cl.Members {
+		if m.Node != nil {
+			c := m.Node.Federation()
+			f.Lookups += c.GetLookups()
+			f.PeerCalls += c.GetPeerCalls()
+			f.FilterSkips += c.GetFilterSkips()
+		}
+	}
+	return f
+}
+
+func leaderAddr(t *testing.T, cl *localcluster.Cluster) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	i := cl.Leader(ctx)
+	if i < 0 {
+		t.Fatal("no leader")
+	}
+	return cl.Members[i].APIAddr
+}
+
+func put(t *testing.T, c *client.Client, name, date string, r io.Reader) {
+	t.Helper()
+	if _, err := c.Put(context.Background(), name, r, client.PutOptions{Date: date}); err != nil {
+		t.Fatalf("put %s: %v", name, err)
+	}
+}
+
+// TestFederation runs three clusters of three nodes on loopback, each a
+// peer of the others.
+func TestFederation(t *testing.T) {
+	fed := startFederation(t, "A", "B", "C")
+	ca, cb, cc := newClient(t, fed["A"].Addrs()...), newClient(t, fed["B"].Addrs()...), newClient(t, fed["C"].Addrs()...)
+
+	const size = 24 << 20
+	put(t, ca, "a/big.bin", "2026-01-10", randomReader(1, size))
+	put(t, ca, "a/march.txt", "2026-03-01", strings.NewReader("march in A"))
+	put(t, cb, "b/jan.txt", "2026-01-15", strings.NewReader("january in B"))
+	put(t, cc, "c/later.txt", "2027-05-01", strings.NewReader("later in C"))
+	for name := range fed {
+		waitFilters(t, fed, name)
+	}
+	want := hashOf(t, randomReader(1, size))
+
+	t.Run("DownloadThroughPeerLeaderAndResume", func(t *testing.T) {
+		viaB := newClient(t, leaderAddr(t, fed["B"]))
+		m, err := viaB.Stat(context.Background(), "a/big.bin", 0)
+		if err != nil || m.GetSize() != size {
+			t.Fatalf("stat through B: %v %v", m, err)
+		}
+		path := filepath.Join(t.TempDir(), "big.bin")
+		ctx, cancel := context.WithCancel(context.Background())
+		_, err = viaB.GetFile(ctx, "a/big.bin", path, false, client.GetOptions{Progress: func(done, total int64) {
+			if done >= total/2 {
+				cancel()
+			}
+		}})
+		cancel()
+		if err == nil {
+			t.Fatal("the interrupted download completed")
+		}
+		fi, _ := os.Stat(path)
+		res, err := viaB.GetFile(context.Background(), "a/big.bin", path, true, client.GetOptions{})
+		if err != nil {
+			t.Fatalf("resume through B: %v", err)
+		}
+		if !bytes.Equal(hashOf(t, must(os.Open(path))), want) {
+			t.Fatal("the file downloaded through B differs")
+		}
+		if res.ResumedAt == 0 || res.KeptBytes == 0 {
+			t.Fatalf("resume kept nothing: %+v", res)
+		}
+		t.Logf("interrupted at %d bytes on disk; resumed at chunk %d of %d, kept %d bytes", fi.Size(), res.ResumedAt, len(res.Manifest.GetChunks()), res.KeptBytes)
+	})
+
+	t.Run("DateRangeListingMergesPeers", func(t *testing.T) {
+		listing, err := cc.List(context.Background(), client.ListOptions{DateFrom: "2026-01-01", DateTo: "2026-01-31"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, f := range listing.Files {
+			got = append(got, f.GetCluster()+":"+f.GetName())
+		}
+		if want := []string{"A:a/big.bin", "B:b/jan.txt"}; !slices.Equal(got, want) || len(listing.Unanswered) != 0 {
+			t.Fatalf("listing from C: %v (unanswered %v), want %v", got, listing.Unanswered, want)
+		}
+		all, err := cc.List(context.Background(), client.ListOptions{PageSize: 2})
+		if err != nil || len(all.Files) != 4 {
+			t.Fatalf("paged listing of every cluster: %v %v", all.GetFiles(), err)
+		}
+	})
+
+	t.Run("NotFoundAsksOnlyMaybeClusters", func(t *testing.T) {
+		fa, fb := clusterFilters(t, fed["A"].Addrs()[0]), clusterFilters(t, fed["B"].Addrs()[0])
+		var name string
+		for i := 0; name == ""; i++ {
+			if n := fmt.Sprintf("nobody/has-%d", i); !fa.MayHaveName(n) && !fb.MayHaveName(n) {
+				name = n
+			}
+		}
+		sa, sb, before := served(fed["A"]), served(fed["B"]), fedCounters(fed["C"])
+		_, err := cc.Stat(context.Background(), name, 0)
+		if status.Code(err) != codes.NotFound {
+			t.Fatalf("stat of %s: %v, want NotFound", name, err)
+		}
+		var h bytes.Buffer
+		if _, err := cc.Get(context.Background(), name, &h, client.GetOptions{}); status.Code(err) != codes.NotFound {
+			t.Fatalf("get of %s: %v, want NotFound", name, err)
+		}
+		after := fedCounters(fed["C"])
+		if served(fed["A"]) != sa || served(fed["B"]) != sb || after.PeerCalls != before.PeerCalls {
+			t.Fatalf("clusters whose filters say no were called: A %d->%d, B %d->%d, C peer calls %d->%d",
+				sa, served(fed["A"]), sb, served(fed["B"]), before.PeerCalls, after.PeerCalls)
+		}
+		t.Logf("2 lookups: %d peer calls, %d filter skips", after.PeerCalls-before.PeerCalls, after.FilterSkips-before.FilterSkips)
+
+		// Filters forced to "maybe": every peer is asked once per lookup, no
+		// more (the visited list stops A and B from asking each other), and
+		// the answers stay right.
+		for _, m := range fed["C"].Members {
+			m.Node.IgnorePeerFilters(true)
+		}
+		defer func() {
+			for _, m := range fed["C"].Members {
+				m.Node.IgnorePeerFilters(false)
+			}
+		}()
+		sa, sb = served(fed["A"]), served(fed["B"])
+		if _, err := cc.Stat(context.Background(), name, 0); status.Code(err) != codes.NotFound {
+			t.Fatalf("stat with filters ignored: %v, want NotFound", err)
+		}
+		if served(fed["A"]) != sa+1 || served(fed["B"]) != sb+1 {
+			t.Fatalf("with filters ignored, A answered %d calls and B %d; want 1 each", served(fed["A"])-sa, served(fed["B"])-sb)
+		}
+		if got := download(t, cc, "a/big.bin"); !bytes.Equal(got, want) {
+			t.Fatal("download with filters ignored differs")
+		}
+		listing, err := cc.List(context.Background(), client.ListOptions{DateFrom: "2026-01-01", DateTo: "2026-01-31"})
+		if err != nil || len(listing.Files) != 2 {
+			t.Fatalf("listing with filters ignored: %v %v", listing.GetFiles(), err)
+		}
+	})
+
+	t.Run("PutIntoAnotherCluster", func(t *testing.T) {
+		toB, err := client.New(fed["A"].Addrs(), client.WithCluster("B"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer toB.Close()
+		put(t, toB, "sent/via-a.bin", "2026-06-01", randomReader(2, 3<<20))
+		if _, err := newClientFor(t, fed["B"], "B").Stat(context.Background(), "sent/via-a.bin", 0); err != nil {
+			t.Fatalf("B does not hold the file put through A: %v", err)
+		}
+		if _, err := newClientFor(t, fed["A"], "A").Stat(context.Background(), "sent/via-a.bin", 0); status.Code(err) != codes.NotFound {
+			t.Fatalf("A itself holds the file meant for B: %v", err)
+		}
+		if got := download(t, toB, "sent/via-a.bin"); !bytes.Equal(got, hashOf(t, randomReader(2, 3<<20))) {
+			t.Fatal("file put into B differs")
+		}
+		if _, err := newClientFor(t, fed["A"], "Z").Stat(context.Background(), "x", 0); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("unknown cluster: %v, want InvalidArgument", err)
+		}
+	})
+
+	t.Run("ReplicateSendsOnlyMissingChunks", func(t *testing.T) {
+		res, err := ca.Replicate(context.Background(), "a/big.bin", "C", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.GetSentChunks() != res.GetChunks() || res.GetFilterAbsent() == 0 {
+			t.Fatalf("first replication: %v", res)
+		}
+		// A second file sharing most of its chunks: only the new ones travel.
+		put(t, ca, "a/big2.bin", "2026-01-11", io.MultiReader(randomReader(1, size), randomReader(9, 1<<20)))
+		waitFilters(t, fed, "A")
+		waitFilters(t, fed, "C") // C's filters now hold a/big.bin's chunks
+		res2, err := ca.Replicate(context.Background(), "a/big2.bin", "C", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("replicate a/big.bin: %d chunks, %d filter-absent, %d sent (%d bytes); a/big2.bin: %d chunks, %d filter-absent, %d checked, %d sent (%d bytes)",
+			res.GetChunks(), res.GetFilterAbsent(), res.GetSentChunks(), res.GetSentBytes(),
+			res2.GetChunks(), res2.GetFilterAbsent(), res2.GetChecked(), res2.GetSentChunks(), res2.GetSentBytes())
+		if res2.GetChecked() == 0 || res2.GetSentChunks() >= res2.GetChunks()/2 {
+			t.Fatalf("second replication resent what C holds: %v", res2)
+		}
+		if got := download(t, newClientFor(t, fed["C"], "C"), "a/big2.bin"); !bytes.Equal(got, hashOf(t, io.MultiReader(randomReader(1, size), randomReader(9, 1<<20)))) {
+			t.Fatal("replicated file differs in C")
+		}
+	})
+
+	t.Run("MissingChunkFetchedFromPeer", func(t *testing.T) {
+		// C holds a/big.bin (replicated above). Drop one of its chunks from
+		// every node of C: a download from C fetches it from A.
+		m, err := newClientFor(t, fed["C"], "C").Stat(context.Background(), "a/big.bin", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := chunker.ID(m.GetChunks()[3].GetId())
+		for _, mem := range fed["C"].Members {
+			if err := mem.Node.Store().Delete(context.Background(), id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := fedCounters(fed["C"]).PeerCalls
+		if got := download(t, newClientFor(t, fed["C"], "C"), "a/big.bin"); !bytes.Equal(got, want) {
+			t.Fatal("download with a chunk from A differs")
+		}
+		if fedCounters(fed["C"]).PeerCalls == before {
+			t.Fatal("no peer was asked for the missing chunk")
+		}
+	})
+
+	t.Run("StatusShowsPeers", func(t *testing.T) {
+		st, err := ca.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.GetCluster() != "A" || len(st.GetPeers()) != 2 {
+			t.Fatalf("status: cluster %q, peers %v", st.GetCluster(), st.GetPeers())
+		}
+		for _, p := range st.GetPeers() {
+			if !p.GetReachable() || p.GetLeaderId() == "" || p.GetLeaderAddr() == "" || p.GetFilterVersion() == 0 || p.GetFilterAgeMs() < 0 {
+				t.Fatalf("peer %s: %v", p.GetName(), p)
+			}
+		}
+	})
+
+	t.Run("StoppedPeer", func(t *testing.T) {
+		for i := range fed["B"].Members {
+			fed["B"].StopNode(i, true)
+		}
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+		defer cancel()
+		listing, err := cc.List(ctx, client.ListOptions{DateFrom: "2026-01-01", DateTo: "2026-01-31"})
+		took := time.Since(start)
+		if err != nil {
+			t.Fatalf("listing with B down: %v", err)
+		}
+		var names []string
+		for _, f := range listing.Files {
+			names = append(names, f.GetName())
+		}
+		if !slices.Contains(names, "a/big.bin") || slices.Contains(names, "b/jan.txt") ||
+			len(listing.Unanswered) != 1 || listing.Unanswered[0].GetCluster() != "B" {
+			t.Fatalf("listing with B down: %v, unanswered %v", names, listing.Unanswered)
+		}
+		t.Logf("listing with B down answered in %s: %v; note: %v", took.Round(time.Millisecond), names, listing.Unanswered[0])
+		_, err = cc.Stat(ctx, "b/jan.txt", 0)
+		if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "cluster B did not answer") {
+			t.Fatalf("stat of B's file with B down: %v", err)
+		}
+		t.Logf("stat of B's file with B down, after %s: %v", time.Since(start).Round(time.Millisecond), err)
+		if got := download(t, cc, "a/big.bin"); !bytes.Equal(got, want) {
+			t.Fatal("download of A's file with B down differs")
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("answers with B down took %s", time.Since(start))
+		}
+	})
+}
+
+// newClientFor returns a client for cl whose calls are meant for cluster
+// name.
+func newClientFor(t *testing.T, cl *localcluster.Cluster, name string) *client.Client {
+	t.Helper()
+	c, err := client.New(cl.Addrs(), client.WithCluster(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+

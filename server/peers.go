@@ -1,0 +1,315 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ddstore/ddstore/catalog"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// peerCluster is what a node knows of one peer cluster: where to reach it
+// and its last Bloom filters.
+type peerCluster struct {
+	name       string
+	configured []string
+
+	mu         sync.Mutex
+	learned    []string // the peer's gateways, from its last filter answer
+	leaderID   string
+	leaderAddr string
+	filters    *catalog.Filters
+	fetched    time.Time // when filters arrived (or were confirmed current)
+	lastOK     time.Time
+	lastErr    error
+	cur        string // address that answered last
+}
+
+// addrs returns the addresses to try, best first: the one that answered
+// last, the peer's leader, the configured contacts, then its other gateways.
+func (p *peerCluster) addrs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, list := range [][]string{{p.cur, p.leaderAddr}, p.configured, p.learned} {
+		for _, a := range list {
+			if a != "" && !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// mayHave reports whether the peer's filters let it hold what test asks
+// about. A peer whose filters have not arrived yet may hold anything.
+func (p *peerCluster) mayHave(test func(*catalog.Filters) bool) bool {
+	p.mu.Lock()
+	f := p.filters
+	p.mu.Unlock()
+	return f == nil || test(f)
+}
+
+// down returns why the peer is unreachable, if the last exchange with it
+// failed on every address: calls skip it (noting why) until a filter
+// refresh reaches it again, instead of each waiting out the timeout.
+func (p *peerCluster) down() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lastErr != nil && unreachable(p.lastErr) {
+		return status.Errorf(codes.Unavailable, "unreachable at its last exchange: %s", status.Convert(p.lastErr).Message())
+	}
+	return nil
+}
+
+// peerSet is a node's view of every peer cluster, and its counters.
+type peerSet struct {
+	n     *Node
+	peers []*peerCluster // sorted by name
+
+	lookups, peerCalls, filterSkips, served atomic.Uint64
+	ignore                                  atomic.Bool // ask every peer, whatever its filters say
+
+	encMu      sync.Mutex
+	encVersion uint64
+	encoded    []byte // this cluster's filters, encoded at encVersion
+}
+
+func newPeerSet(n *Node) *peerSet {
+	ps := &peerSet{n: n}
+	ps.ignore.Store(n.cfg.AlwaysMaybe)
+	for name, addrs := range n.cfg.Peers {
+		ps.peers = append(ps.peers, &peerCluster{name: name, configured: slices.Clone(addrs)})
+	}
+	slices.SortFunc(ps.peers, func(a, b *peerCluster) int { return cmpString(a.name, b.name) })
+	return ps
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (ps *peerSet) get(name string) *peerCluster {
+	for _, p := range ps.peers {
+		if p.name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func (ps *peerSet) names() []string {
+	out := make([]string, len(ps.peers))
+	for i, p := range ps.peers {
+		out[i] = p.name
+	}
+	return out
+}
+
+// ErrUnknownCluster: a call named a cluster that is neither this one nor a
+// configured peer.
+var ErrUnknownCluster = errors.New("unknown cluster")
+
+// call runs fn against the peer, trying its addresses in turn while they are
+// unavailable. Each try is bounded by the node's peer timeout (and ctx).
+func (ps *peerSet) call(ctx context.Context, p *peerCluster, fn func(context.Context, *grpc.ClientConn) error) error {
+	var err error
+	for _, addr := range p.addrs() {
+		cctx, cancel := context.WithTimeout(ctx, ps.n.cfg.PeerTimeout)
+		err = fn(cctx, ps.n.conns.Get(addr))
+		cancel()
+		if err == nil {
+			p.mu.Lock()
+			p.cur = addr
+			p.mu.Unlock()
+			return nil
+		}
+		if ctx.Err() != nil || !unreachable(err) {
+			return err
+		}
+	}
+	if err == nil {
+		err = status.Errorf(codes.Unavailable, "cluster %s: no address to reach it", p.name)
+	}
+	if ctx.Err() == nil && unreachable(err) {
+		p.mu.Lock()
+		p.lastErr = err
+		p.mu.Unlock()
+	}
+	return err
+}
+
+// stream opens a stream on the peer with open, trying its addresses in turn
+// while they are unavailable. The stream lives as long as ctx.
+func peerStream[S any](ctx context.Context, ps *peerSet, p *peerCluster, open func(*grpc.ClientConn) (S, error)) (S, error) {
+	var (
+		s   S
+		err error
+	)
+	for _, addr := range p.addrs() {
+		s, err = open(ps.n.conns.Get(addr))
+		if err == nil {
+			p.mu.Lock()
+			p.cur = addr
+			p.mu.Unlock()
+			return s, nil
+		}
+		if ctx.Err() != nil || !unreachable(err) {
+			return s, err
+		}
+	}
+	if err == nil {
+		err = status.Errorf(codes.Unavailable, "cluster %s: no address to reach it", p.name)
+	}
+	return s, err
+}
+
+// unreachable reports errors that mean "try another address of that cluster".
+func unreachable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return false
+}
+
+// refreshLoop keeps every peer's filters current.
+func (ps *peerSet) refreshLoop() {
+	if len(ps.peers) == 0 {
+		return
+	}
+	t := time.NewTicker(ps.n.cfg.FilterRefresh)
+	defer t.Stop()
+	for {
+		var wg sync.WaitGroup
+		for _, p := range ps.peers {
+			wg.Go(func() {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				go func() {
+					select {
+					case <-ps.n.stop:
+						cancel()
+					case <-ctx.Done():
+					}
+				}()
+				if err := ps.refresh(ctx, p); err != nil {
+					ps.n.log.Debug("peer cluster filters not refreshed", "cluster", p.name, "err", err)
+				}
+			})
+		}
+		wg.Wait()
+		select {
+		case <-ps.n.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// refresh asks the peer for its filters, sending the version held here so
+// that unchanged filters do not travel again.
+func (ps *peerSet) refresh(ctx context.Context, p *peerCluster) error {
+	p.mu.Lock()
+	var have uint64
+	if p.filters != nil {
+		have = p.filters.Version
+	}
+	p.mu.Unlock()
+	var resp *pb.FiltersResponse
+	err := ps.call(ctx, p, func(ctx context.Context, cc *grpc.ClientConn) error {
+		var err error
+		resp, err = pb.NewFederationClient(cc).Filters(ctx, &pb.FiltersRequest{FromCluster: ps.n.cfg.Cluster, HaveVersion: have})
+		return err
+	})
+	var f *catalog.Filters
+	if err == nil && resp.GetCluster() != p.name {
+		err = fmt.Errorf("cluster %s: its addresses answer as cluster %q", p.name, resp.GetCluster())
+	}
+	if err == nil && len(resp.GetFilters()) > 0 {
+		f, err = catalog.UnmarshalFilters(resp.GetFilters())
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.lastErr = err
+		return err
+	}
+	now := time.Now()
+	p.lastOK, p.lastErr = now, nil
+	p.leaderID, p.leaderAddr = resp.GetLeaderId(), resp.GetLeaderAddr()
+	p.learned = resp.GetGateways()
+	if f != nil {
+		p.filters, p.fetched = f, now
+	} else if p.filters != nil && p.filters.Version == resp.GetVersion() {
+		p.fetched = now
+	}
+	return nil
+}
+
+// status reports every peer as this node knows it.
+func (ps *peerSet) status() []*pb.PeerClusterStatus {
+	var out []*pb.PeerClusterStatus
+	now := time.Now()
+	since := func(t time.Time) int64 {
+		if t.IsZero() {
+			return -1
+		}
+		return now.Sub(t).Milliseconds()
+	}
+	for _, p := range ps.peers {
+		addrs := p.addrs()
+		p.mu.Lock()
+		st := &pb.PeerClusterStatus{
+			Name: p.name, Addrs: addrs, LeaderId: p.leaderID, LeaderAddr: p.leaderAddr,
+			Reachable: !p.lastOK.IsZero() && p.lastErr == nil, FilterAgeMs: since(p.fetched), LastContactMs: since(p.lastOK),
+		}
+		if p.filters != nil {
+			st.FilterVersion, st.FilterFpRate = p.filters.Version, p.filters.FPRate
+		}
+		if p.lastErr != nil {
+			st.Error = status.Convert(p.lastErr).Message()
+		}
+		p.mu.Unlock()
+		out = append(out, st)
+	}
+	return out
+}
+
+func (ps *peerSet) counters() *pb.FederationStatus {
+	return &pb.FederationStatus{
+		Lookups: ps.lookups.Load(), PeerCalls: ps.peerCalls.Load(),
+		FilterSkips: ps.filterSkips.Load(), ServedForwarded: ps.served.Load(),
+	}
+}
+
+// encodedFilters returns this cluster's filters, encoded, and their version.
+func (ps *peerSet) encodedFilters() ([]byte, uint64, error) {
+	ps.encMu.Lock()
+	defer ps.encMu.Unlock()
+	v := ps.n.fsm.FilesVersion()
+	if ps.encoded != nil && ps.encVersion == v {
+		return ps.encoded, v, nil
+	}
+	f := ps.n.fsm.Filters(ps.n.cfg.FilterFPRate)
+	data, err := f.MarshalBinary()
+	if err != nil {
+		return nil, 0, err
+	}
+	ps.encoded, ps.encVersion = data, f.Version
+	return data, f.Version, nil
+}
