@@ -149,15 +149,21 @@ func (c *Client) call(ctx context.Context, fn func(*grpc.ClientConn) error) erro
 	return err
 }
 
-// Stat returns a file's manifest.
+// Stat returns a file's manifest, from whichever cluster holds it.
 func (c *Client) Stat(ctx context.Context, name string, consistency pb.Consistency) (*pb.FileManifest, error) {
-	var m *pb.FileManifest
+	resp, err := c.Lookup(ctx, name, consistency)
+	return resp.GetManifest(), err
+}
+
+// Lookup returns a file's manifest and the cluster that holds it.
+func (c *Client) Lookup(ctx context.Context, name string, consistency pb.Consistency) (*pb.StatResponse, error) {
+	var resp *pb.StatResponse
 	err := c.call(ctx, func(conn *grpc.ClientConn) error {
-		resp, err := pb.NewFilesClient(conn).Stat(ctx, &pb.StatRequest{Name: name, Consistency: consistency})
-		m = resp.GetManifest()
+		var err error
+		resp, err = pb.NewFilesClient(conn).Stat(ctx, &pb.StatRequest{Name: name, Consistency: consistency})
 		return err
 	})
-	return m, err
+	return resp, err
 }
 
 // ListOptions selects files to list.

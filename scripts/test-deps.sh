@@ -2,21 +2,26 @@
 # Installs what the test suite needs on a fresh machine:
 #   - FerretDB v1.24.2, a MongoDB-wire server, for the GridFS tests
 #     (built from the Go module proxy into $TOOLS_DIR; Debian has no MongoDB);
-#   - memcached, from Debian's packages, for the cache tests.
+#   - memcached, from Debian's packages, for the cache tests;
+#   - iproute2 (ip), from Debian's packages, for the private-network test
+#     (network namespaces and veth pairs; the tests run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TOOLS_DIR=${TOOLS_DIR:-"$PWD/.cache/tools"}
 command -v go >/dev/null || { echo "test-deps: Go is not installed" >&2; exit 1; }
 
-if ! command -v memcached >/dev/null && [ ! -x /usr/bin/memcached ]; then
+missing=()
+command -v memcached >/dev/null || [ -x /usr/bin/memcached ] || missing+=(memcached)
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "test-deps: memcached is missing; install it as root: apt-get install -y memcached" >&2; exit 1; }
+    command -v sudo >/dev/null || { echo "test-deps: ${missing[*]} missing; install as root: apt-get install -y ${missing[*]}" >&2; exit 1; }
     sudo="sudo -n"
   fi
-  echo "test-deps: installing memcached from Debian's packages" >&2
+  echo "test-deps: installing ${missing[*]} from Debian's packages" >&2
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached </dev/null >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null >/dev/null
 fi
 
 scripts/ferretdb-build.sh

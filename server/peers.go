@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,10 +128,10 @@ var ErrUnknownCluster = errors.New("unknown cluster")
 // call runs fn against the peer, trying its addresses in turn while they are
 // unavailable. Each try is bounded by the node's peer timeout (and ctx).
 func (ps *peerSet) call(ctx context.Context, p *peerCluster, fn func(context.Context, *grpc.ClientConn) error) error {
-	var err error
+	var failed []string
 	for _, addr := range p.addrs() {
 		cctx, cancel := context.WithTimeout(ctx, ps.n.cfg.PeerTimeout)
-		err = fn(cctx, ps.n.conns.Get(addr))
+		err := fn(cctx, ps.n.conns.Get(addr))
 		cancel()
 		if err == nil {
 			p.mu.Lock()
@@ -141,15 +142,15 @@ func (ps *peerSet) call(ctx context.Context, p *peerCluster, fn func(context.Con
 		if ctx.Err() != nil || !unreachable(err) {
 			return err
 		}
+		failed = append(failed, fmt.Sprintf("%s: %s", addr, status.Convert(err).Message()))
 	}
-	if err == nil {
+	err := status.Errorf(codes.Unavailable, "no address of cluster %s answered within %s (%s)", p.name, ps.n.cfg.PeerTimeout, strings.Join(failed, "; "))
+	if len(failed) == 0 {
 		err = status.Errorf(codes.Unavailable, "cluster %s: no address to reach it", p.name)
 	}
-	if ctx.Err() == nil && unreachable(err) {
-		p.mu.Lock()
-		p.lastErr = err
-		p.mu.Unlock()
-	}
+	p.mu.Lock()
+	p.lastErr = err
+	p.mu.Unlock()
 	return err
 }
 

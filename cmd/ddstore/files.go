@@ -331,15 +331,16 @@ func newStatCmd(g *globalFlags) *cobra.Command {
 			defer c.Close()
 			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
 			defer cancel()
-			m, err := c.Stat(ctx, args[0], g.consistency())
+			resp, err := c.Lookup(ctx, args[0], g.consistency())
 			if err != nil {
 				return fmt.Errorf("stat %s: %w", args[0], err)
 			}
+			m := resp.GetManifest()
 			if g.json {
 				return printJSON(os.Stdout, m)
 			}
-			fmt.Printf("name:    %s\nsize:    %d\nstored:  %d\nchunks:  %d\nblake3:  %x\ndate:    %s\ncreated: %s\n",
-				m.GetName(), m.GetSize(), m.GetStoredSize(), len(m.GetChunks()), m.GetBlake3(), m.GetDate(),
+			fmt.Printf("name:    %s\ncluster: %s\nsize:    %d\nstored:  %d\nchunks:  %d\nblake3:  %x\ndate:    %s\ncreated: %s\n",
+				m.GetName(), resp.GetCluster(), m.GetSize(), m.GetStoredSize(), len(m.GetChunks()), m.GetBlake3(), m.GetDate(),
 				time.Unix(0, m.GetCreatedUnixNano()).UTC().Format(time.RFC3339Nano))
 			for k, v := range m.GetMetadata() {
 				fmt.Printf("meta:    %s=%s\n", k, v)

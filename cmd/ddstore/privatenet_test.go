@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ddstore/ddstore/internal/localcluster"
+	"github.com/ddstore/ddstore/internal/netlab"
+	"github.com/zeebo/blake3"
+)
+
+// TestPrivateNetworkGateways: cluster P's three nodes sit in network
+// namespaces on a private network that the host cannot reach; two of them
+// are gateways with a public address. Cluster A runs on the host's loopback
+// with P as its peer. A client outside stores into P through A, downloads
+// P's files through A and through P's gateways, also after P's leader is
+// killed; with P hung, A's listings answer in time and name P.
+func TestPrivateNetworkGateways(t *testing.T) {
+	lab, err := netlab.New("dd")
+	if err != nil {
+		t.Fatalf("the private-network test needs root and iproute2: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	pn, err := lab.PrivateNet(3, []int{0, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// Cluster P, inside the namespaces.
+	procs := make([]*exec.Cmd, 3)
+	var gateways []string
+	for i := range 3 {
+		id := fmt.Sprintf("p%d", i+1)
+		internal := pn.Internal[i]
+		args := []string{"server", "--id", id, "--cluster", "P", "--listen", internal + ":7400", "--raft-addr", internal + ":7401",
+			"--data-dir", filepath.Join(dir, id), "--replicas", "3", "--cache-size", "0", "--shutdown-grace", "1s"}
+		if i == 0 {
+			args = append(args, "--bootstrap")
+		} else {
+			args = append(args, "--join", pn.Internal[0]+":7400")
+		}
+		if pub, ok := pn.Public[i]; ok {
+			args = append(args, "--public", pub+":7402")
+			gateways = append(gateways, pub+":7402")
+		} else {
+			args = append(args, "--private")
+		}
+		logf, err := os.Create(filepath.Join(dir, id+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := lab.Command(ctx, pn.Namespaces[i], exe, args...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs[i] = cmd
+		t.Cleanup(func() {
+			cmd.Process.Signal(syscall.SIGCONT)
+			cmd.Process.Kill()
+			cmd.Wait()
+			logf.Close()
+			if t.Failed() {
+				b, _ := os.ReadFile(logf.Name())
+				t.Logf("%s log (tail):\n%s", id, tail(string(b), 3000))
+			}
+		})
+	}
+	viaGateways := strings.Join(gateways, ",")
+
+	// Cluster A, on the host, with P as its peer.
+	a, err := localcluster.Start(ctx, localcluster.Options{Dir: filepath.Join(dir, "A"), Exe: exe, Args: []string{
+		"--cluster", "A", "--peer", "P=" + gateways[0], "--peer", "P=" + gateways[1],
+		"--filter-refresh", "200ms", "--peer-timeout", "2s", "--cache-size", "0",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	viaA := strings.Join(a.Addrs(), ",")
+
+	leaderP := waitLeader(t, viaGateways, "")
+	t.Logf("cluster P up, leader %s, gateways %v, internal %v", leaderP, gateways, pn.Internal)
+
+	// The host cannot reach P's internal addresses.
+	if r := run(t, "--addr", pn.Internal[2]+":7400", "--timeout", "3s", "status"); r.code == 0 {
+		t.Fatalf("the host reached P's private node at %s: %s", pn.Internal[2], r.stdout)
+	}
+
+	src := filepath.Join(dir, "data.bin")
+	writeRandom(t, src, 20<<20)
+	want := fileHash(t, src)
+	if r := run(t, "--addr", viaGateways, "put", "--date", "2026-02-02", src, "p/data.bin"); r.code != 0 {
+		t.Fatalf("put through P's gateways: %s", r.stderr)
+	}
+	small := filepath.Join(dir, "small.txt")
+	os.WriteFile(small, []byte("stored into P through A's nodes"), 0o644)
+	if r := run(t, "--addr", viaA, "put", "--cluster", "P", "--date", "2026-02-03", small, "p/via-a.txt"); r.code != 0 {
+		t.Fatalf("put --cluster P through A: %s", r.stderr)
+	}
+	if r := run(t, "--addr", viaA, "put", "--date", "2026-02-04", small, "a/own.txt"); r.code != 0 {
+		t.Fatalf("put into A: %s", r.stderr)
+	}
+
+	get := func(via, name, when string) {
+		t.Helper()
+		out := filepath.Join(dir, "out-"+strings.ReplaceAll(when, " ", "-"))
+		var r result
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			// A learns of new files in P at its next filter refresh.
+			if r = run(t, "--addr", via, "get", name, out); r.code == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if r.code != 0 {
+			t.Fatalf("%s: get %s via %s: %s", when, name, via, r.stderr)
+		}
+		if fileHash(t, out) != want {
+			t.Fatalf("%s: %s differs", when, name)
+		}
+	}
+	get(viaA, "p/data.bin", "through A")
+	get(viaGateways, "p/data.bin", "through P's gateways")
+
+	var st struct {
+		Cluster string
+		Peers   []struct {
+			Name          string
+			LeaderID      string `json:"leader_id"`
+			LeaderAddr    string `json:"leader_addr"`
+			Reachable     bool
+			FilterVersion string `json:"filter_version"`
+		}
+	}
+	r := run(t, "--addr", viaA, "status", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st.Peers) != 1 || !st.Peers[0].Reachable ||
+		st.Peers[0].LeaderID != leaderP || !slices.Contains(gateways, st.Peers[0].LeaderAddr) {
+		t.Fatalf("A's status: %v %s", err, r.stdout)
+	}
+	t.Logf("A sees peer %+v", st.Peers[0])
+
+	// P's leader dies; a new one is elected and P's files still come
+	// through A and through the gateway that is left.
+	var killed int
+	for i := range 3 {
+		if fmt.Sprintf("p%d", i+1) == leaderP {
+			killed = i
+		}
+	}
+	procs[killed].Process.Kill()
+	procs[killed].Wait()
+	newLeader := waitLeader(t, viaGateways, leaderP)
+	t.Logf("killed P's leader %s; new leader %s", leaderP, newLeader)
+	get(viaA, "p/data.bin", "through A after the leader change")
+	get(viaGateways, "p/data.bin", "through the gateways after the leader change")
+	if r := run(t, "--addr", viaA, "stat", "p/via-a.txt"); r.code != 0 || !strings.Contains(r.stdout, "cluster: P") {
+		t.Fatalf("stat through A after the leader change: %s %s", r.stdout, r.stderr)
+	}
+
+	// P hangs (every process stopped): A answers listings within its peer
+	// timeout, with its own files and a note naming P.
+	for i, p := range procs {
+		if i != killed {
+			p.Process.Signal(syscall.SIGSTOP)
+		}
+	}
+	start := time.Now()
+	r = run(t, "--addr", viaA, "ls", "--from", "2026-02-01", "--to", "2026-02-28")
+	took := time.Since(start)
+	if r.code != 0 || !strings.Contains(r.stdout, "a/own.txt") || !strings.Contains(r.stderr, "cluster P did not answer") {
+		t.Fatalf("ls through A with P hung: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if took > 10*time.Second {
+		t.Fatalf("ls with P hung took %s", took)
+	}
+	t.Logf("ls through A with P hung answered in %s: %s", took.Round(time.Millisecond), strings.TrimSpace(r.stderr))
+}
+
+// waitLeader polls a cluster's status until it names a leader other than
+// not, and returns it.
+func waitLeader(t *testing.T, addrs, not string) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r := run(t, "--addr", addrs, "--timeout", "5s", "status", "--json")
+		var st struct {
+			LeaderID string `json:"leader_id"`
+			Nodes    []struct{ State string }
+		}
+		if r.code == 0 && json.Unmarshal([]byte(r.stdout), &st) == nil && st.LeaderID != "" && st.LeaderID != not {
+			return st.LeaderID
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no leader via %s: %s %s", addrs, r.stdout, r.stderr)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func writeRandom(t *testing.T, path string, n int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.CopyN(f, rand.Reader, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fileHash(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := blake3.New()
+	io.Copy(h, f)
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
