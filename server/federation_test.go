@@ -406,4 +406,3 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
-
