@@ -43,6 +43,12 @@ type Config struct {
 	// (NoMemcached turns that off).
 	Memcached   []string
 	NoMemcached bool
+	// FedFiles is how many small files each of two peer clusters holds in
+	// the federation scenario (default 1000); FedLookups how many lookups
+	// of missing names are counted (default 2000). FederationOnly runs only
+	// that scenario.
+	FedFiles, FedLookups int
+	FederationOnly       bool
 	Progress    io.Writer
 	Command     string // the command line, recorded in the report
 }
@@ -50,7 +56,7 @@ type Config struct {
 // Quick returns a configuration that finishes in under a minute: one run of
 // a 32 MiB file of each kind, 200 small files, 2 clients.
 func Quick() Config {
-	return Config{Sizes: []int64{32 << 20}, Runs: 1, Clients: 2, SmallFiles: 200}
+	return Config{Sizes: []int64{32 << 20}, Runs: 1, Clients: 2, SmallFiles: 200, FedFiles: 100, FedLookups: 200}
 }
 
 func (c *Config) defaults() {
@@ -72,6 +78,12 @@ func (c *Config) defaults() {
 	}
 	if c.SmallSize <= 0 {
 		c.SmallSize = 16 << 10
+	}
+	if c.FedFiles <= 0 {
+		c.FedFiles = 1000
+	}
+	if c.FedLookups <= 0 {
+		c.FedLookups = 2000
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
@@ -141,6 +153,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return nil, err
 	}
+	if cfg.FederationOnly {
+		r.rep.Cluster = "local: three clusters of 3 nodes on loopback, embedded store, R=3, nodes in the bench process, one host"
+		if err := r.federation(ctx); err != nil {
+			return nil, err
+		}
+		r.rep.Seconds = time.Since(start).Seconds()
+		return r.rep, nil
+	}
 	if err := r.open(ctx); err != nil {
 		return nil, err
 	}
@@ -166,6 +186,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			if err := r.gridfs(ctx); err != nil {
 				return nil, err
 			}
+		}
+		if err := r.federation(ctx); err != nil {
+			return nil, err
 		}
 	}
 	r.targets()

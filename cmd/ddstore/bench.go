@@ -26,8 +26,11 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 process), unless --target names a running cluster, and measures uploads and
 downloads of generated files (incompressible and compressible text), re-uploads
 of an unchanged and of a 1%-changed file, a download resumed half-way, several
-clients at once, many small files, R=1 against R=3, and with --mongo-uri the
-GridFS store. Beside each figure it prints the baseline that bounds it,
+clients at once, many small files, R=1 against R=3, with --mongo-uri the
+GridFS store, and three peer clusters (a download forwarded through a peer
+against a local one; peer calls per lookup with and without the Bloom
+filters; their measured false-positive rate; --federation-only runs just
+that). Beside each figure it prints the baseline that bounds it,
 measured in the same run on the same bytes (disk write+fsync, raw loopback
 gRPC, the chunker pipeline alone, direct GridFS), and the ratio.
 
@@ -38,7 +41,7 @@ instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if quick {
 				q := bench.Quick()
-				for _, name := range []string{"runs", "clients", "small-files"} {
+				for _, name := range []string{"runs", "clients", "small-files", "fed-files", "fed-lookups"} {
 					if cmd.Flags().Changed(name) {
 						continue
 					}
@@ -49,6 +52,10 @@ instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
 						cfg.Clients = q.Clients
 					case "small-files":
 						cfg.SmallFiles = q.SmallFiles
+					case "fed-files":
+						cfg.FedFiles = q.FedFiles
+					case "fed-lookups":
+						cfg.FedLookups = q.FedLookups
 					}
 				}
 				if sizes == "" {
@@ -64,8 +71,11 @@ instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
 					cfg.Sizes = append(cfg.Sizes, v)
 				}
 			}
-			if cfg.Runs < 0 || cfg.Clients < 0 || cfg.SmallFiles < 0 {
-				return usageError{fmt.Errorf("--runs, --clients and --small-files must not be negative")}
+			if cfg.Runs < 0 || cfg.Clients < 0 || cfg.SmallFiles < 0 || cfg.FedFiles < 0 || cfg.FedLookups < 0 {
+				return usageError{fmt.Errorf("--runs, --clients, --small-files, --fed-files and --fed-lookups must not be negative")}
+			}
+			if cfg.FederationOnly && target != "" {
+				return usageError{fmt.Errorf("--federation-only starts its own clusters; it does not take --target")}
 			}
 			if target != "" {
 				cfg.Target = strings.Split(target, ",")
@@ -107,6 +117,9 @@ instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
 	f.StringSliceVar(&cfg.Memcached, "memcached", nil, "memcached servers for the local nodes (default: start one if memcached is installed)")
 	f.BoolVar(&cfg.NoMemcached, "no-memcached", false, "do not start a memcached for the local nodes")
 	f.StringVar(&target, "target", "", "comma-separated API addresses of a running cluster to measure instead of a local one")
+	f.IntVar(&cfg.FedFiles, "fed-files", 0, "small files in each of two peer clusters in the federation scenario (default 1000)")
+	f.IntVar(&cfg.FedLookups, "fed-lookups", 0, "lookups of missing names counted in the federation scenario (default 2000)")
+	f.BoolVar(&cfg.FederationOnly, "federation-only", false, "run only the federation scenario (three local clusters)")
 	f.StringVar(&cfg.Dir, "dir", "", "work directory for generated files and local clusters (default: a temporary one)")
 	f.StringVar(&out, "out", "", "write results.json and throughput.svg into this directory")
 	return cmd
