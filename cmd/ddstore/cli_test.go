@@ -233,7 +233,9 @@ func TestBenchQuick(t *testing.T) {
 	seen := map[string]bool{}
 	for _, res := range rep.Results {
 		seen[res.Scenario] = true
-		if res.Median <= 0 && !strings.HasPrefix(res.Scenario, "re-upload") {
+		// Re-uploads may send nothing; with few files, the filters may let
+		// no lookup through.
+		if res.Median <= 0 && !strings.HasPrefix(res.Scenario, "re-upload") && !strings.HasPrefix(res.Scenario, "federation: peer calls") && !strings.Contains(res.Scenario, "false-positive") {
 			t.Errorf("%s: median %v", res.Scenario, res.Median)
 		}
 		if (res.Scenario == "upload" || res.Scenario == "download") && (res.Baseline == "" || res.Ratio <= 0) {
@@ -241,7 +243,8 @@ func TestBenchQuick(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"upload", "download", "re-upload unchanged", "re-upload 1% changed", "download resumed half-way",
-		"baseline: disk write+fsync", "baseline: gRPC loopback, download direction", "baseline: chunker pipeline", "upload, R=1"} {
+		"baseline: disk write+fsync", "baseline: gRPC loopback, download direction", "baseline: chunker pipeline", "upload, R=1",
+		"federation: download through B (forwarded)", "federation: peer calls per missing-name lookup, filters ignored", "federation: name filter false-positive rate"} {
 		if !seen[want] {
 			t.Errorf("no %q result", want)
 		}
