@@ -49,8 +49,8 @@ type Config struct {
 	// that scenario.
 	FedFiles, FedLookups int
 	FederationOnly       bool
-	Progress    io.Writer
-	Command     string // the command line, recorded in the report
+	Progress             io.Writer
+	Command              string // the command line, recorded in the report
 }
 
 // Quick returns a configuration that finishes in under a minute: one run of
