@@ -26,7 +26,8 @@ const fedFPRate = 0.01
 
 // federation measures three local clusters of three nodes, A, B and C, each
 // a peer of the others (nodes in this process, so that C's filters can be
-// switched off): a download of A's file through B against one from A
+// switched off; without the in-process cache tier, so that nine nodes fit
+// the process's memory limit): a download of A's file through B against one from A
 // itself; peer calls per lookup of a name no cluster holds, asked of C,
 // with the filters and without; and the filters' measured false-positive
 // rate against the configured one.
@@ -44,6 +45,7 @@ func (r *runner) federation(ctx context.Context) error {
 				}
 			}
 			c.FilterFPRate = fedFPRate
+			c.CacheSize = -1 // nine nodes share this process and its memory limit
 			c.FilterRefresh = 200 * time.Millisecond
 			c.RepairInterval, c.ScrubInterval, c.GCInterval = -1, -1, -1
 		}})
