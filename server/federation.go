@@ -309,7 +309,7 @@ func (n *Node) forwardList(ctx context.Context, r route, req *pb.ListRequest, lo
 	}
 	wg.Wait()
 	merged := mergeLists(limit, answers...)
-	slices.SortFunc(notes, func(a, b *pb.ClusterNote) int { return cmpString(a.Cluster, b.Cluster) })
+	slices.SortFunc(notes, func(a, b *pb.ClusterNote) int { return strings.Compare(a.Cluster, b.Cluster) })
 	merged.Unanswered = slices.CompactFunc(notes, func(a, b *pb.ClusterNote) bool { return a.Cluster == b.Cluster })
 	return merged
 }
@@ -323,10 +323,10 @@ func mergeLists(limit int, answers ...*pb.ListResponse) *pb.ListResponse {
 		out.Files = append(out.Files, a.GetFiles()...)
 	}
 	slices.SortFunc(out.Files, func(a, b *pb.FileInfo) int {
-		if c := cmpString(a.GetName(), b.GetName()); c != 0 {
+		if c := strings.Compare(a.GetName(), b.GetName()); c != 0 {
 			return c
 		}
-		return cmpString(a.GetCluster(), b.GetCluster())
+		return strings.Compare(a.GetCluster(), b.GetCluster())
 	})
 	out.Files = slices.CompactFunc(out.Files, func(a, b *pb.FileInfo) bool {
 		return a.GetName() == b.GetName() && a.GetCluster() == b.GetCluster()
@@ -473,26 +473,9 @@ func (n *Node) sendChunks(ctx context.Context, r route, ids []chunker.ID, resp *
 		return err
 	}
 	peers, _ := n.placement()
-	type fetched struct {
-		c   chunker.Encoded
-		err error
-	}
-	slots := make(chan chan fetched, downloadWindow)
-	go func() {
-		defer close(slots)
-		for _, id := range ids {
-			slot := make(chan fetched, 1)
-			select {
-			case slots <- slot:
-			case <-ctx.Done():
-				return
-			}
-			go func() {
-				c, err := n.repl.Fetch(ctx, peers, id)
-				slot <- fetched{c, err}
-			}()
-		}
-	}()
+	slots := readAhead(ctx, 0, len(ids), downloadWindow, func(i int) (chunker.Encoded, error) {
+		return n.repl.Fetch(ctx, peers, ids[i])
+	})
 	for slot := range slots {
 		f := <-slot
 		if f.err != nil {

@@ -285,38 +285,22 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 	}
 	peers, _ := n.placement()
 
-	type fetched struct {
-		c   chunker.Encoded
-		err error
-	}
-	slots := make(chan chan fetched, downloadWindow)
-	go func() {
-		defer close(slots)
-		for i := start; i < len(chunks); i++ {
-			slot := make(chan fetched, 1)
-			select {
-			case slots <- slot:
-			case <-ctx.Done():
-				return
+	slots := readAhead(ctx, start, len(chunks), downloadWindow, func(i int) (chunker.Encoded, error) {
+		ref := chunks[i]
+		id := chunker.ID(ref.GetId())
+		c, err := n.repl.Fetch(ctx, peers, id)
+		if errors.Is(err, replica.ErrNotFound) || errors.Is(err, chunker.ErrCorrupt) {
+			if pc, perr := n.fetchFromPeers(ctx, r, id); perr == nil {
+				c, err = pc, nil
+			} else {
+				err = fmt.Errorf("%w; %w", err, perr)
 			}
-			ref := chunks[i]
-			go func() {
-				id := chunker.ID(ref.GetId())
-				c, err := n.repl.Fetch(ctx, peers, id)
-				if errors.Is(err, replica.ErrNotFound) || errors.Is(err, chunker.ErrCorrupt) {
-					if pc, perr := n.fetchFromPeers(ctx, r, id); perr == nil {
-						c, err = pc, nil
-					} else {
-						err = fmt.Errorf("%w; %w", err, perr)
-					}
-				}
-				if err == nil && c.RawSize != int(ref.GetRawSize()) {
-					err = fmt.Errorf("%w: chunk %s holds %d raw bytes, the manifest says %d", chunker.ErrCorrupt, id, c.RawSize, ref.GetRawSize())
-				}
-				slot <- fetched{c, err}
-			}()
 		}
-	}()
+		if err == nil && c.RawSize != int(ref.GetRawSize()) {
+			err = fmt.Errorf("%w: chunk %s holds %d raw bytes, the manifest says %d", chunker.ErrCorrupt, id, c.RawSize, ref.GetRawSize())
+		}
+		return c, err
+	})
 	i := start
 	for slot := range slots {
 		r := <-slot

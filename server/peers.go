@@ -90,19 +90,10 @@ func newPeerSet(n *Node) *peerSet {
 	for name, addrs := range n.cfg.Peers {
 		ps.peers = append(ps.peers, &peerCluster{name: name, configured: slices.Clone(addrs)})
 	}
-	slices.SortFunc(ps.peers, func(a, b *peerCluster) int { return cmpString(a.name, b.name) })
+	slices.SortFunc(ps.peers, func(a, b *peerCluster) int { return strings.Compare(a.name, b.name) })
 	return ps
 }
 
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
 
 func (ps *peerSet) get(name string) *peerCluster {
 	for _, p := range ps.peers {
