@@ -16,6 +16,7 @@ import (
 
 	"github.com/ddstore/ddstore/chunker"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -118,11 +119,24 @@ func (c *Client) failover(failed int, err error) {
 	}
 }
 
-// retryable reports errors worth another try on another node.
+// retryable reports errors worth another try on another node: not those
+// where the node answered that a peer cluster was unavailable.
 func retryable(err error) bool {
 	switch status.Code(err) {
-	case codes.Unavailable, codes.Aborted:
+	case codes.Unavailable:
+		return !peerUnavailable(err)
+	case codes.Aborted:
 		return true
+	}
+	return false
+}
+
+// peerUnavailable reports an Unavailable answer caused by a peer cluster.
+func peerUnavailable(err error) bool {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == "PEER_CLUSTER_UNAVAILABLE" {
+			return true
+		}
 	}
 	return false
 }

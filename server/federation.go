@@ -8,11 +8,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ddstore/ddstore/catalog"
 	"github.com/ddstore/ddstore/chunker"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/replica"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -102,17 +104,27 @@ func (n *Node) askPeers(ctx context.Context, r route, test func(*catalog.Filters
 	return false, notes
 }
 
+// ReasonPeerUnavailable marks (in a google.rpc.ErrorInfo detail) an
+// Unavailable answer whose cause is a peer cluster, not the node asked:
+// asking another node of the same cluster would not help.
+const ReasonPeerUnavailable = "PEER_CLUSTER_UNAVAILABLE"
+
 // notFound is the answer when neither this cluster nor any peer asked holds
-// name; notes say which peers could not be asked.
+// name: NotFound when every peer that may hold it answered, Unavailable
+// (naming the peers that did not) when the file may be in one of those.
 func (n *Node) notFound(name string, notes []string) error {
 	msg := fmt.Sprintf("no file named %q in cluster %s", name, n.cfg.Cluster)
-	if len(n.peers.peers) > 0 {
-		msg += " or the peer clusters that may hold it"
+	if len(notes) == 0 {
+		if len(n.peers.peers) > 0 {
+			msg += " or the peer clusters that may hold it"
+		}
+		return status.Error(codes.NotFound, msg)
 	}
-	if len(notes) > 0 {
-		msg += " (" + strings.Join(notes, "; ") + ")"
+	st := status.New(codes.Unavailable, msg+"; it may be in a peer cluster that did not answer: "+strings.Join(notes, "; "))
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonPeerUnavailable, Domain: "ddstore"}); err == nil {
+		st = d
 	}
-	return status.Error(codes.NotFound, msg)
+	return st.Err()
 }
 
 // forwardStat asks the peers that may hold name.
@@ -142,14 +154,22 @@ type peerDownload struct {
 	first *pb.DownloadResponse
 }
 
+// openPeerDownload starts a download on a peer. The manifest must arrive
+// within the peer timeout; the rest of the stream lives as long as ctx.
 func (n *Node) openPeerDownload(ctx context.Context, p *peerCluster, req *pb.DownloadRequest) (peerDownload, error) {
 	return peerStream(ctx, n.peers, p, func(cc *grpc.ClientConn) (peerDownload, error) {
-		s, err := pb.NewFilesClient(cc).Download(ctx, req)
-		if err != nil {
-			return peerDownload{}, err
+		sctx, cancel := context.WithCancel(ctx)
+		timer := time.AfterFunc(n.peers.timeout(ctx), cancel)
+		s, err := pb.NewFilesClient(cc).Download(sctx, req)
+		var first *pb.DownloadResponse
+		if err == nil {
+			first, err = s.Recv()
 		}
-		first, err := s.Recv()
+		if !timer.Stop() && ctx.Err() == nil {
+			return peerDownload{}, status.Errorf(codes.DeadlineExceeded, "no answer within %s", n.peers.timeout(ctx))
+		}
 		if err != nil {
+			cancel()
 			return peerDownload{}, err
 		}
 		if first.GetManifest() == nil {

@@ -353,6 +353,40 @@ func TestFederation(t *testing.T) {
 		}
 	})
 
+	t.Run("FiltersTravelOnlyWhenChangedAndForgetDeletes", func(t *testing.T) {
+		conn, err := grpc.NewClient("passthrough:///"+fed["A"].Addrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fc := pb.NewFederationClient(conn)
+		cur, err := fc.Filters(context.Background(), &pb.FiltersRequest{FromCluster: "test"})
+		if err != nil || len(cur.GetFilters()) == 0 {
+			t.Fatalf("first exchange: %v, %d bytes", err, len(cur.GetFilters()))
+		}
+		same, err := fc.Filters(context.Background(), &pb.FiltersRequest{FromCluster: "test", HaveVersion: cur.GetVersion()})
+		if err != nil || len(same.GetFilters()) != 0 || same.GetVersion() != cur.GetVersion() {
+			t.Fatalf("exchange at the current version sent %d bytes (version %d, %v)", len(same.GetFilters()), same.GetVersion(), err)
+		}
+		if err := ca.Delete(context.Background(), "a/march.txt"); err != nil {
+			t.Fatal(err)
+		}
+		after, err := fc.Filters(context.Background(), &pb.FiltersRequest{FromCluster: "test", HaveVersion: cur.GetVersion()})
+		if err != nil || len(after.GetFilters()) == 0 || after.GetVersion() <= cur.GetVersion() {
+			t.Fatalf("after a delete: version %d -> %d, %d bytes, %v", cur.GetVersion(), after.GetVersion(), len(after.GetFilters()), err)
+		}
+		f, err := catalog.UnmarshalFilters(after.GetFilters())
+		if err != nil || f.MayHaveName("a/march.txt") || !f.MayHaveName("a/big.bin") {
+			t.Fatalf("rebuilt filters: march %v, big %v, %v", f.MayHaveName("a/march.txt"), f.MayHaveName("a/big.bin"), err)
+		}
+		t.Logf("filters: %d bytes at version %d; unchanged: 0 bytes; after a delete: version %d, rebuilt without the name", len(cur.GetFilters()), cur.GetVersion(), after.GetVersion())
+		waitFilters(t, fed, "C")
+		sa := served(fed["A"])
+		if _, err := cc.Stat(context.Background(), "a/march.txt", 0); status.Code(err) != codes.NotFound || served(fed["A"]) != sa {
+			t.Fatalf("stat of the deleted file from C: %v; A answered %d calls", err, served(fed["A"])-sa)
+		}
+	})
+
 	t.Run("StoppedPeer", func(t *testing.T) {
 		for i := range fed["B"].Members {
 			fed["B"].StopNode(i, true)
@@ -375,7 +409,7 @@ func TestFederation(t *testing.T) {
 		}
 		t.Logf("listing with B down answered in %s: %v; note: %v", took.Round(time.Millisecond), names, listing.Unanswered[0])
 		_, err = cc.Stat(ctx, "b/jan.txt", 0)
-		if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "cluster B did not answer") {
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "cluster B did not answer") {
 			t.Fatalf("stat of B's file with B down: %v", err)
 		}
 		t.Logf("stat of B's file with B down, after %s: %v", time.Since(start).Round(time.Millisecond), err)

@@ -120,8 +120,9 @@ var ErrUnknownCluster = errors.New("unknown cluster")
 // unavailable. Each try is bounded by the node's peer timeout (and ctx).
 func (ps *peerSet) call(ctx context.Context, p *peerCluster, fn func(context.Context, *grpc.ClientConn) error) error {
 	var failed []string
+	timeout := ps.timeout(ctx)
 	for _, addr := range p.addrs() {
-		cctx, cancel := context.WithTimeout(ctx, ps.n.cfg.PeerTimeout)
+		cctx, cancel := context.WithTimeout(ctx, timeout)
 		err := fn(cctx, ps.n.conns.Get(addr))
 		cancel()
 		if err == nil {
@@ -135,7 +136,7 @@ func (ps *peerSet) call(ctx context.Context, p *peerCluster, fn func(context.Con
 		}
 		failed = append(failed, fmt.Sprintf("%s: %s", addr, status.Convert(err).Message()))
 	}
-	err := status.Errorf(codes.Unavailable, "no address of cluster %s answered within %s (%s)", p.name, ps.n.cfg.PeerTimeout, strings.Join(failed, "; "))
+	err := status.Errorf(codes.Unavailable, "no address of cluster %s answered within %s (%s)", p.name, timeout.Round(time.Millisecond), strings.Join(failed, "; "))
 	if len(failed) == 0 {
 		err = status.Errorf(codes.Unavailable, "cluster %s: no address to reach it", p.name)
 	}
@@ -143,6 +144,17 @@ func (ps *peerSet) call(ctx context.Context, p *peerCluster, fn func(context.Con
 	p.lastErr = err
 	p.mu.Unlock()
 	return err
+}
+
+// timeout bounds one try at a peer: the peer timeout, or less when the
+// caller's own deadline is nearer, so that the answer (with a note of the
+// peer that did not answer) still reaches the caller in time.
+func (ps *peerSet) timeout(ctx context.Context) time.Duration {
+	t := ps.n.cfg.PeerTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		t = min(t, time.Until(dl)*3/4)
+	}
+	return max(t, time.Millisecond)
 }
 
 // stream opens a stream on the peer with open, trying its addresses in turn

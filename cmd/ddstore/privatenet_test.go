@@ -22,7 +22,8 @@ import (
 
 // TestPrivateNetworkGateways: cluster P's three nodes sit in network
 // namespaces on a private network that the host cannot reach; two of them
-// are gateways with a public address. Cluster A runs on the host's loopback
+// are gateways with a public address. P keeps two copies of each chunk, so
+// a gateway streams some chunks from the other nodes that hold them. Cluster A runs on the host's loopback
 // with P as its peer. A client outside stores into P through A, downloads
 // P's files through A and through P's gateways, also after P's leader is
 // killed; with P hung, A's listings answer in time and name P.
@@ -51,7 +52,7 @@ func TestPrivateNetworkGateways(t *testing.T) {
 		id := fmt.Sprintf("p%d", i+1)
 		internal := pn.Internal[i]
 		args := []string{"server", "--id", id, "--cluster", "P", "--listen", internal + ":7400", "--raft-addr", internal + ":7401",
-			"--data-dir", filepath.Join(dir, id), "--replicas", "3", "--cache-size", "0", "--shutdown-grace", "1s"}
+			"--data-dir", filepath.Join(dir, id), "--replicas", "2", "--cache-size", "0", "--shutdown-grace", "1s"}
 		if i == 0 {
 			args = append(args, "--bootstrap")
 		} else {
@@ -117,7 +118,9 @@ func TestPrivateNetworkGateways(t *testing.T) {
 	if r := run(t, "--addr", viaA, "put", "--cluster", "P", "--date", "2026-02-03", small, "p/via-a.txt"); r.code != 0 {
 		t.Fatalf("put --cluster P through A: %s", r.stderr)
 	}
-	if r := run(t, "--addr", viaA, "put", "--date", "2026-02-04", small, "a/own.txt"); r.code != 0 {
+	own := filepath.Join(dir, "own.txt")
+	os.WriteFile(own, []byte("a file of cluster A"), 0o644)
+	if r := run(t, "--addr", viaA, "put", "--date", "2026-02-04", own, "a/own.txt"); r.code != 0 {
 		t.Fatalf("put into A: %s", r.stderr)
 	}
 
@@ -142,6 +145,12 @@ func TestPrivateNetworkGateways(t *testing.T) {
 	}
 	get(viaA, "p/data.bin", "through A")
 	get(viaGateways, "p/data.bin", "through P's gateways")
+	if r := run(t, "--addr", viaA, "replicate", "a/own.txt", "--to", "P"); r.code != 0 || !strings.Contains(r.stdout, "1 certainly absent there (filter), 0 checked exactly, 1 sent") {
+		t.Fatalf("replicate a/own.txt --to P through A: %s %s", r.stdout, r.stderr)
+	}
+	if r := run(t, "--addr", viaGateways, "stat", "--cluster", "P", "a/own.txt"); r.code != 0 || !strings.Contains(r.stdout, "cluster: P") {
+		t.Fatalf("P does not hold the replicated file: %s %s", r.stdout, r.stderr)
+	}
 
 	var st struct {
 		Cluster string
@@ -177,6 +186,10 @@ func TestPrivateNetworkGateways(t *testing.T) {
 	if r := run(t, "--addr", viaA, "stat", "p/via-a.txt"); r.code != 0 || !strings.Contains(r.stdout, "cluster: P") {
 		t.Fatalf("stat through A after the leader change: %s %s", r.stdout, r.stderr)
 	}
+	// Writes still reach P's (new) leader through the gateway that is left.
+	if r := run(t, "--addr", viaGateways, "put", "--date", "2026-02-05", small, "p/after.txt"); r.code != 0 {
+		t.Fatalf("put through P's gateways after the leader change: %s", r.stderr)
+	}
 
 	// P hangs (every process stopped): A answers listings within its peer
 	// timeout, with its own files and a note naming P.
@@ -185,7 +198,16 @@ func TestPrivateNetworkGateways(t *testing.T) {
 			p.Process.Signal(syscall.SIGSTOP)
 		}
 	}
+	// A lookup of P's file (P's filter says maybe) with a deadline shorter
+	// than the peer timeout is answered before the caller's deadline, naming
+	// P as the cluster that did not answer.
 	start := time.Now()
+	r = run(t, "--addr", viaA, "--timeout", "1s", "stat", "p/data.bin")
+	if took := time.Since(start); r.code != 1 || took > 2*time.Second || !strings.Contains(r.stderr, "cluster P did not answer") {
+		t.Fatalf("stat through A with P hung: exit %d after %s: %s", r.code, took, r.stderr)
+	}
+	t.Logf("stat through A with P hung, --timeout 1s: exit 1 after %s: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(r.stderr))
+	start = time.Now()
 	r = run(t, "--addr", viaA, "ls", "--from", "2026-02-01", "--to", "2026-02-28")
 	took := time.Since(start)
 	if r.code != 0 || !strings.Contains(r.stdout, "a/own.txt") || !strings.Contains(r.stderr, "cluster P did not answer") {
