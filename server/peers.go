@@ -94,7 +94,6 @@ func newPeerSet(n *Node) *peerSet {
 	return ps
 }
 
-
 func (ps *peerSet) get(name string) *peerCluster {
 	for _, p := range ps.peers {
 		if p.name == name {
