@@ -34,7 +34,7 @@ func (s *federationService) Filters(ctx context.Context, req *pb.FiltersRequest)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "encode filters: %v", err)
 	}
-	resp := &pb.FiltersResponse{Cluster: n.cfg.Cluster, Version: version, FpRate: n.cfg.FilterFPRate}
+	resp := &pb.FiltersResponse{Cluster: n.cfg.Cluster, Version: version, FpRate: n.cfg.FilterFPRate, Beyond: n.peers.beyondFor(req)}
 	if req.GetHaveVersion() == 0 || req.GetHaveVersion() != version {
 		resp.Filters = data
 	}
@@ -81,7 +81,7 @@ func (n *Node) askPeers(ctx context.Context, r route, test func(*catalog.Filters
 		n.peers.lookups.Add(1)
 	}
 	for _, p := range cands {
-		if !n.peers.ignore.Load() && !p.mayHave(test) {
+		if !n.peers.ignore.Load() && !p.mayHave(test, n.askedElsewhere(r)) {
 			n.peers.filterSkips.Add(1)
 			continue
 		}
@@ -108,6 +108,15 @@ func (n *Node) askPeers(ctx context.Context, r route, test func(*catalog.Filters
 // Unavailable answer whose cause is a peer cluster, not the node asked:
 // asking another node of the same cluster would not help.
 const ReasonPeerUnavailable = "PEER_CLUSTER_UNAVAILABLE"
+
+// askedElsewhere reports the clusters beyond a peer that a request need not
+// reach through it: those already visited, this one, and this cluster's own
+// peers (asked directly, or ruled out by their own filters).
+func (n *Node) askedElsewhere(r route) func(string) bool {
+	return func(name string) bool {
+		return name == n.cfg.Cluster || name == r.origin || slices.Contains(r.visited, name) || n.peers.get(name) != nil
+	}
+}
 
 // notFound is the answer when neither this cluster nor any peer asked holds
 // name: NotFound when every peer that may hold it answered, Unavailable
@@ -296,7 +305,7 @@ func (n *Node) forwardList(ctx context.Context, r route, req *pb.ListRequest, lo
 	)
 	octx := n.outgoing(ctx, r)
 	for _, p := range cands {
-		if !n.peers.ignore.Load() && !p.mayHave(func(f *catalog.Filters) bool { return f.MayHaveDates(req.GetDateFrom(), req.GetDateTo()) }) {
+		if !n.peers.ignore.Load() && !p.mayHave(func(f *catalog.Filters) bool { return f.MayHaveDates(req.GetDateFrom(), req.GetDateTo()) }, n.askedElsewhere(r)) {
 			n.peers.filterSkips.Add(1)
 			continue
 		}
@@ -442,7 +451,7 @@ func (n *Node) Replicate(ctx context.Context, req *pb.ReplicateRequest) (*pb.Rep
 	resp := &pb.ReplicateResponse{Chunks: uint64(len(ids))}
 	var send, maybe []chunker.ID
 	for _, id := range ids {
-		if p.mayHave(func(f *catalog.Filters) bool { return f.MayHaveChunk(id) }) {
+		if p.mayHave(func(f *catalog.Filters) bool { return f.MayHaveChunk(id) }, func(string) bool { return true }) {
 			maybe = append(maybe, id)
 		} else {
 			send = append(send, id)

@@ -21,24 +21,37 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
 // startFederation plans clusters of three nodes named names, each listing
 // all the others as peers, and launches them.
 func startFederation(t *testing.T, names ...string) map[string]*localcluster.Cluster {
+	peers := map[string][]string{}
+	for _, name := range names {
+		for _, other := range names {
+			if other != name {
+				peers[name] = append(peers[name], other)
+			}
+		}
+	}
+	return startClusters(t, 3, names, peers)
+}
+
+// startClusters plans clusters of n nodes named names, cluster X listing the
+// clusters peers[X] as its peers, and launches them.
+func startClusters(t *testing.T, n int, names []string, peers map[string][]string) map[string]*localcluster.Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out := map[string]*localcluster.Cluster{}
 	for _, name := range names {
-		cl, err := localcluster.New(localcluster.Options{Dir: filepath.Join(t.TempDir(), name), Fast: true, Tune: func(c *server.Config) {
+		cl, err := localcluster.New(localcluster.Options{Nodes: n, Dir: filepath.Join(t.TempDir(), name), Fast: true, Tune: func(c *server.Config) {
 			c.Cluster = name
 			c.Peers = map[string][]string{}
-			for _, other := range names {
-				if other != name {
-					c.Peers[other] = out[other].Addrs()
-				}
+			for _, other := range peers[name] {
+				c.Peers[other] = out[other].Addrs()
 			}
 			c.FilterRefresh = 100 * time.Millisecond
 			c.PeerTimeout = time.Second
@@ -439,4 +452,77 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestFederationChain: A knows only B, B knows only C. A lookup asked of A
+// for C's file travels A -> B -> C and back; with a hop limit of 1 it stops
+// at B. A file of A asked of C is not found: C knows no peer.
+func TestFederationChain(t *testing.T) {
+	fed := startClusters(t, 1, []string{"A", "B", "C"}, map[string][]string{"A": {"B"}, "B": {"C"}})
+	cc := newClient(t, fed["C"].Addrs()...)
+	put(t, cc, "c/deep.bin", "2026-04-01", randomReader(5, 2<<20))
+	put(t, newClient(t, fed["A"].Addrs()...), "a/top.txt", "2026-04-02", strings.NewReader("A only"))
+	waitFilters(t, map[string]*localcluster.Cluster{"B": fed["B"], "C": fed["C"]}, "B")
+	waitFilters(t, map[string]*localcluster.Cluster{"A": fed["A"], "B": fed["B"]}, "A")
+	waitBeyond(t, fed["A"], "B", "C")
+
+	// C's filters reach A through B within two refreshes.
+	ca := newClient(t, fed["A"].Addrs()...)
+	var (
+		resp *pb.StatResponse
+		err  error
+	)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if resp, err = ca.Lookup(context.Background(), "c/deep.bin", 0); err == nil {
+			break
+		}
+	}
+	if err != nil || resp.GetCluster() != "C" {
+		t.Fatalf("lookup through A -> B -> C: %v %v", resp, err)
+	}
+	if got := download(t, ca, "c/deep.bin"); !bytes.Equal(got, hashOf(t, randomReader(5, 2<<20))) {
+		t.Fatal("download through two hops differs")
+	}
+	listing, err := ca.List(context.Background(), client.ListOptions{DateFrom: "2026-04-01", DateTo: "2026-04-30"})
+	if err != nil || len(listing.Files) != 2 {
+		t.Fatalf("listing through two hops: %v %v", listing.GetFiles(), err)
+	}
+	if _, err := cc.Stat(context.Background(), "a/top.txt", 0); status.Code(err) != codes.NotFound {
+		t.Fatalf("C found A's file without knowing A: %v", err)
+	}
+	// A request forwarded to B with no hops left is answered by B alone.
+	conn, err := grpc.NewClient("passthrough:///"+fed["B"].Addrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, tt := range []struct {
+		hops string
+		code codes.Code
+	}{{"0", codes.NotFound}, {"1", codes.OK}} {
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "ddstore-origin", "A", "ddstore-visited", "A,B", "ddstore-hops", tt.hops)
+		_, err := pb.NewFilesClient(conn).Stat(ctx, &pb.StatRequest{Name: "c/deep.bin"})
+		if status.Code(err) != tt.code {
+			t.Errorf("stat forwarded to B with %s hops left: %v, want %v", tt.hops, err, tt.code)
+		}
+	}
+}
+
+// waitBeyond waits until cl's node knows cluster far through its peer.
+func waitBeyond(t *testing.T, cl *localcluster.Cluster, peer, far string) {
+	t.Helper()
+	c := newClient(t, cl.Addrs()[0])
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := c.Status(context.Background())
+		for _, p := range st.GetPeers() {
+			if p.GetName() == peer && slices.Contains(p.GetBeyond(), far) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never learned of %s through %s: %v %v", st.GetCluster(), far, peer, st.GetPeers(), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

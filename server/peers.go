@@ -1,6 +1,7 @@
 package server
 
 import (
+	"maps"
 	"context"
 	"errors"
 	"fmt"
@@ -28,7 +29,9 @@ type peerCluster struct {
 	leaderID   string
 	leaderAddr string
 	filters    *catalog.Filters
-	fetched    time.Time // when filters arrived (or were confirmed current)
+	raw        []byte                 // filters as they arrived, to pass on to other peers
+	beyond     map[string]*farCluster // clusters reached through this one
+	fetched    time.Time              // when filters arrived (or were confirmed current)
 	lastOK     time.Time
 	lastErr    error
 	cur        string // address that answered last
@@ -50,13 +53,30 @@ func (p *peerCluster) addrs() []string {
 	return out
 }
 
-// mayHave reports whether the peer's filters let it hold what test asks
-// about. A peer whose filters have not arrived yet may hold anything.
-func (p *peerCluster) mayHave(test func(*catalog.Filters) bool) bool {
+// farCluster is a cluster reached through a peer, and the filters the peer
+// holds of it.
+type farCluster struct {
+	version uint64
+	raw     []byte
+	filters *catalog.Filters
+	hops    uint32 // clusters between the peer and it
+}
+
+// mayHave reports whether the peer, or a cluster beyond it that skip does
+// not rule out, may hold what test asks about. A peer whose filters have not
+// arrived yet may hold anything.
+func (p *peerCluster) mayHave(test func(*catalog.Filters) bool, skip func(cluster string) bool) bool {
 	p.mu.Lock()
-	f := p.filters
-	p.mu.Unlock()
-	return f == nil || test(f)
+	defer p.mu.Unlock()
+	if p.filters == nil || test(p.filters) {
+		return true
+	}
+	for name, far := range p.beyond {
+		if !skip(name) && test(far.filters) {
+			return true
+		}
+	}
+	return false
 }
 
 // down returns why the peer is unreachable, if the last exchange with it
@@ -227,16 +247,19 @@ func (ps *peerSet) refreshLoop() {
 // refresh asks the peer for its filters, sending the version held here so
 // that unchanged filters do not travel again.
 func (ps *peerSet) refresh(ctx context.Context, p *peerCluster) error {
+	req := &pb.FiltersRequest{FromCluster: ps.n.cfg.Cluster, HaveBeyond: map[string]uint64{}}
 	p.mu.Lock()
-	var have uint64
 	if p.filters != nil {
-		have = p.filters.Version
+		req.HaveVersion = p.filters.Version
+	}
+	for name, far := range p.beyond {
+		req.HaveBeyond[name] = far.version
 	}
 	p.mu.Unlock()
 	var resp *pb.FiltersResponse
 	err := ps.call(ctx, p, func(ctx context.Context, cc *grpc.ClientConn) error {
 		var err error
-		resp, err = pb.NewFederationClient(cc).Filters(ctx, &pb.FiltersRequest{FromCluster: ps.n.cfg.Cluster, HaveVersion: have})
+		resp, err = pb.NewFederationClient(cc).Filters(ctx, req)
 		return err
 	})
 	var f *catalog.Filters
@@ -248,6 +271,10 @@ func (ps *peerSet) refresh(ctx context.Context, p *peerCluster) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var beyond map[string]*farCluster
+	if err == nil {
+		beyond, err = ps.beyondFrom(resp, p.beyond)
+	}
 	if err != nil {
 		p.lastErr = err
 		return err
@@ -256,12 +283,76 @@ func (ps *peerSet) refresh(ctx context.Context, p *peerCluster) error {
 	p.lastOK, p.lastErr = now, nil
 	p.leaderID, p.leaderAddr = resp.GetLeaderId(), resp.GetLeaderAddr()
 	p.learned = resp.GetGateways()
+	p.beyond = beyond
 	if f != nil {
-		p.filters, p.fetched = f, now
+		p.filters, p.raw, p.fetched = f, resp.GetFilters(), now
 	} else if p.filters != nil && p.filters.Version == resp.GetVersion() {
 		p.fetched = now
 	}
 	return nil
+}
+
+// beyondFrom reads the clusters a peer reaches, keeping the filters held
+// (old) of those it says are unchanged. This cluster itself is left out.
+func (ps *peerSet) beyondFrom(resp *pb.FiltersResponse, old map[string]*farCluster) (map[string]*farCluster, error) {
+	out := map[string]*farCluster{}
+	for _, b := range resp.GetBeyond() {
+		if b.GetCluster() == ps.n.cfg.Cluster {
+			continue
+		}
+		far := &farCluster{version: b.GetVersion(), hops: b.GetHops(), raw: b.GetFilters()}
+		if len(b.GetFilters()) == 0 {
+			prev := old[b.GetCluster()]
+			if prev == nil || prev.version != b.GetVersion() {
+				continue // not sent, not held: asked again next time
+			}
+			far.raw, far.filters = prev.raw, prev.filters
+		} else {
+			f, err := catalog.UnmarshalFilters(b.GetFilters())
+			if err != nil {
+				return nil, fmt.Errorf("cluster %s, filters of %s beyond it: %w", resp.GetCluster(), b.GetCluster(), err)
+			}
+			far.filters = f
+		}
+		out[b.GetCluster()] = far
+	}
+	return out, nil
+}
+
+// beyond lists, for a peer that asks, the filters this node holds of the
+// clusters beyond this one: its peers (hops 1) and what they reach, as far
+// as the hop limit lets a request travel. Filters the asker holds at the
+// same version are not sent again.
+func (ps *peerSet) beyondFor(req *pb.FiltersRequest) []*pb.BeyondFilters {
+	best := map[string]*pb.BeyondFilters{}
+	add := func(name string, version uint64, raw []byte, hops uint32) {
+		if name == req.GetFromCluster() || name == ps.n.cfg.Cluster || raw == nil || int(hops) >= ps.n.cfg.HopLimit {
+			return
+		}
+		if cur := best[name]; cur != nil && cur.Hops <= hops {
+			return
+		}
+		b := &pb.BeyondFilters{Cluster: name, Version: version, Hops: hops}
+		if have, ok := req.GetHaveBeyond()[name]; !ok || have != version {
+			b.Filters = raw
+		}
+		best[name] = b
+	}
+	for _, p := range ps.peers {
+		p.mu.Lock()
+		if p.filters != nil {
+			add(p.name, p.filters.Version, p.raw, 1)
+		}
+		for name, far := range p.beyond {
+			add(name, far.version, far.raw, far.hops+1)
+		}
+		p.mu.Unlock()
+	}
+	out := make([]*pb.BeyondFilters, 0, len(best))
+	for _, name := range slices.Sorted(maps.Keys(best)) {
+		out = append(out, best[name])
+	}
+	return out
 }
 
 // status reports every peer as this node knows it.
@@ -284,6 +375,7 @@ func (ps *peerSet) status() []*pb.PeerClusterStatus {
 		if p.filters != nil {
 			st.FilterVersion, st.FilterFpRate = p.filters.Version, p.filters.FPRate
 		}
+		st.Beyond = slices.Sorted(maps.Keys(p.beyond))
 		if p.lastErr != nil {
 			st.Error = status.Convert(p.lastErr).Message()
 		}

@@ -2008,6 +2008,7 @@ type PeerClusterStatus struct {
 	FilterFpRate  float64                `protobuf:"fixed64,8,opt,name=filter_fp_rate,json=filterFpRate,proto3" json:"filter_fp_rate,omitempty"`
 	Error         string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`                                          // why the last exchange failed
 	LastContactMs int64                  `protobuf:"varint,10,opt,name=last_contact_ms,json=lastContactMs,proto3" json:"last_contact_ms,omitempty"` // since the last successful exchange; -1: never
+	Beyond        []string               `protobuf:"bytes,11,rep,name=beyond,proto3" json:"beyond,omitempty"`                                       // clusters reached through this one
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2110,6 +2111,13 @@ func (x *PeerClusterStatus) GetLastContactMs() int64 {
 		return x.LastContactMs
 	}
 	return 0
+}
+
+func (x *PeerClusterStatus) GetBeyond() []string {
+	if x != nil {
+		return x.Beyond
+	}
+	return nil
 }
 
 type JoinRequest struct {
@@ -2697,9 +2705,11 @@ func (x *RepairResponse) GetLost() uint64 {
 }
 
 type FiltersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FromCluster   string                 `protobuf:"bytes,1,opt,name=from_cluster,json=fromCluster,proto3" json:"from_cluster,omitempty"`
-	HaveVersion   uint64                 `protobuf:"varint,2,opt,name=have_version,json=haveVersion,proto3" json:"have_version,omitempty"` // the version the caller holds; 0: none
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	FromCluster string                 `protobuf:"bytes,1,opt,name=from_cluster,json=fromCluster,proto3" json:"from_cluster,omitempty"`
+	HaveVersion uint64                 `protobuf:"varint,2,opt,name=have_version,json=haveVersion,proto3" json:"have_version,omitempty"` // the version the caller holds; 0: none
+	// versions of the clusters beyond this one the caller holds filters of
+	HaveBeyond    map[string]uint64 `protobuf:"bytes,3,rep,name=have_beyond,json=haveBeyond,proto3" json:"have_beyond,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2748,22 +2758,104 @@ func (x *FiltersRequest) GetHaveVersion() uint64 {
 	return 0
 }
 
-type FiltersResponse struct {
+func (x *FiltersRequest) GetHaveBeyond() map[string]uint64 {
+	if x != nil {
+		return x.HaveBeyond
+	}
+	return nil
+}
+
+// BeyondFilters are the filters of a cluster reached through the one that
+// answers: its peer, or a peer's peer (hops counts the clusters between).
+// A caller that holds none for a cluster asks the answering cluster for what
+// the other may hold.
+type BeyondFilters struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"` // catalog index of the last change to the files
-	Filters       []byte                 `protobuf:"bytes,3,opt,name=filters,proto3" json:"filters,omitempty"`  // encoded filters; empty when have_version is current
-	FpRate        float64                `protobuf:"fixed64,4,opt,name=fp_rate,json=fpRate,proto3" json:"fp_rate,omitempty"`
-	LeaderId      string                 `protobuf:"bytes,5,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	LeaderAddr    string                 `protobuf:"bytes,6,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"` // the leader's public address
-	Gateways      []string               `protobuf:"bytes,7,rep,name=gateways,proto3" json:"gateways,omitempty"`                       // public addresses of the cluster's nodes
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Filters       []byte                 `protobuf:"bytes,3,opt,name=filters,proto3" json:"filters,omitempty"` // empty when have_beyond holds this version
+	Hops          uint32                 `protobuf:"varint,4,opt,name=hops,proto3" json:"hops,omitempty"`      // 1: a peer of the answering cluster
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeyondFilters) Reset() {
+	*x = BeyondFilters{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeyondFilters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeyondFilters) ProtoMessage() {}
+
+func (x *BeyondFilters) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeyondFilters.ProtoReflect.Descriptor instead.
+func (*BeyondFilters) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *BeyondFilters) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *BeyondFilters) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *BeyondFilters) GetFilters() []byte {
+	if x != nil {
+		return x.Filters
+	}
+	return nil
+}
+
+func (x *BeyondFilters) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type FiltersResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Cluster    string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Version    uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"` // catalog index of the last change to the files
+	Filters    []byte                 `protobuf:"bytes,3,opt,name=filters,proto3" json:"filters,omitempty"`  // encoded filters; empty when have_version is current
+	FpRate     float64                `protobuf:"fixed64,4,opt,name=fp_rate,json=fpRate,proto3" json:"fp_rate,omitempty"`
+	LeaderId   string                 `protobuf:"bytes,5,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	LeaderAddr string                 `protobuf:"bytes,6,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"` // the leader's public address
+	Gateways   []string               `protobuf:"bytes,7,rep,name=gateways,proto3" json:"gateways,omitempty"`                       // public addresses of the cluster's nodes
+	// the filters this cluster holds of clusters beyond it (not the caller's),
+	// as far as the hop limit reaches
+	Beyond        []*BeyondFilters `protobuf:"bytes,8,rep,name=beyond,proto3" json:"beyond,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FiltersResponse) Reset() {
 	*x = FiltersResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2775,7 +2867,7 @@ func (x *FiltersResponse) String() string {
 func (*FiltersResponse) ProtoMessage() {}
 
 func (x *FiltersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2788,7 +2880,7 @@ func (x *FiltersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiltersResponse.ProtoReflect.Descriptor instead.
 func (*FiltersResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *FiltersResponse) GetCluster() string {
@@ -2840,6 +2932,13 @@ func (x *FiltersResponse) GetGateways() []string {
 	return nil
 }
 
+func (x *FiltersResponse) GetBeyond() []*BeyondFilters {
+	if x != nil {
+		return x.Beyond
+	}
+	return nil
+}
+
 type ProposeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Command       []byte                 `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"` // an encoded Command
@@ -2849,7 +2948,7 @@ type ProposeRequest struct {
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +2960,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +2973,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ProposeRequest) GetCommand() []byte {
@@ -2893,7 +2992,7 @@ type ProposeResponse struct {
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2905,7 +3004,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2918,7 +3017,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ProposeResponse) GetManifest() *FileManifest {
@@ -2936,7 +3035,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2948,7 +3047,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2961,7 +3060,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
 }
 
 type ReadIndexResponse struct {
@@ -2973,7 +3072,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2985,7 +3084,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2998,7 +3097,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -3017,7 +3116,7 @@ type HasChunksRequest struct {
 
 func (x *HasChunksRequest) Reset() {
 	*x = HasChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3128,7 @@ func (x *HasChunksRequest) String() string {
 func (*HasChunksRequest) ProtoMessage() {}
 
 func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3141,7 @@ func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksRequest.ProtoReflect.Descriptor instead.
 func (*HasChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *HasChunksRequest) GetIds() [][]byte {
@@ -3061,7 +3160,7 @@ type HasChunksResponse struct {
 
 func (x *HasChunksResponse) Reset() {
 	*x = HasChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3073,7 +3172,7 @@ func (x *HasChunksResponse) String() string {
 func (*HasChunksResponse) ProtoMessage() {}
 
 func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3086,7 +3185,7 @@ func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksResponse.ProtoReflect.Descriptor instead.
 func (*HasChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *HasChunksResponse) GetHas() []bool {
@@ -3105,7 +3204,7 @@ type PutChunksRequest struct {
 
 func (x *PutChunksRequest) Reset() {
 	*x = PutChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3117,7 +3216,7 @@ func (x *PutChunksRequest) String() string {
 func (*PutChunksRequest) ProtoMessage() {}
 
 func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3130,7 +3229,7 @@ func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksRequest.ProtoReflect.Descriptor instead.
 func (*PutChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PutChunksRequest) GetChunk() *Chunk {
@@ -3150,7 +3249,7 @@ type PutChunksResponse struct {
 
 func (x *PutChunksResponse) Reset() {
 	*x = PutChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3162,7 +3261,7 @@ func (x *PutChunksResponse) String() string {
 func (*PutChunksResponse) ProtoMessage() {}
 
 func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3175,7 +3274,7 @@ func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksResponse.ProtoReflect.Descriptor instead.
 func (*PutChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PutChunksResponse) GetId() []byte {
@@ -3201,7 +3300,7 @@ type GetChunkRequest struct {
 
 func (x *GetChunkRequest) Reset() {
 	*x = GetChunkRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3213,7 +3312,7 @@ func (x *GetChunkRequest) String() string {
 func (*GetChunkRequest) ProtoMessage() {}
 
 func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3226,7 +3325,7 @@ func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkRequest.ProtoReflect.Descriptor instead.
 func (*GetChunkRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetChunkRequest) GetId() []byte {
@@ -3245,7 +3344,7 @@ type GetChunkResponse struct {
 
 func (x *GetChunkResponse) Reset() {
 	*x = GetChunkResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3257,7 +3356,7 @@ func (x *GetChunkResponse) String() string {
 func (*GetChunkResponse) ProtoMessage() {}
 
 func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3270,7 +3369,7 @@ func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkResponse.ProtoReflect.Descriptor instead.
 func (*GetChunkResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetChunkResponse) GetChunk() *Chunk {
@@ -3288,7 +3387,7 @@ type LocalStatusRequest struct {
 
 func (x *LocalStatusRequest) Reset() {
 	*x = LocalStatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3300,7 +3399,7 @@ func (x *LocalStatusRequest) String() string {
 func (*LocalStatusRequest) ProtoMessage() {}
 
 func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3313,7 +3412,7 @@ func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalStatusRequest.ProtoReflect.Descriptor instead.
 func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
 }
 
 // Command is one entry of the Raft log. Apply is a pure function of the
@@ -3335,7 +3434,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3347,7 +3446,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3360,7 +3459,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -3476,7 +3575,7 @@ type CollectChunks struct {
 
 func (x *CollectChunks) Reset() {
 	*x = CollectChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3488,7 +3587,7 @@ func (x *CollectChunks) String() string {
 func (*CollectChunks) ProtoMessage() {}
 
 func (x *CollectChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3501,7 +3600,7 @@ func (x *CollectChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectChunks.ProtoReflect.Descriptor instead.
 func (*CollectChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CollectChunks) GetIds() [][]byte {
@@ -3521,7 +3620,7 @@ type ForgetChunks struct {
 
 func (x *ForgetChunks) Reset() {
 	*x = ForgetChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3533,7 +3632,7 @@ func (x *ForgetChunks) String() string {
 func (*ForgetChunks) ProtoMessage() {}
 
 func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3546,7 +3645,7 @@ func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetChunks.ProtoReflect.Descriptor instead.
 func (*ForgetChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{55}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ForgetChunks) GetIds() [][]byte {
@@ -3566,7 +3665,7 @@ type PutFile struct {
 
 func (x *PutFile) Reset() {
 	*x = PutFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3578,7 +3677,7 @@ func (x *PutFile) String() string {
 func (*PutFile) ProtoMessage() {}
 
 func (x *PutFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3591,7 +3690,7 @@ func (x *PutFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFile.ProtoReflect.Descriptor instead.
 func (*PutFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{56}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *PutFile) GetManifest() *FileManifest {
@@ -3617,7 +3716,7 @@ type DeleteFile struct {
 
 func (x *DeleteFile) Reset() {
 	*x = DeleteFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3629,7 +3728,7 @@ func (x *DeleteFile) String() string {
 func (*DeleteFile) ProtoMessage() {}
 
 func (x *DeleteFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3642,7 +3741,7 @@ func (x *DeleteFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFile.ProtoReflect.Descriptor instead.
 func (*DeleteFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DeleteFile) GetName() string {
@@ -3664,7 +3763,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3676,7 +3775,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3689,7 +3788,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -3729,7 +3828,7 @@ type SetNode struct {
 
 func (x *SetNode) Reset() {
 	*x = SetNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3741,7 +3840,7 @@ func (x *SetNode) String() string {
 func (*SetNode) ProtoMessage() {}
 
 func (x *SetNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3754,7 +3853,7 @@ func (x *SetNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNode.ProtoReflect.Descriptor instead.
 func (*SetNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *SetNode) GetNode() *NodeInfo {
@@ -3773,7 +3872,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3785,7 +3884,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3798,7 +3897,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RemoveNode) GetId() string {
@@ -3820,7 +3919,7 @@ type CatalogSnapshot struct {
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3832,7 +3931,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3845,7 +3944,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CatalogSnapshot) GetFiles() []*FileManifest {
@@ -4032,7 +4131,7 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x05files\x18\x05 \x01(\x04R\x05files\x12\x14\n" +
 	"\x05bytes\x18\x06 \x01(\x04R\x05bytes\x12\x18\n" +
 	"\acluster\x18\a \x01(\tR\acluster\x123\n" +
-	"\x05peers\x18\b \x03(\v2\x1d.ddstore.v1.PeerClusterStatusR\x05peers\"\xc8\x02\n" +
+	"\x05peers\x18\b \x03(\v2\x1d.ddstore.v1.PeerClusterStatusR\x05peers\"\xe0\x02\n" +
 	"\x11PeerClusterStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05addrs\x18\x02 \x03(\tR\x05addrs\x12\x1c\n" +
@@ -4045,7 +4144,8 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x0efilter_fp_rate\x18\b \x01(\x01R\ffilterFpRate\x12\x14\n" +
 	"\x05error\x18\t \x01(\tR\x05error\x12&\n" +
 	"\x0flast_contact_ms\x18\n" +
-	" \x01(\x03R\rlastContactMs\"U\n" +
+	" \x01(\x03R\rlastContactMs\x12\x16\n" +
+	"\x06beyond\x18\v \x03(\tR\x06beyond\"U\n" +
 	"\vJoinRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
@@ -4077,10 +4177,20 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x10under_replicated\x18\x02 \x01(\x04R\x0funderReplicated\x12\x1f\n" +
 	"\vcopies_made\x18\x03 \x01(\x04R\n" +
 	"copiesMade\x12\x12\n" +
-	"\x04lost\x18\x04 \x01(\x04R\x04lost\"V\n" +
+	"\x04lost\x18\x04 \x01(\x04R\x04lost\"\xe2\x01\n" +
 	"\x0eFiltersRequest\x12!\n" +
 	"\ffrom_cluster\x18\x01 \x01(\tR\vfromCluster\x12!\n" +
-	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\xd2\x01\n" +
+	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\x12K\n" +
+	"\vhave_beyond\x18\x03 \x03(\v2*.ddstore.v1.FiltersRequest.HaveBeyondEntryR\n" +
+	"haveBeyond\x1a=\n" +
+	"\x0fHaveBeyondEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"q\n" +
+	"\rBeyondFilters\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x18\n" +
+	"\afilters\x18\x03 \x01(\fR\afilters\x12\x12\n" +
+	"\x04hops\x18\x04 \x01(\rR\x04hops\"\x85\x02\n" +
 	"\x0fFiltersResponse\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x18\n" +
@@ -4089,7 +4199,8 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\tleader_id\x18\x05 \x01(\tR\bleaderId\x12\x1f\n" +
 	"\vleader_addr\x18\x06 \x01(\tR\n" +
 	"leaderAddr\x12\x1a\n" +
-	"\bgateways\x18\a \x03(\tR\bgateways\"*\n" +
+	"\bgateways\x18\a \x03(\tR\bgateways\x121\n" +
+	"\x06beyond\x18\b \x03(\v2\x19.ddstore.v1.BeyondFiltersR\x06beyond\"*\n" +
 	"\x0eProposeRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"G\n" +
 	"\x0fProposeResponse\x124\n" +
@@ -4198,7 +4309,7 @@ func file_ddstore_v1_ddstore_proto_rawDescGZIP() []byte {
 }
 
 var file_ddstore_v1_ddstore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(Codec)(0),                    // 0: ddstore.v1.Codec
 	(Consistency)(0),              // 1: ddstore.v1.Consistency
@@ -4243,33 +4354,35 @@ var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(*RepairRequest)(nil),         // 40: ddstore.v1.RepairRequest
 	(*RepairResponse)(nil),        // 41: ddstore.v1.RepairResponse
 	(*FiltersRequest)(nil),        // 42: ddstore.v1.FiltersRequest
-	(*FiltersResponse)(nil),       // 43: ddstore.v1.FiltersResponse
-	(*ProposeRequest)(nil),        // 44: ddstore.v1.ProposeRequest
-	(*ProposeResponse)(nil),       // 45: ddstore.v1.ProposeResponse
-	(*ReadIndexRequest)(nil),      // 46: ddstore.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 47: ddstore.v1.ReadIndexResponse
-	(*HasChunksRequest)(nil),      // 48: ddstore.v1.HasChunksRequest
-	(*HasChunksResponse)(nil),     // 49: ddstore.v1.HasChunksResponse
-	(*PutChunksRequest)(nil),      // 50: ddstore.v1.PutChunksRequest
-	(*PutChunksResponse)(nil),     // 51: ddstore.v1.PutChunksResponse
-	(*GetChunkRequest)(nil),       // 52: ddstore.v1.GetChunkRequest
-	(*GetChunkResponse)(nil),      // 53: ddstore.v1.GetChunkResponse
-	(*LocalStatusRequest)(nil),    // 54: ddstore.v1.LocalStatusRequest
-	(*Command)(nil),               // 55: ddstore.v1.Command
-	(*CollectChunks)(nil),         // 56: ddstore.v1.CollectChunks
-	(*ForgetChunks)(nil),          // 57: ddstore.v1.ForgetChunks
-	(*PutFile)(nil),               // 58: ddstore.v1.PutFile
-	(*DeleteFile)(nil),            // 59: ddstore.v1.DeleteFile
-	(*NodeInfo)(nil),              // 60: ddstore.v1.NodeInfo
-	(*SetNode)(nil),               // 61: ddstore.v1.SetNode
-	(*RemoveNode)(nil),            // 62: ddstore.v1.RemoveNode
-	(*CatalogSnapshot)(nil),       // 63: ddstore.v1.CatalogSnapshot
-	nil,                           // 64: ddstore.v1.FileManifest.MetadataEntry
+	(*BeyondFilters)(nil),         // 43: ddstore.v1.BeyondFilters
+	(*FiltersResponse)(nil),       // 44: ddstore.v1.FiltersResponse
+	(*ProposeRequest)(nil),        // 45: ddstore.v1.ProposeRequest
+	(*ProposeResponse)(nil),       // 46: ddstore.v1.ProposeResponse
+	(*ReadIndexRequest)(nil),      // 47: ddstore.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 48: ddstore.v1.ReadIndexResponse
+	(*HasChunksRequest)(nil),      // 49: ddstore.v1.HasChunksRequest
+	(*HasChunksResponse)(nil),     // 50: ddstore.v1.HasChunksResponse
+	(*PutChunksRequest)(nil),      // 51: ddstore.v1.PutChunksRequest
+	(*PutChunksResponse)(nil),     // 52: ddstore.v1.PutChunksResponse
+	(*GetChunkRequest)(nil),       // 53: ddstore.v1.GetChunkRequest
+	(*GetChunkResponse)(nil),      // 54: ddstore.v1.GetChunkResponse
+	(*LocalStatusRequest)(nil),    // 55: ddstore.v1.LocalStatusRequest
+	(*Command)(nil),               // 56: ddstore.v1.Command
+	(*CollectChunks)(nil),         // 57: ddstore.v1.CollectChunks
+	(*ForgetChunks)(nil),          // 58: ddstore.v1.ForgetChunks
+	(*PutFile)(nil),               // 59: ddstore.v1.PutFile
+	(*DeleteFile)(nil),            // 60: ddstore.v1.DeleteFile
+	(*NodeInfo)(nil),              // 61: ddstore.v1.NodeInfo
+	(*SetNode)(nil),               // 62: ddstore.v1.SetNode
+	(*RemoveNode)(nil),            // 63: ddstore.v1.RemoveNode
+	(*CatalogSnapshot)(nil),       // 64: ddstore.v1.CatalogSnapshot
+	nil,                           // 65: ddstore.v1.FileManifest.MetadataEntry
+	nil,                           // 66: ddstore.v1.FiltersRequest.HaveBeyondEntry
 }
 var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	0,  // 0: ddstore.v1.Chunk.codec:type_name -> ddstore.v1.Codec
 	3,  // 1: ddstore.v1.FileManifest.chunks:type_name -> ddstore.v1.ChunkRef
-	64, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
+	65, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
 	2,  // 3: ddstore.v1.UploadRequest.chunk:type_name -> ddstore.v1.Chunk
 	4,  // 4: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
 	4,  // 5: ddstore.v1.CommitResponse.manifest:type_name -> ddstore.v1.FileManifest
@@ -4287,70 +4400,72 @@ var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	25, // 17: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
 	24, // 18: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
 	29, // 19: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
-	4,  // 20: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
-	2,  // 21: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
-	2,  // 22: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
-	58, // 23: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
-	59, // 24: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
-	61, // 25: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
-	62, // 26: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
-	56, // 27: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
-	57, // 28: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
-	4,  // 29: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
-	60, // 30: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
-	4,  // 31: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
-	60, // 32: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
-	5,  // 33: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
-	7,  // 34: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
-	9,  // 35: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
-	11, // 36: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
-	13, // 37: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
-	15, // 38: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
-	19, // 39: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
-	23, // 40: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
-	30, // 41: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
-	32, // 42: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
-	38, // 43: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
-	40, // 44: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
-	21, // 45: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
-	44, // 46: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
-	46, // 47: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
-	48, // 48: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
-	50, // 49: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
-	52, // 50: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	54, // 51: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
-	34, // 52: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
-	36, // 53: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
-	42, // 54: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
-	52, // 55: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	6,  // 56: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
-	8,  // 57: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
-	10, // 58: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
-	12, // 59: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
-	14, // 60: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
-	17, // 61: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
-	20, // 62: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
-	28, // 63: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
-	31, // 64: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
-	33, // 65: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
-	39, // 66: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
-	41, // 67: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
-	22, // 68: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
-	45, // 69: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
-	47, // 70: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
-	49, // 71: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
-	51, // 72: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
-	53, // 73: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	24, // 74: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
-	35, // 75: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
-	37, // 76: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
-	43, // 77: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
-	53, // 78: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	56, // [56:79] is the sub-list for method output_type
-	33, // [33:56] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	66, // 20: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
+	43, // 21: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
+	4,  // 22: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
+	2,  // 23: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
+	2,  // 24: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
+	59, // 25: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
+	60, // 26: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
+	62, // 27: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
+	63, // 28: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
+	57, // 29: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
+	58, // 30: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
+	4,  // 31: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
+	61, // 32: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
+	4,  // 33: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
+	61, // 34: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
+	5,  // 35: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
+	7,  // 36: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
+	9,  // 37: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
+	11, // 38: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
+	13, // 39: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
+	15, // 40: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
+	19, // 41: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
+	23, // 42: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
+	30, // 43: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
+	32, // 44: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
+	38, // 45: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
+	40, // 46: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
+	21, // 47: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
+	45, // 48: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
+	47, // 49: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
+	49, // 50: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
+	51, // 51: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
+	53, // 52: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	55, // 53: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
+	34, // 54: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
+	36, // 55: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
+	42, // 56: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
+	53, // 57: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	6,  // 58: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
+	8,  // 59: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
+	10, // 60: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
+	12, // 61: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
+	14, // 62: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
+	17, // 63: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
+	20, // 64: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
+	28, // 65: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
+	31, // 66: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
+	33, // 67: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
+	39, // 68: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
+	41, // 69: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
+	22, // 70: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
+	46, // 71: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
+	48, // 72: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
+	50, // 73: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
+	52, // 74: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
+	54, // 75: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	24, // 76: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
+	35, // 77: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
+	37, // 78: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
+	44, // 79: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
+	54, // 80: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	58, // [58:81] is the sub-list for method output_type
+	35, // [35:58] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_ddstore_v1_ddstore_proto_init() }
@@ -4358,7 +4473,7 @@ func file_ddstore_v1_ddstore_proto_init() {
 	if File_ddstore_v1_ddstore_proto != nil {
 		return
 	}
-	file_ddstore_v1_ddstore_proto_msgTypes[53].OneofWrappers = []any{
+	file_ddstore_v1_ddstore_proto_msgTypes[54].OneofWrappers = []any{
 		(*Command_PutFile)(nil),
 		(*Command_DeleteFile)(nil),
 		(*Command_SetNode)(nil),
@@ -4372,7 +4487,7 @@ func file_ddstore_v1_ddstore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ddstore_v1_ddstore_proto_rawDesc), len(file_ddstore_v1_ddstore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   63,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
