@@ -406,11 +406,14 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 			if len(st.GetPeers()) > 0 {
 				fmt.Println()
 				tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "PEER CLUSTER\tREACHABLE\tLEADER\tLEADER ADDR\tFILTER VERSION\tFILTER AGE\tLAST CONTACT\tADDRESSES\tNOTE")
+				fmt.Fprintln(tw, "PEER CLUSTER\tREACHABLE\tLEADER\tLEADER ADDR\tFILTER VERSION\tFILTER AGE\tLAST CONTACT\tBEYOND\tADDRESSES\tNOTE")
 				for _, p := range st.GetPeers() {
-					fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", p.GetName(), p.GetReachable(), orNone(p.GetLeaderId()),
+					fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", p.GetName(), p.GetReachable(), orNone(p.GetLeaderId()),
 						orNone(p.GetLeaderAddr()), p.GetFilterVersion(), age(p.GetFilterAgeMs()), age(p.GetLastContactMs()),
-						strings.Join(p.GetAddrs(), ","), p.GetError())
+						orNone(strings.Join(p.GetBeyond(), ",")), strings.Join(p.GetAddrs(), ","), p.GetError())
+				}
+				if err := tw.Flush(); err != nil {
+					return err
 				}
 			}
 			fmt.Println()

@@ -168,6 +168,9 @@ func TestPrivateNetworkGateways(t *testing.T) {
 		t.Fatalf("A's status: %v %s", err, r.stdout)
 	}
 	t.Logf("A sees peer %+v", st.Peers[0])
+	if r := run(t, "--addr", viaA, "status"); r.code != 0 || !strings.Contains(r.stdout, "PEER CLUSTER") || !strings.Contains(r.stdout, "\nP ") {
+		t.Fatalf("A's status table shows no peer P: %s %s", r.stdout, r.stderr)
+	}
 
 	// P's leader dies; a new one is elected and P's files still come
 	// through A and through the gateway that is left.

@@ -1,0 +1,37 @@
+package client
+
+import (
+	"errors"
+	"testing"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func TestRetryable(t *testing.T) {
+	peerDown, err := status.New(codes.Unavailable, "cluster B did not answer").
+		WithDetails(&errdetails.ErrorInfo{Reason: "PEER_CLUSTER_UNAVAILABLE", Domain: "ddstore"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"node unavailable", status.Error(codes.Unavailable, "connection refused"), true},
+		{"aborted pass", status.Error(codes.Aborted, "sweep aborted"), true},
+		{"peer cluster unavailable", peerDown.Err(), false},
+		{"not found", status.Error(codes.NotFound, "no file"), false},
+		{"invalid argument", status.Error(codes.InvalidArgument, "bad name"), false},
+		{"plain error", errors.New("boom"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Retryable(tt.err); got != tt.want {
+				t.Fatalf("Retryable(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
