@@ -393,64 +393,67 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 			}
 			fmt.Printf("cluster: %s  leader: %s  term: %d  replicas: %d  files: %d  bytes: %d\n",
 				st.GetCluster(), orNone(st.GetLeaderId()), st.GetTerm(), st.GetReplicas(), st.GetFiles(), st.GetBytes())
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tSTATE\tAPI\tPUBLIC\tRAFT\tTERM\tAPPLIED\tCOMMIT\tSTORE\tCHUNKS\tSTORED BYTES\tNOTE")
-			for _, n := range st.GetNodes() {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%s\n", n.GetId(), n.GetState(), n.GetApiAddr(),
-					orNone(n.GetPublicAddr()), n.GetRaftAddr(), n.GetTerm(), n.GetAppliedIndex(), n.GetCommitIndex(), n.GetStore(),
-					n.GetChunks(), n.GetStoredBytes(), n.GetError())
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if len(st.GetPeers()) > 0 {
-				fmt.Println()
-				tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "PEER CLUSTER\tREACHABLE\tLEADER\tLEADER ADDR\tFILTER VERSION\tFILTER AGE\tLAST CONTACT\tBEYOND\tADDRESSES\tNOTE")
-				for _, p := range st.GetPeers() {
-					fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", p.GetName(), p.GetReachable(), orNone(p.GetLeaderId()),
-						orNone(p.GetLeaderAddr()), p.GetFilterVersion(), age(p.GetFilterAgeMs()), age(p.GetLastContactMs()),
-						orNone(strings.Join(p.GetBeyond(), ",")), strings.Join(p.GetAddrs(), ","), p.GetError())
-				}
-				if err := tw.Flush(); err != nil {
-					return err
-				}
-			}
-			fmt.Println()
-			tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tLOOKUPS FORWARDED\tPEER CALLS\tFILTER SKIPS\tSERVED FOR PEERS")
-			for _, n := range st.GetNodes() {
-				if f := n.GetFederation(); f != nil {
-					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", n.GetId(), f.GetLookups(), f.GetPeerCalls(), f.GetFilterSkips(), f.GetServedForwarded())
-				}
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			fmt.Println()
-			tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tCACHE TIER\tHITS\tMISSES\tBYTES SERVED\tENTRIES\tEVICTIONS\tSKIPPED\tERRORS\tCORRUPT")
-			for _, n := range st.GetNodes() {
-				for _, t := range n.GetCache() {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", n.GetId(), t.GetTier(), t.GetHits(), t.GetMisses(),
-						t.GetBytesServed(), t.GetEntries(), t.GetEvictions(), t.GetSkipped(), t.GetErrors(), t.GetCorrupt())
-				}
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			fmt.Println()
-			tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tSCRUBBED\tCORRUPT FOUND\tSCRUB PASSES\tREPAIRED COPIES\tLOST\tGC DELETED")
-			for _, n := range st.GetNodes() {
-				if h := n.GetHeal(); h != nil {
-					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", n.GetId(), h.GetScrubbedChunks(), h.GetScrubCorrupt(),
-						h.GetScrubPasses(), h.GetRepairedCopies(), h.GetLostChunks(), h.GetGcDeleted())
-				}
-			}
-			return tw.Flush()
+			return printStatus(os.Stdout, st)
 		},
 	}
+}
+
+// printStatus writes a cluster's status as tables: nodes, peer clusters,
+// federation counters, cache tiers, healing.
+func printStatus(w io.Writer, st *pb.StatusResponse) error {
+	var nodes, peers, fed, cache, heal [][]any
+	for _, n := range st.GetNodes() {
+		nodes = append(nodes, []any{n.GetId(), n.GetState(), n.GetApiAddr(), orNone(n.GetPublicAddr()), n.GetRaftAddr(), n.GetTerm(),
+			n.GetAppliedIndex(), n.GetCommitIndex(), n.GetStore(), n.GetChunks(), n.GetStoredBytes(), n.GetError()})
+		if f := n.GetFederation(); f != nil {
+			fed = append(fed, []any{n.GetId(), f.GetLookups(), f.GetPeerCalls(), f.GetFilterSkips(), f.GetServedForwarded()})
+		}
+		for _, t := range n.GetCache() {
+			cache = append(cache, []any{n.GetId(), t.GetTier(), t.GetHits(), t.GetMisses(), t.GetBytesServed(), t.GetEntries(),
+				t.GetEvictions(), t.GetSkipped(), t.GetErrors(), t.GetCorrupt()})
+		}
+		if h := n.GetHeal(); h != nil {
+			heal = append(heal, []any{n.GetId(), h.GetScrubbedChunks(), h.GetScrubCorrupt(), h.GetScrubPasses(), h.GetRepairedCopies(),
+				h.GetLostChunks(), h.GetGcDeleted()})
+		}
+	}
+	for _, p := range st.GetPeers() {
+		peers = append(peers, []any{p.GetName(), p.GetReachable(), orNone(p.GetLeaderId()), orNone(p.GetLeaderAddr()), p.GetFilterVersion(),
+			age(p.GetFilterAgeMs()), age(p.GetLastContactMs()), orNone(strings.Join(p.GetBeyond(), ",")), strings.Join(p.GetAddrs(), ","), p.GetError()})
+	}
+	tables := []struct {
+		header string
+		rows   [][]any
+	}{
+		{"NODE\tSTATE\tAPI\tPUBLIC\tRAFT\tTERM\tAPPLIED\tCOMMIT\tSTORE\tCHUNKS\tSTORED BYTES\tNOTE", nodes},
+		{"PEER CLUSTER\tREACHABLE\tLEADER\tLEADER ADDR\tFILTER VERSION\tFILTER AGE\tLAST CONTACT\tBEYOND\tADDRESSES\tNOTE", peers},
+		{"NODE\tLOOKUPS FORWARDED\tPEER CALLS\tFILTER SKIPS\tSERVED FOR PEERS", fed},
+		{"NODE\tCACHE TIER\tHITS\tMISSES\tBYTES SERVED\tENTRIES\tEVICTIONS\tSKIPPED\tERRORS\tCORRUPT", cache},
+		{"NODE\tSCRUBBED\tCORRUPT FOUND\tSCRUB PASSES\tREPAIRED COPIES\tLOST\tGC DELETED", heal},
+	}
+	for i, t := range tables {
+		if len(t.rows) == 0 && i > 0 {
+			continue
+		}
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, t.header)
+		for _, row := range t.rows {
+			for j, cell := range row {
+				if j > 0 {
+					fmt.Fprint(tw, "\t")
+				}
+				fmt.Fprint(tw, cell)
+			}
+			fmt.Fprintln(tw)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func newGCCmd(g *globalFlags) *cobra.Command {
