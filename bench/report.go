@@ -191,7 +191,8 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 	}
 }
 
-// WriteFiles writes results.json and throughput.svg into dir.
+// WriteFiles writes results.json and, when the run swept file sizes,
+// throughput.svg into dir.
 func (rep *Report) WriteFiles(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -202,6 +203,9 @@ func (rep *Report) WriteFiles(dir string) error {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
 		return err
+	}
+	if rep.find("upload", Random, 0) == nil {
+		return nil // nothing to draw (e.g. --federation-only)
 	}
 	return os.WriteFile(filepath.Join(dir, "throughput.svg"), []byte(rep.SVG()), 0o644)
 }
