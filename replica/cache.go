@@ -68,6 +68,30 @@ func NewCached(s Store, codecs *chunker.Codecs, tiers ...Tier) *Cached {
 // Get reads the chunk from the first tier that holds a good copy, else from
 // the store, and fills the tiers above where it was found.
 func (c *Cached) Get(ctx context.Context, id chunker.ID) (chunker.Encoded, error) {
+	if e, i, ok := c.peek(ctx, id); ok {
+		for _, up := range c.Tiers[:i] {
+			up.Add(ctx, e)
+		}
+		return e, nil
+	}
+	e, err := c.Store.Get(ctx, id)
+	if err != nil {
+		return e, err
+	}
+	c.Keep(ctx, e)
+	return e, nil
+}
+
+// Peek returns the chunk from the first tier that holds a good copy,
+// without reading the store.
+func (c *Cached) Peek(ctx context.Context, id chunker.ID) (chunker.Encoded, bool) {
+	e, _, ok := c.peek(ctx, id)
+	return e, ok
+}
+
+// peek returns the chunk from the first tier that holds a good copy, and
+// that tier's index; corrupt entries met on the way are dropped.
+func (c *Cached) peek(ctx context.Context, id chunker.ID) (chunker.Encoded, int, bool) {
 	for i, t := range c.Tiers {
 		e, ok := t.Get(ctx, id)
 		if !ok {
@@ -78,19 +102,17 @@ func (c *Cached) Get(ctx context.Context, id chunker.ID) (chunker.Encoded, error
 			t.Remove(ctx, id)
 			continue
 		}
-		for _, up := range c.Tiers[:i] {
-			up.Add(ctx, e)
-		}
-		return e, nil
+		return e, i, true
 	}
-	e, err := c.Store.Get(ctx, id)
-	if err != nil {
-		return e, err
-	}
+	return chunker.Encoded{}, 0, false
+}
+
+// Keep caches a verified chunk in every tier without storing it: a chunk
+// of another cluster passing through.
+func (c *Cached) Keep(ctx context.Context, e chunker.Encoded) {
 	for _, t := range c.Tiers {
 		t.Add(ctx, e)
 	}
-	return e, nil
 }
 
 // Delete removes the chunk from the store and every tier.

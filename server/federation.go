@@ -64,12 +64,36 @@ func (s *federationService) GetChunk(ctx context.Context, req *pb.GetChunkReques
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "id: %v", err)
 	}
-	peers, _ := n.placement()
-	c, err := n.repl.Fetch(ctx, peers, id)
+	r, _ := n.route(ctx)
+	c, err := n.fetchChunk(ctx, r, nil, id)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.GetChunkResponse{Chunk: replica.ToWire(c)}, nil
+}
+
+// fetchChunk reads a chunk of a file: from this cluster's nodes, or, when
+// the file was found through the peer via, from that peer; failing that,
+// from any peer cluster that may hold it.
+func (n *Node) fetchChunk(ctx context.Context, r route, via *peerCluster, id chunker.ID) (chunker.Encoded, error) {
+	var (
+		c   chunker.Encoded
+		err error
+	)
+	if via == nil {
+		peers, _ := n.placement()
+		c, err = n.repl.Fetch(ctx, peers, id)
+	} else {
+		c, err = n.chunkFrom(ctx, r, via, id)
+	}
+	if err == nil || ctx.Err() != nil || !(errors.Is(err, replica.ErrNotFound) || errors.Is(err, chunker.ErrCorrupt) || via != nil) {
+		return c, err
+	}
+	pc, perr := n.fetchFromPeers(ctx, r, id)
+	if perr != nil {
+		return c, fmt.Errorf("%w; %w", err, perr)
+	}
+	return pc, nil
 }
 
 // askPeers calls ask on each candidate peer whose filters pass test, in
@@ -136,9 +160,14 @@ func (n *Node) notFound(name string, notes []string) error {
 	return st.Err()
 }
 
-// forwardStat asks the peers that may hold name.
-func (n *Node) forwardStat(ctx context.Context, r route, req *pb.StatRequest) (*pb.StatResponse, error) {
-	var resp *pb.StatResponse
+// forwardStat asks the peers that may hold name, in turn, and returns the
+// first answer and the peer that gave it (the file may be in a cluster
+// beyond it).
+func (n *Node) forwardStat(ctx context.Context, r route, req *pb.StatRequest) (*pb.StatResponse, *peerCluster, error) {
+	var (
+		resp *pb.StatResponse
+		via  *peerCluster
+	)
 	found, notes := n.askPeers(ctx, r, func(f *catalog.Filters) bool { return f.MayHaveName(req.GetName()) },
 		func(ctx context.Context, p *peerCluster) (bool, error) {
 			err := n.peers.call(ctx, p, func(ctx context.Context, cc *grpc.ClientConn) error {
@@ -146,15 +175,19 @@ func (n *Node) forwardStat(ctx context.Context, r route, req *pb.StatRequest) (*
 				resp, err = pb.NewFilesClient(cc).Stat(ctx, req)
 				return err
 			})
-			if resp != nil && resp.Cluster == "" {
+			if err == nil && resp.Cluster == "" {
 				resp.Cluster = p.name
 			}
+			via = p
 			return err == nil, err
 		})
 	if !found {
-		return nil, n.notFound(req.GetName(), notes)
+		return nil, nil, n.notFound(req.GetName(), notes)
 	}
-	return resp, nil
+	if err := catalog.ValidateManifest(resp.GetManifest()); err != nil {
+		return nil, nil, status.Errorf(codes.DataLoss, "cluster %s sent a bad manifest for %q: %v", resp.GetCluster(), req.GetName(), err)
+	}
+	return resp, via, nil
 }
 
 // peerDownload is a download stream opened on a peer and its first message.
@@ -189,22 +222,6 @@ func (n *Node) openPeerDownload(ctx context.Context, p *peerCluster, req *pb.Dow
 		}
 		return peerDownload{s, first}, nil
 	})
-}
-
-// forwardDownload streams name from the first peer that may hold it and
-// does.
-func (n *Node) forwardDownload(ctx context.Context, r route, req *pb.DownloadRequest, out pb.Files_DownloadServer) error {
-	var pd peerDownload
-	found, notes := n.askPeers(ctx, r, func(f *catalog.Filters) bool { return f.MayHaveName(req.GetName()) },
-		func(ctx context.Context, p *peerCluster) (bool, error) {
-			var err error
-			pd, err = n.openPeerDownload(ctx, p, req)
-			return err == nil, err
-		})
-	if !found {
-		return n.notFound(req.GetName(), notes)
-	}
-	return n.relayDownload(pd, req, out)
 }
 
 // relayDownload passes a peer's download on, message by message, checking
@@ -250,33 +267,53 @@ func (n *Node) relayDownload(pd peerDownload, req *pb.DownloadRequest, out pb.Fi
 	}
 }
 
-// fetchFromPeers gets a chunk a local file refers to but no local node holds
-// intact from a peer cluster whose chunk filter says it may hold it.
+// chunkFrom gets a chunk from a peer cluster (which may pass the request on
+// to one beyond it), verified, through this node's cache tiers: a chunk of
+// another cluster read here again is served from the cache.
+func (n *Node) chunkFrom(ctx context.Context, r route, p *peerCluster, id chunker.ID) (chunker.Encoded, error) {
+	if n.cached != nil {
+		if c, ok := n.cached.Peek(ctx, id); ok {
+			return c, nil
+		}
+	}
+	n.peers.peerCalls.Add(1)
+	var resp *pb.GetChunkResponse
+	err := n.peers.call(n.outgoing(ctx, r), p, func(ctx context.Context, cc *grpc.ClientConn) error {
+		var err error
+		resp, err = pb.NewFederationClient(cc).GetChunk(ctx, &pb.GetChunkRequest{Id: id[:]})
+		return err
+	})
+	if err != nil {
+		return chunker.Encoded{}, err
+	}
+	c, err := replica.FromWire(resp.GetChunk())
+	if err == nil && c.ID != id {
+		err = fmt.Errorf("%w: asked for chunk %s, got %s", chunker.ErrCorrupt, id, c.ID)
+	}
+	if err == nil {
+		err = n.codecs.Verify(c)
+	}
+	if err != nil {
+		n.log.Warn("peer cluster sent a bad chunk", "cluster", p.name, "chunk", id, "err", err)
+		return chunker.Encoded{}, status.Errorf(codes.DataLoss, "cluster %s sent a bad chunk: %v", p.name, err)
+	}
+	if n.cached != nil {
+		n.cached.Keep(ctx, c)
+	}
+	return c, nil
+}
+
+// fetchFromPeers gets a chunk no local node holds intact (or that the peer
+// holding its file could not send) from a peer cluster whose chunk filter
+// says it may hold it.
 func (n *Node) fetchFromPeers(ctx context.Context, r route, id chunker.ID) (chunker.Encoded, error) {
 	var c chunker.Encoded
-	r.local = false // the file is this cluster's; only a copy of its chunk comes from elsewhere
+	r.local = false // the file is known; only a copy of its chunk comes from elsewhere
 	found, notes := n.askPeers(ctx, r, func(f *catalog.Filters) bool { return f.MayHaveChunk(id) },
 		func(ctx context.Context, p *peerCluster) (bool, error) {
-			var resp *pb.GetChunkResponse
-			err := n.peers.call(ctx, p, func(ctx context.Context, cc *grpc.ClientConn) error {
-				var err error
-				resp, err = pb.NewFederationClient(cc).GetChunk(ctx, &pb.GetChunkRequest{Id: id[:]})
-				return err
-			})
-			if err != nil {
-				return false, err
-			}
-			if c, err = replica.FromWire(resp.GetChunk()); err == nil && c.ID != id {
-				err = fmt.Errorf("%w: asked for chunk %s, got %s", chunker.ErrCorrupt, id, c.ID)
-			}
-			if err == nil {
-				err = n.codecs.Verify(c)
-			}
-			if err != nil {
-				n.log.Warn("peer cluster sent a bad chunk", "cluster", p.name, "chunk", id, "err", err)
-				return false, status.Errorf(codes.DataLoss, "bad chunk: %v", err)
-			}
-			return true, nil
+			var err error
+			c, err = n.chunkFrom(ctx, r, p, id)
+			return err == nil, err
 		})
 	if !found {
 		msg := "no peer cluster holds it"

@@ -55,7 +55,7 @@ func startClusters(t *testing.T, n int, names []string, peers map[string][]strin
 			}
 			c.FilterRefresh = 100 * time.Millisecond
 			c.PeerTimeout = time.Second
-			c.CacheSize = -1
+			c.CacheSize = 128 << 20 // its FIFO (a quarter) holds a test file whole
 			c.RepairInterval, c.ScrubInterval, c.GCInterval = -1, -1, -1
 		}})
 		if err != nil {
@@ -210,6 +210,16 @@ func TestFederation(t *testing.T) {
 			t.Fatalf("resume kept nothing: %+v", res)
 		}
 		t.Logf("interrupted at %d bytes on disk; resumed at chunk %d of %d, kept %d bytes", fi.Size(), res.ResumedAt, len(res.Manifest.GetChunks()), res.KeptBytes)
+
+		// B's node kept the chunks it fetched from A in its cache: asked
+		// again, it needs only the manifest from A.
+		sa := served(fed["A"])
+		if got := download(t, viaB, "a/big.bin"); !bytes.Equal(got, want) {
+			t.Fatal("second download through B differs")
+		}
+		if calls := served(fed["A"]) - sa; calls != 1 {
+			t.Fatalf("second download through B made %d calls to A, want 1 (the lookup; chunks from B's cache)", calls)
+		}
 	})
 
 	t.Run("DateRangeListingMergesPeers", func(t *testing.T) {

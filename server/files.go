@@ -252,7 +252,8 @@ func (n *Node) lookup(ctx context.Context, name string, c pb.Consistency) (*pb.F
 // reading a few chunks ahead. Every chunk sent has been verified against its
 // ID; a chunk no node of this cluster holds intact is fetched from a peer
 // cluster that may hold it, and failing that ends the stream with DataLoss.
-// A file the catalog lacks is streamed from a peer cluster that holds it.
+// A file the catalog lacks is found through the peers' filters and its
+// chunks fetched from the peer that has it, through this node's cache tiers.
 func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_DownloadServer) error {
 	n := f.n
 	ctx, cancel := context.WithCancel(stream.Context())
@@ -269,8 +270,14 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 		return n.relayDownload(pd, req, stream)
 	}
 	m, err := n.lookup(ctx, req.GetName(), req.GetConsistency())
+	cluster, via := n.cfg.Cluster, (*peerCluster)(nil)
 	if errNotHere(err) {
-		return n.forwardDownload(ctx, r, req, stream)
+		var resp *pb.StatResponse
+		resp, via, err = n.forwardStat(ctx, r, &pb.StatRequest{Name: req.GetName(), Consistency: req.GetConsistency()})
+		if err != nil {
+			return err
+		}
+		m, cluster = resp.GetManifest(), resp.GetCluster()
 	}
 	if err != nil {
 		return toStatus(err)
@@ -280,22 +287,13 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 	if start > len(chunks) {
 		return status.Errorf(codes.OutOfRange, "start index %d is past the end of %q, which has %d chunks", start, m.GetName(), len(chunks))
 	}
-	if err := stream.Send(&pb.DownloadResponse{Manifest: m, Cluster: n.cfg.Cluster}); err != nil {
+	if err := stream.Send(&pb.DownloadResponse{Manifest: m, Cluster: cluster}); err != nil {
 		return err
 	}
-	peers, _ := n.placement()
-
 	slots := readAhead(ctx, start, len(chunks), downloadWindow, func(i int) (chunker.Encoded, error) {
 		ref := chunks[i]
 		id := chunker.ID(ref.GetId())
-		c, err := n.repl.Fetch(ctx, peers, id)
-		if errors.Is(err, replica.ErrNotFound) || errors.Is(err, chunker.ErrCorrupt) {
-			if pc, perr := n.fetchFromPeers(ctx, r, id); perr == nil {
-				c, err = pc, nil
-			} else {
-				err = fmt.Errorf("%w; %w", err, perr)
-			}
-		}
+		c, err := n.fetchChunk(ctx, r, via, id)
 		if err == nil && c.RawSize != int(ref.GetRawSize()) {
 			err = fmt.Errorf("%w: chunk %s holds %d raw bytes, the manifest says %d", chunker.ErrCorrupt, id, c.RawSize, ref.GetRawSize())
 		}
@@ -332,7 +330,8 @@ func (f *filesService) Stat(ctx context.Context, req *pb.StatRequest) (*pb.StatR
 	}
 	m, err := f.n.lookup(ctx, req.GetName(), req.GetConsistency())
 	if errNotHere(err) {
-		return f.n.forwardStat(ctx, r, req)
+		resp, _, err := f.n.forwardStat(ctx, r, req)
+		return resp, err
 	}
 	if err != nil {
 		return nil, toStatus(err)
