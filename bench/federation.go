@@ -119,7 +119,7 @@ func (r *runner) forwardedDownload(ctx context.Context, cls map[string]*localclu
 	l := newResult("federation: download from A (local)", Random, size, "MB/s", local)
 	l.Note = "A's file from A's nodes, same run"
 	fw := newResult("federation: download through B (forwarded)", Random, size, "MB/s", fwd).against("local download", l.Median)
-	fw.Note = "A's file asked of B's leader; B streams it from A, checking every chunk"
+	fw.Note = "A's file asked of B's leader; B fetches its chunks from A (4 ahead), checks each and streams it on"
 	r.rep.Results = append(r.rep.Results, l, fw)
 	return nil
 }

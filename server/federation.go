@@ -53,18 +53,18 @@ func (s *federationService) Filters(ctx context.Context, req *pb.FiltersRequest)
 	return resp, nil
 }
 
-// GetChunk returns a chunk from wherever this cluster holds it. It does not
-// ask further clusters.
+// GetChunk returns a chunk from wherever this cluster holds it, or, within
+// the request's hop limit, from a cluster beyond it that may.
 func (s *federationService) GetChunk(ctx context.Context, req *pb.GetChunkRequest) (*pb.GetChunkResponse, error) {
 	n := s.n
-	if _, err := n.route(ctx); err != nil {
+	r, err := n.route(ctx)
+	if err != nil {
 		return nil, err
 	}
 	id, err := chunker.IDFromBytes(req.GetId())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "id: %v", err)
 	}
-	r, _ := n.route(ctx)
 	c, err := n.fetchChunk(ctx, r, nil, id)
 	if err != nil {
 		return nil, toStatus(err)
@@ -80,10 +80,18 @@ func (n *Node) fetchChunk(ctx context.Context, r route, via *peerCluster, id chu
 		c   chunker.Encoded
 		err error
 	)
-	if via == nil {
+	switch {
+	case via == nil:
 		peers, _ := n.placement()
 		c, err = n.repl.Fetch(ctx, peers, id)
-	} else {
+	case n.cached != nil:
+		var ok bool
+		if c, ok = n.cached.Peek(ctx, id); ok {
+			return c, nil
+		}
+		fallthrough
+	default:
+		n.peers.peerCalls.Add(1)
 		c, err = n.chunkFrom(ctx, r, via, id)
 	}
 	if err == nil || ctx.Err() != nil || !(errors.Is(err, replica.ErrNotFound) || errors.Is(err, chunker.ErrCorrupt) || via != nil) {
@@ -268,15 +276,9 @@ func (n *Node) relayDownload(pd peerDownload, req *pb.DownloadRequest, out pb.Fi
 }
 
 // chunkFrom gets a chunk from a peer cluster (which may pass the request on
-// to one beyond it), verified, through this node's cache tiers: a chunk of
-// another cluster read here again is served from the cache.
+// to one beyond it), verifies it and keeps it in this node's cache tiers, so
+// that a chunk of another cluster read here again comes from the cache.
 func (n *Node) chunkFrom(ctx context.Context, r route, p *peerCluster, id chunker.ID) (chunker.Encoded, error) {
-	if n.cached != nil {
-		if c, ok := n.cached.Peek(ctx, id); ok {
-			return c, nil
-		}
-	}
-	n.peers.peerCalls.Add(1)
 	var resp *pb.GetChunkResponse
 	err := n.peers.call(n.outgoing(ctx, r), p, func(ctx context.Context, cc *grpc.ClientConn) error {
 		var err error
