@@ -99,7 +99,7 @@ func TestPrivateNetworkGateways(t *testing.T) {
 	t.Cleanup(func() { a.Close() })
 	viaA := strings.Join(a.Addrs(), ",")
 
-	leaderP := waitLeader(t, viaGateways, "")
+	leaderP := waitLeader(t, viaGateways, "", 3) // all three members, so that every chunk gets its two copies
 	t.Logf("cluster P up, leader %s, gateways %v, internal %v", leaderP, gateways, pn.Internal)
 
 	// The host cannot reach P's internal addresses.
@@ -182,7 +182,7 @@ func TestPrivateNetworkGateways(t *testing.T) {
 	}
 	procs[killed].Process.Kill()
 	procs[killed].Wait()
-	newLeader := waitLeader(t, viaGateways, leaderP)
+	newLeader := waitLeader(t, viaGateways, leaderP, 0)
 	t.Logf("killed P's leader %s; new leader %s", leaderP, newLeader)
 	get(viaA, "p/data.bin", "through A after the leader change")
 	get(viaGateways, "p/data.bin", "through the gateways after the leader change")
@@ -223,8 +223,8 @@ func TestPrivateNetworkGateways(t *testing.T) {
 }
 
 // waitLeader polls a cluster's status until it names a leader other than
-// not, and returns it.
-func waitLeader(t *testing.T, addrs, not string) string {
+// not and (if members > 0) that many members answer, and returns the leader.
+func waitLeader(t *testing.T, addrs, not string, members int) string {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -234,7 +234,15 @@ func waitLeader(t *testing.T, addrs, not string) string {
 			Nodes    []struct{ State string }
 		}
 		if r.code == 0 && json.Unmarshal([]byte(r.stdout), &st) == nil && st.LeaderID != "" && st.LeaderID != not {
-			return st.LeaderID
+			live := 0
+			for _, n := range st.Nodes {
+				if n.State == "Leader" || n.State == "Follower" {
+					live++
+				}
+			}
+			if live >= members {
+				return st.LeaderID
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no leader via %s: %s %s", addrs, r.stdout, r.stderr)
