@@ -61,6 +61,19 @@ func (g *globalFlags) consistency() pb.Consistency {
 	return pb.Consistency_CONSISTENCY_LINEARIZABLE
 }
 
+// session runs fn with a client and a context bounded by --timeout (or by
+// def when --timeout is not set): the frame of every client command.
+func (g *globalFlags) session(parent context.Context, def time.Duration, fn func(context.Context, *client.Client) error) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := g.ctx(parent, def)
+	defer cancel()
+	return fn(ctx, c)
+}
+
 // ctx bounds a call by --timeout, or by def when --timeout is not set.
 func (g *globalFlags) ctx(parent context.Context, def time.Duration) (context.Context, context.CancelFunc) {
 	d := g.timeout
@@ -158,44 +171,42 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 				}
 				in = f
 			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd.Context(), 0)
-			defer cancel()
-			bar := progress(g, size, "put "+name)
-			if bar != nil {
-				opts.Progress = func(done int64) { bar.Set64(done) }
-			}
-			var res *client.PutResult
-			for attempt := 0; ; attempt++ {
-				res, err = c.Put(ctx, name, in, opts)
-				if err == nil || seek == nil || attempt >= retries || !client.Retryable(err) || ctx.Err() != nil {
-					break
+			return g.session(cmd.Context(), 0, func(ctx context.Context, c *client.Client) error {
+				bar := progress(g, size, "put "+name)
+				if bar != nil {
+					opts.Progress = func(done int64) { bar.Set64(done) }
 				}
-				fmt.Fprintf(os.Stderr, "ddstore: put interrupted (%s); retrying, sending only what is missing\n", oneLine(err))
-				if _, serr := seek.Seek(0, io.SeekStart); serr != nil {
-					break
+				var (
+					res *client.PutResult
+					err error
+				)
+				for attempt := 0; ; attempt++ {
+					res, err = c.Put(ctx, name, in, opts)
+					if err == nil || seek == nil || attempt >= retries || !client.Retryable(err) || ctx.Err() != nil {
+						break
+					}
+					fmt.Fprintf(os.Stderr, "ddstore: put interrupted (%s); retrying, sending only what is missing\n", oneLine(err))
+					if _, serr := seek.Seek(0, io.SeekStart); serr != nil {
+						break
+					}
 				}
-			}
-			if bar != nil {
-				bar.Finish()
-			}
-			if err != nil {
-				return fmt.Errorf("put %s: %w", name, err)
-			}
-			if g.json {
-				return printJSON(os.Stdout, map[string]any{
-					"name": name, "size": res.Size, "chunks": res.Chunks, "chunks_sent": res.ChunksSent,
-					"bytes_sent": res.BytesSent, "seconds": res.Duration.Seconds(),
-					"blake3": hex.EncodeToString(res.Manifest.GetBlake3()),
-				})
-			}
-			fmt.Printf("stored %s: %d bytes in %d chunks; sent %d chunks (%d bytes), %d already stored; %.1f MB/s\n",
-				name, res.Size, res.Chunks, res.ChunksSent, res.BytesSent, res.ChunksKnown, mbps(res.Size, res.Duration))
-			return nil
+				if bar != nil {
+					bar.Finish()
+				}
+				if err != nil {
+					return fmt.Errorf("put %s: %w", name, err)
+				}
+				if g.json {
+					return printJSON(os.Stdout, map[string]any{
+						"name": name, "size": res.Size, "chunks": res.Chunks, "chunks_sent": res.ChunksSent,
+						"bytes_sent": res.BytesSent, "seconds": res.Duration.Seconds(),
+						"blake3": hex.EncodeToString(res.Manifest.GetBlake3()),
+					})
+				}
+				fmt.Printf("stored %s: %d bytes in %d chunks; sent %d chunks (%d bytes), %d already stored; %.1f MB/s\n",
+					name, res.Size, res.Chunks, res.ChunksSent, res.BytesSent, res.ChunksKnown, mbps(res.Size, res.Duration))
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&opts.Date, "date", "", "calendar day of the file, YYYY-MM-DD (default: today)")
@@ -216,53 +227,51 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 			if len(args) == 2 {
 				path = args[1]
 			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd.Context(), 0)
-			defer cancel()
-			opts := client.GetOptions{Consistency: g.consistency()}
-			var bar *progressbar.ProgressBar
-			opts.Progress = func(done, total int64) {
-				if bar == nil {
-					bar = progress(g, total, "get "+name)
+			return g.session(cmd.Context(), 0, func(ctx context.Context, c *client.Client) error {
+				opts := client.GetOptions{Consistency: g.consistency()}
+				var bar *progressbar.ProgressBar
+				opts.Progress = func(done, total int64) {
 					if bar == nil {
-						opts.Progress = nil
-						return
+						bar = progress(g, total, "get "+name)
+						if bar == nil {
+							opts.Progress = nil
+							return
+						}
 					}
+					bar.Set64(done)
 				}
-				bar.Set64(done)
-			}
-			var res *client.GetResult
-			if path == "-" {
-				if resume {
-					return usageError{errors.New("get: --resume needs an output file, not standard output")}
+				var (
+					res *client.GetResult
+					err error
+				)
+				if path == "-" {
+					if resume {
+						return usageError{errors.New("get: --resume needs an output file, not standard output")}
+					}
+					opts.Progress = nil
+					res, err = c.Get(ctx, name, os.Stdout, opts)
+				} else {
+					res, err = c.GetFile(ctx, name, path, resume, opts)
 				}
-				opts.Progress = nil
-				res, err = c.Get(ctx, name, os.Stdout, opts)
-			} else {
-				res, err = c.GetFile(ctx, name, path, resume, opts)
-			}
-			if bar != nil {
-				bar.Finish()
-			}
-			if err != nil {
-				return fmt.Errorf("get %s: %w", name, err)
-			}
-			size := int64(res.Manifest.GetSize())
-			if g.json {
-				return printJSON(os.Stdout, map[string]any{
-					"name": name, "path": path, "size": size, "resumed_at_chunk": res.ResumedAt,
-					"kept_bytes": res.KeptBytes, "bytes_received": res.BytesReceived, "seconds": res.Duration.Seconds(),
-				})
-			}
-			if path != "-" {
-				fmt.Fprintf(os.Stderr, "got %s: %d bytes, verified; %s%.1f MB/s\n", name, size,
-					resumedNote(res), mbps(size-res.KeptBytes, res.Duration))
-			}
-			return nil
+				if bar != nil {
+					bar.Finish()
+				}
+				if err != nil {
+					return fmt.Errorf("get %s: %w", name, err)
+				}
+				size := int64(res.Manifest.GetSize())
+				if g.json {
+					return printJSON(os.Stdout, map[string]any{
+						"name": name, "path": path, "size": size, "resumed_at_chunk": res.ResumedAt,
+						"kept_bytes": res.KeptBytes, "bytes_received": res.BytesReceived, "seconds": res.Duration.Seconds(),
+					})
+				}
+				if path != "-" {
+					fmt.Fprintf(os.Stderr, "got %s: %d bytes, verified; %s%.1f MB/s\n", name, size,
+						resumedNote(res), mbps(size-res.KeptBytes, res.Duration))
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&resume, "resume", false, "keep the verified chunks of a partial FILE and fetch the rest")
@@ -287,30 +296,25 @@ func newLsCmd(g *globalFlags) *cobra.Command {
 				opts.Prefix = args[0]
 			}
 			opts.Consistency = g.consistency()
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
-			defer cancel()
-			listing, err := c.List(ctx, opts)
-			if err != nil {
-				return fmt.Errorf("ls: %w", err)
-			}
-			for _, n := range listing.Unanswered {
-				fmt.Fprintf(os.Stderr, "ddstore: ls: cluster %s did not answer; its files are missing here: %s\n", n.GetCluster(), n.GetError())
-			}
-			if g.json {
-				return printJSON(os.Stdout, &pb.ListResponse{Files: listing.Files, Unanswered: listing.Unanswered})
-			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tCLUSTER\tSIZE\tSTORED\tCHUNKS\tDATE\tCREATED")
-			for _, f := range listing.Files {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", f.GetName(), f.GetCluster(), f.GetSize(), f.GetStoredSize(), f.GetChunks(),
-					f.GetDate(), time.Unix(0, f.GetCreatedUnixNano()).UTC().Format(time.RFC3339))
-			}
-			return tw.Flush()
+			return g.session(cmd.Context(), 30*time.Second, func(ctx context.Context, c *client.Client) error {
+				listing, err := c.List(ctx, opts)
+				if err != nil {
+					return fmt.Errorf("ls: %w", err)
+				}
+				for _, n := range listing.Unanswered {
+					fmt.Fprintf(os.Stderr, "ddstore: ls: cluster %s did not answer; its files are missing here: %s\n", n.GetCluster(), n.GetError())
+				}
+				if g.json {
+					return printJSON(os.Stdout, &pb.ListResponse{Files: listing.Files, Unanswered: listing.Unanswered})
+				}
+				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tCLUSTER\tSIZE\tSTORED\tCHUNKS\tDATE\tCREATED")
+				for _, f := range listing.Files {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", f.GetName(), f.GetCluster(), f.GetSize(), f.GetStoredSize(), f.GetChunks(),
+						f.GetDate(), time.Unix(0, f.GetCreatedUnixNano()).UTC().Format(time.RFC3339))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().StringVar(&opts.DateFrom, "from", "", "only files dated on or after this day (YYYY-MM-DD)")
@@ -324,28 +328,23 @@ func newStatCmd(g *globalFlags) *cobra.Command {
 		Short: "Show a file's manifest",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
-			defer cancel()
-			resp, err := c.Lookup(ctx, args[0], g.consistency())
-			if err != nil {
-				return fmt.Errorf("stat %s: %w", args[0], err)
-			}
-			m := resp.GetManifest()
-			if g.json {
-				return printJSON(os.Stdout, m)
-			}
-			fmt.Printf("name:    %s\ncluster: %s\nsize:    %d\nstored:  %d\nchunks:  %d\nblake3:  %x\ndate:    %s\ncreated: %s\n",
-				m.GetName(), resp.GetCluster(), m.GetSize(), m.GetStoredSize(), len(m.GetChunks()), m.GetBlake3(), m.GetDate(),
-				time.Unix(0, m.GetCreatedUnixNano()).UTC().Format(time.RFC3339Nano))
-			for k, v := range m.GetMetadata() {
-				fmt.Printf("meta:    %s=%s\n", k, v)
-			}
-			return nil
+			return g.session(cmd.Context(), 30*time.Second, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Lookup(ctx, args[0], g.consistency())
+				if err != nil {
+					return fmt.Errorf("stat %s: %w", args[0], err)
+				}
+				m := resp.GetManifest()
+				if g.json {
+					return printJSON(os.Stdout, m)
+				}
+				fmt.Printf("name:    %s\ncluster: %s\nsize:    %d\nstored:  %d\nchunks:  %d\nblake3:  %x\ndate:    %s\ncreated: %s\n",
+					m.GetName(), resp.GetCluster(), m.GetSize(), m.GetStoredSize(), len(m.GetChunks()), m.GetBlake3(), m.GetDate(),
+					time.Unix(0, m.GetCreatedUnixNano()).UTC().Format(time.RFC3339Nano))
+				for k, v := range m.GetMetadata() {
+					fmt.Printf("meta:    %s=%s\n", k, v)
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -356,17 +355,12 @@ func newRmCmd(g *globalFlags) *cobra.Command {
 		Short: "Delete a file",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
-			defer cancel()
-			if err := c.Delete(ctx, args[0]); err != nil {
-				return fmt.Errorf("rm %s: %w", args[0], err)
-			}
-			return nil
+			return g.session(cmd.Context(), 30*time.Second, func(ctx context.Context, c *client.Client) error {
+				if err := c.Delete(ctx, args[0]); err != nil {
+					return fmt.Errorf("rm %s: %w", args[0], err)
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -377,23 +371,18 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 		Short: "Show the cluster: nodes, leader, term, applied index, store usage",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
-			defer cancel()
-			st, err := c.Status(ctx)
-			if err != nil {
-				return fmt.Errorf("status: %w", err)
-			}
-			if g.json {
-				return printJSON(os.Stdout, st)
-			}
-			fmt.Printf("cluster: %s  leader: %s  term: %d  replicas: %d  files: %d  bytes: %d\n",
-				st.GetCluster(), orNone(st.GetLeaderId()), st.GetTerm(), st.GetReplicas(), st.GetFiles(), st.GetBytes())
-			return printStatus(os.Stdout, st)
+			return g.session(cmd.Context(), 30*time.Second, func(ctx context.Context, c *client.Client) error {
+				st, err := c.Status(ctx)
+				if err != nil {
+					return fmt.Errorf("status: %w", err)
+				}
+				if g.json {
+					return printJSON(os.Stdout, st)
+				}
+				fmt.Printf("cluster: %s  leader: %s  term: %d  replicas: %d  files: %d  bytes: %d\n",
+					st.GetCluster(), orNone(st.GetLeaderId()), st.GetTerm(), st.GetReplicas(), st.GetFiles(), st.GetBytes())
+				return printStatus(os.Stdout, st)
+			})
 		},
 	}
 }
@@ -463,28 +452,23 @@ func newGCCmd(g *globalFlags) *cobra.Command {
 		Short: "Collect chunks no file refers to (after the cluster's grace period)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd.Context(), 10*time.Minute)
-			defer cancel()
-			resp, err := c.Collect(ctx, dryRun)
-			if err != nil {
-				return fmt.Errorf("gc: %w", err)
-			}
-			if g.json {
-				return printJSON(os.Stdout, resp)
-			}
-			verb := "deleted"
-			if dryRun {
-				verb = "would delete"
-			}
-			fmt.Printf("%d unreferenced chunks; %d unreferenced for longer than %s (%d bytes); %s %d copies\n",
-				resp.GetUnreferenced(), resp.GetEligible(), resp.GetGrace(), resp.GetEligibleBytes(), verb,
-				map[bool]uint64{true: resp.GetEligible(), false: resp.GetDeletedCopies()}[dryRun])
-			return nil
+			return g.session(cmd.Context(), 10*time.Minute, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Collect(ctx, dryRun)
+				if err != nil {
+					return fmt.Errorf("gc: %w", err)
+				}
+				if g.json {
+					return printJSON(os.Stdout, resp)
+				}
+				verb := "deleted"
+				if dryRun {
+					verb = "would delete"
+				}
+				fmt.Printf("%d unreferenced chunks; %d unreferenced for longer than %s (%d bytes); %s %d copies\n",
+					resp.GetUnreferenced(), resp.GetEligible(), resp.GetGrace(), resp.GetEligibleBytes(), verb,
+					map[bool]uint64{true: resp.GetEligible(), false: resp.GetDeletedCopies()}[dryRun])
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only report what would be deleted")
@@ -497,26 +481,21 @@ func newRepairCmd(g *globalFlags) *cobra.Command {
 		Short: "Bring every chunk back to R copies on live nodes now",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd.Context(), time.Hour)
-			defer cancel()
-			resp, err := c.Repair(ctx)
-			if err != nil {
-				return fmt.Errorf("repair: %w", err)
-			}
-			if g.json {
-				return printJSON(os.Stdout, resp)
-			}
-			fmt.Printf("checked %d chunks: %d under-replicated, %d copies made, %d lost\n",
-				resp.GetChunksChecked(), resp.GetUnderReplicated(), resp.GetCopiesMade(), resp.GetLost())
-			if resp.GetLost() > 0 {
-				return fmt.Errorf("repair: %d chunks are on no live node", resp.GetLost())
-			}
-			return nil
+			return g.session(cmd.Context(), time.Hour, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Repair(ctx)
+				if err != nil {
+					return fmt.Errorf("repair: %w", err)
+				}
+				if g.json {
+					return printJSON(os.Stdout, resp)
+				}
+				fmt.Printf("checked %d chunks: %d under-replicated, %d copies made, %d lost\n",
+					resp.GetChunksChecked(), resp.GetUnderReplicated(), resp.GetCopiesMade(), resp.GetLost())
+				if resp.GetLost() > 0 {
+					return fmt.Errorf("repair: %d chunks are on no live node", resp.GetLost())
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -534,17 +513,12 @@ func newJoinCmd(g *globalFlags) *cobra.Command {
 		Short: "Add a running node to the cluster (nodes started with --join do this themselves)",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
-			defer cancel()
-			if err := c.Join(ctx, args[0], args[1], args[2]); err != nil {
-				return fmt.Errorf("join %s: %w", args[0], err)
-			}
-			return nil
+			return g.session(cmd.Context(), 30*time.Second, func(ctx context.Context, c *client.Client) error {
+				if err := c.Join(ctx, args[0], args[1], args[2]); err != nil {
+					return fmt.Errorf("join %s: %w", args[0], err)
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -555,17 +529,12 @@ func newLeaveCmd(g *globalFlags) *cobra.Command {
 		Short: "Remove a node from the cluster",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd.Context(), 30*time.Second)
-			defer cancel()
-			if err := c.Leave(ctx, args[0]); err != nil {
-				return fmt.Errorf("leave %s: %w", args[0], err)
-			}
-			return nil
+			return g.session(cmd.Context(), 30*time.Second, func(ctx context.Context, c *client.Client) error {
+				if err := c.Leave(ctx, args[0]); err != nil {
+					return fmt.Errorf("leave %s: %w", args[0], err)
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -591,23 +560,18 @@ func newReplicateCmd(g *globalFlags) *cobra.Command {
 			if to == "" {
 				return usageError{errors.New("replicate: --to names no cluster")}
 			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := g.ctx(cmd.Context(), 0)
-			defer cancel()
-			resp, err := c.Replicate(ctx, args[0], to, overwrite)
-			if err != nil {
-				return fmt.Errorf("replicate: %w", err)
-			}
-			if g.json {
-				return printJSON(os.Stdout, resp)
-			}
-			fmt.Printf("replicated %s to cluster %s: %d chunks, %d certainly absent there (filter), %d checked exactly, %d sent (%d bytes)\n",
-				args[0], to, resp.GetChunks(), resp.GetFilterAbsent(), resp.GetChecked(), resp.GetSentChunks(), resp.GetSentBytes())
-			return nil
+			return g.session(cmd.Context(), 0, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Replicate(ctx, args[0], to, overwrite)
+				if err != nil {
+					return fmt.Errorf("replicate: %w", err)
+				}
+				if g.json {
+					return printJSON(os.Stdout, resp)
+				}
+				fmt.Printf("replicated %s to cluster %s: %d chunks, %d certainly absent there (filter), %d checked exactly, %d sent (%d bytes)\n",
+					args[0], to, resp.GetChunks(), resp.GetFilterAbsent(), resp.GetChecked(), resp.GetSentChunks(), resp.GetSentBytes())
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&to, "to", "", "the peer cluster to copy the file to")
