@@ -93,6 +93,21 @@ func (n *Node) localStatus(ctx context.Context) *pb.NodeStatus {
 	return st
 }
 
+// leaderDoes runs local on the leader, or passes the call on to it through
+// remote, retrying while the cluster has no leader or the leader moves.
+func (n *Node) leaderDoes(ctx context.Context, remote func(context.Context, pb.ClusterClient) error, local func(context.Context) error) error {
+	return n.withLeader(ctx, func(ctx context.Context) error {
+		if n.raft.IsLeader() {
+			return local(ctx)
+		}
+		conn, err := n.leaderConn()
+		if err != nil {
+			return err
+		}
+		return remote(ctx, pb.NewClusterClient(conn))
+	})
+}
+
 // Join adds a node to the cluster. Any member accepts it and passes it to
 // the leader.
 func (c *clusterService) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinResponse, error) {
@@ -100,15 +115,10 @@ func (c *clusterService) Join(ctx context.Context, req *pb.JoinRequest) (*pb.Joi
 		return nil, status.Error(codes.InvalidArgument, "join needs the node's id, api_addr and raft_addr")
 	}
 	n := c.n
-	err := n.withLeader(ctx, func(ctx context.Context) error {
-		if !n.raft.IsLeader() {
-			conn, err := n.leaderConn()
-			if err != nil {
-				return err
-			}
-			_, err = pb.NewClusterClient(conn).Join(ctx, req)
-			return err
-		}
+	err := n.leaderDoes(ctx, func(ctx context.Context, cc pb.ClusterClient) error {
+		_, err := cc.Join(ctx, req)
+		return err
+	}, func(ctx context.Context) error {
 		if err := n.raft.AddVoter(ctx, req.GetId(), req.GetRaftAddr()); err != nil {
 			return err
 		}
@@ -131,15 +141,10 @@ func (c *clusterService) Leave(ctx context.Context, req *pb.LeaveRequest) (*pb.L
 		return nil, status.Error(codes.InvalidArgument, "leave needs the node's id")
 	}
 	n := c.n
-	err := n.withLeader(ctx, func(ctx context.Context) error {
-		if !n.raft.IsLeader() {
-			conn, err := n.leaderConn()
-			if err != nil {
-				return err
-			}
-			_, err = pb.NewClusterClient(conn).Leave(ctx, req)
-			return err
-		}
+	err := n.leaderDoes(ctx, func(ctx context.Context, cc pb.ClusterClient) error {
+		_, err := cc.Leave(ctx, req)
+		return err
+	}, func(ctx context.Context) error {
 		if req.GetId() == n.cfg.ID {
 			if err := n.raft.TransferLeadership(); err != nil {
 				return fmt.Errorf("hand leadership over before leaving: %w", err)

@@ -366,18 +366,7 @@ func (n *Node) placement() ([]replica.Peer, int) {
 	if err != nil {
 		return nil, 1
 	}
-	var peers []replica.Peer
-	n.fsm.Read(func(s *catalog.State) {
-		for _, srv := range servers {
-			id := string(srv.ID)
-			if id == n.cfg.ID || srv.Suffrage != raft.Voter {
-				continue
-			}
-			if info, ok := s.Node(id); ok {
-				peers = append(peers, replica.Peer{ID: id, Client: pb.NewNodeClient(n.conns.Get(info.GetApiAddr()))})
-			}
-		}
-	})
+	peers, _ := n.voters()
 	return peers, max(1, min(n.cfg.Replicas, len(servers)))
 }
 
