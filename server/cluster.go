@@ -131,6 +131,12 @@ func (c *clusterService) Join(ctx context.Context, req *pb.JoinRequest) (*pb.Joi
 		return nil, toStatus(err)
 	}
 	n.log.Info("node joined", "id", req.GetId(), "api", req.GetApiAddr(), "raft", req.GetRaftAddr())
+	// Files stored while the cluster had fewer than R voters have fewer
+	// copies: a repair pass brings them up now, not at the next interval.
+	select {
+	case n.repairKick <- struct{}{}:
+	default:
+	}
 	return &pb.JoinResponse{}, nil
 }
 

@@ -63,7 +63,7 @@ func (n *Node) healLoops() {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-n.stop; cancel() }()
 	var wg sync.WaitGroup
-	every := func(interval time.Duration, leaderOnly bool, name string, fn func(context.Context) error) {
+	every := func(interval time.Duration, kick <-chan struct{}, leaderOnly bool, name string, fn func(context.Context) error) {
 		if interval < 0 {
 			return
 		}
@@ -75,6 +75,7 @@ func (n *Node) healLoops() {
 				case <-ctx.Done():
 					return
 				case <-t.C:
+				case <-kick:
 				}
 				if leaderOnly && !n.raft.IsLeader() {
 					continue
@@ -85,9 +86,9 @@ func (n *Node) healLoops() {
 			}
 		})
 	}
-	every(n.cfg.ScrubInterval, false, "scrub", func(ctx context.Context) error { _, err := n.Scrub(ctx); return err })
-	every(n.cfg.RepairInterval, true, "repair", func(ctx context.Context) error { _, err := n.Repair(ctx); return err })
-	every(n.cfg.GCInterval, true, "garbage collection", func(ctx context.Context) error { _, err := n.Collect(ctx, false); return err })
+	every(n.cfg.ScrubInterval, nil, false, "scrub", func(ctx context.Context) error { _, err := n.Scrub(ctx); return err })
+	every(n.cfg.RepairInterval, n.repairKick, true, "repair", func(ctx context.Context) error { _, err := n.Repair(ctx); return err })
+	every(n.cfg.GCInterval, nil, true, "garbage collection", func(ctx context.Context) error { _, err := n.Collect(ctx, false); return err })
 	wg.Wait()
 }
 

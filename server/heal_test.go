@@ -351,3 +351,57 @@ func TestUploadRacingCollection(t *testing.T) {
 	}
 	t.Logf("%d uploads committed, %d failed cleanly", committed, failed)
 }
+
+// TestRepairWhenTheClusterGrows: a file stored while the cluster had one
+// node (R=3 capped at 1) gets its other copies as soon as nodes join, not at
+// the next repair interval.
+func TestRepairWhenTheClusterGrows(t *testing.T) {
+	cl, err := localcluster.New(localcluster.Options{Dir: t.TempDir(), Replicas: 3, Fast: true, Tune: func(c *server.Config) {
+		manualHealing(time.Hour)(c)
+		c.RepairInterval = time.Hour // only the join may start a pass
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := cl.StartNode(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.WaitReady(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, cl.Members[0].APIAddr)
+	if _, err := c.Put(ctx, "early.bin", randomReader(77, 6<<20), client.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ids := chunkIDs(t, c, "early.bin")
+	for i := 1; i < 3; i++ {
+		if err := cl.StartNode(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cl.WaitReady(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		missing := 0
+		for _, m := range cl.Members {
+			for _, id := range ids {
+				if ok, _ := m.Node.Store().Has(ctx, id); !ok {
+					missing++
+				}
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("%d copies of early.bin's %d chunks still missing %s after the cluster grew to 3", missing, len(ids), time.Since(start))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("early.bin's %d chunks on all 3 nodes %s after the cluster grew", len(ids), time.Since(start).Round(time.Millisecond))
+}

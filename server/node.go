@@ -50,10 +50,11 @@ type Node struct {
 	pubLis  net.Listener
 	pubAddr string // the address peers are told: public, API, or none if private
 
-	stop      chan struct{}
-	bg        sync.WaitGroup
-	closeOnce sync.Once
-	closeErr  error
+	stop       chan struct{}
+	repairKick chan struct{} // a repair pass is due now (a node joined)
+	bg         sync.WaitGroup
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 // Start opens the node's store and Raft state, starts serving gRPC, and, in
@@ -68,7 +69,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), codecs: chunker.NewCodecs(), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), codecs: chunker.NewCodecs(), stop: make(chan struct{}), repairKick: make(chan struct{}, 1)}
 	cleanup := func() {
 		if n.raft != nil {
 			n.raft.Close()
