@@ -113,15 +113,12 @@ func (n *Node) askPeers(ctx context.Context, r route, test func(*catalog.Filters
 		n.peers.lookups.Add(1)
 	}
 	for _, p := range cands {
-		if !n.peers.ignore.Load() && !p.mayHave(test, n.askedElsewhere(r)) {
-			n.peers.filterSkips.Add(1)
+		if yes, err := n.mayAsk(r, p, test); !yes {
+			if err != nil {
+				notes = append(notes, peerNote(p.name, err))
+			}
 			continue
 		}
-		if err := p.down(); err != nil {
-			notes = append(notes, peerNote(p.name, err))
-			continue
-		}
-		n.peers.peerCalls.Add(1)
 		ok, err := ask(n.outgoing(ctx, r), p)
 		switch {
 		case err == nil && ok:
@@ -134,6 +131,21 @@ func (n *Node) askPeers(ctx context.Context, r route, test func(*catalog.Filters
 		}
 	}
 	return false, notes
+}
+
+// mayAsk decides whether a request goes to peer p: not when the filters of
+// p (and of the clusters beyond it) rule out what test asks about, nor while
+// p is down (the error says why). It counts the skip or the call.
+func (n *Node) mayAsk(r route, p *peerCluster, test func(*catalog.Filters) bool) (bool, error) {
+	if !n.peers.ignore.Load() && !p.mayHave(test, n.askedElsewhere(r)) {
+		n.peers.filterSkips.Add(1)
+		return false, nil
+	}
+	if err := p.down(); err != nil {
+		return false, err
+	}
+	n.peers.peerCalls.Add(1)
+	return true, nil
 }
 
 // ReasonPeerUnavailable marks (in a google.rpc.ErrorInfo detail) an
@@ -343,16 +355,14 @@ func (n *Node) forwardList(ctx context.Context, r route, req *pb.ListRequest, lo
 		notes   = slices.Clone(local.GetUnanswered())
 	)
 	octx := n.outgoing(ctx, r)
+	dates := func(f *catalog.Filters) bool { return f.MayHaveDates(req.GetDateFrom(), req.GetDateTo()) }
 	for _, p := range cands {
-		if !n.peers.ignore.Load() && !p.mayHave(func(f *catalog.Filters) bool { return f.MayHaveDates(req.GetDateFrom(), req.GetDateTo()) }, n.askedElsewhere(r)) {
-			n.peers.filterSkips.Add(1)
+		if yes, err := n.mayAsk(r, p, dates); !yes {
+			if err != nil {
+				notes = append(notes, &pb.ClusterNote{Cluster: p.name, Error: status.Convert(err).Message()})
+			}
 			continue
 		}
-		if err := p.down(); err != nil {
-			notes = append(notes, &pb.ClusterNote{Cluster: p.name, Error: status.Convert(err).Message()})
-			continue
-		}
-		n.peers.peerCalls.Add(1)
 		wg.Go(func() {
 			var resp *pb.ListResponse
 			err := n.peers.call(octx, p, func(ctx context.Context, cc *grpc.ClientConn) error {
