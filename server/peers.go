@@ -138,10 +138,32 @@ var ErrUnknownCluster = errors.New("unknown cluster")
 // call runs fn against the peer, trying its addresses in turn while they are
 // unavailable. Each try is bounded by the node's peer timeout (and ctx).
 func (ps *peerSet) call(ctx context.Context, p *peerCluster, fn func(context.Context, *grpc.ClientConn) error) error {
+	return ps.try(ctx, p, ps.timeout(ctx), fn)
+}
+
+// peerStream opens a stream on the peer with open, trying its addresses in
+// turn while they are unavailable. The stream lives as long as ctx.
+func peerStream[S any](ctx context.Context, ps *peerSet, p *peerCluster, open func(*grpc.ClientConn) (S, error)) (S, error) {
+	var s S
+	err := ps.try(ctx, p, 0, func(_ context.Context, cc *grpc.ClientConn) error {
+		var err error
+		s, err = open(cc)
+		return err
+	})
+	return s, err
+}
+
+// try runs fn on the peer's addresses in turn until one answers or fails
+// other than unreachable; each try bounded by timeout (0: only by ctx). The
+// address that answers is tried first next time; when none does, the peer
+// counts as down until a filter refresh reaches it.
+func (ps *peerSet) try(ctx context.Context, p *peerCluster, timeout time.Duration, fn func(context.Context, *grpc.ClientConn) error) error {
 	var failed []string
-	timeout := ps.timeout(ctx)
 	for _, addr := range p.addrs() {
-		cctx, cancel := context.WithTimeout(ctx, timeout)
+		cctx, cancel := ctx, context.CancelFunc(func() {})
+		if timeout > 0 {
+			cctx, cancel = context.WithTimeout(ctx, timeout)
+		}
 		err := fn(cctx, ps.n.conns.Get(addr))
 		cancel()
 		if err == nil {
@@ -155,7 +177,11 @@ func (ps *peerSet) call(ctx context.Context, p *peerCluster, fn func(context.Con
 		}
 		failed = append(failed, fmt.Sprintf("%s: %s", addr, status.Convert(err).Message()))
 	}
-	err := status.Errorf(codes.Unavailable, "no address of cluster %s answered within %s (%s)", p.name, timeout.Round(time.Millisecond), strings.Join(failed, "; "))
+	within := ""
+	if timeout > 0 {
+		within = " within " + timeout.Round(time.Millisecond).String()
+	}
+	err := status.Errorf(codes.Unavailable, "no address of cluster %s answered%s (%s)", p.name, within, strings.Join(failed, "; "))
 	if len(failed) == 0 {
 		err = status.Errorf(codes.Unavailable, "cluster %s: no address to reach it", p.name)
 	}
@@ -176,31 +202,6 @@ func (ps *peerSet) timeout(ctx context.Context) time.Duration {
 	return max(t, time.Millisecond)
 }
 
-// stream opens a stream on the peer with open, trying its addresses in turn
-// while they are unavailable. The stream lives as long as ctx.
-func peerStream[S any](ctx context.Context, ps *peerSet, p *peerCluster, open func(*grpc.ClientConn) (S, error)) (S, error) {
-	var (
-		s   S
-		err error
-	)
-	for _, addr := range p.addrs() {
-		s, err = open(ps.n.conns.Get(addr))
-		if err == nil {
-			p.mu.Lock()
-			p.cur = addr
-			p.mu.Unlock()
-			return s, nil
-		}
-		if ctx.Err() != nil || !unreachable(err) {
-			return s, err
-		}
-	}
-	if err == nil {
-		err = status.Errorf(codes.Unavailable, "cluster %s: no address to reach it", p.name)
-	}
-	return s, err
-}
-
 // unreachable reports errors that mean "try another address of that cluster".
 func unreachable(err error) bool {
 	switch status.Code(err) {
@@ -215,21 +216,21 @@ func (ps *peerSet) refreshLoop() {
 	if len(ps.peers) == 0 {
 		return
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-ps.n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	t := time.NewTicker(ps.n.cfg.FilterRefresh)
 	defer t.Stop()
 	for {
 		var wg sync.WaitGroup
 		for _, p := range ps.peers {
 			wg.Go(func() {
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				go func() {
-					select {
-					case <-ps.n.stop:
-						cancel()
-					case <-ctx.Done():
-					}
-				}()
 				if err := ps.refresh(ctx, p); err != nil {
 					ps.n.log.Debug("peer cluster filters not refreshed", "cluster", p.name, "err", err)
 				}
