@@ -66,7 +66,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	}
 	var target []grpc.DialOption
 	if c.cluster != "" {
-		md := metadata.Pairs(MDCluster, c.cluster)
+		md := metadata.Pairs(pb.MetadataCluster, c.cluster)
 		target = append(target,
 			grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 				return invoker(metadata.NewOutgoingContext(ctx, md), method, req, reply, cc, opts...)
@@ -134,7 +134,7 @@ func retryable(err error) bool {
 // peerUnavailable reports an Unavailable answer caused by a peer cluster.
 func peerUnavailable(err error) bool {
 	for _, d := range status.Convert(err).Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == "PEER_CLUSTER_UNAVAILABLE" {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == pb.ReasonPeerClusterUnavailable {
 			return true
 		}
 	}
@@ -278,9 +278,6 @@ func (c *Client) Replicate(ctx context.Context, name, to string, overwrite bool)
 	})
 	return resp, err
 }
-
-// MDCluster is the gRPC metadata key naming the cluster a call is meant for.
-const MDCluster = "ddstore-cluster"
 
 // Collect runs one garbage-collection sweep on the cluster's leader; with
 // dryRun it only reports what would go.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -11,7 +12,7 @@ import (
 
 func TestRetryable(t *testing.T) {
 	peerDown, err := status.New(codes.Unavailable, "cluster B did not answer").
-		WithDetails(&errdetails.ErrorInfo{Reason: "PEER_CLUSTER_UNAVAILABLE", Domain: "ddstore"})
+		WithDetails(&errdetails.ErrorInfo{Reason: pb.ReasonPeerClusterUnavailable, Domain: pb.ErrorDomain})
 	if err != nil {
 		t.Fatal(err)
 	}

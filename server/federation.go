@@ -148,11 +148,6 @@ func (n *Node) mayAsk(r route, p *peerCluster, test func(*catalog.Filters) bool)
 	return true, nil
 }
 
-// ReasonPeerUnavailable marks (in a google.rpc.ErrorInfo detail) an
-// Unavailable answer whose cause is a peer cluster, not the node asked:
-// asking another node of the same cluster would not help.
-const ReasonPeerUnavailable = "PEER_CLUSTER_UNAVAILABLE"
-
 // askedElsewhere reports the clusters beyond a peer that a request need not
 // reach through it: those already visited, this one, and this cluster's own
 // peers (asked directly, or ruled out by their own filters).
@@ -174,7 +169,7 @@ func (n *Node) notFound(name string, notes []string) error {
 		return status.Error(codes.NotFound, msg)
 	}
 	st := status.New(codes.Unavailable, msg+"; it may be in a peer cluster that did not answer: "+strings.Join(notes, "; "))
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonPeerUnavailable, Domain: "ddstore"}); err == nil {
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: pb.ReasonPeerClusterUnavailable, Domain: pb.ErrorDomain}); err == nil {
 		st = d
 	}
 	return st.Err()

@@ -195,14 +195,6 @@ func (n *Node) registerPublic(s *grpc.Server) {
 	reflection.Register(s)
 }
 
-// PublicAddr is the address peer clusters and outside clients use: the
-// public listener's, the API address on a flat network, or "" for a
-// private node.
-func (n *Node) PublicAddr() string { return n.pubAddr }
-
-// Cluster is the name of the node's cluster.
-func (n *Node) Cluster() string { return n.cfg.Cluster }
-
 // IgnorePeerFilters makes the node ask every peer cluster, whatever its
 // filters say (Config.AlwaysMaybe), or go back to trusting them.
 func (n *Node) IgnorePeerFilters(ignore bool) { n.peers.ignore.Store(ignore) }

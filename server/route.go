@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -14,7 +15,7 @@ import (
 
 // Metadata keys of federated calls (see proto/ddstore/v1/ddstore.proto).
 const (
-	MDCluster = "ddstore-cluster" // the cluster a call is meant for
+	mdCluster = pb.MetadataCluster // the cluster a call is meant for
 	mdOrigin  = "ddstore-origin"
 	mdVisited = "ddstore-visited"
 	mdHops    = "ddstore-hops"
@@ -53,7 +54,7 @@ func (n *Node) route(ctx context.Context) (route, error) {
 			r.visited = strings.Split(v, ",")
 		}
 	}
-	switch target := get(MDCluster); target {
+	switch target := get(mdCluster); target {
 	case "":
 	case n.cfg.Cluster:
 		r.local = true
@@ -100,7 +101,7 @@ func (n *Node) outgoing(ctx context.Context, r route) context.Context {
 	}
 	md := metadata.Pairs(mdOrigin, origin, mdVisited, strings.Join(visited, ","), mdHops, strconv.Itoa(max(0, r.hops-1)))
 	if r.peer != nil {
-		md.Set(MDCluster, r.peer.name)
+		md.Set(mdCluster, r.peer.name)
 	}
 	return metadata.NewOutgoingContext(ctx, md)
 }

@@ -29,14 +29,14 @@ func TestRoute(t *testing.T) {
 		hops       string
 	}{
 		{name: "client call", candidates: []string{"B", "C"}, visited: "A,B,C", hops: "2"},
-		{name: "own cluster named", md: []string{MDCluster, "A"}},
-		{name: "unknown cluster", md: []string{MDCluster, "Z"}, code: codes.InvalidArgument},
+		{name: "own cluster named", md: []string{mdCluster, "A"}},
+		{name: "unknown cluster", md: []string{mdCluster, "Z"}, code: codes.InvalidArgument},
 		{name: "forwarded from B", md: []string{mdOrigin, "B", mdVisited, "B,A", mdHops, "2"}, candidates: []string{"C"}, visited: "B,A,C", hops: "1"},
 		{name: "from B that already asked C", md: []string{mdOrigin, "B", mdVisited, "B,A,C", mdHops, "2"}},
 		{name: "out of hops", md: []string{mdOrigin, "C", mdVisited, "C,A", mdHops, "0"}},
 		{name: "hops above the local limit are capped", md: []string{mdOrigin, "C", mdVisited, "C,A", mdHops, "99"}, candidates: []string{"B"}, visited: "C,A,B", hops: "2"},
 		{name: "bad hops", md: []string{mdOrigin, "C", mdHops, "x"}, code: codes.InvalidArgument},
-		{name: "call for B that came back", md: []string{MDCluster, "B", mdOrigin, "B", mdVisited, "B,A", mdHops, "1"}, code: codes.FailedPrecondition},
+		{name: "call for B that came back", md: []string{mdCluster, "B", mdOrigin, "B", mdVisited, "B,A", mdHops, "1"}, code: codes.FailedPrecondition},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,15 @@
+package ddstorev1
+
+// Names the wire API uses outside its messages (see ddstore.proto), shared
+// by nodes and clients.
+const (
+	// MetadataCluster is the gRPC metadata key naming the cluster a Files
+	// call is meant for.
+	MetadataCluster = "ddstore-cluster"
+	// ReasonPeerClusterUnavailable is the google.rpc.ErrorInfo reason of an
+	// Unavailable answer whose cause is a peer cluster, not the node asked:
+	// asking another node of the same cluster would not help.
+	ReasonPeerClusterUnavailable = "PEER_CLUSTER_UNAVAILABLE"
+	// ErrorDomain is the google.rpc.ErrorInfo domain of ddstore's reasons.
+	ErrorDomain = "ddstore"
+)
