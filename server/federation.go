@@ -65,24 +65,25 @@ func (s *federationService) GetChunk(ctx context.Context, req *pb.GetChunkReques
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "id: %v", err)
 	}
-	c, err := n.fetchChunk(ctx, r, nil, id)
+	peers, _ := n.placement()
+	c, err := n.fetchChunk(ctx, r, peers, nil, id)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.GetChunkResponse{Chunk: replica.ToWire(c)}, nil
 }
 
-// fetchChunk reads a chunk of a file: from this cluster's nodes, or, when
-// the file was found through the peer via, from that peer; failing that,
-// from any peer cluster that may hold it.
-func (n *Node) fetchChunk(ctx context.Context, r route, via *peerCluster, id chunker.ID) (chunker.Encoded, error) {
+// fetchChunk reads a chunk of a file: from this cluster's nodes (peers, as
+// placement gives them), or, when the file was found through the peer
+// cluster via, from that cluster; failing that, from any peer cluster that
+// may hold it.
+func (n *Node) fetchChunk(ctx context.Context, r route, peers []replica.Peer, via *peerCluster, id chunker.ID) (chunker.Encoded, error) {
 	var (
 		c   chunker.Encoded
 		err error
 	)
 	switch {
 	case via == nil:
-		peers, _ := n.placement()
 		c, err = n.repl.Fetch(ctx, peers, id)
 	case n.cached != nil:
 		var ok bool

@@ -290,10 +290,11 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 	if err := stream.Send(&pb.DownloadResponse{Manifest: m, Cluster: cluster}); err != nil {
 		return err
 	}
+	peers, _ := n.placement()
 	slots := readAhead(ctx, start, len(chunks), downloadWindow, func(i int) (chunker.Encoded, error) {
 		ref := chunks[i]
 		id := chunker.ID(ref.GetId())
-		c, err := n.fetchChunk(ctx, r, via, id)
+		c, err := n.fetchChunk(ctx, r, peers, via, id)
 		if err == nil && c.RawSize != int(ref.GetRawSize()) {
 			err = fmt.Errorf("%w: chunk %s holds %d raw bytes, the manifest says %d", chunker.ErrCorrupt, id, c.RawSize, ref.GetRawSize())
 		}
