@@ -485,14 +485,7 @@ func (n *Node) Replicate(ctx context.Context, req *pb.ReplicateRequest) (*pb.Rep
 	if err := n.peers.refresh(ctx, p); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "cluster %s: %v", p.name, status.Convert(err).Message())
 	}
-	var ids []chunker.ID
-	seen := map[chunker.ID]bool{}
-	for _, c := range m.GetChunks() {
-		if id := chunker.ID(c.GetId()); !seen[id] {
-			seen[id] = true
-			ids = append(ids, id)
-		}
-	}
+	ids, _ := distinctChunks(m)
 	resp := &pb.ReplicateResponse{Chunks: uint64(len(ids))}
 	var send, maybe []chunker.ID
 	for _, id := range ids {

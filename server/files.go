@@ -203,15 +203,7 @@ func (f *filesService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.C
 	if err := catalog.ValidateManifest(m); err != nil {
 		return nil, toStatus(err)
 	}
-	seen := make(map[chunker.ID]int, len(m.GetChunks()))
-	var ids []chunker.ID
-	for i, c := range m.GetChunks() {
-		id := chunker.ID(c.GetId())
-		if _, dup := seen[id]; !dup {
-			seen[id] = i
-			ids = append(ids, id)
-		}
-	}
+	ids, at := distinctChunks(m)
 	missing, err := f.n.underReplicated(ctx, ids)
 	if err != nil {
 		return nil, toStatus(err)
@@ -220,7 +212,7 @@ func (f *filesService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.C
 		first := ids[missing[0]]
 		return nil, status.Errorf(codes.FailedPrecondition,
 			"cannot commit %q: %d of its %d distinct chunks are not stored on enough nodes (first: chunk %d, %s); upload them, then commit again",
-			m.GetName(), len(missing), len(ids), seen[first], first)
+			m.GetName(), len(missing), len(ids), at[missing[0]], first)
 	}
 	m = proto.Clone(m).(*pb.FileManifest)
 	m.CreatedUnixNano = time.Now().UnixNano()
@@ -229,6 +221,19 @@ func (f *filesService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.C
 		return nil, toStatus(err)
 	}
 	return &pb.CommitResponse{Manifest: applied}, nil
+}
+
+// distinctChunks returns the chunk IDs a manifest names, each once, in file
+// order, with the index of its first place in the file.
+func distinctChunks(m *pb.FileManifest) (ids []chunker.ID, at []int) {
+	seen := make(map[chunker.ID]bool, len(m.GetChunks()))
+	for i, c := range m.GetChunks() {
+		if id := chunker.ID(c.GetId()); !seen[id] {
+			seen[id] = true
+			ids, at = append(ids, id), append(at, i)
+		}
+	}
+	return ids, at
 }
 
 // lookup returns a file's manifest after a read barrier of the asked
