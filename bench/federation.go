@@ -12,11 +12,8 @@ import (
 
 	"github.com/ddstore/ddstore/client"
 	"github.com/ddstore/ddstore/internal/localcluster"
-	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/server"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -150,7 +147,7 @@ func (r *runner) lookups(ctx context.Context, cls map[string]*localcluster.Clust
 			return err
 		}
 	}
-	if err := waitFiltersCurrent(ctx, cls); err != nil {
+	if err := localcluster.WaitPeerFilters(ctx, cls, "C"); err != nil {
 		return err
 	}
 	c := clients["C"]
@@ -263,48 +260,6 @@ func putMany(ctx context.Context, c *client.Client, cluster string, n int) error
 	wg.Wait()
 	if len(errs) > 0 {
 		return fmt.Errorf("federation: put into %s: %d failed, first: %w", cluster, len(errs), errs[0])
-	}
-	return nil
-}
-
-// waitFiltersCurrent waits until every node of C holds A's and B's current
-// filters.
-func waitFiltersCurrent(ctx context.Context, cls map[string]*localcluster.Cluster) error {
-	want := map[string]uint64{}
-	for _, name := range []string{"A", "B"} {
-		conn, err := grpc.NewClient("passthrough:///"+cls[name].Addrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return err
-		}
-		resp, err := pb.NewFederationClient(conn).Filters(ctx, &pb.FiltersRequest{FromCluster: "bench"})
-		conn.Close()
-		if err != nil {
-			return fmt.Errorf("federation: filters of %s: %w", name, err)
-		}
-		want[name] = resp.GetVersion()
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for _, m := range cls["C"].Members {
-		c, err := client.New([]string{m.APIAddr})
-		if err != nil {
-			return err
-		}
-		for {
-			st, err := c.Status(ctx)
-			ok := err == nil
-			for _, p := range st.GetPeers() {
-				ok = ok && p.GetFilterVersion() == want[p.GetName()]
-			}
-			if ok {
-				break
-			}
-			if time.Now().After(deadline) {
-				c.Close()
-				return fmt.Errorf("federation: C's node %s does not hold its peers' filters: %v %v", m.ID, st.GetPeers(), err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		c.Close()
 	}
 	return nil
 }

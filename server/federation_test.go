@@ -93,33 +93,12 @@ func clusterFilters(t *testing.T, addr string) *catalog.Filters {
 	return f
 }
 
-// waitFilters waits until every node of cl holds every peer's current
-// filters.
+// waitFilters waits until every node of fed[of] holds the current filters
+// of the other clusters in fed.
 func waitFilters(t *testing.T, fed map[string]*localcluster.Cluster, of string) {
 	t.Helper()
-	want := map[string]uint64{}
-	for name, cl := range fed {
-		if name != of {
-			want[name] = clusterFilters(t, cl.Addrs()[0]).Version
-		}
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for _, addr := range fed[of].Addrs() {
-		c := newClient(t, addr)
-		for {
-			st, err := c.Status(context.Background())
-			ok := err == nil && len(st.GetPeers()) == len(want)
-			for _, p := range st.GetPeers() {
-				ok = ok && p.GetFilterVersion() == want[p.GetName()] && p.GetReachable()
-			}
-			if ok {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cluster %s node %s: peer filters not current: %v %v (want %v)", of, addr, st.GetPeers(), err, want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+	if err := localcluster.WaitPeerFilters(context.Background(), fed, of); err != nil {
+		t.Fatal(err)
 	}
 }
 

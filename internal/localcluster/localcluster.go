@@ -20,7 +20,10 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/client"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/server"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // Options describe the cluster to start.
@@ -368,4 +371,54 @@ func FreePorts(n int) ([]int, error) {
 		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
 	return ports, nil
+}
+
+// WaitPeerFilters waits until every running node of clusters[of] holds the
+// current Bloom filters of every other cluster in clusters (its peers), as
+// they answer a peer's Filters call now.
+func WaitPeerFilters(ctx context.Context, clusters map[string]*Cluster, of string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	want := map[string]uint64{}
+	for name, cl := range clusters {
+		if name == of {
+			continue
+		}
+		conn, err := grpc.NewClient("passthrough:///"+cl.runningAddrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		resp, err := pb.NewFederationClient(conn).Filters(ctx, &pb.FiltersRequest{FromCluster: "localcluster"})
+		conn.Close()
+		if err != nil {
+			return fmt.Errorf("localcluster: filters of %s: %w", name, err)
+		}
+		want[name] = resp.GetVersion()
+	}
+	for _, addr := range clusters[of].runningAddrs() {
+		c, err := client.New([]string{addr})
+		if err != nil {
+			return err
+		}
+		for {
+			st, err := c.Status(ctx)
+			current := 0
+			for _, p := range st.GetPeers() {
+				if v, ok := want[p.GetName()]; ok && p.GetFilterVersion() == v && p.GetReachable() {
+					current++
+				}
+			}
+			if err == nil && current == len(want) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				c.Close()
+				return fmt.Errorf("localcluster: cluster %s node %s does not hold its peers' current filters %v: %v %v", of, addr, want, st.GetPeers(), err)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		c.Close()
+	}
+	return nil
 }
