@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
@@ -40,9 +41,10 @@ const (
 // keeps the false-positive rate.
 const minFilterItems = 1024
 
-// BuildFilters sizes and fills filters from s.
+// BuildFilters sizes and fills filters from s, for a false-positive rate
+// in (0, MaxFPRate) (others: 1%).
 func BuildFilters(s *State, version uint64, fpRate float64) *Filters {
-	if fpRate <= 0 || fpRate >= 1 {
+	if !(fpRate > 0 && fpRate < MaxFPRate) {
 		fpRate = 0.01
 	}
 	days := map[string]struct{}{}
@@ -91,10 +93,27 @@ func (f *Filters) addFile(m *pb.FileManifest) bool {
 }
 
 // MayHaveName reports whether the catalog may hold a file of that name.
-func (f *Filters) MayHaveName(name string) bool { return f.Names.TestString(name) }
+// Missing or empty filters answer "maybe".
+func (f *Filters) MayHaveName(name string) bool {
+	return f == nil || mayHave(f.Names, []byte(name))
+}
 
 // MayHaveChunk reports whether a file of the catalog may refer to the chunk.
-func (f *Filters) MayHaveChunk(id chunker.ID) bool { return f.Chunks.Test(id[:]) }
+func (f *Filters) MayHaveChunk(id chunker.ID) bool {
+	return f == nil || mayHave(f.Chunks, id[:])
+}
+
+// mayHave tests a filter, answering "maybe" for a missing or zero one
+// (whose zero size would divide by zero).
+func mayHave(bf *bloom.BloomFilter, data []byte) bool {
+	return !usable(bf) || bf.Test(data)
+}
+
+// usable reports whether bf is a filter bloom can use: not nil nor a zero
+// BloomFilter.
+func usable(bf *bloom.BloomFilter) bool {
+	return bf != nil && bf.Cap() > 0 && bf.BitSet() != nil
+}
 
 // MayHaveDates reports whether the catalog may hold a file dated between
 // from and to (YYYY-MM-DD, inclusive; empty means unbounded). Ranges longer
@@ -105,21 +124,45 @@ func (f *Filters) MayHaveDates(from, to string) bool {
 	}
 	start, err1 := time.Parse(DateLayout, from)
 	end, err2 := time.Parse(DateLayout, to)
-	if err1 != nil || err2 != nil || end.Sub(start) > 10*366*24*time.Hour {
+	if f == nil || err1 != nil || err2 != nil || end.Sub(start) > 10*366*24*time.Hour {
 		return true
 	}
 	for d := start; !d.After(end); d = d.AddDate(0, 0, 1) {
-		if f.Dates.TestString(d.Format(DateLayout)) {
+		if mayHave(f.Dates, []byte(d.Format(DateLayout))) {
 			return true
 		}
 	}
 	return false
 }
 
+// Limits on filters a peer cluster sends. The filters BuildFilters makes
+// stay far below them: sized for twice their items at 1%, they take ~2.4
+// bytes per item, and whole filters travel in one gRPC message (9 MiB).
+const (
+	MaxFiltersSize  = 64 << 20 // bytes of the whole encoding
+	MaxFilterBits   = 1 << 32  // bits (m) of one filter
+	MaxFilterHashes = 64       // hash functions (k) of one filter
+	MaxFPRate       = 0.5      // false-positive rates are in (0, MaxFPRate)
+)
+
+// Encoding: filtersMagic, Version and FPRate (big-endian uint64 and
+// float64), then for Dates, Chunks and Names a big-endian uint32 length
+// and bloom's binary form: m, k and the bitset's length in bits (each a
+// big-endian uint64), then the bitset's ceil(length/64) words (big-endian
+// uint64).
+const (
+	filtersMagic     = "DDBF1"
+	filtersHeaderLen = len(filtersMagic) + 8 + 8
+	bloomHeaderLen   = 8 + 8 + 8
+)
+
 // MarshalBinary encodes the filters for another cluster.
 func (f *Filters) MarshalBinary() ([]byte, error) {
+	if f == nil || !usable(f.Dates) || !usable(f.Chunks) || !usable(f.Names) {
+		return nil, fmt.Errorf("%w: filters: encoding missing or zero filters", ErrInvalid)
+	}
 	var b bytes.Buffer
-	b.WriteString("DDBF1")
+	b.WriteString(filtersMagic)
 	binary.Write(&b, binary.BigEndian, f.Version)
 	binary.Write(&b, binary.BigEndian, f.FPRate)
 	for _, bf := range []*bloom.BloomFilter{f.Dates, f.Chunks, f.Names} {
@@ -133,32 +176,82 @@ func (f *Filters) MarshalBinary() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// UnmarshalFilters decodes filters a peer cluster sent.
+// UnmarshalFilters decodes filters a peer cluster sent. The peer is not
+// trusted: the encoding must be exactly what MarshalBinary writes for
+// filters within the limits above (m of 1 to MaxFilterBits bits, k of 1 to
+// MaxFilterHashes, a bitset of exactly m bits with nothing set beyond them,
+// a false-positive rate in (0, MaxFPRate), no trailing bytes). Anything
+// else is an error wrapping ErrInvalid. Decoding allocates about the size
+// of data.
 func UnmarshalFilters(data []byte) (*Filters, error) {
-	r := bytes.NewReader(data)
-	magic := make([]byte, 5)
-	if _, err := r.Read(magic); err != nil || string(magic) != "DDBF1" {
+	if len(data) > MaxFiltersSize {
+		return nil, fmt.Errorf("%w: filters are %d bytes; the limit is %d", ErrInvalid, len(data), MaxFiltersSize)
+	}
+	if len(data) < filtersHeaderLen || string(data[:len(filtersMagic)]) != filtersMagic {
 		return nil, fmt.Errorf("%w: not ddstore filters", ErrInvalid)
 	}
-	f := &Filters{}
-	if err := binary.Read(r, binary.BigEndian, &f.Version); err != nil {
-		return nil, fmt.Errorf("%w: filters: %v", ErrInvalid, err)
+	rest := data[len(filtersMagic):]
+	f := &Filters{
+		Version: binary.BigEndian.Uint64(rest),
+		FPRate:  math.Float64frombits(binary.BigEndian.Uint64(rest[8:])),
 	}
-	if err := binary.Read(r, binary.BigEndian, &f.FPRate); err != nil {
-		return nil, fmt.Errorf("%w: filters: %v", ErrInvalid, err)
+	rest = rest[16:]
+	if !(f.FPRate > 0 && f.FPRate < MaxFPRate) { // NaN fails too
+		return nil, fmt.Errorf("%w: filters: false-positive rate %g, want one in (0, %g)", ErrInvalid, f.FPRate, MaxFPRate)
 	}
-	for _, dst := range []**bloom.BloomFilter{&f.Dates, &f.Chunks, &f.Names} {
-		var n uint32
-		if err := binary.Read(r, binary.BigEndian, &n); err != nil || int(n) > r.Len() {
-			return nil, fmt.Errorf("%w: filters truncated", ErrInvalid)
+	for i, dst := range []**bloom.BloomFilter{&f.Dates, &f.Chunks, &f.Names} {
+		name := [...]string{"dates", "chunks", "names"}[i]
+		if len(rest) < 4 {
+			return nil, fmt.Errorf("%w: filters truncated before the %s filter", ErrInvalid, name)
 		}
-		buf := make([]byte, n)
-		r.Read(buf)
-		bf := &bloom.BloomFilter{}
-		if err := bf.UnmarshalBinary(buf); err != nil {
-			return nil, fmt.Errorf("%w: filters: %v", ErrInvalid, err)
+		n := binary.BigEndian.Uint32(rest)
+		rest = rest[4:]
+		if uint64(n) > uint64(len(rest)) {
+			return nil, fmt.Errorf("%w: filters truncated: the %s filter claims %d bytes, %d follow", ErrInvalid, name, n, len(rest))
+		}
+		bf, err := unmarshalBloom(rest[:n])
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s filter: %s", ErrInvalid, name, err)
 		}
 		*dst = bf
+		rest = rest[n:]
+	}
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("%w: filters followed by %d stray bytes", ErrInvalid, len(rest))
 	}
 	return f, nil
+}
+
+// unmarshalBloom checks one filter's encoding before bloom decodes it: bloom
+// itself trusts m, k and the bitset length (m=0 divides by zero on lookup,
+// a huge k spins, a huge length allocates before reading).
+func unmarshalBloom(b []byte) (*bloom.BloomFilter, error) {
+	if len(b) < bloomHeaderLen {
+		return nil, fmt.Errorf("%d bytes, shorter than its header", len(b))
+	}
+	m := binary.BigEndian.Uint64(b)
+	k := binary.BigEndian.Uint64(b[8:])
+	length := binary.BigEndian.Uint64(b[16:])
+	switch {
+	case m == 0 || m > MaxFilterBits:
+		return nil, fmt.Errorf("%d bits; want 1 to %d", m, uint64(MaxFilterBits))
+	case k == 0 || k > MaxFilterHashes:
+		return nil, fmt.Errorf("%d hash functions; want 1 to %d", k, MaxFilterHashes)
+	case length != m:
+		return nil, fmt.Errorf("a bitset of %d bits for a filter of %d", length, m)
+	}
+	words := (length + 63) / 64 // length <= MaxFilterBits: no overflow
+	if have := uint64(len(b) - bloomHeaderLen); have != 8*words {
+		return nil, fmt.Errorf("a bitset of %d bits needs %d bytes; %d are there", length, 8*words, have)
+	}
+	if r := length % 64; r != 0 {
+		if last := binary.BigEndian.Uint64(b[len(b)-8:]); last>>r != 0 {
+			return nil, fmt.Errorf("bits set beyond the filter's %d", m)
+		}
+	}
+	bf := &bloom.BloomFilter{}
+	if err := bf.UnmarshalBinary(b); err != nil {
+		return nil, err
+	}
+	return bf, nil
 }

@@ -140,7 +140,9 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	return &snapshot{snap: f.state.snapshot(), applied: f.applied.Load()}, nil
 }
 
-// Restore replaces the catalog with a snapshot's.
+// Restore replaces the catalog with a snapshot's. A snapshot that does not
+// decode or check out (see FromSnapshot) is an error wrapping ErrInvalid,
+// and the catalog is left as it was.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	s, applied, err := readSnapshot(rc)
@@ -175,17 +177,32 @@ func (s *State) Snapshot() ([]byte, error) {
 	return proto.MarshalOptions{Deterministic: true}.Marshal(s.snapshot())
 }
 
-// FromSnapshot rebuilds a State from Snapshot's encoding, checking every
-// manifest again.
+// FromSnapshot rebuilds a State from Snapshot's encoding. The snapshot may
+// come from a faulty or compromised leader, so everything is checked again:
+// every manifest as putFile stores it (valid, stamped with a creation time
+// and a date), node records as SetNode stores them (an ID and an API
+// address), chunk marks (32-byte IDs, none that a file refers to), and no
+// file, node or mark twice. Any violation is an error wrapping ErrInvalid.
 func FromSnapshot(data []byte) (*State, error) {
+	if uint64(len(data)) > MaxSnapshotSize {
+		return nil, fmt.Errorf("%w: snapshot is %d bytes; the limit is %d", ErrInvalid, len(data), uint64(MaxSnapshotSize))
+	}
 	snap := &pb.CatalogSnapshot{}
 	if err := proto.Unmarshal(data, snap); err != nil {
 		return nil, fmt.Errorf("%w: snapshot: %v", ErrInvalid, err)
 	}
 	s := NewState()
-	for _, m := range snap.GetFiles() {
+	for i, m := range snap.GetFiles() {
 		if err := ValidateManifest(m); err != nil {
-			return nil, fmt.Errorf("snapshot: %w", err)
+			return nil, fmt.Errorf("snapshot: file %d: %w", i, err)
+		}
+		switch {
+		case m.GetCreatedUnixNano() <= 0:
+			return nil, fmt.Errorf("%w: snapshot: file %q has no creation time", ErrInvalid, m.GetName())
+		case m.GetDate() == "":
+			return nil, fmt.Errorf("%w: snapshot: file %q has no date", ErrInvalid, m.GetName())
+		case s.bytes+m.GetSize() < s.bytes:
+			return nil, fmt.Errorf("%w: snapshot: the files' sizes overflow", ErrInvalid)
 		}
 		if _, dup := s.files[m.GetName()]; dup {
 			return nil, fmt.Errorf("%w: snapshot holds file %q twice", ErrInvalid, m.GetName())
@@ -198,7 +215,13 @@ func FromSnapshot(data []byte) (*State, error) {
 		}
 	}
 	slices.SortFunc(s.names, strings.Compare)
-	for _, n := range snap.GetNodes() {
+	for i, n := range snap.GetNodes() {
+		if n.GetId() == "" || n.GetApiAddr() == "" {
+			return nil, fmt.Errorf("%w: snapshot: node record %d needs an ID and an API address", ErrInvalid, i)
+		}
+		if _, dup := s.nodes[n.GetId()]; dup {
+			return nil, fmt.Errorf("%w: snapshot holds node %q twice", ErrInvalid, n.GetId())
+		}
 		s.nodes[n.GetId()] = n
 	}
 	ids, err := chunkIDs(snap.GetCollecting())
@@ -206,6 +229,12 @@ func FromSnapshot(data []byte) (*State, error) {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	for _, id := range ids {
+		if _, dup := s.collecting[id]; dup {
+			return nil, fmt.Errorf("%w: snapshot marks chunk %s twice", ErrInvalid, id)
+		}
+		if s.refs[id] > 0 {
+			return nil, fmt.Errorf("%w: snapshot marks chunk %s for collection but a file refers to it", ErrInvalid, id)
+		}
 		s.collecting[id] = struct{}{}
 	}
 	return s, nil
@@ -216,6 +245,10 @@ func FromSnapshot(data []byte) (*State, error) {
 var snapMagic = [8]byte{'D', 'D', 'C', 'A', 'T', 'v', '1', '\n'}
 
 const snapHeaderLen = 8 + 8 + 8 + 32
+
+// MaxSnapshotSize bounds a snapshot's payload. Reading one allocates as the
+// bytes arrive, not as the header claims.
+const MaxSnapshotSize = 1 << 34
 
 type snapshot struct {
 	snap    *pb.CatalogSnapshot
@@ -244,6 +277,8 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *snapshot) Release() {}
 
+// readSnapshot reads what Persist wrote: nothing may be missing, altered or
+// follow the payload.
 func readSnapshot(r io.Reader) (*State, uint64, error) {
 	hdr := make([]byte, snapHeaderLen)
 	if _, err := io.ReadFull(r, hdr); err != nil {
@@ -254,16 +289,31 @@ func readSnapshot(r io.Reader) (*State, uint64, error) {
 	}
 	applied := binary.BigEndian.Uint64(hdr[8:])
 	n := binary.BigEndian.Uint64(hdr[16:])
-	if n > 1<<34 {
-		return nil, 0, fmt.Errorf("%w: snapshot claims %d bytes", ErrInvalid, n)
+	if n > MaxSnapshotSize {
+		return nil, 0, fmt.Errorf("%w: snapshot claims %d bytes; the limit is %d", ErrInvalid, n, uint64(MaxSnapshotSize))
 	}
-	payload := make([]byte, n)
-	if _, err := io.ReadFull(r, payload); err != nil {
-		return nil, 0, fmt.Errorf("%w: snapshot truncated: %v", ErrInvalid, err)
+	// The buffer grows as the bytes arrive (at most doubling, never beyond
+	// n), so a header claiming more than follows costs nothing.
+	payload := make([]byte, 0, min(n, 1<<20))
+	for uint64(len(payload)) < n {
+		if len(payload) == cap(payload) {
+			payload = slices.Grow(payload, int(min(n-uint64(len(payload)), uint64(len(payload)))))
+		}
+		k, err := io.ReadFull(r, payload[len(payload):min(uint64(cap(payload)), n)])
+		payload = payload[:len(payload)+k]
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w: snapshot truncated: %d of %d bytes: %v", ErrInvalid, len(payload), n, err)
+		}
+	}
+	if k, _ := io.ReadFull(r, make([]byte, 1)); k != 0 {
+		return nil, 0, fmt.Errorf("%w: snapshot followed by stray bytes", ErrInvalid)
 	}
 	if sum := blake3.Sum256(payload); !bytes.Equal(sum[:], hdr[24:]) {
 		return nil, 0, fmt.Errorf("%w: snapshot checksum mismatch", ErrInvalid)
 	}
 	s, err := FromSnapshot(payload)
-	return s, applied, err
+	if err != nil {
+		return nil, 0, err
+	}
+	return s, applied, nil
 }

@@ -3,6 +3,7 @@ package catalog
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 	"unicode"
@@ -81,7 +82,8 @@ func ValidateDate(d string) error {
 // a 32-byte file hash, chunks that tile the file from offset 0 without gaps,
 // each with a 32-byte ID and sizes within the limits, stored_size equal to
 // the chunks' stored sizes, and metadata within its limits. It does not look
-// at created_unix_nano, which the cluster sets.
+// at created_unix_nano, which the cluster sets. It never panics, whatever
+// the manifest holds (nil chunks included), and every error wraps ErrInvalid.
 func ValidateManifest(m *pb.FileManifest) error {
 	if m == nil {
 		return invalid("no manifest")
@@ -108,6 +110,8 @@ func ValidateManifest(m *pb.FileManifest) error {
 			return invalid("file %q: chunk %d has raw size %d, want 1..%d", m.GetName(), i, c.GetRawSize(), chunker.MaxRawSize)
 		case c.GetStoredSize() == 0 || c.GetStoredSize() > c.GetRawSize():
 			return invalid("file %q: chunk %d has stored size %d, want 1..%d (its raw size)", m.GetName(), i, c.GetStoredSize(), c.GetRawSize())
+		case offset > math.MaxUint64-uint64(c.GetRawSize()):
+			return invalid("file %q: chunk %d ends beyond 2^64 bytes", m.GetName(), i)
 		}
 		offset += uint64(c.GetRawSize())
 		stored += uint64(c.GetStoredSize())
