@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -13,23 +14,30 @@ import (
 )
 
 // idleStream wraps a grpc.ServerStream with the idle deadline. Each RecvMsg
-// or SendMsg runs the underlying call in a goroutine and waits for it, for
-// the deadline, and for the stream's context. When the deadline passes first
-// the stream's context is cancelled (with the idle error as its cause) and
-// the call returns codes.DeadlineExceeded at once, leaving the underlying
-// call behind: it ends when gRPC tears the stream down after the handler
-// returns. From then on every RecvMsg and SendMsg fails at once, so the
-// stream is never used concurrently with the call left behind.
+// or SendMsg runs the underlying call in a goroutine and waits for it or for
+// the stream's context. A watchdog, one timer per stream, cancels that
+// context (with the idle error as its cause) once a call has waited the idle
+// timeout; the waiting RecvMsg or SendMsg then returns codes.DeadlineExceeded
+// at once, leaving the underlying call behind: it ends when gRPC tears the
+// stream down after the handler returns. From then on every RecvMsg and
+// SendMsg fails at once, so the stream is never used concurrently with the
+// call left behind.
 //
 // Because that call may still complete, a handler must not reuse the message
 // it passed to a RecvMsg that failed with the idle error. (SendMsg encodes
 // its message before it waits for the peer, so its message is free again.)
+//
+// The per-message cost is one goroutine hand-off and a few atomic
+// operations: a call marks when it began, and the watchdog timer is armed
+// only when it is not already, so a busy stream touches it about once per
+// timeout, not once per message.
 type idleStream struct {
 	grpc.ServerStream
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	timeout time.Duration
 	idleErr error
+	born    time.Time // calls' start times are offsets from it
 
 	expired    atomic.Bool
 	idleClosed *atomic.Uint64
@@ -37,14 +45,17 @@ type idleStream struct {
 	// One lane per direction: gRPC allows a RecvMsg and a SendMsg to run at
 	// once, from different goroutines, but not two of either.
 	recv, send lane
+
+	armed atomic.Bool // the watchdog timer is pending; set under mu
+	mu    sync.Mutex  // guards the timer and ended
+	timer *time.Timer
+	ended bool // the handler returned
 }
 
-// lane is the reusable machinery of one direction: a timer and the channel
-// the goroutine running the underlying call reports on. Both are made on
-// first use.
+// lane is the reusable machinery of one direction.
 type lane struct {
-	timer *time.Timer
-	done  chan outcome // capacity 1, so a call left behind never blocks
+	since atomic.Int64 // when the call in flight began (offset from born, +1); 0: none
+	done  chan outcome // capacity 1, so a call left behind never blocks; made on first use
 }
 
 type outcome struct {
@@ -61,6 +72,7 @@ func newIdleStream(ss grpc.ServerStream, timeout time.Duration, idleClosed *atom
 		cancel:       cancel,
 		timeout:      timeout,
 		idleErr:      status.Errorf(codes.DeadlineExceeded, "stream idle for %s: no bytes moved; closed", fmtDuration(timeout)),
+		born:         time.Now(),
 		idleClosed:   idleClosed,
 	}
 }
@@ -90,27 +102,82 @@ func (s *idleStream) do(l *lane, send bool, m any) error {
 	}
 	if l.done == nil {
 		l.done = make(chan outcome, 1)
-		l.timer = time.NewTimer(s.timeout)
-	} else {
-		l.timer.Reset(s.timeout)
+	}
+	l.since.Store(int64(time.Since(s.born)) + 1)
+	if !s.armed.Load() {
+		s.arm(s.timeout)
 	}
 	go s.run(l.done, send, m)
 	select {
 	case o := <-l.done:
-		l.timer.Stop()
+		l.since.Store(0)
 		return o.get()
-	case <-l.timer.C:
+	case <-s.ctx.Done():
 		select {
-		case o := <-l.done: // finished just as the timer fired
+		case o := <-l.done: // finished just as the stream was closed
+			l.since.Store(0)
 			return o.get()
 		default:
 		}
-		s.expire()
-		return s.idleErr
-	case <-s.ctx.Done():
-		l.timer.Stop()
 		return s.ctxErr()
 	}
+}
+
+// arm starts the watchdog timer unless it is pending.
+func (s *idleStream) arm(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.armed.Load() || s.ended {
+		return
+	}
+	s.armed.Store(true)
+	if s.timer == nil {
+		s.timer = time.AfterFunc(d, s.watch)
+	} else {
+		s.timer.Reset(d)
+	}
+}
+
+// watch runs when the watchdog timer fires: it closes the stream when a call
+// has waited the idle timeout, else re-arms for the oldest call in flight,
+// if any. A call that begins after armed is cleared arms the timer itself.
+func (s *idleStream) watch() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.armed.Store(false)
+	if s.ended || s.ctx.Err() != nil { // over, or closed for another reason
+		return
+	}
+	oldest := int64(0)
+	for _, l := range []*lane{&s.recv, &s.send} {
+		if t := l.since.Load(); t != 0 && (oldest == 0 || t < oldest) {
+			oldest = t
+		}
+	}
+	if oldest == 0 {
+		return
+	}
+	waited := time.Since(s.born) - time.Duration(oldest-1)
+	if waited < s.timeout {
+		s.armed.Store(true)
+		s.timer.Reset(s.timeout - waited)
+		return
+	}
+	if s.expired.CompareAndSwap(false, true) {
+		s.idleClosed.Add(1)
+	}
+	s.cancel(s.idleErr)
+}
+
+// end stops the watchdog; the interceptor calls it when the handler returns.
+func (s *idleStream) end() {
+	s.mu.Lock()
+	s.ended = true
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.mu.Unlock()
+	s.cancel(context.Canceled)
 }
 
 // run performs the underlying call and reports how it ended, a panic
@@ -138,14 +205,6 @@ func (o outcome) get() error {
 		panic(o.panicVal)
 	}
 	return o.err
-}
-
-// expire closes the stream for idleness; the first time it counts.
-func (s *idleStream) expire() {
-	if s.expired.CompareAndSwap(false, true) {
-		s.idleClosed.Add(1)
-	}
-	s.cancel(s.idleErr)
 }
 
 // ctxErr is what a call on a stream whose context is done returns.

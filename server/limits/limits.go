@@ -187,7 +187,7 @@ func (l *Limiter) StreamInterceptor() grpc.StreamServerInterceptor {
 			return handler(srv, ss)
 		}
 		is := newIdleStream(ss, l.idle, &l.idleClosed)
-		defer is.cancel(context.Canceled)
+		defer is.end()
 		return is.result(handler(srv, is))
 	}
 }
