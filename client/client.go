@@ -7,6 +7,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -38,6 +40,9 @@ type Client struct {
 	codecs  *chunker.Codecs
 	cluster string
 
+	tls   *tls.Config // nil: plain text
+	token string      // sent with every call when set
+
 	mu  sync.Mutex
 	cur int
 }
@@ -53,6 +58,23 @@ func WithLogger(l *slog.Logger) Option { return func(c *Client) { c.logger = l }
 // or a listing answers from it only). Naming the nodes' own cluster keeps
 // calls there, without asking peer clusters.
 func WithCluster(name string) Option { return func(c *Client) { c.cluster = name } }
+
+// WithTLS makes the client speak TLS, verifying the nodes with cfg (its
+// RootCAs: the cluster's CA) and, if cfg has a certificate, presenting it.
+func WithTLS(cfg *tls.Config) Option { return func(c *Client) { c.tls = cfg } }
+
+// WithToken sends a signed client token (ddstore token create) with every
+// call. Tokens travel only over TLS.
+func WithToken(token string) Option { return func(c *Client) { c.token = token } }
+
+// bearer sends the token as gRPC metadata on every call.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return true }
 
 // New returns a client for the nodes at addrs (host:port). It does not
 // connect until the first call.
@@ -75,9 +97,19 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 				return streamer(metadata.NewOutgoingContext(ctx, md), desc, cc, method, opts...)
 			}))
 	}
+	creds := insecure.NewCredentials()
+	if c.tls != nil {
+		creds = credentials.NewTLS(c.tls)
+	}
+	if c.token != "" {
+		if c.tls == nil {
+			return nil, errors.New("client: a token is sent only over TLS: give the cluster's CA certificate too")
+		}
+		target = append(target, grpc.WithPerRPCCredentials(bearer(c.token)))
+	}
 	for _, a := range addrs {
 		conn, err := grpc.NewClient("passthrough:///"+a, append([]grpc.DialOption{
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(creds),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
 			grpc.WithInitialWindowSize(8 << 20),
 			grpc.WithInitialConnWindowSize(32 << 20),

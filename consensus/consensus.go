@@ -8,6 +8,7 @@ package consensus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +56,12 @@ type Config struct {
 	LeaderLeaseTimeout time.Duration
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
+
+	// ServerTLS and DialTLS, when set, run the Raft port over mutual TLS:
+	// ServerTLS decides which callers are accepted, DialTLS how this member
+	// proves itself to the others and checks them. Without them Raft runs
+	// over plain TCP, which accepts anyone who reaches the port.
+	ServerTLS, DialTLS *tls.Config
 }
 
 // Node is one running Raft member.
@@ -121,15 +128,10 @@ func Open(cfg Config) (*Node, error) {
 		closeLog(logStore, meta)
 		return nil, fmt.Errorf("consensus: snapshot store: %w", err)
 	}
-	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+	transport, err := newTransport(cfg, hlog)
 	if err != nil {
 		closeLog(logStore, meta)
-		return nil, fmt.Errorf("consensus: raft address %q: %w", cfg.RaftAddr, err)
-	}
-	transport, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 3, 10*time.Second, hlog.Named("transport"))
-	if err != nil {
-		closeLog(logStore, meta)
-		return nil, fmt.Errorf("consensus: listen for raft on %s: %w", cfg.RaftAddr, err)
+		return nil, err
 	}
 	n := &Node{cfg: cfg, log: logStore, meta: meta, transport: transport, logger: logger}
 
@@ -158,6 +160,30 @@ func Open(cfg Config) (*Node, error) {
 	n.raft = r
 	n.reads = newReadBatcher(r, cfg.FSM)
 	return n, nil
+}
+
+// newTransport opens the Raft port: mutual TLS when cfg has TLS configs,
+// plain TCP otherwise.
+func newTransport(cfg Config, hlog hclog.Logger) (*raft.NetworkTransport, error) {
+	if (cfg.ServerTLS == nil) != (cfg.DialTLS == nil) {
+		return nil, ErrTLSConfig
+	}
+	if cfg.ServerTLS != nil {
+		layer, err := newTLSStreamLayer(cfg.RaftAddr, cfg.ServerTLS, cfg.DialTLS)
+		if err != nil {
+			return nil, fmt.Errorf("consensus: listen for raft on %s: %w", cfg.RaftAddr, err)
+		}
+		return raft.NewNetworkTransportWithLogger(layer, 3, 10*time.Second, hlog.Named("transport")), nil
+	}
+	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+	if err != nil {
+		return nil, fmt.Errorf("consensus: raft address %q: %w", cfg.RaftAddr, err)
+	}
+	transport, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 3, 10*time.Second, hlog.Named("transport"))
+	if err != nil {
+		return nil, fmt.Errorf("consensus: listen for raft on %s: %w", cfg.RaftAddr, err)
+	}
+	return transport, nil
 }
 
 func (n *Node) closeStores() {

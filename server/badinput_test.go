@@ -13,16 +13,14 @@ import (
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
 // rawConn is a plain gRPC connection to a node, with the library's default
 // limits, for sending what the client package never would.
-func rawConn(t *testing.T, addr string) *grpc.ClientConn {
+func rawConn(t *testing.T, cl *localcluster.Cluster, addr string) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20)))
+	conn, err := cl.Dial(addr, false, grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +51,7 @@ func wire(e chunker.Encoded) *pb.Chunk {
 // message, and leaves nothing behind: no chunk stored, no file listed.
 func TestBadInput(t *testing.T) {
 	cl := startCluster(t, localcluster.Options{})
-	conn := rawConn(t, cl.Members[1].APIAddr)
+	conn := rawConn(t, cl, cl.Members[1].APIAddr)
 	files := pb.NewFilesClient(conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -178,7 +176,7 @@ func TestBadInput(t *testing.T) {
 	})
 
 	t.Run("download past the end", func(t *testing.T) {
-		c := newClient(t, cl.Addrs()...)
+		c := newClient(t, cl)
 		if _, err := c.Put(ctx, "small.bin", bytes.NewReader([]byte("hello")), client.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}

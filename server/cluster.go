@@ -11,6 +11,7 @@ import (
 	"github.com/ddstore/ddstore/consensus"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/replica"
+	"github.com/ddstore/ddstore/server/auth"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -66,6 +67,13 @@ func (c *clusterService) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.S
 		})
 	}
 	wg.Wait()
+	if !isAdmin(ctx) {
+		// Internal addresses are for operators: the API and Raft addresses
+		// of a private network stay private.
+		for _, st := range resp.Nodes {
+			st.ApiAddr, st.RaftAddr = "", ""
+		}
+	}
 	return resp, nil
 }
 
@@ -77,6 +85,11 @@ func (n *Node) localStatus(ctx context.Context) *pb.NodeStatus {
 		PublicAddr: n.pubAddr, Federation: n.peers.counters(),
 	}
 	st.Heal = n.healed.status()
+	ls := n.limits.Stats()
+	st.Limits = &pb.LimitStatus{
+		OpenStreams: ls.OpenStreams, PeakStreams: ls.PeakStreams, RefusedStreams: ls.RefusedStreams, IdleClosed: ls.IdleClosed,
+		RefusedHeavy: ls.RefusedHeavy, Denied: n.guard.denied.Load(), StreamMemoryBytes: uint64(n.cfg.StreamMemory),
+	}
 	if n.cached != nil {
 		for _, t := range n.cached.TierStats() {
 			st.Cache = append(st.Cache, &pb.CacheTierStatus{
@@ -115,6 +128,11 @@ func (c *clusterService) Join(ctx context.Context, req *pb.JoinRequest) (*pb.Joi
 		return nil, status.Error(codes.InvalidArgument, "join needs the node's id, api_addr and raft_addr")
 	}
 	n := c.n
+	// A node joins as itself: its certificate names the ID it asks for. A
+	// member passing a join on to the leader acts for the joining node.
+	if p, ok := auth.FromContext(ctx); ok && p.Kind == auth.KindNode && p.Name != req.GetId() && !n.hasMember(p.Name) {
+		return nil, status.Errorf(codes.PermissionDenied, "node %s may join only as itself, not as %q", p.Name, req.GetId())
+	}
 	err := n.leaderDoes(ctx, func(ctx context.Context, cc pb.ClusterClient) error {
 		_, err := cc.Join(ctx, req)
 		return err

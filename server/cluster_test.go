@@ -47,9 +47,14 @@ func startCluster(t testing.TB, opts localcluster.Options) *localcluster.Cluster
 	return cl
 }
 
-func newClient(t testing.TB, addrs ...string) *client.Client {
+// newClient returns an admin client of cl talking to addrs (default: every
+// member).
+func newClient(t testing.TB, cl *localcluster.Cluster, addrs ...string) *client.Client {
 	t.Helper()
-	c, err := client.New(addrs)
+	if len(addrs) == 0 {
+		addrs = cl.Addrs()
+	}
+	c, err := client.New(addrs, cl.ClientOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +80,7 @@ func download(t testing.TB, c *client.Client, name string) []byte {
 func TestLargeFileRoundTrip(t *testing.T) {
 	const size = 1 << 30
 	cl := startCluster(t, localcluster.Options{})
-	c := newClient(t, cl.Addrs()...)
+	c := newClient(t, cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
@@ -123,7 +128,7 @@ func TestLeaderFailover(t *testing.T) {
 	cl := startCluster(t, localcluster.Options{Replicas: 2})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	all := newClient(t, cl.Addrs()...)
+	all := newClient(t, cl)
 
 	before := map[string][]byte{}
 	for i := range 3 {
@@ -139,7 +144,7 @@ func TestLeaderFailover(t *testing.T) {
 		t.Fatal("no leader")
 	}
 	const size = 384 << 20
-	viaLeader := newClient(t, cl.Members[leader].APIAddr)
+	viaLeader := newClient(t, cl, cl.Members[leader].APIAddr)
 	killed := make(chan struct{})
 	_, err := viaLeader.Put(ctx, "during.bin", randomReader(7, size), client.PutOptions{
 		Progress: func(done int64) {
@@ -165,7 +170,7 @@ func TestLeaderFailover(t *testing.T) {
 			others = append(others, m.APIAddr)
 		}
 	}
-	rest := newClient(t, others...)
+	rest := newClient(t, cl, others...)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st, err := rest.Status(ctx)
@@ -214,7 +219,7 @@ func TestLeaderFailover(t *testing.T) {
 	if err := cl.WaitReady(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
-	check(newClient(t, cl.Members[leader].APIAddr), "old leader back")
+	check(newClient(t, cl, cl.Members[leader].APIAddr), "old leader back")
 
 	// Full restart of every node.
 	if err := cl.Close(); err != nil {
@@ -228,7 +233,7 @@ func TestLeaderFailover(t *testing.T) {
 	if err := cl.WaitReady(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
-	check(newClient(t, cl.Addrs()...), "after full restart")
+	check(newClient(t, cl), "after full restart")
 }
 
 // TestLinearizableReads: a commit that returned is visible at once on every
@@ -239,7 +244,7 @@ func TestLinearizableReads(t *testing.T) {
 	defer cancel()
 	clients := make([]*client.Client, len(cl.Members))
 	for i, m := range cl.Members {
-		clients[i] = newClient(t, m.APIAddr)
+		clients[i] = newClient(t, cl, m.APIAddr)
 	}
 	for i := range 30 {
 		name := fmt.Sprintf("lin/%03d", i)
@@ -263,7 +268,7 @@ func TestLinearizableReads(t *testing.T) {
 // chunk and the result is intact.
 func TestResumeDownload(t *testing.T) {
 	cl := startCluster(t, localcluster.Options{})
-	c := newClient(t, cl.Addrs()...)
+	c := newClient(t, cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	const size = 96 << 20

@@ -4,7 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
+
+	"github.com/ddstore/ddstore/chunker"
+	"github.com/ddstore/ddstore/server/auth"
+	"github.com/ddstore/ddstore/server/limits"
 )
 
 // Config is everything one node needs to run.
@@ -53,6 +58,29 @@ type Config struct {
 	// AlwaysMaybe ignores the peers' filters (every peer may hold anything);
 	// for measuring what the filters save.
 	AlwaysMaybe bool
+
+	// TLS holds the node's certificate and the certificate authorities it
+	// trusts (its own cluster's and its peers'). With it every link is
+	// mutual TLS: clients verify the node, nodes and the Raft port accept
+	// only nodes of this cluster, peers only nodes whose certificate names
+	// them. Nil runs in plain text, which Start allows only when every
+	// address is on loopback, unless Insecure says otherwise.
+	TLS *auth.Trust
+	// Insecure allows plain text on any address (anyone who reaches the
+	// node can do anything).
+	Insecure bool
+	// PeerPolicies says what calls forwarded by each peer cluster may do
+	// here; a peer not listed may read everything and write nothing.
+	PeerPolicies map[string]PeerPolicy
+	// Limits bound what one caller may hold open (streams, heavy passes)
+	// and how long a stream may move no bytes.
+	Limits limits.Config
+	// MaxStreamsPerConn is gRPC's cap on concurrent streams of one
+	// connection; default 256.
+	MaxStreamsPerConn uint32
+	// StreamMemory bounds the chunk bytes held for all open client streams
+	// together (uploads in flight, downloads read ahead); default 128 MiB.
+	StreamMemory int64
 
 	Store    string // "local" (default) or "gridfs"
 	MongoURI string // for the gridfs store
@@ -199,6 +227,46 @@ func (c *Config) withDefaults() (Config, error) {
 	if out.ShutdownGrace == 0 {
 		out.ShutdownGrace = 10 * time.Second
 	}
+	if out.MaxStreamsPerConn == 0 {
+		out.MaxStreamsPerConn = 256
+	}
+	if out.StreamMemory == 0 {
+		out.StreamMemory = 128 << 20
+	}
+	if out.StreamMemory < chunker.MaxRawSize {
+		errs = append(errs, fmt.Errorf("stream memory %d is less than one largest chunk (%d bytes)", out.StreamMemory, chunker.MaxRawSize))
+	}
+	if out.TLS == nil && !out.Insecure {
+		for _, a := range []string{out.APIAddr, out.RaftAddr, out.Public, out.Advertise} {
+			if a != "" && !loopback(a) {
+				errs = append(errs, fmt.Errorf("%s is not a loopback address and no TLS is configured: give the node its certificates (--tls-ca, --tls-cert, --tls-key; see ddstore cert) or start it with --insecure", a))
+				break
+			}
+		}
+	}
+	if out.TLS != nil {
+		if out.TLS.Cluster != out.Cluster {
+			errs = append(errs, fmt.Errorf("the node certificate is for cluster %q, the node is in cluster %q", out.TLS.Cluster, out.Cluster))
+		}
+		if id := out.TLS.NodeID(); id != out.ID {
+			errs = append(errs, fmt.Errorf("the node certificate is for node %q, the node's ID is %q", id, out.ID))
+		}
+		for name := range out.Peers {
+			if _, ok := out.TLS.Peers[name]; !ok {
+				errs = append(errs, fmt.Errorf("peer cluster %q has no trusted CA (--peer-ca %s=FILE)", name, name))
+			}
+		}
+	}
+	for name := range out.PeerPolicies {
+		_, peer := out.Peers[name]
+		trusted := false
+		if out.TLS != nil {
+			_, trusted = out.TLS.Peers[name]
+		}
+		if !peer && !trusted {
+			errs = append(errs, fmt.Errorf("a policy names cluster %q, which is neither a peer nor trusted (--peer-ca)", name))
+		}
+	}
 	if out.Logger == nil {
 		out.Logger = slog.Default()
 	}
@@ -206,4 +274,25 @@ func (c *Config) withDefaults() (Config, error) {
 		return out, fmt.Errorf("server: bad config: %w", errors.Join(errs...))
 	}
 	return out, nil
+}
+
+// loopback reports whether host:port names a loopback address.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// policy returns what calls forwarded by peer cluster name may do.
+func (c *Config) policy(name string) PeerPolicy {
+	if p, ok := c.PeerPolicies[name]; ok {
+		return p
+	}
+	return PeerPolicy{Role: auth.RoleRead}
 }

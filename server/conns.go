@@ -1,57 +1,98 @@
 package server
 
 import (
+	"crypto/tls"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 )
 
-// connPool keeps one gRPC connection per peer address.
+// connPool keeps one gRPC connection per (cluster, address). A connection
+// to another node of this cluster proves itself with the node's certificate
+// and accepts only a node of this cluster; one to a peer cluster accepts only
+// a node whose certificate names that cluster, whatever address the peer
+// reported.
 type connPool struct {
+	// creds returns the transport credentials for dialling a node of
+	// cluster ("" for this cluster); nil: plain text.
+	creds func(cluster string) (credentials.TransportCredentials, error)
+
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	conns map[connKey]*grpc.ClientConn
 }
 
-func newConnPool() *connPool { return &connPool{conns: map[string]*grpc.ClientConn{}} }
+type connKey struct{ cluster, addr string }
+
+func newConnPool(creds func(cluster string) (credentials.TransportCredentials, error)) *connPool {
+	return &connPool{creds: creds, conns: map[connKey]*grpc.ClientConn{}}
+}
 
 // DialOptions are the options nodes and clients use to reach a node: message
 // limits that fit the largest chunk, and flow-control windows large enough
-// for chunk streams.
-func DialOptions() []grpc.DialOption {
+// for chunk streams. Without a TLS config the connection is plain text.
+func DialOptions(tc *tls.Config) []grpc.DialOption {
+	creds := insecure.NewCredentials()
+	if tc != nil {
+		creds = credentials.NewTLS(tc)
+	}
+	return dialOptions(creds)
+}
+
+func dialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
 		grpc.WithInitialWindowSize(8 << 20),
 		grpc.WithInitialConnWindowSize(32 << 20),
 		grpc.WithReadBufferSize(256 << 10),
 		grpc.WithWriteBufferSize(256 << 10),
+		// A peer that stops answering is noticed within seconds, not when
+		// the kernel gives up on the connection.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	}
 }
 
-// Get returns the connection to addr, creating it on first use. grpc.NewClient
-// connects lazily, so this never blocks and never fails for a well-formed
-// address; calls on an unreachable peer fail with Unavailable.
-func (p *connPool) Get(addr string) *grpc.ClientConn {
+// Get returns the connection to a node of this cluster at addr.
+func (p *connPool) Get(addr string) *grpc.ClientConn { return p.get("", addr) }
+
+// Peer returns the connection to a node of peer cluster name at addr.
+func (p *connPool) Peer(name, addr string) *grpc.ClientConn { return p.get(name, addr) }
+
+// get creates connections on first use. grpc.NewClient connects lazily, so
+// this never blocks and never fails for a well-formed address; calls on an
+// unreachable (or unproven) node fail with Unavailable.
+func (p *connPool) get(cluster, addr string) *grpc.ClientConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c, ok := p.conns[addr]; ok {
+	k := connKey{cluster, addr}
+	if c, ok := p.conns[k]; ok {
 		return c
 	}
-	c, err := grpc.NewClient("passthrough:///"+addr, DialOptions()...)
+	creds, err := p.creds(cluster)
+	target := "passthrough:///" + addr
+	if err != nil {
+		// An unknown peer cluster has no trust: keep a client that can
+		// reach nothing.
+		creds, target = insecure.NewCredentials(), "passthrough:///invalid.invalid:1"
+	}
+	c, err := grpc.NewClient(target, dialOptions(creds)...)
 	if err != nil {
 		// Only malformed options fail here; keep a closed-over error client.
-		c, _ = grpc.NewClient("passthrough:///invalid.invalid:1", DialOptions()...)
+		c, _ = grpc.NewClient("passthrough:///invalid.invalid:1", dialOptions(insecure.NewCredentials())...)
 	}
-	p.conns[addr] = c
+	p.conns[k] = c
 	return c
 }
 
 func (p *connPool) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for addr, c := range p.conns {
+	for k, c := range p.conns {
 		c.Close()
-		delete(p.conns, addr)
+		delete(p.conns, k)
 	}
 }

@@ -540,15 +540,20 @@ func (n *Node) sendChunks(ctx context.Context, r route, ids []chunker.ID, resp *
 		return err
 	}
 	peers, _ := n.placement()
-	slots := readAhead(ctx, 0, len(ids), downloadWindow, func(i int) (chunker.Encoded, error) {
+	slots := readAhead(ctx, 0, len(ids), downloadWindow, n.streamMem, func(int) int { return chunker.MaxRawSize / 8 }, func(i int) (chunker.Encoded, error) {
 		return n.repl.Fetch(ctx, peers, ids[i])
 	})
+	defer drain(slots)
+	defer cancel()
 	for slot := range slots {
 		f := <-slot
 		if f.err != nil {
+			f.release()
 			return toStatus(fmt.Errorf("read a chunk to send: %w", f.err))
 		}
-		if err := up.Send(&pb.UploadRequest{Chunk: replica.ToWire(f.c)}); err != nil {
+		err := up.Send(&pb.UploadRequest{Chunk: replica.ToWire(f.c)})
+		f.release()
+		if err != nil {
 			_, err = up.CloseAndRecv()
 			return err
 		}

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"os"
@@ -18,9 +19,8 @@ import (
 	"github.com/ddstore/ddstore/internal/localcluster"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/server"
-	"google.golang.org/grpc"
+	"github.com/ddstore/ddstore/server/auth"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -46,18 +46,31 @@ func startClusters(t *testing.T, n int, names []string, peers map[string][]strin
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out := map[string]*localcluster.Cluster{}
+	callers := map[string][]string{} // who names each cluster as a peer
+	for name, ps := range peers {
+		for _, p := range ps {
+			callers[p] = append(callers[p], name)
+		}
+	}
 	for _, name := range names {
-		cl, err := localcluster.New(localcluster.Options{Nodes: n, Dir: filepath.Join(t.TempDir(), name), Fast: true, Tune: func(c *server.Config) {
-			c.Cluster = name
-			c.Peers = map[string][]string{}
-			for _, other := range peers[name] {
-				c.Peers[other] = out[other].Addrs()
-			}
-			c.FilterRefresh = 100 * time.Millisecond
-			c.PeerTimeout = time.Second
-			c.CacheSize = 128 << 20 // its FIFO (a quarter) holds a test file whole
-			c.RepairInterval, c.ScrubInterval, c.GCInterval = -1, -1, -1
-		}})
+		cl, err := localcluster.New(localcluster.Options{
+			Nodes: n, Dir: filepath.Join(t.TempDir(), name), Fast: true, Cluster: name, Callers: callers[name],
+			PeerCA: func(peer string) *x509.Certificate { return out[peer].CA().Cert },
+			Tune: func(c *server.Config) {
+				c.Peers = map[string][]string{}
+				c.PeerPolicies = map[string]server.PeerPolicy{}
+				for _, other := range peers[name] {
+					c.Peers[other] = out[other].Addrs()
+				}
+				// Puts and replicas pass between these clusters.
+				for _, other := range append(slices.Clone(peers[name]), callers[name]...) {
+					c.PeerPolicies[other] = server.PeerPolicy{Role: auth.RoleWrite}
+				}
+				c.FilterRefresh = 100 * time.Millisecond
+				c.PeerTimeout = time.Second
+				c.CacheSize = 128 << 20 // its FIFO (a quarter) holds a test file whole
+				c.RepairInterval, c.ScrubInterval, c.GCInterval = -1, -1, -1
+			}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,9 +86,9 @@ func startClusters(t *testing.T, n int, names []string, peers map[string][]strin
 }
 
 // clusterFilters fetches a cluster's filters the way a peer does.
-func clusterFilters(t *testing.T, addr string) *catalog.Filters {
+func clusterFilters(t *testing.T, cl *localcluster.Cluster, addr string) *catalog.Filters {
 	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := cl.Dial(addr, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +161,7 @@ func put(t *testing.T, c *client.Client, name, date string, r io.Reader) {
 // peer of the others.
 func TestFederation(t *testing.T) {
 	fed := startFederation(t, "A", "B", "C")
-	ca, cb, cc := newClient(t, fed["A"].Addrs()...), newClient(t, fed["B"].Addrs()...), newClient(t, fed["C"].Addrs()...)
+	ca, cb, cc := newClient(t, fed["A"]), newClient(t, fed["B"]), newClient(t, fed["C"])
 
 	const size = 24 << 20
 	put(t, ca, "a/big.bin", "2026-01-10", randomReader(1, size))
@@ -161,7 +174,7 @@ func TestFederation(t *testing.T) {
 	want := hashOf(t, randomReader(1, size))
 
 	t.Run("DownloadThroughPeerLeaderAndResume", func(t *testing.T) {
-		viaB := newClient(t, leaderAddr(t, fed["B"]))
+		viaB := newClient(t, fed["B"], leaderAddr(t, fed["B"]))
 		m, err := viaB.Stat(context.Background(), "a/big.bin", 0)
 		if err != nil || m.GetSize() != size {
 			t.Fatalf("stat through B: %v %v", m, err)
@@ -220,7 +233,7 @@ func TestFederation(t *testing.T) {
 	})
 
 	t.Run("NotFoundAsksOnlyMaybeClusters", func(t *testing.T) {
-		fa, fb := clusterFilters(t, fed["A"].Addrs()[0]), clusterFilters(t, fed["B"].Addrs()[0])
+		fa, fb := clusterFilters(t, fed["A"], fed["A"].Addrs()[0]), clusterFilters(t, fed["B"], fed["B"].Addrs()[0])
 		var name string
 		for i := 0; name == ""; i++ {
 			if n := fmt.Sprintf("nobody/has-%d", i); !fa.MayHaveName(n) && !fb.MayHaveName(n) {
@@ -271,7 +284,7 @@ func TestFederation(t *testing.T) {
 	})
 
 	t.Run("PutIntoAnotherCluster", func(t *testing.T) {
-		toB, err := client.New(fed["A"].Addrs(), client.WithCluster("B"))
+		toB, err := fed["A"].Client(client.WithCluster("B"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -356,7 +369,7 @@ func TestFederation(t *testing.T) {
 	})
 
 	t.Run("FiltersTravelOnlyWhenChangedAndForgetDeletes", func(t *testing.T) {
-		conn, err := grpc.NewClient("passthrough:///"+fed["A"].Addrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := fed["A"].Dial(fed["A"].Addrs()[0], true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -373,7 +386,13 @@ func TestFederation(t *testing.T) {
 		if err := ca.Delete(context.Background(), "a/march.txt"); err != nil {
 			t.Fatal(err)
 		}
-		after, err := fc.Filters(context.Background(), &pb.FiltersRequest{FromCluster: "test", HaveVersion: cur.GetVersion()})
+		// The node asked may apply the delete a moment after the leader.
+		var after *pb.FiltersResponse
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if after, err = fc.Filters(context.Background(), &pb.FiltersRequest{FromCluster: "test", HaveVersion: cur.GetVersion()}); err != nil || after.GetVersion() != cur.GetVersion() {
+				break
+			}
+		}
 		if err != nil || len(after.GetFilters()) == 0 || after.GetVersion() <= cur.GetVersion() {
 			t.Fatalf("after a delete: version %d -> %d, %d bytes, %v", cur.GetVersion(), after.GetVersion(), len(after.GetFilters()), err)
 		}
@@ -428,7 +447,7 @@ func TestFederation(t *testing.T) {
 // name.
 func newClientFor(t *testing.T, cl *localcluster.Cluster, name string) *client.Client {
 	t.Helper()
-	c, err := client.New(cl.Addrs(), client.WithCluster(name))
+	c, err := cl.Client(client.WithCluster(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,15 +467,15 @@ func must[T any](v T, err error) T {
 // at B. A file of A asked of C is not found: C knows no peer.
 func TestFederationChain(t *testing.T) {
 	fed := startClusters(t, 1, []string{"A", "B", "C"}, map[string][]string{"A": {"B"}, "B": {"C"}})
-	cc := newClient(t, fed["C"].Addrs()...)
+	cc := newClient(t, fed["C"])
 	put(t, cc, "c/deep.bin", "2026-04-01", randomReader(5, 2<<20))
-	put(t, newClient(t, fed["A"].Addrs()...), "a/top.txt", "2026-04-02", strings.NewReader("A only"))
+	put(t, newClient(t, fed["A"]), "a/top.txt", "2026-04-02", strings.NewReader("A only"))
 	waitFilters(t, map[string]*localcluster.Cluster{"B": fed["B"], "C": fed["C"]}, "B")
 	waitFilters(t, map[string]*localcluster.Cluster{"A": fed["A"], "B": fed["B"]}, "A")
 	waitBeyond(t, fed["A"], "B", "C")
 
 	// C's filters reach A through B within two refreshes.
-	ca := newClient(t, fed["A"].Addrs()...)
+	ca := newClient(t, fed["A"])
 	var (
 		resp *pb.StatResponse
 		err  error
@@ -480,7 +499,7 @@ func TestFederationChain(t *testing.T) {
 		t.Fatalf("C found A's file without knowing A: %v", err)
 	}
 	// A request forwarded to B with no hops left is answered by B alone.
-	conn, err := grpc.NewClient("passthrough:///"+fed["B"].Addrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := fed["B"].Dial(fed["B"].Addrs()[0], true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,7 +519,7 @@ func TestFederationChain(t *testing.T) {
 // waitBeyond waits until cl's node knows cluster far through its peer.
 func waitBeyond(t *testing.T, cl *localcluster.Cluster, peer, far string) {
 	t.Helper()
-	c := newClient(t, cl.Addrs()[0])
+	c := newClient(t, cl, cl.Addrs()[0])
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st, err := c.Status(context.Background())

@@ -79,15 +79,20 @@ func (f *filesService) Upload(stream pb.Files_UploadServer) error {
 		}
 		received.Add(1)
 		bytes.Add(uint64(len(c.Data)))
+		release, err := n.streamMem.hold(ctx, len(c.Data))
+		if err != nil {
+			break
+		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 		}
 		if ctx.Err() != nil {
+			release()
 			break
 		}
 		wg.Go(func() {
-			defer func() { <-sem }()
+			defer func() { <-sem; release() }()
 			if err := n.codecs.Verify(c); err != nil {
 				fail(status.Errorf(codes.InvalidArgument, "chunk %s rejected, nothing stored for it: %v", c.ID, err))
 				return
@@ -296,7 +301,8 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 		return err
 	}
 	peers, _ := n.placement()
-	slots := readAhead(ctx, start, len(chunks), downloadWindow, func(i int) (chunker.Encoded, error) {
+	size := func(i int) int { return int(chunks[i].GetRawSize()) }
+	slots := readAhead(ctx, start, len(chunks), downloadWindow, n.streamMem, size, func(i int) (chunker.Encoded, error) {
 		ref := chunks[i]
 		id := chunker.ID(ref.GetId())
 		c, err := n.fetchChunk(ctx, r, peers, via, id)
@@ -305,18 +311,21 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 		}
 		return c, err
 	})
+	defer drain(slots)
+	defer cancel()
 	i := start
 	for slot := range slots {
 		r := <-slot
 		if r.err != nil {
-			cancel()
+			r.release()
 			if errors.Is(r.err, replica.ErrNotFound) || errors.Is(r.err, chunker.ErrCorrupt) {
 				return status.Errorf(codes.DataLoss, "file %q, chunk %d: %v", m.GetName(), i, r.err)
 			}
 			return toStatus(fmt.Errorf("file %q, chunk %d: %w", m.GetName(), i, r.err))
 		}
-		if err := stream.Send(&pb.DownloadResponse{Index: uint32(i), Chunk: replica.ToWire(r.c)}); err != nil {
-			cancel()
+		err := stream.Send(&pb.DownloadResponse{Index: uint32(i), Chunk: replica.ToWire(r.c)})
+		r.release()
+		if err != nil {
 			return err
 		}
 		i++

@@ -20,7 +20,7 @@ func TestGridFSCluster(t *testing.T) {
 	}
 	t.Cleanup(mongo.Stop)
 	cl := startCluster(t, localcluster.Options{Store: "gridfs", MongoURI: mongo.URI})
-	c := newClient(t, cl.Addrs()...)
+	c := newClient(t, cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 

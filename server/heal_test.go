@@ -71,7 +71,7 @@ func TestCacheTiers(t *testing.T) {
 	}
 	defer mc.Stop()
 	cl := startCluster(t, localcluster.Options{Tune: manualHealing(time.Hour, mc.Addr)})
-	c := newClient(t, cl.Members[0].APIAddr)
+	c := newClient(t, cl, cl.Members[0].APIAddr)
 	ctx := context.Background()
 	const size = 48 << 20
 	if _, err := c.Put(ctx, "hot.bin", randomReader(31, size), client.PutOptions{}); err != nil {
@@ -123,7 +123,7 @@ func TestCacheTiers(t *testing.T) {
 // scrub and rewritten from a good copy; downloads stay correct meanwhile.
 func TestScrubAndRepair(t *testing.T) {
 	cl := startCluster(t, localcluster.Options{Tune: manualHealing(time.Hour)})
-	c := newClient(t, cl.Addrs()...)
+	c := newClient(t, cl)
 	ctx := context.Background()
 	const size = 24 << 20
 	if _, err := c.Put(ctx, "f.bin", randomReader(41, size), client.PutOptions{}); err != nil {
@@ -154,7 +154,7 @@ func TestScrubAndRepair(t *testing.T) {
 	if err := corruptAt(path(ids[3]), 7); err != nil {
 		t.Fatal(err)
 	}
-	if got := download(t, newClient(t, victim.APIAddr), "f.bin"); !bytes.Equal(got, want) {
+	if got := download(t, newClient(t, cl, victim.APIAddr), "f.bin"); !bytes.Equal(got, want) {
 		t.Fatal("download through the node with a corrupt copy differs")
 	}
 	rr, err := c.Repair(ctx)
@@ -179,7 +179,7 @@ func TestScrubAndRepair(t *testing.T) {
 // after repair every chunk has two copies on the live nodes.
 func TestRepairAfterNodeLoss(t *testing.T) {
 	cl := startCluster(t, localcluster.Options{Replicas: 2, Tune: manualHealing(time.Hour)})
-	c := newClient(t, cl.Addrs()...)
+	c := newClient(t, cl)
 	ctx := context.Background()
 	for i, name := range []string{"a.bin", "b.bin", "c.bin"} {
 		if _, err := c.Put(ctx, name, randomReader(byte(50+i), 12<<20), client.PutOptions{}); err != nil {
@@ -197,7 +197,7 @@ func TestRepairAfterNodeLoss(t *testing.T) {
 			live = append(live, m)
 		}
 	}
-	rest := newClient(t, live[0].APIAddr, live[1].APIAddr)
+	rest := newClient(t, cl, live[0].APIAddr, live[1].APIAddr)
 	rr, err := rest.Repair(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +227,7 @@ func TestRepairAfterNodeLoss(t *testing.T) {
 func TestGarbageCollection(t *testing.T) {
 	const grace = 700 * time.Millisecond
 	cl := startCluster(t, localcluster.Options{Tune: manualHealing(grace)})
-	c := newClient(t, cl.Addrs()...)
+	c := newClient(t, cl)
 	ctx := context.Background()
 	a := make([]byte, 24<<20)
 	if _, err := randomReader(61, int64(len(a))).Read(a); err != nil {
@@ -303,7 +303,7 @@ func TestGarbageCollection(t *testing.T) {
 // whole or fails with a clear status and leaves no file.
 func TestUploadRacingCollection(t *testing.T) {
 	cl := startCluster(t, localcluster.Options{Tune: manualHealing(0)})
-	c := newClient(t, cl.Addrs()...)
+	c := newClient(t, cl)
 	ctx := context.Background()
 	const size = 16 << 20
 	want := hashOf(t, randomReader(71, size))
@@ -372,7 +372,7 @@ func TestRepairWhenTheClusterGrows(t *testing.T) {
 	if err := cl.WaitReady(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	c := newClient(t, cl.Members[0].APIAddr)
+	c := newClient(t, cl, cl.Members[0].APIAddr)
 	if _, err := c.Put(ctx, "early.bin", randomReader(77, 6<<20), client.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}

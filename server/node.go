@@ -21,8 +21,11 @@ import (
 	"github.com/ddstore/ddstore/consensus"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/replica"
+	"github.com/ddstore/ddstore/server/limits"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -31,24 +34,28 @@ import (
 
 // Node is one running ddstore node.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	codecs  *chunker.Codecs
-	store   replica.Store   // what the node reads and writes through: base behind cached, if any
-	base    replica.Store   // the chunk store itself
-	cached  *replica.Cached // cache tiers in front of base; nil without tiers
-	healed  healCounters
-	fsm     *catalog.FSM
-	raft    *consensus.Node
-	repl    *replica.Replicator
-	conns   *connPool
-	peers   *peerSet
-	grpc    *grpc.Server
-	pub     *grpc.Server // the gateway's public side; nil without cfg.Public
-	health  *health.Server
-	lis     net.Listener
-	pubLis  net.Listener
-	pubAddr string // the address peers are told: public, API, or none if private
+	cfg    Config
+	log    *slog.Logger
+	codecs *chunker.Codecs
+	store  replica.Store   // what the node reads and writes through: base behind cached, if any
+	base   replica.Store   // the chunk store itself
+	cached *replica.Cached // cache tiers in front of base; nil without tiers
+	healed healCounters
+	fsm    *catalog.FSM
+	raft   *consensus.Node
+	repl   *replica.Replicator
+	conns  *connPool
+	guard  *guard
+	limits *limits.Limiter
+	// streamMem bounds the chunk bytes held for open client streams.
+	streamMem *memBudget
+	peers     *peerSet
+	grpc      *grpc.Server
+	pub       *grpc.Server // the gateway's public side; nil without cfg.Public
+	health    *health.Server
+	lis       net.Listener
+	pubLis    net.Listener
+	pubAddr   string // the address peers are told: public, API, or none if private
 
 	stop       chan struct{}
 	repairKick chan struct{} // a repair pass is due now (a node joined)
@@ -108,7 +115,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.repl = &replica.Replicator{Local: n.store, Codecs: n.codecs, Logger: n.log}
 
 	n.fsm = catalog.NewFSM()
-	n.raft, err = consensus.Open(consensus.Config{
+	rc := consensus.Config{
 		ID:                 cfg.ID,
 		RaftAddr:           cfg.RaftAddr,
 		Dir:                filepath.Join(cfg.DataDir, "raft"),
@@ -119,7 +126,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		ElectionTimeout:    cfg.ElectionTimeout,
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
 		SnapshotThreshold:  cfg.SnapshotThreshold,
-	})
+	}
+	if cfg.TLS != nil {
+		rc.ServerTLS, rc.DialTLS = cfg.TLS.RaftServerTLS(), cfg.TLS.DialNodeTLS()
+	}
+	n.raft, err = consensus.Open(rc)
 	if err != nil {
 		cleanup()
 		return nil, fmt.Errorf("server: %w", err)
@@ -144,12 +155,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	case !cfg.Private:
 		n.pubAddr = n.cfg.Advertise
 	}
-	n.conns = newConnPool()
+	n.conns = newConnPool(n.dialCreds)
 	n.peers = newPeerSet(n)
+	n.streamMem = newMemBudget(cfg.StreamMemory)
+	n.guard = newGuard(n)
+	n.limits = limits.New(cfg.Limits, callerKey, func(method string) bool {
+		r, _ := ruleFor(method)
+		return r.heavy
+	})
 	n.health = health.NewServer()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	n.health.SetServingStatus(pb.Files_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	n.grpc = newGRPCServer()
+	n.grpc = n.newGRPCServer()
 	n.registerPublic(n.grpc)
 	pb.RegisterNodeServer(n.grpc, &nodeService{n: n, chunks: &replica.ChunkService{Store: n.store, Codecs: n.codecs}})
 	serve := func(s *grpc.Server, lis net.Listener) {
@@ -161,7 +178,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	serve(n.grpc, n.lis)
 	if n.pubLis != nil {
-		n.pub = newGRPCServer()
+		n.pub = n.newGRPCServer()
 		n.registerPublic(n.pub)
 		serve(n.pub, n.pubLis)
 	}
@@ -173,16 +190,45 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	return n, nil
 }
 
-func newGRPCServer() *grpc.Server {
-	return grpc.NewServer(
+// newGRPCServer makes a gRPC server with the node's credentials, its guard
+// (who may call what) and limits in front of every handler.
+func (n *Node) newGRPCServer() *grpc.Server {
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
-		grpc.InitialWindowSize(8<<20),
-		grpc.InitialConnWindowSize(32<<20),
-		grpc.ReadBufferSize(256<<10),
-		grpc.WriteBufferSize(256<<10),
+		grpc.InitialWindowSize(8 << 20),
+		grpc.InitialConnWindowSize(32 << 20),
+		grpc.ReadBufferSize(256 << 10),
+		grpc.WriteBufferSize(256 << 10),
+		grpc.MaxConcurrentStreams(n.cfg.MaxStreamsPerConn),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+		// Connections idle for long are closed; a peer that stops answering
+		// pings is dropped within 40 s.
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 15 * time.Minute, Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.ConnectionTimeout(10 * time.Second),
+		grpc.ChainUnaryInterceptor(n.guard.unary, n.limits.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(n.guard.stream, n.limits.StreamInterceptor()),
+	}
+	if n.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(n.cfg.TLS.ServerTLS())))
+	}
+	return grpc.NewServer(opts...)
+}
+
+// dialCreds returns the credentials for dialling a node of cluster ("" for
+// this one).
+func (n *Node) dialCreds(cluster string) (credentials.TransportCredentials, error) {
+	if n.cfg.TLS == nil {
+		return insecure.NewCredentials(), nil
+	}
+	if cluster == "" {
+		return credentials.NewTLS(n.cfg.TLS.DialNodeTLS()), nil
+	}
+	tc, err := n.cfg.TLS.DialPeerTLS(cluster)
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(tc), nil
 }
 
 // registerPublic registers what clients and peer clusters call: the Files,
@@ -318,12 +364,15 @@ func (n *Node) self() *pb.NodeInfo {
 	return &pb.NodeInfo{Id: n.cfg.ID, ApiAddr: n.cfg.Advertise, RaftAddr: n.cfg.RaftAddr, PublicAddr: n.pubAddr}
 }
 
-func (n *Node) isMember() bool {
+func (n *Node) isMember() bool { return n.hasMember(n.cfg.ID) }
+
+// hasMember reports whether node id is in the Raft configuration.
+func (n *Node) hasMember(id string) bool {
 	servers, err := n.raft.Servers()
 	if err != nil {
 		return false
 	}
-	return slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == n.cfg.ID })
+	return slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == id })
 }
 
 func (n *Node) registered() bool {

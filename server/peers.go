@@ -164,7 +164,7 @@ func (ps *peerSet) try(ctx context.Context, p *peerCluster, timeout time.Duratio
 		if timeout > 0 {
 			cctx, cancel = context.WithTimeout(ctx, timeout)
 		}
-		err := fn(cctx, ps.n.conns.Get(addr))
+		err := fn(cctx, ps.n.conns.Peer(p.name, addr))
 		cancel()
 		if err == nil {
 			p.mu.Lock()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ddstore/ddstore/client"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"github.com/ddstore/ddstore/server/auth"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -29,6 +30,40 @@ type globalFlags struct {
 	stale   bool
 	timeout time.Duration
 	cluster string // the cluster calls are meant for (--cluster of put, get, ls, stat, rm)
+
+	ca, cert, key string // TLS: the cluster's CA, and an optional client certificate
+	tokenFile     string // a client token (else DDSTORE_TOKEN)
+}
+
+// credentials turns the TLS and token flags into client options: TLS when a
+// CA is given, a token from --token-file or DDSTORE_TOKEN.
+func (g *globalFlags) credentials() ([]client.Option, error) {
+	token := strings.TrimSpace(os.Getenv("DDSTORE_TOKEN"))
+	if g.tokenFile != "" {
+		raw, err := os.ReadFile(g.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(raw))
+	}
+	if g.ca == "" {
+		if g.cert != "" || token != "" {
+			return nil, usageError{errors.New("a client certificate or token needs the cluster's CA certificate (--ca or DDSTORE_CA) to talk TLS")}
+		}
+		return nil, nil
+	}
+	if (g.cert == "") != (g.key == "") {
+		return nil, usageError{errors.New("--cert and --key go together")}
+	}
+	tc, err := auth.ClientTLS(g.ca, g.cert, g.key)
+	if err != nil {
+		return nil, err
+	}
+	opts := []client.Option{client.WithTLS(tc)}
+	if token != "" {
+		opts = append(opts, client.WithToken(token))
+	}
+	return opts, nil
 }
 
 // clusterFlag adds --cluster to a command that talks about files.
@@ -51,7 +86,11 @@ func (g *globalFlags) client() (*client.Client, error) {
 	if g.cluster != "" {
 		opts = append(opts, client.WithCluster(g.cluster))
 	}
-	return client.New(addrs, opts...)
+	sec, err := g.credentials()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(addrs, append(opts, sec...)...)
 }
 
 func (g *globalFlags) consistency() pb.Consistency {

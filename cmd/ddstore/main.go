@@ -114,6 +114,10 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print results as JSON")
 	root.PersistentFlags().BoolVar(&g.stale, "stale", false, "allow stale catalog reads from the node asked")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 0, "give up after this long (0: no limit for transfers, 30s for other calls)")
+	root.PersistentFlags().StringVar(&g.ca, "ca", os.Getenv("DDSTORE_CA"), "the cluster's CA certificate: talk TLS and verify the nodes (env DDSTORE_CA)")
+	root.PersistentFlags().StringVar(&g.cert, "cert", os.Getenv("DDSTORE_CERT"), "client certificate (ddstore cert client; env DDSTORE_CERT)")
+	root.PersistentFlags().StringVar(&g.key, "key", os.Getenv("DDSTORE_KEY"), "client certificate's key (env DDSTORE_KEY)")
+	root.PersistentFlags().StringVar(&g.tokenFile, "token-file", "", "file holding a client token (ddstore token create); else DDSTORE_TOKEN")
 	root.AddCommand(
 		newServerCmd(),
 		g.clusterFlag(newPutCmd(g), "store into this cluster"), g.clusterFlag(newGetCmd(g), "download from this cluster"),

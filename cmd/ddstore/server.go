@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/server"
+	"github.com/ddstore/ddstore/server/auth"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
@@ -25,6 +26,7 @@ func newServerCmd() *cobra.Command {
 		peers      []string
 		configFile string
 		logLevel   string
+		sec        securityFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -52,6 +54,9 @@ Start a new cluster with --bootstrap on its first node; start the others with
 			var err error
 			if cfg.Peers, err = parsePeers(peers); err != nil {
 				return usageError{err}
+			}
+			if err := sec.apply(&cfg); err != nil {
+				return err
 			}
 			switch {
 			case cfg.Store != "local" && cfg.Store != "gridfs":
@@ -106,7 +111,85 @@ Start a new cluster with --bootstrap on its first node; start the others with
 	f.DurationVar(&cfg.GCInterval, "gc-interval", 10*time.Minute, "how often the leader collects unreferenced chunks (negative disables)")
 	f.DurationVar(&cfg.GCGrace, "gc-grace", time.Hour, "how long a chunk stays unreferenced before it is collected")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	sec.register(f, &cfg)
 	return cmd
+}
+
+// securityFlags are the server's TLS, peer trust and limit flags.
+type securityFlags struct {
+	ca, cert, key string
+	peerCAs       []string
+	peerAllow     []string
+}
+
+func (s *securityFlags) register(f *pflag.FlagSet, cfg *server.Config) {
+	f.StringVar(&s.ca, "tls-ca", "", "this cluster's CA certificate (ddstore cert ca); with --tls-cert and --tls-key every link is mutual TLS")
+	f.StringVar(&s.cert, "tls-cert", "", "this node's certificate (ddstore cert node)")
+	f.StringVar(&s.key, "tls-key", "", "this node's private key")
+	f.StringSliceVar(&s.peerCAs, "peer-ca", nil, "CA certificate trusted for a peer cluster, as NAME=FILE (repeat for more); a cluster that only calls this one needs it too")
+	f.StringSliceVar(&s.peerAllow, "peer-allow", nil, "what a peer cluster's forwarded calls may do here, as NAME=read|write|none[:PREFIX] (default read, all names)")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "allow plain text (no TLS, no authentication) on non-loopback addresses: anyone who reaches the node can do anything")
+	f.DurationVar(&cfg.Limits.IdleTimeout, "stream-idle-timeout", 60*time.Second, "close a stream that moves no bytes for this long")
+	f.IntVar(&cfg.Limits.StreamsPerCaller, "max-streams-per-client", 64, "concurrent streams one client (principal) may hold open")
+	f.IntVar(&cfg.Limits.Streams, "max-streams", 1024, "concurrent streams the node serves in all")
+	f.IntVar(&cfg.Limits.HeavyPerCaller, "max-heavy-per-client", 1, "concurrent gc/repair runs one client may start")
+	f.Uint32Var(&cfg.MaxStreamsPerConn, "max-streams-per-conn", 256, "concurrent streams of one connection (gRPC MaxConcurrentStreams)")
+	f.Int64Var(&cfg.StreamMemory, "stream-memory", 128<<20, "bytes of chunk data held for all open client streams together")
+}
+
+// apply loads the certificates and peer policies into cfg.
+func (s *securityFlags) apply(cfg *server.Config) error {
+	peerCAs := map[string]string{}
+	for _, e := range s.peerCAs {
+		name, file, ok := strings.Cut(e, "=")
+		if !ok || name == "" || file == "" {
+			return usageError{fmt.Errorf("--peer-ca %q: want NAME=FILE", e)}
+		}
+		peerCAs[name] = file
+	}
+	for _, e := range s.peerAllow {
+		name, rest, ok := strings.Cut(e, "=")
+		role, prefix, _ := strings.Cut(rest, ":")
+		if !ok || name == "" {
+			return usageError{fmt.Errorf("--peer-allow %q: want NAME=read|write|none[:PREFIX]", e)}
+		}
+		var r auth.Role
+		if role != "none" {
+			var err error
+			if r, err = auth.ParseRole(role); err != nil || r == auth.RoleAdmin {
+				return usageError{fmt.Errorf("--peer-allow %q: the role must be read, write or none", e)}
+			}
+		}
+		if cfg.PeerPolicies == nil {
+			cfg.PeerPolicies = map[string]server.PeerPolicy{}
+		}
+		cfg.PeerPolicies[name] = server.PeerPolicy{Role: r, Prefix: prefix}
+	}
+	switch set := btoi(s.ca != "") + btoi(s.cert != "") + btoi(s.key != ""); {
+	case set == 0:
+		if len(peerCAs) > 0 {
+			return usageError{errors.New("--peer-ca needs this node's own certificates (--tls-ca, --tls-cert, --tls-key)")}
+		}
+		return nil
+	case set < 3:
+		return usageError{errors.New("TLS needs all three of --tls-ca, --tls-cert and --tls-key")}
+	}
+	if cfg.Insecure {
+		return usageError{errors.New("--insecure and --tls-* contradict each other")}
+	}
+	trust, err := auth.LoadTrust(cfg.Cluster, s.ca, s.cert, s.key, peerCAs)
+	if err != nil {
+		return err
+	}
+	cfg.TLS = trust
+	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // parsePeers reads NAME=ADDR entries into peer clusters and their addresses.

@@ -6,14 +6,17 @@ package localcluster
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,8 +25,6 @@ import (
 	"github.com/ddstore/ddstore/client"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/server"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // Options describe the cluster to start.
@@ -44,6 +45,19 @@ type Options struct {
 	Tune func(*server.Config)
 	// Args are extra `ddstore server` flags for child-process nodes.
 	Args []string
+
+	// Cluster is the cluster's name; default "ddstore".
+	Cluster string
+	// Insecure runs the cluster in plain text. By default it gets a
+	// throwaway CA (Dir/certs) and every link is mutual TLS; clients from
+	// Client, ClientOptions and CLIArgs hold an admin certificate.
+	Insecure bool
+	// PeerCA returns the CA certificate of a peer cluster the nodes name
+	// (Config.Peers, set by Tune): the CA of that cluster's Cluster.
+	PeerCA func(cluster string) *x509.Certificate
+	// Callers names clusters that are not peers (this cluster does not call
+	// them) but whose nodes may call this one: their CA is trusted too.
+	Callers []string
 }
 
 // Member is one node of the cluster.
@@ -58,7 +72,8 @@ type Member struct {
 // Cluster is a running local cluster.
 type Cluster struct {
 	opts     Options
-	dbPrefix string // GridFS databases: <dbPrefix>_<id>, fresh for each cluster
+	sec      *security // nil: insecure
+	dbPrefix string    // GridFS databases: <dbPrefix>_<id>, fresh for each cluster
 	Members  []*Member
 }
 
@@ -91,7 +106,17 @@ func New(opts Options) (*Cluster, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Cluster == "" {
+		opts.Cluster = "ddstore"
+	}
 	c := &Cluster{opts: opts, dbPrefix: "ddstore_" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	if !opts.Insecure {
+		sec, err := newSecurity(opts.Cluster, opts.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("localcluster: certificates: %w", err)
+		}
+		c.sec = sec
+	}
 	for i := range opts.Nodes {
 		ports, err := FreePorts(2)
 		if err != nil {
@@ -134,7 +159,9 @@ func (c *Cluster) Addrs() []string {
 }
 
 // Client returns a client that knows every member.
-func (c *Cluster) Client() (*client.Client, error) { return client.New(c.Addrs()) }
+func (c *Cluster) Client(opts ...client.Option) (*client.Client, error) {
+	return client.New(c.Addrs(), append(c.ClientOptions(), opts...)...)
+}
 
 // StartNode starts member i (again): the first member bootstraps, the others
 // join through it; a member with state simply rejoins.
@@ -143,7 +170,7 @@ func (c *Cluster) StartNode(ctx context.Context, i int) error {
 	cfg := server.Config{
 		ID: m.ID, APIAddr: m.APIAddr, RaftAddr: m.RaftAddr, DataDir: m.DataDir,
 		Bootstrap: i == 0, Store: c.opts.Store, MongoURI: c.opts.MongoURI,
-		Replicas: c.opts.Replicas, Logger: c.opts.Logger, ShutdownGrace: 5 * time.Second,
+		Replicas: c.opts.Replicas, Logger: c.opts.Logger, ShutdownGrace: 5 * time.Second, Cluster: c.opts.Cluster,
 	}
 	if c.opts.Store == "gridfs" {
 		cfg.MongoDB = c.dbPrefix + "_" + m.ID
@@ -165,6 +192,13 @@ func (c *Cluster) StartNode(ctx context.Context, i int) error {
 		if c.opts.Tune != nil {
 			c.opts.Tune(&cfg)
 		}
+		if c.sec != nil && cfg.TLS == nil {
+			trust, err := c.sec.nodeTrust(m.ID, c.trusted(cfg.Peers), c.opts.PeerCA)
+			if err != nil {
+				return err
+			}
+			cfg.TLS = trust
+		}
 		n, err := server.Start(ctx, cfg)
 		if err != nil {
 			return err
@@ -183,6 +217,13 @@ func (c *Cluster) StartNode(ctx context.Context, i int) error {
 	}
 	if cfg.MongoURI != "" {
 		args = append(args, "--mongo-uri", cfg.MongoURI, "--mongo-db", cfg.MongoDB)
+	}
+	if c.sec != nil {
+		tlsArgs, err := c.sec.args(m.ID, c.trusted(peersIn(c.opts.Args)), c.opts.PeerCA)
+		if err != nil {
+			return err
+		}
+		args = append(args, tlsArgs...)
 	}
 	args = append(args, c.opts.Args...)
 	if err := os.MkdirAll(c.opts.Dir, 0o755); err != nil {
@@ -214,7 +255,7 @@ func orDefault(s, def string) string {
 // WaitReady waits until the cluster reports a leader and want members, each
 // with a registered address, answering.
 func (c *Cluster) WaitReady(ctx context.Context, want int) error {
-	cl, err := client.New(c.runningAddrs())
+	cl, err := client.New(c.runningAddrs(), c.ClientOptions()...)
 	if err != nil {
 		return err
 	}
@@ -260,7 +301,7 @@ func (c *Cluster) runningAddrs() []string {
 
 // Leader returns the index of the member that leads now, or -1.
 func (c *Cluster) Leader(ctx context.Context) int {
-	cl, err := client.New(c.runningAddrs())
+	cl, err := client.New(c.runningAddrs(), c.ClientOptions()...)
 	if err != nil {
 		return -1
 	}
@@ -384,7 +425,7 @@ func WaitPeerFilters(ctx context.Context, clusters map[string]*Cluster, of strin
 		if name == of {
 			continue
 		}
-		conn, err := grpc.NewClient("passthrough:///"+cl.runningAddrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := cl.Dial(cl.runningAddrs()[0], true)
 		if err != nil {
 			return err
 		}
@@ -396,7 +437,7 @@ func WaitPeerFilters(ctx context.Context, clusters map[string]*Cluster, of strin
 		want[name] = resp.GetVersion()
 	}
 	for _, addr := range clusters[of].runningAddrs() {
-		c, err := client.New([]string{addr})
+		c, err := client.New([]string{addr}, clusters[of].ClientOptions()...)
 		if err != nil {
 			return err
 		}
@@ -421,4 +462,36 @@ func WaitPeerFilters(ctx context.Context, clusters map[string]*Cluster, of strin
 		c.Close()
 	}
 	return nil
+}
+
+// peersIn reads the peer clusters named by --peer NAME=ADDR flags.
+func peersIn(args []string) map[string][]string {
+	out := map[string][]string{}
+	for i, a := range args {
+		v, ok := strings.CutPrefix(a, "--peer=")
+		if !ok && a == "--peer" && i+1 < len(args) {
+			v, ok = args[i+1], true
+		}
+		if !ok {
+			continue
+		}
+		for _, e := range strings.Split(v, ",") {
+			if name, addr, ok := strings.Cut(e, "="); ok {
+				out[name] = append(out[name], addr)
+			}
+		}
+	}
+	return out
+}
+
+// trusted lists the clusters whose CA the nodes trust: their peers and the
+// clusters that call them.
+func (c *Cluster) trusted(peers map[string][]string) []string {
+	out := slices.Sorted(maps.Keys(peers))
+	for _, name := range c.opts.Callers {
+		if !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out
 }

@@ -1476,6 +1476,7 @@ type NodeStatus struct {
 	Heal          *HealStatus            `protobuf:"bytes,14,opt,name=heal,proto3" json:"heal,omitempty"`
 	PublicAddr    string                 `protobuf:"bytes,15,opt,name=public_addr,json=publicAddr,proto3" json:"public_addr,omitempty"`
 	Federation    *FederationStatus      `protobuf:"bytes,16,opt,name=federation,proto3" json:"federation,omitempty"`
+	Limits        *LimitStatus           `protobuf:"bytes,17,opt,name=limits,proto3" json:"limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1622,6 +1623,106 @@ func (x *NodeStatus) GetFederation() *FederationStatus {
 	return nil
 }
 
+func (x *NodeStatus) GetLimits() *LimitStatus {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// LimitStatus counts what one node's limits held back since it started.
+type LimitStatus struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	OpenStreams       uint64                 `protobuf:"varint,1,opt,name=open_streams,json=openStreams,proto3" json:"open_streams,omitempty"`                     // client and node streams open now
+	PeakStreams       uint64                 `protobuf:"varint,2,opt,name=peak_streams,json=peakStreams,proto3" json:"peak_streams,omitempty"`                     // most streams open at once
+	RefusedStreams    uint64                 `protobuf:"varint,3,opt,name=refused_streams,json=refusedStreams,proto3" json:"refused_streams,omitempty"`            // streams refused: a caller's or the node's cap
+	IdleClosed        uint64                 `protobuf:"varint,4,opt,name=idle_closed,json=idleClosed,proto3" json:"idle_closed,omitempty"`                        // streams closed for moving no bytes
+	RefusedHeavy      uint64                 `protobuf:"varint,5,opt,name=refused_heavy,json=refusedHeavy,proto3" json:"refused_heavy,omitempty"`                  // gc/repair calls refused: the caller already runs one
+	Denied            uint64                 `protobuf:"varint,6,opt,name=denied,proto3" json:"denied,omitempty"`                                                  // calls refused for missing or insufficient credentials
+	StreamMemoryBytes uint64                 `protobuf:"varint,7,opt,name=stream_memory_bytes,json=streamMemoryBytes,proto3" json:"stream_memory_bytes,omitempty"` // budget for chunk bytes of open client streams
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *LimitStatus) Reset() {
+	*x = LimitStatus{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LimitStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LimitStatus) ProtoMessage() {}
+
+func (x *LimitStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LimitStatus.ProtoReflect.Descriptor instead.
+func (*LimitStatus) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *LimitStatus) GetOpenStreams() uint64 {
+	if x != nil {
+		return x.OpenStreams
+	}
+	return 0
+}
+
+func (x *LimitStatus) GetPeakStreams() uint64 {
+	if x != nil {
+		return x.PeakStreams
+	}
+	return 0
+}
+
+func (x *LimitStatus) GetRefusedStreams() uint64 {
+	if x != nil {
+		return x.RefusedStreams
+	}
+	return 0
+}
+
+func (x *LimitStatus) GetIdleClosed() uint64 {
+	if x != nil {
+		return x.IdleClosed
+	}
+	return 0
+}
+
+func (x *LimitStatus) GetRefusedHeavy() uint64 {
+	if x != nil {
+		return x.RefusedHeavy
+	}
+	return 0
+}
+
+func (x *LimitStatus) GetDenied() uint64 {
+	if x != nil {
+		return x.Denied
+	}
+	return 0
+}
+
+func (x *LimitStatus) GetStreamMemoryBytes() uint64 {
+	if x != nil {
+		return x.StreamMemoryBytes
+	}
+	return 0
+}
+
 // FederationStatus counts one node's traffic with peer clusters since it
 // started.
 type FederationStatus struct {
@@ -1636,7 +1737,7 @@ type FederationStatus struct {
 
 func (x *FederationStatus) Reset() {
 	*x = FederationStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1749,7 @@ func (x *FederationStatus) String() string {
 func (*FederationStatus) ProtoMessage() {}
 
 func (x *FederationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1762,7 @@ func (x *FederationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationStatus.ProtoReflect.Descriptor instead.
 func (*FederationStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FederationStatus) GetLookups() uint64 {
@@ -1711,7 +1812,7 @@ type CacheTierStatus struct {
 
 func (x *CacheTierStatus) Reset() {
 	*x = CacheTierStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1824,7 @@ func (x *CacheTierStatus) String() string {
 func (*CacheTierStatus) ProtoMessage() {}
 
 func (x *CacheTierStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1837,7 @@ func (x *CacheTierStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheTierStatus.ProtoReflect.Descriptor instead.
 func (*CacheTierStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CacheTierStatus) GetTier() string {
@@ -1825,7 +1926,7 @@ type HealStatus struct {
 
 func (x *HealStatus) Reset() {
 	*x = HealStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +1938,7 @@ func (x *HealStatus) String() string {
 func (*HealStatus) ProtoMessage() {}
 
 func (x *HealStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +1951,7 @@ func (x *HealStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealStatus.ProtoReflect.Descriptor instead.
 func (*HealStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HealStatus) GetScrubbedChunks() uint64 {
@@ -1911,7 +2012,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2024,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2037,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StatusResponse) GetLeaderId() string {
@@ -2015,7 +2116,7 @@ type PeerClusterStatus struct {
 
 func (x *PeerClusterStatus) Reset() {
 	*x = PeerClusterStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2128,7 @@ func (x *PeerClusterStatus) String() string {
 func (*PeerClusterStatus) ProtoMessage() {}
 
 func (x *PeerClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2141,7 @@ func (x *PeerClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerClusterStatus.ProtoReflect.Descriptor instead.
 func (*PeerClusterStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PeerClusterStatus) GetName() string {
@@ -2131,7 +2232,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2143,7 +2244,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2156,7 +2257,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -2188,7 +2289,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2301,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2314,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
 }
 
 type LeaveRequest struct {
@@ -2225,7 +2326,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2338,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2351,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -2268,7 +2369,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2381,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2394,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
 }
 
 type ListChunksRequest struct {
@@ -2304,7 +2405,7 @@ type ListChunksRequest struct {
 
 func (x *ListChunksRequest) Reset() {
 	*x = ListChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2417,7 @@ func (x *ListChunksRequest) String() string {
 func (*ListChunksRequest) ProtoMessage() {}
 
 func (x *ListChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2430,7 @@ func (x *ListChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChunksRequest.ProtoReflect.Descriptor instead.
 func (*ListChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
 }
 
 type ListChunksResponse struct {
@@ -2342,7 +2443,7 @@ type ListChunksResponse struct {
 
 func (x *ListChunksResponse) Reset() {
 	*x = ListChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2455,7 @@ func (x *ListChunksResponse) String() string {
 func (*ListChunksResponse) ProtoMessage() {}
 
 func (x *ListChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2468,7 @@ func (x *ListChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChunksResponse.ProtoReflect.Descriptor instead.
 func (*ListChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListChunksResponse) GetIds() [][]byte {
@@ -2393,7 +2494,7 @@ type DeleteChunksRequest struct {
 
 func (x *DeleteChunksRequest) Reset() {
 	*x = DeleteChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2405,7 +2506,7 @@ func (x *DeleteChunksRequest) String() string {
 func (*DeleteChunksRequest) ProtoMessage() {}
 
 func (x *DeleteChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2418,7 +2519,7 @@ func (x *DeleteChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeleteChunksRequest) GetIds() [][]byte {
@@ -2437,7 +2538,7 @@ type DeleteChunksResponse struct {
 
 func (x *DeleteChunksResponse) Reset() {
 	*x = DeleteChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2449,7 +2550,7 @@ func (x *DeleteChunksResponse) String() string {
 func (*DeleteChunksResponse) ProtoMessage() {}
 
 func (x *DeleteChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2462,7 +2563,7 @@ func (x *DeleteChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DeleteChunksResponse) GetDeleted() uint64 {
@@ -2481,7 +2582,7 @@ type CollectRequest struct {
 
 func (x *CollectRequest) Reset() {
 	*x = CollectRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2493,7 +2594,7 @@ func (x *CollectRequest) String() string {
 func (*CollectRequest) ProtoMessage() {}
 
 func (x *CollectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2506,7 +2607,7 @@ func (x *CollectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectRequest.ProtoReflect.Descriptor instead.
 func (*CollectRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CollectRequest) GetDryRun() bool {
@@ -2530,7 +2631,7 @@ type CollectResponse struct {
 
 func (x *CollectResponse) Reset() {
 	*x = CollectResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2542,7 +2643,7 @@ func (x *CollectResponse) String() string {
 func (*CollectResponse) ProtoMessage() {}
 
 func (x *CollectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2555,7 +2656,7 @@ func (x *CollectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectResponse.ProtoReflect.Descriptor instead.
 func (*CollectResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CollectResponse) GetUnreferenced() uint64 {
@@ -2608,7 +2709,7 @@ type RepairRequest struct {
 
 func (x *RepairRequest) Reset() {
 	*x = RepairRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2620,7 +2721,7 @@ func (x *RepairRequest) String() string {
 func (*RepairRequest) ProtoMessage() {}
 
 func (x *RepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2633,7 +2734,7 @@ func (x *RepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
 func (*RepairRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
 }
 
 type RepairResponse struct {
@@ -2648,7 +2749,7 @@ type RepairResponse struct {
 
 func (x *RepairResponse) Reset() {
 	*x = RepairResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2660,7 +2761,7 @@ func (x *RepairResponse) String() string {
 func (*RepairResponse) ProtoMessage() {}
 
 func (x *RepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2673,7 +2774,7 @@ func (x *RepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairResponse.ProtoReflect.Descriptor instead.
 func (*RepairResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RepairResponse) GetChunksChecked() uint64 {
@@ -2716,7 +2817,7 @@ type FiltersRequest struct {
 
 func (x *FiltersRequest) Reset() {
 	*x = FiltersRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2728,7 +2829,7 @@ func (x *FiltersRequest) String() string {
 func (*FiltersRequest) ProtoMessage() {}
 
 func (x *FiltersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2741,7 +2842,7 @@ func (x *FiltersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiltersRequest.ProtoReflect.Descriptor instead.
 func (*FiltersRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *FiltersRequest) GetFromCluster() string {
@@ -2781,7 +2882,7 @@ type BeyondFilters struct {
 
 func (x *BeyondFilters) Reset() {
 	*x = BeyondFilters{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2793,7 +2894,7 @@ func (x *BeyondFilters) String() string {
 func (*BeyondFilters) ProtoMessage() {}
 
 func (x *BeyondFilters) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2806,7 +2907,7 @@ func (x *BeyondFilters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeyondFilters.ProtoReflect.Descriptor instead.
 func (*BeyondFilters) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *BeyondFilters) GetCluster() string {
@@ -2855,7 +2956,7 @@ type FiltersResponse struct {
 
 func (x *FiltersResponse) Reset() {
 	*x = FiltersResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2867,7 +2968,7 @@ func (x *FiltersResponse) String() string {
 func (*FiltersResponse) ProtoMessage() {}
 
 func (x *FiltersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2880,7 +2981,7 @@ func (x *FiltersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiltersResponse.ProtoReflect.Descriptor instead.
 func (*FiltersResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FiltersResponse) GetCluster() string {
@@ -2948,7 +3049,7 @@ type ProposeRequest struct {
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2960,7 +3061,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2973,7 +3074,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ProposeRequest) GetCommand() []byte {
@@ -2992,7 +3093,7 @@ type ProposeResponse struct {
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3004,7 +3105,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3017,7 +3118,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ProposeResponse) GetManifest() *FileManifest {
@@ -3035,7 +3136,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3047,7 +3148,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3060,7 +3161,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
 }
 
 type ReadIndexResponse struct {
@@ -3072,7 +3173,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3185,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3198,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -3116,7 +3217,7 @@ type HasChunksRequest struct {
 
 func (x *HasChunksRequest) Reset() {
 	*x = HasChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3128,7 +3229,7 @@ func (x *HasChunksRequest) String() string {
 func (*HasChunksRequest) ProtoMessage() {}
 
 func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3141,7 +3242,7 @@ func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksRequest.ProtoReflect.Descriptor instead.
 func (*HasChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *HasChunksRequest) GetIds() [][]byte {
@@ -3160,7 +3261,7 @@ type HasChunksResponse struct {
 
 func (x *HasChunksResponse) Reset() {
 	*x = HasChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3172,7 +3273,7 @@ func (x *HasChunksResponse) String() string {
 func (*HasChunksResponse) ProtoMessage() {}
 
 func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3185,7 +3286,7 @@ func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksResponse.ProtoReflect.Descriptor instead.
 func (*HasChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *HasChunksResponse) GetHas() []bool {
@@ -3204,7 +3305,7 @@ type PutChunksRequest struct {
 
 func (x *PutChunksRequest) Reset() {
 	*x = PutChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3216,7 +3317,7 @@ func (x *PutChunksRequest) String() string {
 func (*PutChunksRequest) ProtoMessage() {}
 
 func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3229,7 +3330,7 @@ func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksRequest.ProtoReflect.Descriptor instead.
 func (*PutChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PutChunksRequest) GetChunk() *Chunk {
@@ -3249,7 +3350,7 @@ type PutChunksResponse struct {
 
 func (x *PutChunksResponse) Reset() {
 	*x = PutChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3261,7 +3362,7 @@ func (x *PutChunksResponse) String() string {
 func (*PutChunksResponse) ProtoMessage() {}
 
 func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3274,7 +3375,7 @@ func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksResponse.ProtoReflect.Descriptor instead.
 func (*PutChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PutChunksResponse) GetId() []byte {
@@ -3300,7 +3401,7 @@ type GetChunkRequest struct {
 
 func (x *GetChunkRequest) Reset() {
 	*x = GetChunkRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3312,7 +3413,7 @@ func (x *GetChunkRequest) String() string {
 func (*GetChunkRequest) ProtoMessage() {}
 
 func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3325,7 +3426,7 @@ func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkRequest.ProtoReflect.Descriptor instead.
 func (*GetChunkRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetChunkRequest) GetId() []byte {
@@ -3344,7 +3445,7 @@ type GetChunkResponse struct {
 
 func (x *GetChunkResponse) Reset() {
 	*x = GetChunkResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3356,7 +3457,7 @@ func (x *GetChunkResponse) String() string {
 func (*GetChunkResponse) ProtoMessage() {}
 
 func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3369,7 +3470,7 @@ func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkResponse.ProtoReflect.Descriptor instead.
 func (*GetChunkResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetChunkResponse) GetChunk() *Chunk {
@@ -3387,7 +3488,7 @@ type LocalStatusRequest struct {
 
 func (x *LocalStatusRequest) Reset() {
 	*x = LocalStatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3399,7 +3500,7 @@ func (x *LocalStatusRequest) String() string {
 func (*LocalStatusRequest) ProtoMessage() {}
 
 func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3412,7 +3513,7 @@ func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalStatusRequest.ProtoReflect.Descriptor instead.
 func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
 }
 
 // Command is one entry of the Raft log. Apply is a pure function of the
@@ -3434,7 +3535,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3446,7 +3547,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3459,7 +3560,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -3575,7 +3676,7 @@ type CollectChunks struct {
 
 func (x *CollectChunks) Reset() {
 	*x = CollectChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3587,7 +3688,7 @@ func (x *CollectChunks) String() string {
 func (*CollectChunks) ProtoMessage() {}
 
 func (x *CollectChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3600,7 +3701,7 @@ func (x *CollectChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectChunks.ProtoReflect.Descriptor instead.
 func (*CollectChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{55}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CollectChunks) GetIds() [][]byte {
@@ -3620,7 +3721,7 @@ type ForgetChunks struct {
 
 func (x *ForgetChunks) Reset() {
 	*x = ForgetChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3632,7 +3733,7 @@ func (x *ForgetChunks) String() string {
 func (*ForgetChunks) ProtoMessage() {}
 
 func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3645,7 +3746,7 @@ func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetChunks.ProtoReflect.Descriptor instead.
 func (*ForgetChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{56}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ForgetChunks) GetIds() [][]byte {
@@ -3665,7 +3766,7 @@ type PutFile struct {
 
 func (x *PutFile) Reset() {
 	*x = PutFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3677,7 +3778,7 @@ func (x *PutFile) String() string {
 func (*PutFile) ProtoMessage() {}
 
 func (x *PutFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3690,7 +3791,7 @@ func (x *PutFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFile.ProtoReflect.Descriptor instead.
 func (*PutFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *PutFile) GetManifest() *FileManifest {
@@ -3716,7 +3817,7 @@ type DeleteFile struct {
 
 func (x *DeleteFile) Reset() {
 	*x = DeleteFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3728,7 +3829,7 @@ func (x *DeleteFile) String() string {
 func (*DeleteFile) ProtoMessage() {}
 
 func (x *DeleteFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3741,7 +3842,7 @@ func (x *DeleteFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFile.ProtoReflect.Descriptor instead.
 func (*DeleteFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *DeleteFile) GetName() string {
@@ -3763,7 +3864,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3775,7 +3876,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3788,7 +3889,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -3828,7 +3929,7 @@ type SetNode struct {
 
 func (x *SetNode) Reset() {
 	*x = SetNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3840,7 +3941,7 @@ func (x *SetNode) String() string {
 func (*SetNode) ProtoMessage() {}
 
 func (x *SetNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3853,7 +3954,7 @@ func (x *SetNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNode.ProtoReflect.Descriptor instead.
 func (*SetNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *SetNode) GetNode() *NodeInfo {
@@ -3872,7 +3973,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3884,7 +3985,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3897,7 +3998,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RemoveNode) GetId() string {
@@ -3919,7 +4020,7 @@ type CatalogSnapshot struct {
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3931,7 +4032,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3944,7 +4045,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CatalogSnapshot) GetFiles() []*FileManifest {
@@ -4072,7 +4173,7 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"sentChunks\x12\x1d\n" +
 	"\n" +
 	"sent_bytes\x18\x06 \x01(\x04R\tsentBytes\"\x0f\n" +
-	"\rStatusRequest\"\x81\x04\n" +
+	"\rStatusRequest\"\xb2\x04\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
@@ -4094,7 +4195,17 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"publicAddr\x12<\n" +
 	"\n" +
 	"federation\x18\x10 \x01(\v2\x1c.ddstore.v1.FederationStatusR\n" +
-	"federation\"\x99\x01\n" +
+	"federation\x12/\n" +
+	"\x06limits\x18\x11 \x01(\v2\x17.ddstore.v1.LimitStatusR\x06limits\"\x8a\x02\n" +
+	"\vLimitStatus\x12!\n" +
+	"\fopen_streams\x18\x01 \x01(\x04R\vopenStreams\x12!\n" +
+	"\fpeak_streams\x18\x02 \x01(\x04R\vpeakStreams\x12'\n" +
+	"\x0frefused_streams\x18\x03 \x01(\x04R\x0erefusedStreams\x12\x1f\n" +
+	"\vidle_closed\x18\x04 \x01(\x04R\n" +
+	"idleClosed\x12#\n" +
+	"\rrefused_heavy\x18\x05 \x01(\x04R\frefusedHeavy\x12\x16\n" +
+	"\x06denied\x18\x06 \x01(\x04R\x06denied\x12.\n" +
+	"\x13stream_memory_bytes\x18\a \x01(\x04R\x11streamMemoryBytes\"\x99\x01\n" +
 	"\x10FederationStatus\x12\x18\n" +
 	"\alookups\x18\x01 \x01(\x04R\alookups\x12\x1d\n" +
 	"\n" +
@@ -4309,7 +4420,7 @@ func file_ddstore_v1_ddstore_proto_rawDescGZIP() []byte {
 }
 
 var file_ddstore_v1_ddstore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
 var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(Codec)(0),                    // 0: ddstore.v1.Codec
 	(Consistency)(0),              // 1: ddstore.v1.Consistency
@@ -4336,53 +4447,54 @@ var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(*ReplicateResponse)(nil),     // 22: ddstore.v1.ReplicateResponse
 	(*StatusRequest)(nil),         // 23: ddstore.v1.StatusRequest
 	(*NodeStatus)(nil),            // 24: ddstore.v1.NodeStatus
-	(*FederationStatus)(nil),      // 25: ddstore.v1.FederationStatus
-	(*CacheTierStatus)(nil),       // 26: ddstore.v1.CacheTierStatus
-	(*HealStatus)(nil),            // 27: ddstore.v1.HealStatus
-	(*StatusResponse)(nil),        // 28: ddstore.v1.StatusResponse
-	(*PeerClusterStatus)(nil),     // 29: ddstore.v1.PeerClusterStatus
-	(*JoinRequest)(nil),           // 30: ddstore.v1.JoinRequest
-	(*JoinResponse)(nil),          // 31: ddstore.v1.JoinResponse
-	(*LeaveRequest)(nil),          // 32: ddstore.v1.LeaveRequest
-	(*LeaveResponse)(nil),         // 33: ddstore.v1.LeaveResponse
-	(*ListChunksRequest)(nil),     // 34: ddstore.v1.ListChunksRequest
-	(*ListChunksResponse)(nil),    // 35: ddstore.v1.ListChunksResponse
-	(*DeleteChunksRequest)(nil),   // 36: ddstore.v1.DeleteChunksRequest
-	(*DeleteChunksResponse)(nil),  // 37: ddstore.v1.DeleteChunksResponse
-	(*CollectRequest)(nil),        // 38: ddstore.v1.CollectRequest
-	(*CollectResponse)(nil),       // 39: ddstore.v1.CollectResponse
-	(*RepairRequest)(nil),         // 40: ddstore.v1.RepairRequest
-	(*RepairResponse)(nil),        // 41: ddstore.v1.RepairResponse
-	(*FiltersRequest)(nil),        // 42: ddstore.v1.FiltersRequest
-	(*BeyondFilters)(nil),         // 43: ddstore.v1.BeyondFilters
-	(*FiltersResponse)(nil),       // 44: ddstore.v1.FiltersResponse
-	(*ProposeRequest)(nil),        // 45: ddstore.v1.ProposeRequest
-	(*ProposeResponse)(nil),       // 46: ddstore.v1.ProposeResponse
-	(*ReadIndexRequest)(nil),      // 47: ddstore.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 48: ddstore.v1.ReadIndexResponse
-	(*HasChunksRequest)(nil),      // 49: ddstore.v1.HasChunksRequest
-	(*HasChunksResponse)(nil),     // 50: ddstore.v1.HasChunksResponse
-	(*PutChunksRequest)(nil),      // 51: ddstore.v1.PutChunksRequest
-	(*PutChunksResponse)(nil),     // 52: ddstore.v1.PutChunksResponse
-	(*GetChunkRequest)(nil),       // 53: ddstore.v1.GetChunkRequest
-	(*GetChunkResponse)(nil),      // 54: ddstore.v1.GetChunkResponse
-	(*LocalStatusRequest)(nil),    // 55: ddstore.v1.LocalStatusRequest
-	(*Command)(nil),               // 56: ddstore.v1.Command
-	(*CollectChunks)(nil),         // 57: ddstore.v1.CollectChunks
-	(*ForgetChunks)(nil),          // 58: ddstore.v1.ForgetChunks
-	(*PutFile)(nil),               // 59: ddstore.v1.PutFile
-	(*DeleteFile)(nil),            // 60: ddstore.v1.DeleteFile
-	(*NodeInfo)(nil),              // 61: ddstore.v1.NodeInfo
-	(*SetNode)(nil),               // 62: ddstore.v1.SetNode
-	(*RemoveNode)(nil),            // 63: ddstore.v1.RemoveNode
-	(*CatalogSnapshot)(nil),       // 64: ddstore.v1.CatalogSnapshot
-	nil,                           // 65: ddstore.v1.FileManifest.MetadataEntry
-	nil,                           // 66: ddstore.v1.FiltersRequest.HaveBeyondEntry
+	(*LimitStatus)(nil),           // 25: ddstore.v1.LimitStatus
+	(*FederationStatus)(nil),      // 26: ddstore.v1.FederationStatus
+	(*CacheTierStatus)(nil),       // 27: ddstore.v1.CacheTierStatus
+	(*HealStatus)(nil),            // 28: ddstore.v1.HealStatus
+	(*StatusResponse)(nil),        // 29: ddstore.v1.StatusResponse
+	(*PeerClusterStatus)(nil),     // 30: ddstore.v1.PeerClusterStatus
+	(*JoinRequest)(nil),           // 31: ddstore.v1.JoinRequest
+	(*JoinResponse)(nil),          // 32: ddstore.v1.JoinResponse
+	(*LeaveRequest)(nil),          // 33: ddstore.v1.LeaveRequest
+	(*LeaveResponse)(nil),         // 34: ddstore.v1.LeaveResponse
+	(*ListChunksRequest)(nil),     // 35: ddstore.v1.ListChunksRequest
+	(*ListChunksResponse)(nil),    // 36: ddstore.v1.ListChunksResponse
+	(*DeleteChunksRequest)(nil),   // 37: ddstore.v1.DeleteChunksRequest
+	(*DeleteChunksResponse)(nil),  // 38: ddstore.v1.DeleteChunksResponse
+	(*CollectRequest)(nil),        // 39: ddstore.v1.CollectRequest
+	(*CollectResponse)(nil),       // 40: ddstore.v1.CollectResponse
+	(*RepairRequest)(nil),         // 41: ddstore.v1.RepairRequest
+	(*RepairResponse)(nil),        // 42: ddstore.v1.RepairResponse
+	(*FiltersRequest)(nil),        // 43: ddstore.v1.FiltersRequest
+	(*BeyondFilters)(nil),         // 44: ddstore.v1.BeyondFilters
+	(*FiltersResponse)(nil),       // 45: ddstore.v1.FiltersResponse
+	(*ProposeRequest)(nil),        // 46: ddstore.v1.ProposeRequest
+	(*ProposeResponse)(nil),       // 47: ddstore.v1.ProposeResponse
+	(*ReadIndexRequest)(nil),      // 48: ddstore.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 49: ddstore.v1.ReadIndexResponse
+	(*HasChunksRequest)(nil),      // 50: ddstore.v1.HasChunksRequest
+	(*HasChunksResponse)(nil),     // 51: ddstore.v1.HasChunksResponse
+	(*PutChunksRequest)(nil),      // 52: ddstore.v1.PutChunksRequest
+	(*PutChunksResponse)(nil),     // 53: ddstore.v1.PutChunksResponse
+	(*GetChunkRequest)(nil),       // 54: ddstore.v1.GetChunkRequest
+	(*GetChunkResponse)(nil),      // 55: ddstore.v1.GetChunkResponse
+	(*LocalStatusRequest)(nil),    // 56: ddstore.v1.LocalStatusRequest
+	(*Command)(nil),               // 57: ddstore.v1.Command
+	(*CollectChunks)(nil),         // 58: ddstore.v1.CollectChunks
+	(*ForgetChunks)(nil),          // 59: ddstore.v1.ForgetChunks
+	(*PutFile)(nil),               // 60: ddstore.v1.PutFile
+	(*DeleteFile)(nil),            // 61: ddstore.v1.DeleteFile
+	(*NodeInfo)(nil),              // 62: ddstore.v1.NodeInfo
+	(*SetNode)(nil),               // 63: ddstore.v1.SetNode
+	(*RemoveNode)(nil),            // 64: ddstore.v1.RemoveNode
+	(*CatalogSnapshot)(nil),       // 65: ddstore.v1.CatalogSnapshot
+	nil,                           // 66: ddstore.v1.FileManifest.MetadataEntry
+	nil,                           // 67: ddstore.v1.FiltersRequest.HaveBeyondEntry
 }
 var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	0,  // 0: ddstore.v1.Chunk.codec:type_name -> ddstore.v1.Codec
 	3,  // 1: ddstore.v1.FileManifest.chunks:type_name -> ddstore.v1.ChunkRef
-	65, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
+	66, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
 	2,  // 3: ddstore.v1.UploadRequest.chunk:type_name -> ddstore.v1.Chunk
 	4,  // 4: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
 	4,  // 5: ddstore.v1.CommitResponse.manifest:type_name -> ddstore.v1.FileManifest
@@ -4395,77 +4507,78 @@ var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	16, // 12: ddstore.v1.ListResponse.files:type_name -> ddstore.v1.FileInfo
 	18, // 13: ddstore.v1.ListResponse.unanswered:type_name -> ddstore.v1.ClusterNote
 	4,  // 14: ddstore.v1.ReplicateResponse.manifest:type_name -> ddstore.v1.FileManifest
-	26, // 15: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
-	27, // 16: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
-	25, // 17: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
-	24, // 18: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
-	29, // 19: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
-	66, // 20: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
-	43, // 21: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
-	4,  // 22: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
-	2,  // 23: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
-	2,  // 24: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
-	59, // 25: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
-	60, // 26: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
-	62, // 27: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
-	63, // 28: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
-	57, // 29: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
-	58, // 30: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
-	4,  // 31: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
-	61, // 32: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
-	4,  // 33: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
-	61, // 34: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
-	5,  // 35: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
-	7,  // 36: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
-	9,  // 37: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
-	11, // 38: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
-	13, // 39: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
-	15, // 40: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
-	19, // 41: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
-	23, // 42: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
-	30, // 43: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
-	32, // 44: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
-	38, // 45: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
-	40, // 46: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
-	21, // 47: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
-	45, // 48: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
-	47, // 49: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
-	49, // 50: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
-	51, // 51: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
-	53, // 52: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	55, // 53: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
-	34, // 54: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
-	36, // 55: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
-	42, // 56: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
-	53, // 57: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	6,  // 58: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
-	8,  // 59: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
-	10, // 60: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
-	12, // 61: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
-	14, // 62: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
-	17, // 63: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
-	20, // 64: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
-	28, // 65: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
-	31, // 66: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
-	33, // 67: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
-	39, // 68: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
-	41, // 69: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
-	22, // 70: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
-	46, // 71: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
-	48, // 72: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
-	50, // 73: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
-	52, // 74: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
-	54, // 75: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	24, // 76: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
-	35, // 77: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
-	37, // 78: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
-	44, // 79: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
-	54, // 80: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	58, // [58:81] is the sub-list for method output_type
-	35, // [35:58] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	27, // 15: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
+	28, // 16: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
+	26, // 17: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
+	25, // 18: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
+	24, // 19: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
+	30, // 20: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
+	67, // 21: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
+	44, // 22: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
+	4,  // 23: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
+	2,  // 24: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
+	2,  // 25: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
+	60, // 26: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
+	61, // 27: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
+	63, // 28: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
+	64, // 29: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
+	58, // 30: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
+	59, // 31: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
+	4,  // 32: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
+	62, // 33: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
+	4,  // 34: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
+	62, // 35: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
+	5,  // 36: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
+	7,  // 37: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
+	9,  // 38: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
+	11, // 39: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
+	13, // 40: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
+	15, // 41: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
+	19, // 42: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
+	23, // 43: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
+	31, // 44: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
+	33, // 45: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
+	39, // 46: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
+	41, // 47: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
+	21, // 48: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
+	46, // 49: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
+	48, // 50: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
+	50, // 51: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
+	52, // 52: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
+	54, // 53: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	56, // 54: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
+	35, // 55: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
+	37, // 56: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
+	43, // 57: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
+	54, // 58: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	6,  // 59: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
+	8,  // 60: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
+	10, // 61: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
+	12, // 62: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
+	14, // 63: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
+	17, // 64: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
+	20, // 65: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
+	29, // 66: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
+	32, // 67: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
+	34, // 68: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
+	40, // 69: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
+	42, // 70: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
+	22, // 71: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
+	47, // 72: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
+	49, // 73: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
+	51, // 74: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
+	53, // 75: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
+	55, // 76: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	24, // 77: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
+	36, // 78: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
+	38, // 79: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
+	45, // 80: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
+	55, // 81: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	59, // [59:82] is the sub-list for method output_type
+	36, // [36:59] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_ddstore_v1_ddstore_proto_init() }
@@ -4473,7 +4586,7 @@ func file_ddstore_v1_ddstore_proto_init() {
 	if File_ddstore_v1_ddstore_proto != nil {
 		return
 	}
-	file_ddstore_v1_ddstore_proto_msgTypes[54].OneofWrappers = []any{
+	file_ddstore_v1_ddstore_proto_msgTypes[55].OneofWrappers = []any{
 		(*Command_PutFile)(nil),
 		(*Command_DeleteFile)(nil),
 		(*Command_SetNode)(nil),
@@ -4487,7 +4600,7 @@ func file_ddstore_v1_ddstore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ddstore_v1_ddstore_proto_rawDesc), len(file_ddstore_v1_ddstore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   65,
+			NumMessages:   66,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
