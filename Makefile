@@ -5,7 +5,7 @@ TOOLS_DIR ?= $(CURDIR)/.cache/tools
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build demo test test-deps proto bench vet fmt clean
+.PHONY: all build demo test test-deps proto bench vet fmt clean fuzz
 
 all: build
 
@@ -25,6 +25,11 @@ test: test-deps
 
 test-deps:
 	TOOLS_DIR=$(TOOLS_DIR) scripts/test-deps.sh
+
+# Runs every fuzz target for FUZZTIME each (default 60s; `make test` runs
+# them briefly). Crashers land in the package's testdata/fuzz/.
+fuzz:
+	FUZZTIME=$(or $(FUZZTIME),60s) scripts/fuzz.sh
 
 bench: build
 	./bin/ddstore bench $(BENCH_FLAGS)
