@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +18,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
+
+// maxBeyond bounds how many clusters beyond it one peer may pass filters of.
+const maxBeyond = 64
 
 // peerCluster is what a node knows of one peer cluster: where to reach it
 // and its last Bloom filters.
@@ -267,6 +271,9 @@ func (ps *peerSet) refresh(ctx context.Context, p *peerCluster) error {
 	if err == nil && resp.GetCluster() != p.name {
 		err = fmt.Errorf("cluster %s: its addresses answer as cluster %q", p.name, resp.GetCluster())
 	}
+	if err == nil {
+		err = checkAddrs(resp)
+	}
 	if err == nil && len(resp.GetFilters()) > 0 {
 		f, err = catalog.UnmarshalFilters(resp.GetFilters())
 	}
@@ -277,6 +284,11 @@ func (ps *peerSet) refresh(ctx context.Context, p *peerCluster) error {
 		beyond, err = ps.beyondFrom(resp, p.beyond)
 	}
 	if err != nil {
+		if !unreachable(err) && (p.lastErr == nil || p.lastErr.Error() != err.Error()) {
+			// The peer answered with something that does not check out:
+			// nothing of the answer is kept, used or passed on.
+			ps.n.log.Error("peer cluster's filters refused; keeping what was held before", "cluster", p.name, "err", err)
+		}
 		p.lastErr = err
 		return err
 	}
@@ -296,8 +308,17 @@ func (ps *peerSet) refresh(ctx context.Context, p *peerCluster) error {
 // beyondFrom reads the clusters a peer reaches, keeping the filters held
 // (old) of those it says are unchanged. This cluster itself is left out.
 func (ps *peerSet) beyondFrom(resp *pb.FiltersResponse, old map[string]*farCluster) (map[string]*farCluster, error) {
+	if len(resp.GetBeyond()) > maxBeyond {
+		return nil, fmt.Errorf("cluster %s passes on the filters of %d clusters; at most %d are taken", resp.GetCluster(), len(resp.GetBeyond()), maxBeyond)
+	}
 	out := map[string]*farCluster{}
 	for _, b := range resp.GetBeyond() {
+		if err := validClusterName(b.GetCluster()); err != nil {
+			return nil, fmt.Errorf("cluster %s passes on filters of a cluster with a bad name: %w", resp.GetCluster(), err)
+		}
+		if b.GetHops() > uint32(ps.n.cfg.HopLimit) {
+			return nil, fmt.Errorf("cluster %s passes on filters of %s, %d hops away; the hop limit is %d", resp.GetCluster(), b.GetCluster(), b.GetHops(), ps.n.cfg.HopLimit)
+		}
 		if b.GetCluster() == ps.n.cfg.Cluster {
 			continue
 		}
@@ -408,4 +429,22 @@ func (ps *peerSet) encodedFilters() ([]byte, uint64, error) {
 	}
 	ps.encoded, ps.encVersion = data, f.Version
 	return data, f.Version, nil
+}
+
+// checkAddrs checks the addresses a peer reports. They are dialled only
+// expecting that peer's certificate, so a wrong one costs a failed
+// handshake, never a call to someone else; this keeps out the absurd.
+func checkAddrs(resp *pb.FiltersResponse) error {
+	if len(resp.GetGateways()) > maxBeyond {
+		return fmt.Errorf("cluster %s reports %d gateways; at most %d are taken", resp.GetCluster(), len(resp.GetGateways()), maxBeyond)
+	}
+	for _, a := range append([]string{resp.GetLeaderAddr()}, resp.GetGateways()...) {
+		if a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil || len(a) > 300 {
+			return fmt.Errorf("cluster %s reports a bad address %.40q", resp.GetCluster(), a)
+		}
+	}
+	return nil
 }

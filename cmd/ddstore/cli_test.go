@@ -108,6 +108,14 @@ func TestCLI(t *testing.T) {
 	addr := strings.Join(cl.Addrs(), ",")
 	first, second := cl.Members[0].APIAddr, cl.Members[1].APIAddr
 
+	// The cluster speaks only mutual TLS: without its CA the CLI cannot
+	// talk to it, and with the CA but no credentials it is refused.
+	wantFail(t, run(t, "--addr", first, "--timeout", "5s", "ls"), 1, "tls")
+	wantFail(t, run(t, "--addr", first, "--ca", cl.CAFile(), "ls"), 1, "unauthenticated")
+	for k, v := range cl.CLIEnv() {
+		t.Setenv(k, v)
+	}
+
 	data := make([]byte, 24<<20+12345)
 	rand.Read(data)
 	in := filepath.Join(dir, "in.bin")

@@ -72,7 +72,19 @@ func oneLine(err error) string {
 	if st, ok := status.FromError(err); ok && st.Code() != codes.OK && st.Code() != codes.Unknown {
 		msg = strings.Replace(msg, "rpc error: code = "+st.Code().String()+" desc = ", strings.ToLower(codeName(st.Code()))+": ", 1)
 	}
-	return strings.Join(strings.Fields(msg), " ")
+	return strings.Join(strings.Fields(msg+hint(msg)), " ")
+}
+
+// hint adds what to do about a connection that failed in a way that names
+// TLS only obliquely.
+func hint(msg string) string {
+	switch {
+	case strings.Contains(msg, "error reading server preface"), strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return " (does the node speak TLS? give its cluster's CA certificate with --ca or DDSTORE_CA; a node without TLS takes no --ca)"
+	case strings.Contains(msg, "authentication handshake failed"):
+		return " (TLS handshake failed: check that --ca is this cluster's CA certificate and that the client certificate, if any, is one of its)"
+	}
+	return ""
 }
 
 func codeName(c codes.Code) string {

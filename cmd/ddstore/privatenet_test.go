@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/ddstore/ddstore/internal/localcluster"
 	"github.com/ddstore/ddstore/internal/netlab"
+	"github.com/ddstore/ddstore/server/auth"
 	"github.com/zeebo/blake3"
 )
 
@@ -45,14 +47,41 @@ func TestPrivateNetworkGateways(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
+	// Cluster A is planned first: P trusts A's CA, A trusts P's.
+	a, err := localcluster.New(localcluster.Options{Dir: filepath.Join(dir, "A"), Exe: exe, Cluster: "A",
+		PeerCA: func(string) *x509.Certificate { return loadCert(t, filepath.Join(dir, "pki", "ca.crt")) },
+		Args: []string{"--peer", "P=" + pn.Public[0] + ":7402", "--peer", "P=" + pn.Public[1] + ":7402", "--peer-allow", "P=write",
+			"--filter-refresh", "200ms", "--peer-timeout", "2s", "--cache-size", "0"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// P's certificates, made as an operator would, with the CLI.
+	pki := filepath.Join(dir, "pki")
+	mustRun(t, "cert", "ca", "--cluster", "P", "--dir", pki)
+	mustRun(t, "cert", "client", "--cluster", "P", "--name", "ops", "--role", "admin", "--ca-dir", pki)
+	asP := []string{"--ca", filepath.Join(pki, "ca.crt"), "--cert", filepath.Join(pki, "ops.crt"), "--key", filepath.Join(pki, "ops.key")}
+	asA := []string{}
+	for k, v := range a.CLIEnv() {
+		asA = append(asA, "--"+strings.ToLower(strings.TrimPrefix(k, "DDSTORE_")), v)
+	}
+
 	// Cluster P, inside the namespaces.
 	procs := make([]*exec.Cmd, 3)
 	var gateways []string
 	for i := range 3 {
 		id := fmt.Sprintf("p%d", i+1)
 		internal := pn.Internal[i]
+		hosts := internal
+		if pub, ok := pn.Public[i]; ok {
+			hosts += "," + pub
+		}
+		mustRun(t, "cert", "node", "--cluster", "P", "--id", id, "--host", hosts, "--ca-dir", pki)
 		args := []string{"server", "--id", id, "--cluster", "P", "--listen", internal + ":7400", "--raft-addr", internal + ":7401",
-			"--data-dir", filepath.Join(dir, id), "--replicas", "2", "--cache-size", "0", "--shutdown-grace", "1s"}
+			"--data-dir", filepath.Join(dir, id), "--replicas", "2", "--cache-size", "0", "--shutdown-grace", "1s",
+			"--tls-ca", filepath.Join(pki, "ca.crt"), "--tls-cert", filepath.Join(pki, id+".crt"), "--tls-key", filepath.Join(pki, id+".key"),
+			"--peer-ca", "A=" + a.CAFile(), "--peer-allow", "A=write"}
 		if i == 0 {
 			args = append(args, "--bootstrap")
 		} else {
@@ -89,41 +118,44 @@ func TestPrivateNetworkGateways(t *testing.T) {
 	viaGateways := strings.Join(gateways, ",")
 
 	// Cluster A, on the host, with P as its peer.
-	a, err := localcluster.Start(ctx, localcluster.Options{Dir: filepath.Join(dir, "A"), Exe: exe, Args: []string{
-		"--cluster", "A", "--peer", "P=" + gateways[0], "--peer", "P=" + gateways[1],
-		"--filter-refresh", "200ms", "--peer-timeout", "2s", "--cache-size", "0",
-	}})
-	if err != nil {
-		t.Fatal(err)
+	if err := a.Launch(ctx); err != nil {
+		b, _ := os.ReadFile(filepath.Join(dir, "A", "node1.log"))
+		t.Fatalf("cluster A: %v; node1's log (tail):\n%s", err, tail(string(b), 3000))
 	}
 	t.Cleanup(func() { a.Close() })
 	viaA := strings.Join(a.Addrs(), ",")
 
-	leaderP := waitLeader(t, viaGateways, "", 3) // all three members, so that every chunk gets its two copies
+	leaderP := waitLeader(t, asP, viaGateways, "", 3) // all three members, so that every chunk gets its two copies
 	t.Logf("cluster P up, leader %s, gateways %v, internal %v", leaderP, gateways, pn.Internal)
 
 	// The host cannot reach P's internal addresses.
-	if r := run(t, "--addr", pn.Internal[2]+":7400", "--timeout", "3s", "status"); r.code == 0 {
+	if r := runAs(t, asP, "--addr", pn.Internal[2]+":7400", "--timeout", "3s", "status"); r.code == 0 {
 		t.Fatalf("the host reached P's private node at %s: %s", pn.Internal[2], r.stdout)
 	}
 
 	src := filepath.Join(dir, "data.bin")
 	writeRandom(t, src, 20<<20)
 	want := fileHash(t, src)
-	if r := run(t, "--addr", viaGateways, "put", "--date", "2026-02-02", src, "p/data.bin"); r.code != 0 {
+	if r := runAs(t, asP, "--addr", viaGateways, "put", "--date", "2026-02-02", src, "p/data.bin"); r.code != 0 {
 		t.Fatalf("put through P's gateways: %s", r.stderr)
 	}
 	small := filepath.Join(dir, "small.txt")
 	os.WriteFile(small, []byte("stored into P through A's nodes"), 0o644)
-	if r := run(t, "--addr", viaA, "put", "--cluster", "P", "--date", "2026-02-03", small, "p/via-a.txt"); r.code != 0 {
+	if r := runAs(t, asA, "--addr", viaA, "put", "--cluster", "P", "--date", "2026-02-03", small, "p/via-a.txt"); r.code != 0 {
 		t.Fatalf("put --cluster P through A: %s", r.stderr)
 	}
 	own := filepath.Join(dir, "own.txt")
 	os.WriteFile(own, []byte("a file of cluster A"), 0o644)
-	if r := run(t, "--addr", viaA, "put", "--date", "2026-02-04", own, "a/own.txt"); r.code != 0 {
+	if r := runAs(t, asA, "--addr", viaA, "put", "--date", "2026-02-04", own, "a/own.txt"); r.code != 0 {
 		t.Fatalf("put into A: %s", r.stderr)
 	}
 
+	credsFor := func(via string) []string {
+		if via == viaA {
+			return asA
+		}
+		return asP
+	}
 	get := func(via, name, when string) {
 		t.Helper()
 		out := filepath.Join(dir, "out-"+strings.ReplaceAll(when, " ", "-"))
@@ -131,7 +163,7 @@ func TestPrivateNetworkGateways(t *testing.T) {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			// A learns of new files in P at its next filter refresh.
-			if r = run(t, "--addr", via, "get", name, out); r.code == 0 || time.Now().After(deadline) {
+			if r = runAs(t, credsFor(via), "--addr", via, "get", name, out); r.code == 0 || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -145,10 +177,10 @@ func TestPrivateNetworkGateways(t *testing.T) {
 	}
 	get(viaA, "p/data.bin", "through A")
 	get(viaGateways, "p/data.bin", "through P's gateways")
-	if r := run(t, "--addr", viaA, "replicate", "a/own.txt", "--to", "P"); r.code != 0 || !strings.Contains(r.stdout, "1 certainly absent there (filter), 0 checked exactly, 1 sent") {
+	if r := runAs(t, asA, "--addr", viaA, "replicate", "a/own.txt", "--to", "P"); r.code != 0 || !strings.Contains(r.stdout, "1 certainly absent there (filter), 0 checked exactly, 1 sent") {
 		t.Fatalf("replicate a/own.txt --to P through A: %s %s", r.stdout, r.stderr)
 	}
-	if r := run(t, "--addr", viaGateways, "stat", "--cluster", "P", "a/own.txt"); r.code != 0 || !strings.Contains(r.stdout, "cluster: P") {
+	if r := runAs(t, asP, "--addr", viaGateways, "stat", "--cluster", "P", "a/own.txt"); r.code != 0 || !strings.Contains(r.stdout, "cluster: P") {
 		t.Fatalf("P does not hold the replicated file: %s %s", r.stdout, r.stderr)
 	}
 
@@ -162,13 +194,13 @@ func TestPrivateNetworkGateways(t *testing.T) {
 			FilterVersion string `json:"filter_version"`
 		}
 	}
-	r := run(t, "--addr", viaA, "status", "--json")
+	r := runAs(t, asA, "--addr", viaA, "status", "--json")
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st.Peers) != 1 || !st.Peers[0].Reachable ||
 		st.Peers[0].LeaderID != leaderP || !slices.Contains(gateways, st.Peers[0].LeaderAddr) {
 		t.Fatalf("A's status: %v %s", err, r.stdout)
 	}
 	t.Logf("A sees peer %+v", st.Peers[0])
-	if r := run(t, "--addr", viaA, "status"); r.code != 0 || !strings.Contains(r.stdout, "PEER CLUSTER") || !strings.Contains(r.stdout, "\nP ") {
+	if r := runAs(t, asA, "--addr", viaA, "status"); r.code != 0 || !strings.Contains(r.stdout, "PEER CLUSTER") || !strings.Contains(r.stdout, "\nP ") {
 		t.Fatalf("A's status table shows no peer P: %s %s", r.stdout, r.stderr)
 	}
 
@@ -182,15 +214,15 @@ func TestPrivateNetworkGateways(t *testing.T) {
 	}
 	procs[killed].Process.Kill()
 	procs[killed].Wait()
-	newLeader := waitLeader(t, viaGateways, leaderP, 0)
+	newLeader := waitLeader(t, asP, viaGateways, leaderP, 0)
 	t.Logf("killed P's leader %s; new leader %s", leaderP, newLeader)
 	get(viaA, "p/data.bin", "through A after the leader change")
 	get(viaGateways, "p/data.bin", "through the gateways after the leader change")
-	if r := run(t, "--addr", viaA, "stat", "p/via-a.txt"); r.code != 0 || !strings.Contains(r.stdout, "cluster: P") {
+	if r := runAs(t, asA, "--addr", viaA, "stat", "p/via-a.txt"); r.code != 0 || !strings.Contains(r.stdout, "cluster: P") {
 		t.Fatalf("stat through A after the leader change: %s %s", r.stdout, r.stderr)
 	}
 	// Writes still reach P's (new) leader through the gateway that is left.
-	if r := run(t, "--addr", viaGateways, "put", "--date", "2026-02-05", small, "p/after.txt"); r.code != 0 {
+	if r := runAs(t, asP, "--addr", viaGateways, "put", "--date", "2026-02-05", small, "p/after.txt"); r.code != 0 {
 		t.Fatalf("put through P's gateways after the leader change: %s", r.stderr)
 	}
 
@@ -205,13 +237,13 @@ func TestPrivateNetworkGateways(t *testing.T) {
 	// than the peer timeout is answered before the caller's deadline, naming
 	// P as the cluster that did not answer.
 	start := time.Now()
-	r = run(t, "--addr", viaA, "--timeout", "1s", "stat", "p/data.bin")
+	r = runAs(t, asA, "--addr", viaA, "--timeout", "1s", "stat", "p/data.bin")
 	if took := time.Since(start); r.code != 1 || took > 2*time.Second || !strings.Contains(r.stderr, "cluster P did not answer") {
 		t.Fatalf("stat through A with P hung: exit %d after %s: %s", r.code, took, r.stderr)
 	}
 	t.Logf("stat through A with P hung, --timeout 1s: exit 1 after %s: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(r.stderr))
 	start = time.Now()
-	r = run(t, "--addr", viaA, "ls", "--from", "2026-02-01", "--to", "2026-02-28")
+	r = runAs(t, asA, "--addr", viaA, "ls", "--from", "2026-02-01", "--to", "2026-02-28")
 	took := time.Since(start)
 	if r.code != 0 || !strings.Contains(r.stdout, "a/own.txt") || !strings.Contains(r.stderr, "cluster P did not answer") {
 		t.Fatalf("ls through A with P hung: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -224,11 +256,11 @@ func TestPrivateNetworkGateways(t *testing.T) {
 
 // waitLeader polls a cluster's status until it names a leader other than
 // not and (if members > 0) that many members answer, and returns the leader.
-func waitLeader(t *testing.T, addrs, not string, members int) string {
+func waitLeader(t *testing.T, creds []string, addrs, not string, members int) string {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		r := run(t, "--addr", addrs, "--timeout", "5s", "status", "--json")
+		r := runAs(t, creds, "--addr", addrs, "--timeout", "5s", "status", "--json")
 		var st struct {
 			LeaderID string `json:"leader_id"`
 			Nodes    []struct{ State string }
@@ -280,4 +312,20 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// runAs runs the CLI with the credentials creds (--ca, --cert, --key).
+func runAs(t *testing.T, creds []string, args ...string) result {
+	t.Helper()
+	return run(t, append(slices.Clone(creds), args...)...)
+}
+
+// loadCert reads a PEM certificate file.
+func loadCert(t *testing.T, path string) *x509.Certificate {
+	ca, err := auth.LoadCA(path, "")
+	if err != nil {
+		t.Errorf("load %s: %v", path, err)
+		return nil
+	}
+	return ca.Cert
 }

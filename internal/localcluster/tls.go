@@ -134,13 +134,27 @@ func (c *Cluster) ClientOptions() []client.Option {
 	return []client.Option{client.WithTLS(tc)}
 }
 
-// CLIArgs are the ddstore CLI flags of an admin of this cluster: --ca,
-// --cert and --key (nothing for an insecure cluster).
-func (c *Cluster) CLIArgs() []string {
+// TLSOnly are client options that verify the nodes but present no
+// credentials (add a token with client.WithToken).
+func (c *Cluster) TLSOnly() []client.Option {
 	if c.sec == nil {
 		return nil
 	}
-	return []string{"--ca", c.sec.caFile(), "--cert", c.sec.file("admin") + ".crt", "--key", c.sec.file("admin") + ".key"}
+	tc, err := auth.ClientTLS(c.sec.caFile(), "", "")
+	if err != nil {
+		panic(fmt.Sprintf("localcluster: client TLS: %v", err))
+	}
+	return []client.Option{client.WithTLS(tc)}
+}
+
+// CLIEnv is the environment of a ddstore CLI run as an admin of this
+// cluster: DDSTORE_CA, DDSTORE_CERT and DDSTORE_KEY (nothing for an
+// insecure cluster).
+func (c *Cluster) CLIEnv() map[string]string {
+	if c.sec == nil {
+		return nil
+	}
+	return map[string]string{"DDSTORE_CA": c.sec.caFile(), "DDSTORE_CERT": c.sec.file("admin") + ".crt", "DDSTORE_KEY": c.sec.file("admin") + ".key"}
 }
 
 // CAFile is the path of the cluster's CA certificate ("" when insecure).
