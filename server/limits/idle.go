@@ -17,7 +17,9 @@ import (
 // or SendMsg runs the underlying call in a goroutine and waits for it or for
 // the stream's context. A watchdog, one timer per stream, cancels that
 // context (with the idle error as its cause) once a call has waited the idle
-// timeout; the waiting RecvMsg or SendMsg then returns codes.DeadlineExceeded
+// timeout while no other call on the stream completed either, so a RecvMsg
+// left waiting while the handler's SendMsg calls keep moving data is not
+// idle; the waiting RecvMsg or SendMsg then returns codes.DeadlineExceeded
 // at once, leaving the underlying call behind: it ends when gRPC tears the
 // stream down after the handler returns. From then on every RecvMsg and
 // SendMsg fails at once, so the stream is never used concurrently with the
@@ -27,8 +29,9 @@ import (
 // it passed to a RecvMsg that failed with the idle error. (SendMsg encodes
 // its message before it waits for the peer, so its message is free again.)
 //
-// The per-message cost is one goroutine hand-off and a few atomic
-// operations: a call marks when it began, and the watchdog timer is armed
+// The per-message cost is one goroutine hand-off, two clock reads and a few
+// atomic operations: a call marks when it began and ended, and the watchdog
+// timer is armed
 // only when it is not already, so a busy stream touches it about once per
 // timeout, not once per message.
 type idleStream struct {
@@ -45,6 +48,7 @@ type idleStream struct {
 	// One lane per direction: gRPC allows a RecvMsg and a SendMsg to run at
 	// once, from different goroutines, but not two of either.
 	recv, send lane
+	moved      atomic.Int64 // when a call last completed (offset from born); 0: never
 
 	armed atomic.Bool // the watchdog timer is pending; set under mu
 	mu    sync.Mutex  // guards the timer and ended
@@ -110,17 +114,23 @@ func (s *idleStream) do(l *lane, send bool, m any) error {
 	go s.run(l.done, send, m)
 	select {
 	case o := <-l.done:
-		l.since.Store(0)
+		s.finish(l)
 		return o.get()
 	case <-s.ctx.Done():
 		select {
 		case o := <-l.done: // finished just as the stream was closed
-			l.since.Store(0)
+			s.finish(l)
 			return o.get()
 		default:
 		}
 		return s.ctxErr()
 	}
+}
+
+// finish records that the call on l completed.
+func (s *idleStream) finish(l *lane) {
+	s.moved.Store(int64(time.Since(s.born)))
+	l.since.Store(0)
 }
 
 // arm starts the watchdog timer unless it is pending.
@@ -138,9 +148,12 @@ func (s *idleStream) arm(d time.Duration) {
 	}
 }
 
-// watch runs when the watchdog timer fires: it closes the stream when a call
-// has waited the idle timeout, else re-arms for the oldest call in flight,
-// if any. A call that begins after armed is cleared arms the timer itself.
+// watch runs when the watchdog timer fires. A stream is quiet since the
+// later of when its oldest call in flight began and when a call last
+// completed; watch closes the stream once it has been quiet for the idle
+// timeout, else re-arms for when it will have been, or, with no call in
+// flight, stays unarmed: a call that begins after armed is cleared arms the
+// timer itself.
 func (s *idleStream) watch() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -157,7 +170,8 @@ func (s *idleStream) watch() {
 	if oldest == 0 {
 		return
 	}
-	waited := time.Since(s.born) - time.Duration(oldest-1)
+	quiet := time.Duration(max(oldest-1, s.moved.Load()))
+	waited := time.Since(s.born) - quiet
 	if waited < s.timeout {
 		s.armed.Store(true)
 		s.timer.Reset(s.timeout - waited)

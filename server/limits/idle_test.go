@@ -176,6 +176,39 @@ func TestIdleActiveStreamsStayOpen(t *testing.T) {
 		closeStream(t, cs)
 		wantStats(t, l, limits.Stats{PeakStreams: 1, AdmittedStreams: 1})
 	})
+	t.Run("RecvMsg waits 3 timeouts while sends flow", func(t *testing.T) {
+		// The handler sends every 25ms for 1.5s while its RecvMsg waits
+		// for the client's CloseSend at the end. The timeout is 500ms here,
+		// so that only a stall of the whole process, not scheduling noise,
+		// could pass for idleness.
+		const timeout = 500 * time.Millisecond
+		const n = 60
+		l, conn := start(t, limits.Config{IdleTimeout: timeout}, &handlers{
+			stream: func(ss grpc.ServerStream) error {
+				errc := make(chan error, 1)
+				go func() { errc <- ss.RecvMsg(new(wrapperspb.BytesValue)) }()
+				for i := 0; i < n; i++ {
+					if err := ss.SendMsg(wrapperspb.Bytes([]byte("tick"))); err != nil {
+						return err
+					}
+					time.Sleep(25 * time.Millisecond)
+				}
+				if err := <-errc; err != io.EOF {
+					return err
+				}
+				return nil
+			},
+		})
+		cs := openStream(t, conn, mStream, "alice")
+		for i := 0; i < n; i++ {
+			var m wrapperspb.BytesValue
+			if err := cs.RecvMsg(&m); err != nil {
+				t.Fatalf("message %d: %v", i, err)
+			}
+		}
+		closeStream(t, cs)
+		wantStats(t, l, limits.Stats{PeakStreams: 1, AdmittedStreams: 1})
+	})
 	t.Run("handler works 500ms between messages", func(t *testing.T) {
 		const work = 500 * time.Millisecond
 		l, conn := start(t, limits.Config{IdleTimeout: idle}, &handlers{

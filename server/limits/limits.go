@@ -45,8 +45,9 @@ const (
 // Config sets the limits. The zero value means the defaults.
 type Config struct {
 	// IdleTimeout: a stream whose RecvMsg or SendMsg waits this long for
-	// the peer is cancelled. Only waiting on the peer counts; time the
-	// handler spends between calls does not. 0 means 60s; <0 disables.
+	// the peer, while no other RecvMsg or SendMsg on it completes, is
+	// cancelled. Only waiting on the peer counts; time the handler spends
+	// between calls does not. 0 means 60s; <0 disables.
 	IdleTimeout time.Duration
 	// StreamsPerCaller is how many streams one caller may hold open at
 	// once. 0 means 64; <0 means unlimited.
@@ -172,7 +173,9 @@ func (l *Limiter) UnaryInterceptor() grpc.UnaryServerInterceptor {
 // heavy streaming method also takes one of its caller's heavy slots. An
 // admitted stream gets the idle deadline: its Context is cancelled, and
 // RecvMsg or SendMsg return codes.DeadlineExceeded, when one RecvMsg or
-// SendMsg waits IdleTimeout for the peer. The call that timed out is left
+// SendMsg waits IdleTimeout for the peer and no other call on the stream
+// completes meanwhile (a RecvMsg left pending while SendMsg calls keep
+// moving data does not close the stream). The call that timed out is left
 // running until gRPC ends the stream after the handler returns, so a handler
 // must not reuse the message of a RecvMsg that failed with DeadlineExceeded.
 func (l *Limiter) StreamInterceptor() grpc.StreamServerInterceptor {
