@@ -89,6 +89,12 @@ func TestUsageErrors(t *testing.T) {
 			wantFail(t, run(t, tt.args...), 2, tt.want)
 		})
 	}
+	t.Run("plain text off loopback", func(t *testing.T) {
+		// Without certificates a node listens on loopback only, unless told
+		// --insecure.
+		wantFail(t, run(t, "server", "--id", "x", "--listen", "10.9.9.9:7400", "--raft-addr", "127.0.0.1:0", "--data-dir", t.TempDir()), 1, "--insecure")
+		wantFail(t, run(t, "server", "--id", "x", "--tls-ca", "ca.crt"), 2, "all three")
+	})
 	t.Run("no server", func(t *testing.T) {
 		wantFail(t, run(t, "--addr", "127.0.0.1:1", "--timeout", "3s", "stat", "x"), 1, "unavailable")
 	})

@@ -66,6 +66,7 @@ func runDemo(ctx context.Context, size int64, dir string, keep bool, nodeArgs []
 	}
 	defer cl.Close()
 	say("cluster ready: %v", cl.Addrs())
+	say("every link is mutual TLS, with a throwaway CA in %s; the demo's client holds an admin certificate", filepath.Dir(cl.CAFile()))
 	c, err := cl.Client()
 	if err != nil {
 		return err

@@ -405,13 +405,22 @@ func newRmCmd(g *globalFlags) *cobra.Command {
 }
 
 func newStatusCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
+	var wait int
+	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show the cluster: nodes, leader, term, applied index, store usage",
+		Short: "Show the cluster: nodes, leader, term, applied index, store usage, limits",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.session(cmd.Context(), 30*time.Second, func(ctx context.Context, c *client.Client) error {
 				st, err := c.Status(ctx)
+				for wait > 0 && !ready(st, err, wait) {
+					select {
+					case <-ctx.Done():
+						return fmt.Errorf("status: no leader with %d members answering (%v): %w", wait, err, ctx.Err())
+					case <-time.After(250 * time.Millisecond):
+					}
+					st, err = c.Status(ctx)
+				}
 				if err != nil {
 					return fmt.Errorf("status: %w", err)
 				}
@@ -424,12 +433,29 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().IntVar(&wait, "wait", 0, "first wait (within --timeout, default 30s) until the cluster has a leader and this many members answering")
+	return cmd
+}
+
+// ready reports whether a status shows a leader and at least want members
+// answering.
+func ready(st *pb.StatusResponse, err error, want int) bool {
+	if err != nil || st.GetLeaderId() == "" {
+		return false
+	}
+	up := 0
+	for _, n := range st.GetNodes() {
+		if n.GetState() != "unreachable" && n.GetState() != "unknown" {
+			up++
+		}
+	}
+	return up >= want
 }
 
 // printStatus writes a cluster's status as tables: nodes, peer clusters,
 // federation counters, cache tiers, healing.
 func printStatus(w io.Writer, st *pb.StatusResponse) error {
-	var nodes, peers, fed, cache, heal [][]any
+	var nodes, peers, fed, cache, heal, limits [][]any
 	for _, n := range st.GetNodes() {
 		nodes = append(nodes, []any{n.GetId(), n.GetState(), n.GetApiAddr(), orNone(n.GetPublicAddr()), n.GetRaftAddr(), n.GetTerm(),
 			n.GetAppliedIndex(), n.GetCommitIndex(), n.GetStore(), n.GetChunks(), n.GetStoredBytes(), n.GetError()})
@@ -439,6 +465,10 @@ func printStatus(w io.Writer, st *pb.StatusResponse) error {
 		for _, t := range n.GetCache() {
 			cache = append(cache, []any{n.GetId(), t.GetTier(), t.GetHits(), t.GetMisses(), t.GetBytesServed(), t.GetEntries(),
 				t.GetEvictions(), t.GetSkipped(), t.GetErrors(), t.GetCorrupt()})
+		}
+		if l := n.GetLimits(); l != nil {
+			limits = append(limits, []any{n.GetId(), l.GetOpenStreams(), l.GetPeakStreams(), l.GetRefusedStreams(), l.GetIdleClosed(),
+				l.GetRefusedHeavy(), l.GetDenied()})
 		}
 		if h := n.GetHeal(); h != nil {
 			heal = append(heal, []any{n.GetId(), h.GetScrubbedChunks(), h.GetScrubCorrupt(), h.GetScrubPasses(), h.GetRepairedCopies(),
@@ -458,6 +488,7 @@ func printStatus(w io.Writer, st *pb.StatusResponse) error {
 		{"NODE\tLOOKUPS FORWARDED\tPEER CALLS\tFILTER SKIPS\tSERVED FOR PEERS", fed},
 		{"NODE\tCACHE TIER\tHITS\tMISSES\tBYTES SERVED\tENTRIES\tEVICTIONS\tSKIPPED\tERRORS\tCORRUPT", cache},
 		{"NODE\tSCRUBBED\tCORRUPT FOUND\tSCRUB PASSES\tREPAIRED COPIES\tLOST\tGC DELETED", heal},
+		{"NODE\tOPEN STREAMS\tPEAK STREAMS\tREFUSED STREAMS\tIDLE CLOSED\tREFUSED GC/REPAIR\tDENIED CALLS", limits},
 	}
 	for i, t := range tables {
 		if len(t.rows) == 0 && i > 0 {

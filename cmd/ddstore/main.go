@@ -109,6 +109,10 @@ func codeName(c codes.Code) string {
 		return "out of range"
 	case codes.Canceled:
 		return "canceled"
+	case codes.PermissionDenied:
+		return "permission denied"
+	case codes.Unauthenticated:
+		return "unauthenticated"
 	}
 	return c.String()
 }
