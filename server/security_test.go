@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -128,7 +129,8 @@ func (c caller) every(t *testing.T) map[string]codes.Code {
 // against a 3-node cluster with mutual TLS, and checks the roles of client
 // tokens and certificates.
 func TestSecurity(t *testing.T) {
-	cl := startCluster(t, localcluster.Options{})
+	var logs syncBuffer
+	cl := startCluster(t, localcluster.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ca := cl.CA()
 	addr := cl.Members[1].APIAddr
 	roots := x509.NewCertPool()
@@ -249,6 +251,20 @@ func TestSecurity(t *testing.T) {
 		if got, err := admin.Stat(context.Background(), "b/x", 0); err != nil || got.GetSize() != uint64(len("kept too")) {
 			t.Errorf("b/x changed: %v, %v", got, err)
 		}
+		// Each mutation, allowed or not, left one audit line naming who,
+		// what and how it ended.
+		for _, want := range []string{
+			`op=put principal=client:test-write(write,prefix=a/,token) outcome=OK`,
+			`op=put principal=client:test-write(write,prefix=a/,token) outcome=PermissionDenied`,
+			`op=rm principal=client:test-write(write,prefix=a/,token) outcome=PermissionDenied`,
+			`op=rm principal=client:test-read(read,token) outcome=PermissionDenied`,
+			`op=gc principal=client:test-read(read,token) outcome=PermissionDenied`,
+			`op=repair principal=client:test-write(write,prefix=a/,token) outcome=PermissionDenied`,
+		} {
+			if n := countAudit(logs.String(), want); n != 1 {
+				t.Errorf("%d audit lines with %s, want 1; audit lines:\n%s", n, want, grepAudit(logs.String()))
+			}
+		}
 	})
 
 	t.Run("BadTokens", func(t *testing.T) {
@@ -357,4 +373,25 @@ func signToken(t *testing.T, ca *auth.CA, claims jwt.MapClaims) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// countAudit counts the audit lines of logs that hold want.
+func countAudit(logs, want string) int {
+	n := 0
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, "msg=audit") && strings.Contains(strings.ReplaceAll(l, `"`, ""), want) {
+			n++
+		}
+	}
+	return n
+}
+
+func grepAudit(logs string) string {
+	var out []string
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, "msg=audit") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -580,7 +580,7 @@ func orNone(s string) string {
 func newJoinCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "join ID API_ADDR RAFT_ADDR",
-		Short: "Add a running node to the cluster (nodes started with --join do this themselves)",
+		Short: "Add a running node to an insecure cluster (nodes started with --join do this themselves; with TLS only a node's own certificate may join it)",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.session(cmd.Context(), 30*time.Second, func(ctx context.Context, c *client.Client) error {
