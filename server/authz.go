@@ -311,6 +311,13 @@ func callerKey(ctx context.Context) string {
 	return "host " + remoteHost(ctx)
 }
 
+// isNode reports whether the caller of ctx is a node of this cluster (held
+// only to the node-wide limits: its streams carry every client's copies).
+func isNode(ctx context.Context) bool {
+	p, ok := auth.FromContext(ctx)
+	return ok && p.Kind == auth.KindNode
+}
+
 // isAdmin reports whether the caller of ctx may see internal addresses.
 func isAdmin(ctx context.Context) bool {
 	p, ok := auth.FromContext(ctx)

@@ -159,7 +159,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.peers = newPeerSet(n)
 	n.streamMem = newMemBudget(cfg.StreamMemory)
 	n.guard = newGuard(n)
-	n.limits = limits.New(cfg.Limits, callerKey, func(method string) bool {
+	lc := cfg.Limits
+	lc.Exempt = isNode
+	n.limits = limits.New(lc, callerKey, func(method string) bool {
 		r, _ := ruleFor(method)
 		return r.heavy
 	})

@@ -59,6 +59,10 @@ type Config struct {
 	// may run at once, counted over all heavy methods together, unary or
 	// streaming. 0 means 1; <0 means unlimited.
 	HeavyPerCaller int
+	// Exempt, if set, names callers held only to the node-wide cap, not to
+	// the per-caller ones (a cluster's own nodes, whose streams carry
+	// every client's replication).
+	Exempt func(ctx context.Context) bool
 }
 
 // Limiter enforces a Config. It is safe for concurrent use; create it with
@@ -69,6 +73,7 @@ type Limiter struct {
 	streams          int           // <=0: unlimited
 	heavyPerCaller   int           // <=0: unlimited
 	caller           func(ctx context.Context) string
+	exempt           func(ctx context.Context) bool
 	heavy            func(fullMethod string) bool
 
 	mu             sync.Mutex
@@ -105,6 +110,7 @@ func New(cfg Config, caller func(ctx context.Context) string, heavy func(fullMet
 		heavyPerCaller:   orDefault(cfg.HeavyPerCaller, DefaultHeavyPerCaller),
 		caller:           caller,
 		heavy:            heavy,
+		exempt:           cfg.Exempt,
 		callers:          make(map[string]*callerState),
 	}
 	if l.caller == nil {
@@ -141,6 +147,9 @@ func PeerIP(ctx context.Context) string {
 	return s
 }
 
+// exemptCaller is the key under which exempt callers' streams are counted.
+const exemptCaller = "\x00exempt"
+
 func (l *Limiter) who(ctx context.Context) string {
 	if w := l.caller(ctx); w != "" {
 		return w
@@ -156,7 +165,7 @@ func (l *Limiter) who(ctx context.Context) string {
 // pass untouched.
 func (l *Limiter) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if !l.heavy(info.FullMethod) {
+		if !l.heavy(info.FullMethod) || (l.exempt != nil && l.exempt(ctx)) {
 			return handler(ctx, req)
 		}
 		who := l.who(ctx)
@@ -182,6 +191,9 @@ func (l *Limiter) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		who := l.who(ss.Context())
 		heavy := l.heavy(info.FullMethod)
+		if l.exempt != nil && l.exempt(ss.Context()) {
+			who = exemptCaller
+		}
 		if err := l.acquire(who, info.FullMethod, true, heavy); err != nil {
 			return err
 		}
@@ -203,7 +215,7 @@ func (l *Limiter) acquire(who, method string, stream, heavy bool) error {
 	defer l.mu.Unlock()
 	c := l.callers[who]
 	if stream {
-		if l.streamsPerCaller > 0 && c != nil && c.streams >= l.streamsPerCaller {
+		if l.streamsPerCaller > 0 && c != nil && c.streams >= l.streamsPerCaller && who != exemptCaller {
 			l.refusedStreams++
 			return status.Errorf(codes.ResourceExhausted,
 				"too many open streams for caller %s (%d); close some first", who, c.streams)

@@ -197,3 +197,17 @@ func TestHeavyPerCaller(t *testing.T) {
 	}
 	wantStats(t, l, limits.Stats{PeakStreams: 1, AdmittedStreams: 1, RefusedHeavy: 1})
 }
+
+// Exempt callers (a cluster's own nodes) are held to the node-wide cap
+// only, and run heavy calls without a per-caller cap.
+func TestExempt(t *testing.T) {
+	exempt := func(ctx context.Context) bool { return callerFromMD(ctx) == "node" }
+	l, conn := start(t, limits.Config{StreamsPerCaller: 2, Streams: 6, Exempt: exempt}, &handlers{})
+	for i := 0; i < 5; i++ {
+		mustAdmit(t, conn, mStream, "node")
+	}
+	mustAdmit(t, conn, mStream, "alice")
+	err := roundTrip(openStream(t, conn, mStream, "node"))
+	wantStatus(t, err, codes.ResourceExhausted, "node has 6 open streams; try again later")
+	wantStats(t, l, limits.Stats{OpenStreams: 6, PeakStreams: 6, AdmittedStreams: 6, RefusedStreams: 1, Callers: 2})
+}
