@@ -3,6 +3,8 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -15,10 +17,12 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ddstore/ddstore/chunker"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"github.com/ddstore/ddstore/server/auth"
 )
 
 // mbps is bytes per second in MB/s (10^6 bytes).
@@ -139,8 +143,17 @@ func (s *sink) Download(req *pb.DownloadRequest, stream pb.Files_DownloadServer)
 
 // grpcRate measures a raw loopback gRPC stream of size bytes in 1 MiB chunk
 // messages, both ways, with the same message and window settings as ddstore
-// and no work at either end.
-func grpcRate(ctx context.Context, size int64) (up, down float64, err error) {
+// and no work at either end: in plain text (the transport's ceiling), or
+// with withTLS over mutual TLS configured the way a ddstore node and its
+// clients configure it (node certificate, client certificate, TLS 1.3 as Go
+// negotiates it).
+func grpcRate(ctx context.Context, size int64, withTLS bool) (up, down float64, err error) {
+	srvCreds, cliCreds := insecure.NewCredentials(), insecure.NewCredentials()
+	if withTLS {
+		if srvCreds, cliCreds, err = loopbackTLS(); err != nil {
+			return 0, 0, fmt.Errorf("TLS credentials: %w", err)
+		}
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, 0, err
@@ -149,12 +162,12 @@ func grpcRate(ctx context.Context, size int64) (up, down float64, err error) {
 	chunk := &pb.Chunk{Id: make([]byte, 32), RawSize: 1 << 20, Data: data}
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20),
 		grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(32<<20),
-		grpc.ReadBufferSize(256<<10), grpc.WriteBufferSize(256<<10))
+		grpc.ReadBufferSize(256<<10), grpc.WriteBufferSize(256<<10), grpc.Creds(srvCreds))
 	pb.RegisterFilesServer(srv, &sink{size: size, chunk: chunk})
 	go srv.Serve(lis)
 	defer srv.Stop()
 	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(cliCreds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)),
 		grpc.WithInitialWindowSize(8<<20), grpc.WithInitialConnWindowSize(32<<20),
 		grpc.WithReadBufferSize(256<<10), grpc.WithWriteBufferSize(256<<10))
@@ -196,6 +209,38 @@ func grpcRate(ctx context.Context, size int64) (up, down float64, err error) {
 		got += int64(len(resp.GetChunk().GetData()))
 	}
 	return up, mbps(got, time.Since(start)), nil
+}
+
+// loopbackTLS returns the credentials of a throwaway cluster's node (the
+// server: its ServerTLS, as a ddstore node listens) and of an admin client
+// presenting its certificate (as localcluster's clients and the CLI with
+// --cert dial).
+func loopbackTLS() (srv, cli credentials.TransportCredentials, err error) {
+	ca, err := auth.NewCA("bench", time.Hour)
+	if err != nil {
+		return nil, nil, err
+	}
+	nodeCert, nodeKey, err := ca.IssueNode(auth.NodeCert{Cluster: "bench", NodeID: "sink", Hosts: []string{"127.0.0.1"}})
+	if err != nil {
+		return nil, nil, err
+	}
+	node, err := tls.X509KeyPair(nodeCert, nodeKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	cliCert, cliKey, err := ca.IssueClient(auth.ClientCert{Cluster: "bench", Name: "bench", Role: auth.RoleAdmin})
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := tls.X509KeyPair(cliCert, cliKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	trust := &auth.Trust{Cluster: "bench", CA: ca.Cert, Cert: node}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	cc := &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{client}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
+	return credentials.NewTLS(trust.ServerTLS()), credentials.NewTLS(cc), nil
 }
 
 // gridfsRate uploads the file to a GridFS bucket directly through

@@ -25,6 +25,10 @@ type Config struct {
 	// Target lists the API addresses of a running cluster to measure; empty
 	// starts a local 3-node cluster on the embedded store.
 	Target []string
+	// ClientOptions are the credentials for the Target cluster (TLS with its
+	// CA, a client certificate or token); none: plain text. Local clusters
+	// hand out their own.
+	ClientOptions []client.Option
 	// Exe is a ddstore binary: local nodes run as child processes of it, so
 	// that their peak memory can be read. Empty: nodes run in this process.
 	Exe string
@@ -49,8 +53,11 @@ type Config struct {
 	// that scenario.
 	FedFiles, FedLookups int
 	FederationOnly       bool
-	Progress             io.Writer
-	Command              string // the command line, recorded in the report
+	// TLSOnly runs only the TLS scenario: the same R=3 workload on a
+	// mutual-TLS cluster and an insecure one, interleaved.
+	TLSOnly  bool
+	Progress io.Writer
+	Command  string // the command line, recorded in the report
 }
 
 // Quick returns a configuration that finishes in under a minute: one run of
@@ -88,6 +95,19 @@ func (c *Config) defaults() {
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
+}
+
+// loadAverage is the host's 1-minute load average ("" if unknown): on a
+// shared machine, how many others wanted its cores.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return ""
 }
 
 // nodeCacheMiB is the in-process cache tier of the local nodes (the
@@ -141,6 +161,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Started: start.UTC().Format(time.RFC3339),
 		Machine: fmt.Sprintf("%d cores, %s/%s, %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version()),
 	}
+	if l := loadAverage(); l != "" {
+		r.rep.Machine += ", load average " + l + " at start"
+		defer func() {
+			if l := loadAverage(); l != "" {
+				r.rep.Machine += ", " + l + " at end"
+			}
+		}()
+	}
 	r.dir = cfg.Dir
 	if r.dir == "" {
 		d, err := os.MkdirTemp("", "ddstore-bench-")
@@ -154,8 +182,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	if cfg.FederationOnly {
-		r.rep.Cluster = "local: three clusters of 3 nodes on loopback, embedded store, R=3, nodes in the bench process, one host"
+		r.rep.Cluster = "local: three clusters of 3 nodes on loopback, mutual TLS, embedded store, R=3, nodes in the bench process, one host"
 		if err := r.federation(ctx); err != nil {
+			return nil, err
+		}
+		r.rep.Seconds = time.Since(start).Seconds()
+		return r.rep, nil
+	}
+	if cfg.TLSOnly {
+		r.rep.Cluster = "local: two clusters of 3 nodes on loopback, one mutual TLS and one insecure, embedded store, R=3, in-process cache tier (256 MiB per node), " + r.nodeMode() + ", one host"
+		if err := r.tlsCost(ctx); err != nil {
 			return nil, err
 		}
 		r.rep.Seconds = time.Since(start).Seconds()
@@ -187,6 +223,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				return nil, err
 			}
 		}
+		if err := r.tlsCost(ctx); err != nil {
+			return nil, err
+		}
 		if err := r.federation(ctx); err != nil {
 			return nil, err
 		}
@@ -198,7 +237,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 func (r *runner) open(ctx context.Context) error {
 	if len(r.cfg.Target) > 0 {
-		c, err := client.New(r.cfg.Target)
+		c, err := client.New(r.cfg.Target, r.cfg.ClientOptions...)
 		if err != nil {
 			return err
 		}
@@ -208,7 +247,11 @@ func (r *runner) open(ctx context.Context) error {
 			return fmt.Errorf("bench: target cluster: %w", err)
 		}
 		r.replicas = int(st.GetReplicas())
-		r.rep.Cluster = fmt.Sprintf("running cluster %s: %d nodes, R=%d", strings.Join(r.cfg.Target, ","), len(st.GetNodes()), r.replicas)
+		link := "plain text"
+		if len(r.cfg.ClientOptions) > 0 {
+			link = "TLS"
+		}
+		r.rep.Cluster = fmt.Sprintf("running cluster %s: %d nodes, R=%d, client over %s", strings.Join(r.cfg.Target, ","), len(st.GetNodes()), r.replicas, link)
 		return nil
 	}
 	if len(r.cfg.Memcached) == 0 && !r.cfg.NoMemcached {
@@ -225,7 +268,7 @@ func (r *runner) open(ctx context.Context) error {
 		opts.Tune = func(c *server.Config) { c.Memcached, c.MemcachedMaxItem = r.cfg.Memcached, 8<<20 }
 	}
 	r.say("starting a local 3-node cluster (embedded store, R=3, memcached %v)", r.cfg.Memcached)
-	cl, err := localcluster.Start(ctx, opts)
+	cl, err := r.startCluster(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -235,16 +278,66 @@ func (r *runner) open(ctx context.Context) error {
 		return err
 	}
 	r.c, r.replicas = c, 3
-	mode := "nodes in the bench process"
-	if r.cfg.Exe != "" {
-		mode = "nodes as child processes"
-	}
 	tiers := "in-process cache tier (256 MiB per node)"
 	if len(r.cfg.Memcached) > 0 {
 		tiers += " and memcached " + strings.Join(r.cfg.Memcached, ",")
 	}
-	r.rep.Cluster = fmt.Sprintf("local: 3 nodes on loopback, embedded store, R=3, %s, %s, one host", tiers, mode)
+	r.rep.Cluster = fmt.Sprintf("local: 3 nodes on loopback, mutual TLS, embedded store, R=3, %s, %s, one host", tiers, r.nodeMode())
 	return nil
+}
+
+func (r *runner) nodeMode() string {
+	if r.cfg.Exe != "" {
+		return "nodes as child processes"
+	}
+	return "nodes in the bench process"
+}
+
+// clientOptions are what a client of the measured cluster needs.
+func (r *runner) clientOptions() []client.Option {
+	if r.cl != nil {
+		return r.cl.ClientOptions()
+	}
+	return r.cfg.ClientOptions
+}
+
+// startAttempts bounds how often a local cluster is planned again after a
+// port it was given was taken.
+const startAttempts = 3
+
+// startCluster starts a local cluster, planning it again on other ports when
+// one of its nodes could not listen: localcluster picks free ports when it
+// plans a cluster, and on a busy host another socket may take one before
+// the node binds it.
+func (r *runner) startCluster(ctx context.Context, opts localcluster.Options) (*localcluster.Cluster, error) {
+	for attempt := 1; ; attempt++ {
+		cl, err := localcluster.Start(ctx, opts)
+		if err == nil || attempt == startAttempts || !portTaken(err, opts.Dir) {
+			return cl, err
+		}
+		r.say("%v: again on other ports", err)
+		os.RemoveAll(opts.Dir)
+	}
+}
+
+// portTaken says whether a cluster failed to start because a port was in
+// use: the error says so (nodes in this process), or a node's log in dir
+// does (child processes, whose failure shows as a cluster never ready).
+func portTaken(err error, dir string) bool {
+	const inUse = "address already in use"
+	if strings.Contains(err.Error(), inUse) {
+		return true
+	}
+	if dir == "" {
+		return false
+	}
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, l := range logs {
+		if b, err := os.ReadFile(l); err == nil && strings.Contains(string(b), inUse) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *runner) close() {
@@ -311,12 +404,18 @@ func (r *runner) sizeRun(ctx context.Context, kind string, size int64) error {
 		}
 		r.add("baseline: disk write+fsync", Random, size, w)
 		r.add("baseline: disk read (page cache)", Random, size, rd)
-		up, down, err := grpcRate(ctx, size)
+		up, down, err := grpcRate(ctx, size, false)
 		if err != nil {
 			return fmt.Errorf("gRPC baseline: %w", err)
 		}
 		r.add("baseline: gRPC loopback, upload direction", "", size, up)
 		r.add("baseline: gRPC loopback, download direction", "", size, down)
+		up, down, err = grpcRate(ctx, size, true)
+		if err != nil {
+			return fmt.Errorf("gRPC TLS baseline: %w", err)
+		}
+		r.add("baseline: gRPC loopback TLS, upload direction", "", size, up)
+		r.add("baseline: gRPC loopback TLS, download direction", "", size, down)
 	}
 	pl, err := pipelineRate(ctx, path)
 	if err != nil {
@@ -441,7 +540,7 @@ func (r *runner) concurrent(ctx context.Context) error {
 	}
 	clients := make([]*client.Client, n)
 	for i := range clients {
-		c, err := client.New(r.addrs())
+		c, err := client.New(r.addrs(), r.clientOptions()...)
 		if err != nil {
 			return err
 		}
@@ -563,7 +662,7 @@ feed:
 func (r *runner) replicationFactor(ctx context.Context) error {
 	size := r.middleSize()
 	r.say("R=1: %s random on a fresh 3-node cluster", human(size))
-	cl, err := localcluster.Start(ctx, localcluster.Options{Dir: filepath.Join(r.dir, "cluster-r1"), Exe: r.cfg.Exe, Replicas: 1})
+	cl, err := r.startCluster(ctx, localcluster.Options{Dir: filepath.Join(r.dir, "cluster-r1"), Exe: r.cfg.Exe, Replicas: 1})
 	if err != nil {
 		return err
 	}
@@ -607,7 +706,7 @@ func (r *runner) replicationFactor(ctx context.Context) error {
 func (r *runner) gridfs(ctx context.Context) error {
 	size := r.cfg.Sizes[0]
 	r.say("GridFS: %s random, ddstore on GridFS against direct GridFS", human(size))
-	cl, err := localcluster.Start(ctx, localcluster.Options{Dir: filepath.Join(r.dir, "cluster-gridfs"), Exe: r.cfg.Exe, Store: "gridfs", MongoURI: r.cfg.MongoURI})
+	cl, err := r.startCluster(ctx, localcluster.Options{Dir: filepath.Join(r.dir, "cluster-gridfs"), Exe: r.cfg.Exe, Store: "gridfs", MongoURI: r.cfg.MongoURI})
 	if err != nil {
 		return err
 	}
@@ -729,6 +828,10 @@ func (r *runner) finish() {
 			res.against("chunker pipeline alone", base("baseline: chunker pipeline", k.data, k.size))
 		case k.scenario == "download hot (second read)":
 			res.against("cold download (first read)", base("download", k.data, k.size))
+		case k.scenario == "baseline: gRPC loopback TLS, upload direction":
+			res.against("plain gRPC loopback upload", base("baseline: gRPC loopback, upload direction", "", k.size))
+		case k.scenario == "baseline: gRPC loopback TLS, download direction":
+			res.against("plain gRPC loopback download", grpcDown)
 		case k.scenario == "download", k.scenario == "download resumed half-way":
 			res.against("gRPC loopback download", grpcDown)
 		case k.scenario == "re-upload unchanged":

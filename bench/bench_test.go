@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"encoding/xml"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -81,5 +82,46 @@ func TestSVG(t *testing.T) {
 	rep.WriteTable(&buf)
 	if !bytes.Contains(buf.Bytes(), []byte("1 GiB")) {
 		t.Fatalf("table: %s", buf.String())
+	}
+}
+
+func TestPairedRatio(t *testing.T) {
+	if got := pairedRatio([]float64{50, 90, 100}, []float64{100, 100, 100}); got != 0.9 {
+		t.Fatalf("paired ratio %v, want the median 0.9", got)
+	}
+	if got := pairedRatio([]float64{1, 2}, []float64{0, 4}); got != 0.5 {
+		t.Fatalf("paired ratio %v, want 0.5 (a zero baseline is skipped)", got)
+	}
+}
+
+// TestExtraTargets: the TLS target is printed with the five, but kept out
+// of Targets.
+func TestExtraTargets(t *testing.T) {
+	rep := &Report{
+		Targets:      []Target{{Name: "1. upload", Pass: true}},
+		ExtraTargets: []Target{{Name: "TLS: upload and download, mTLS / insecure", Got: "upload 0.8"}},
+	}
+	var buf bytes.Buffer
+	rep.WriteTable(&buf)
+	if !bytes.Contains(buf.Bytes(), []byte("1. upload")) || !bytes.Contains(buf.Bytes(), []byte("TLS: upload and download")) || !bytes.Contains(buf.Bytes(), []byte("FAIL")) {
+		t.Fatalf("table: %s", buf.String())
+	}
+}
+
+func TestProcCPU(t *testing.T) {
+	v, err := procCPU(os.Getpid())
+	if err != nil || v < 0 {
+		t.Fatalf("procCPU: %v, %v", v, err)
+	}
+}
+
+func TestPortTaken(t *testing.T) {
+	dir := t.TempDir()
+	if portTaken(errors.New("cluster not ready"), dir) {
+		t.Fatal("no log says so")
+	}
+	os.WriteFile(filepath.Join(dir, "node2.log"), []byte("listen tcp 127.0.0.1:1: bind: address already in use\n"), 0o644)
+	if !portTaken(errors.New("cluster not ready"), dir) || !portTaken(errors.New("bind: address already in use"), "") {
+		t.Fatal("a taken port not seen")
 	}
 }

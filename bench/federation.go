@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"os"
@@ -29,37 +30,13 @@ const fedFPRate = 0.01
 // with the filters and without; and the filters' measured false-positive
 // rate against the configured one.
 func (r *runner) federation(ctx context.Context) error {
-	names := []string{"A", "B", "C"}
-	cls := map[string]*localcluster.Cluster{}
-	for _, name := range names {
-		dir := filepath.Join(r.dir, "fed-"+name)
-		cl, err := localcluster.New(localcluster.Options{Dir: dir, Replicas: 3, Tune: func(c *server.Config) {
-			c.Cluster = name
-			c.Peers = map[string][]string{}
-			for _, o := range names {
-				if o != name {
-					c.Peers[o] = cls[o].Addrs()
-				}
-			}
-			c.FilterFPRate = fedFPRate
-			c.CacheSize = -1 // nine nodes share this process and its memory limit
-			c.FilterRefresh = 200 * time.Millisecond
-			c.RepairInterval, c.ScrubInterval, c.GCInterval = -1, -1, -1
-		}})
-		if err != nil {
-			return err
-		}
-		cls[name] = cl
-		defer func() { cl.Close(); os.RemoveAll(dir) }()
+	cls, err := r.startFederation(ctx)
+	if err != nil {
+		return err
 	}
-	r.say("federation: starting clusters A, B and C (3 nodes each, peers of each other)")
-	for _, name := range names {
-		if err := cls[name].Launch(ctx); err != nil {
-			return fmt.Errorf("federation: cluster %s: %w", name, err)
-		}
-	}
+	defer r.stopFederation(cls)
 	clients := map[string]*client.Client{}
-	for _, name := range names {
+	for _, name := range fedNames {
 		c, err := cls[name].Client()
 		if err != nil {
 			return err
@@ -71,6 +48,67 @@ func (r *runner) federation(ctx context.Context) error {
 		return err
 	}
 	return r.lookups(ctx, cls, clients)
+}
+
+var fedNames = []string{"A", "B", "C"}
+
+// startFederation plans and launches the three clusters, planning them
+// again on other ports when a port was taken before a node could listen on
+// it.
+func (r *runner) startFederation(ctx context.Context) (map[string]*localcluster.Cluster, error) {
+	for attempt := 1; ; attempt++ {
+		cls := map[string]*localcluster.Cluster{}
+		for _, name := range fedNames {
+			// Each cluster gets its own CA (mutual TLS on every link) and
+			// trusts its peers' CAs for their nodes.
+			cl, err := localcluster.New(localcluster.Options{
+				Dir: filepath.Join(r.dir, "fed-"+name), Replicas: 3, Cluster: name,
+				PeerCA: func(peer string) *x509.Certificate { return cls[peer].CA().Cert },
+				Tune: func(c *server.Config) {
+					c.Peers = map[string][]string{}
+					for _, o := range fedNames {
+						if o != name {
+							c.Peers[o] = cls[o].Addrs()
+						}
+					}
+					c.FilterFPRate = fedFPRate
+					c.CacheSize = -1 // nine nodes share this process and its memory limit
+					c.FilterRefresh = 200 * time.Millisecond
+					c.RepairInterval, c.ScrubInterval, c.GCInterval = -1, -1, -1
+				},
+			})
+			if err != nil {
+				r.stopFederation(cls)
+				return nil, err
+			}
+			cls[name] = cl
+		}
+		r.say("federation: starting clusters A, B and C (3 nodes each, peers of each other)")
+		var err error
+		for _, name := range fedNames {
+			if err = cls[name].Launch(ctx); err != nil {
+				err = fmt.Errorf("federation: cluster %s: %w", name, err)
+				break
+			}
+		}
+		if err == nil {
+			return cls, nil
+		}
+		r.stopFederation(cls)
+		if attempt == startAttempts || !portTaken(err, "") {
+			return nil, err
+		}
+		r.say("%v: again on other ports", err)
+	}
+}
+
+func (r *runner) stopFederation(cls map[string]*localcluster.Cluster) {
+	for _, name := range fedNames {
+		if cl := cls[name]; cl != nil {
+			cl.Close()
+			os.RemoveAll(filepath.Join(r.dir, "fed-"+name))
+		}
+	}
 }
 
 // forwardedDownload compares a download of A's file from A with one through
@@ -92,7 +130,7 @@ func (r *runner) forwardedDownload(ctx context.Context, cls map[string]*localclu
 	if err != nil {
 		return fmt.Errorf("federation: put into A: %w", err)
 	}
-	viaB, err := client.New([]string{cls["B"].Members[max(0, cls["B"].Leader(ctx))].APIAddr})
+	viaB, err := client.New([]string{cls["B"].Members[max(0, cls["B"].Leader(ctx))].APIAddr}, cls["B"].ClientOptions()...)
 	if err != nil {
 		return err
 	}

@@ -30,9 +30,17 @@ clients at once, many small files, R=1 against R=3, with --mongo-uri the
 GridFS store, and three peer clusters (a download forwarded through a peer
 against a local one; peer calls per lookup with and without the Bloom
 filters; their measured false-positive rate; --federation-only runs just
-that). Beside each figure it prints the baseline that bounds it,
-measured in the same run on the same bytes (disk write+fsync, raw loopback
-gRPC, the chunker pipeline alone, direct GridFS), and the ratio.
+that), and the cost of TLS: the same upload and download on a mutual-TLS
+cluster and an insecure one, interleaved run by run (--tls-only runs just
+that). Local clusters are mutual TLS, each with a throwaway CA. Beside each
+figure it prints the baseline that bounds it, measured in the same run on
+the same bytes (disk write+fsync, raw loopback gRPC in plain text and over
+TLS, the chunker pipeline alone, direct GridFS, the insecure cluster), and
+the ratio.
+
+A --target cluster is reached with the global TLS flags (--ca, --cert and
+--key, or DDSTORE_CA, DDSTORE_CERT and DDSTORE_KEY; a token with
+--token-file or DDSTORE_TOKEN); without --ca, in plain text.
 
 Progress goes to stderr, the table to stdout; --json prints the report as JSON
 instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
@@ -74,11 +82,19 @@ instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
 			if cfg.Runs < 0 || cfg.Clients < 0 || cfg.SmallFiles < 0 || cfg.FedFiles < 0 || cfg.FedLookups < 0 {
 				return usageError{fmt.Errorf("--runs, --clients, --small-files, --fed-files and --fed-lookups must not be negative")}
 			}
-			if cfg.FederationOnly && target != "" {
-				return usageError{fmt.Errorf("--federation-only starts its own clusters; it does not take --target")}
+			if cfg.FederationOnly && cfg.TLSOnly {
+				return usageError{fmt.Errorf("--federation-only and --tls-only do not go together")}
+			}
+			if (cfg.FederationOnly || cfg.TLSOnly) && target != "" {
+				return usageError{fmt.Errorf("--federation-only and --tls-only start their own clusters; they do not take --target")}
 			}
 			if target != "" {
 				cfg.Target = strings.Split(target, ",")
+				opts, err := g.credentials()
+				if err != nil {
+					return err
+				}
+				cfg.ClientOptions = opts
 			} else {
 				exe, err := os.Executable()
 				if err != nil {
@@ -120,6 +136,7 @@ instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
 	f.IntVar(&cfg.FedFiles, "fed-files", 0, "small files in each of two peer clusters in the federation scenario (default 1000)")
 	f.IntVar(&cfg.FedLookups, "fed-lookups", 0, "lookups of missing names counted in the federation scenario (default 2000)")
 	f.BoolVar(&cfg.FederationOnly, "federation-only", false, "run only the federation scenario (three local clusters)")
+	f.BoolVar(&cfg.TLSOnly, "tls-only", false, "run only the TLS scenario (a mutual-TLS and an insecure local cluster; size: the largest of --sizes up to 1GiB)")
 	f.StringVar(&cfg.Dir, "dir", "", "work directory for generated files and local clusters (default: a temporary one)")
 	f.StringVar(&out, "out", "", "write results.json and throughput.svg into this directory")
 	return cmd
