@@ -134,8 +134,15 @@ func TestBadInput(t *testing.T) {
 		if err := s.Send(&pb.UploadRequest{Chunk: wire(a)}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(200 * time.Millisecond) // let the node store it
-		scancel()                          // the client goes away mid-upload
+		// Wait until the node has stored the chunk on R nodes (all three
+		// here), then the client goes away mid-upload.
+		for deadline := time.Now().Add(30 * time.Second); held(a.ID) < len(cl.Members); {
+			if time.Now().After(deadline) {
+				t.Fatalf("the chunk sent is held by %d nodes after 30s, want %d", held(a.ID), len(cl.Members))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		scancel()
 		_, err = s.CloseAndRecv()
 		wantCode(t, err, codes.Canceled, "")
 		m := manifestOf("half.bin", a, b)

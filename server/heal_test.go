@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -92,26 +94,44 @@ func TestCacheTiers(t *testing.T) {
 		t.Fatalf("second read: %d cache hits for %d chunks", h2-h1, chunks)
 	}
 
-	// memcached dies while four downloads run.
+	// memcached dies while four downloads run: each download holds on at
+	// its first chunk until memcached is dead, so every one of them fetches
+	// most of its chunks with memcached gone.
+	_, _, errsBefore := tierTotals(t, c)
+	var started sync.WaitGroup
+	killed := make(chan struct{})
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	for i := range errs {
+		started.Add(1)
 		wg.Go(func() {
+			var once sync.Once
 			h := new(bytes.Buffer)
-			_, err := c.Get(ctx, "hot.bin", h, client.GetOptions{})
+			_, err := c.Get(ctx, "hot.bin", h, client.GetOptions{Progress: func(done, total int64) {
+				if done > 0 && done < total {
+					once.Do(func() { started.Done(); <-killed })
+				}
+			}})
+			once.Do(started.Done) // a download that failed before its first chunk
 			if err == nil && !bytes.Equal(hashOf(t, h), want) {
 				err = errors.New("download differs")
 			}
 			errs[i] = err
 		})
 	}
-	time.Sleep(30 * time.Millisecond)
+	started.Wait()
 	mc.Kill()
+	close(killed)
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("download %d with memcached killed: %v", i, err)
 		}
+	}
+	_, _, errsAfter := tierTotals(t, c)
+	t.Logf("memcached errors during the downloads: %d", errsAfter-errsBefore)
+	if errsAfter == errsBefore {
+		t.Fatal("no memcached error counted: the downloads never met the dead memcached")
 	}
 	// With memcached gone, reads go on from the stores.
 	if got := download(t, c, "hot.bin"); !bytes.Equal(got, want) {
@@ -298,16 +318,19 @@ func TestGarbageCollection(t *testing.T) {
 	}
 }
 
-// TestUploadRacingCollection: with no grace period, uploads of a deleted
+// TestUploadRacingCollection: with a grace period of 1ns, uploads of a deleted
 // file's bytes race sweeps; each upload either commits a file that downloads
-// whole or fails with a clear status and leaves no file.
+// whole or fails at its commit with FailedPrecondition and leaves no file.
+// Every other upload waits, between sending its chunks and committing, for a
+// sweep that deletes copies, so sweeps surely delete while uploads run.
 func TestUploadRacingCollection(t *testing.T) {
-	cl := startCluster(t, localcluster.Options{Tune: manualHealing(0)})
+	// A grace of 0 would mean the default (1h): no sweep would delete.
+	cl := startCluster(t, localcluster.Options{Tune: manualHealing(time.Nanosecond)})
 	c := newClient(t, cl)
 	ctx := context.Background()
 	const size = 16 << 20
 	want := hashOf(t, randomReader(71, size))
-	committed, failed := 0, 0
+	committed, failed, racing := 0, 0, 0
 	for round := range 6 {
 		if _, err := c.Put(ctx, "src.bin", randomReader(71, size), client.PutOptions{Overwrite: true}); err != nil {
 			t.Fatal(err)
@@ -315,8 +338,24 @@ func TestUploadRacingCollection(t *testing.T) {
 		if err := c.Delete(ctx, "src.bin"); err != nil {
 			t.Fatal(err)
 		}
+		type sweep struct {
+			start, end time.Time
+			deleted    uint64
+		}
+		var (
+			mu     sync.Mutex
+			sweeps []sweep
+		)
+		// deletedSince reports whether a sweep that started after t has
+		// deleted copies.
+		deletedSince := func(t time.Time) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.ContainsFunc(sweeps, func(s sweep) bool { return s.deleted > 0 && s.start.After(t) })
+		}
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
+		putStart := time.Now()
 		wg.Go(func() {
 			for {
 				select {
@@ -324,16 +363,44 @@ func TestUploadRacingCollection(t *testing.T) {
 					return
 				default:
 				}
-				if _, err := c.Collect(ctx, false); err != nil {
+				start := time.Now()
+				resp, err := c.Collect(ctx, false)
+				if err != nil {
 					t.Errorf("sweep: %v", err)
 					return
 				}
+				mu.Lock()
+				sweeps = append(sweeps, sweep{start, time.Now(), resp.GetDeletedCopies()})
+				mu.Unlock()
 			}
 		})
+		var opts client.PutOptions
+		opts.Overwrite = true
+		if round%2 == 0 {
+			var once sync.Once
+			opts.Progress = func(int64) {
+				once.Do(func() {
+					held := time.Now()
+					for !deletedSince(held) {
+						if time.Since(held) > 30*time.Second {
+							t.Errorf("round %d: no sweep deleted copies in 30s while the upload waited", round)
+							return
+						}
+						time.Sleep(5 * time.Millisecond)
+					}
+				})
+			}
+		}
 		name := "race.bin"
-		_, err := c.Put(ctx, name, randomReader(71, size), client.PutOptions{Overwrite: true})
+		_, err := c.Put(ctx, name, randomReader(71, size), opts)
+		putEnd := time.Now()
 		close(stop)
 		wg.Wait()
+		for _, s := range sweeps {
+			if s.deleted > 0 && s.start.After(putStart) && s.end.Before(putEnd) {
+				racing++
+			}
+		}
 		if err == nil {
 			committed++
 			if got := download(t, c, name); !bytes.Equal(got, want) {
@@ -343,13 +410,19 @@ func TestUploadRacingCollection(t *testing.T) {
 			continue
 		}
 		failed++
-		code := status.Code(errors.Unwrap(err))
+		code := status.Code(err)
 		t.Logf("round %d: upload failed cleanly: %v (%v)", round, err, code)
+		if code != codes.FailedPrecondition || !strings.HasPrefix(err.Error(), "commit ") {
+			t.Fatalf("round %d: upload failed with %v (%v), want its commit refused with FailedPrecondition", round, err, code)
+		}
 		if _, serr := c.Stat(ctx, name, pb.Consistency_CONSISTENCY_LINEARIZABLE); status.Code(serr) != codes.NotFound {
 			t.Fatalf("round %d: failed upload left a file behind: %v", round, serr)
 		}
 	}
-	t.Logf("%d uploads committed, %d failed cleanly", committed, failed)
+	t.Logf("%d uploads committed, %d failed cleanly; %d sweeps deleted copies while an upload ran", committed, failed, racing)
+	if racing < 3 {
+		t.Fatalf("%d sweeps deleted copies while an upload ran, want at least one per waiting upload (3)", racing)
+	}
 }
 
 // TestRepairWhenTheClusterGrows: a file stored while the cluster had one
