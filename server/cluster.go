@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -169,6 +171,9 @@ func (c *clusterService) Leave(ctx context.Context, req *pb.LeaveRequest) (*pb.L
 		_, err := cc.Leave(ctx, req)
 		return err
 	}, func(ctx context.Context) error {
+		if err := n.knownNode(req.GetId()); err != nil {
+			return err
+		}
 		if req.GetId() == n.cfg.ID {
 			if err := n.raft.TransferLeadership(); err != nil {
 				return fmt.Errorf("hand leadership over before leaving: %w", err)
@@ -186,6 +191,28 @@ func (c *clusterService) Leave(ctx context.Context, req *pb.LeaveRequest) (*pb.L
 	}
 	n.log.Info("node left", "id", req.GetId())
 	return &pb.LeaveResponse{}, nil
+}
+
+// knownNode answers NotFound, naming the members, unless id is a voter or
+// has a node record in the catalog (a node half removed by an interrupted
+// leave may be left with one only). It runs on the leader, whose view of
+// both is current.
+func (n *Node) knownNode(id string) error {
+	servers, err := n.raft.Servers()
+	if err != nil {
+		return err
+	}
+	var members []string
+	for _, s := range servers {
+		members = append(members, string(s.ID))
+	}
+	var recorded bool
+	n.fsm.Read(func(s *catalog.State) { _, recorded = s.Node(id) })
+	if recorded || slices.Contains(members, id) {
+		return nil
+	}
+	slices.Sort(members)
+	return status.Errorf(codes.NotFound, "node %q is not a member of cluster %s; its members are %s", id, n.cfg.Cluster, strings.Join(members, ", "))
 }
 
 // nodeService is the node-to-node API.

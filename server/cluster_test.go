@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -312,4 +313,58 @@ func TestResumeDownload(t *testing.T) {
 	if res.KeptBytes >= size/4+1 || res.KeptBytes == 0 {
 		t.Fatalf("after corrupting byte %d, resume kept %d bytes", size/4, res.KeptBytes)
 	}
+}
+
+// TestLeaveUnknownNode: leaving a node that is not a member fails with
+// NotFound naming it and the members, whichever node is asked, and changes
+// nothing; a member leaves, and asking again says it is gone.
+func TestLeaveUnknownNode(t *testing.T) {
+	cl := startCluster(t, localcluster.Options{Replicas: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	leader := cl.Leader(ctx)
+	if leader < 0 {
+		t.Fatal("no leader")
+	}
+	follower := (leader + 1) % len(cl.Members)
+	wantNotFound := func(c *client.Client, id string, members ...string) {
+		t.Helper()
+		err := c.Leave(ctx, id)
+		if status.Code(err) != codes.NotFound {
+			t.Fatalf("leave %s: %v, want NotFound", id, err)
+		}
+		msg := status.Convert(err).Message()
+		for _, want := range append([]string{`"` + id + `"`}, members...) {
+			if !strings.Contains(msg, want) {
+				t.Fatalf("leave %s: %q does not name %s", id, msg, want)
+			}
+		}
+	}
+	var ids []string
+	for _, m := range cl.Members {
+		ids = append(ids, m.ID)
+	}
+	for _, via := range []int{leader, follower} {
+		wantNotFound(newClient(t, cl, cl.Members[via].APIAddr), "no-such-node", ids...)
+	}
+	c := newClient(t, cl, cl.Members[leader].APIAddr)
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.GetNodes()) != len(cl.Members) {
+		t.Fatalf("after leaving an unknown node, status lists %d nodes, want %d", len(st.GetNodes()), len(cl.Members))
+	}
+
+	gone := (leader + 2) % len(cl.Members)
+	if err := c.Leave(ctx, cl.Members[gone].ID); err != nil {
+		t.Fatalf("leave of member %s: %v", cl.Members[gone].ID, err)
+	}
+	var rest []string
+	for i, id := range ids {
+		if i != gone {
+			rest = append(rest, id)
+		}
+	}
+	wantNotFound(c, cl.Members[gone].ID, rest...)
 }
