@@ -91,6 +91,7 @@ func (n *Node) localStatus(ctx context.Context) *pb.NodeStatus {
 	st.Limits = &pb.LimitStatus{
 		OpenStreams: ls.OpenStreams, PeakStreams: ls.PeakStreams, RefusedStreams: ls.RefusedStreams, IdleClosed: ls.IdleClosed,
 		RefusedHeavy: ls.RefusedHeavy, Denied: n.guard.denied.Load(), StreamMemoryBytes: uint64(n.cfg.StreamMemory),
+		RefusedMemory: n.streamMem.refused.Load(),
 	}
 	if n.cached != nil {
 		for _, t := range n.cached.TierStats() {

@@ -81,6 +81,9 @@ type Config struct {
 	// StreamMemory bounds the chunk bytes held for all open client streams
 	// together (uploads in flight, downloads read ahead); default 128 MiB.
 	StreamMemory int64
+	// StreamMemoryPerCaller is the most of StreamMemory one caller (a
+	// principal) may hold; default a quarter of it, at least 32 MiB.
+	StreamMemoryPerCaller int64
 
 	Store    string // "local" (default) or "gridfs"
 	MongoURI string // for the gridfs store
@@ -232,6 +235,12 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.StreamMemory == 0 {
 		out.StreamMemory = 128 << 20
+	}
+	if out.StreamMemoryPerCaller == 0 {
+		out.StreamMemoryPerCaller = min(out.StreamMemory, max(out.StreamMemory/4, 32<<20))
+	}
+	if out.StreamMemoryPerCaller < chunker.MaxRawSize {
+		errs = append(errs, fmt.Errorf("stream memory per client %d is less than one largest chunk (%d bytes)", out.StreamMemoryPerCaller, chunker.MaxRawSize))
 	}
 	if out.StreamMemory < chunker.MaxRawSize {
 		errs = append(errs, fmt.Errorf("stream memory %d is less than one largest chunk (%d bytes)", out.StreamMemory, chunker.MaxRawSize))

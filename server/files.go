@@ -81,6 +81,7 @@ func (f *filesService) Upload(stream pb.Files_UploadServer) error {
 		bytes.Add(uint64(len(c.Data)))
 		release, err := n.streamMem.hold(ctx, len(c.Data))
 		if err != nil {
+			fail(err)
 			break
 		}
 		select {
@@ -313,6 +314,10 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 	})
 	defer drain(slots)
 	defer cancel()
+	// A chunk sent is queued behind the client's flow-control window until
+	// the next Send returns: its memory is given back only then.
+	queued := func() {}
+	defer func() { queued() }()
 	i := start
 	for slot := range slots {
 		r := <-slot
@@ -324,7 +329,8 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 			return toStatus(fmt.Errorf("file %q, chunk %d: %w", m.GetName(), i, r.err))
 		}
 		err := stream.Send(&pb.DownloadResponse{Index: uint32(i), Chunk: replica.ToWire(r.c)})
-		r.release()
+		queued()
+		queued = r.release
 		if err != nil {
 			return err
 		}

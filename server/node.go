@@ -157,7 +157,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.conns = newConnPool(n.dialCreds)
 	n.peers = newPeerSet(n)
-	n.streamMem = newMemBudget(cfg.StreamMemory)
+	// A stream waits for memory at most as long as it may stay idle.
+	memWait := cfg.Limits.IdleTimeout
+	if memWait <= 0 {
+		memWait = limits.DefaultIdleTimeout
+	}
+	n.streamMem = newMemBudget(cfg.StreamMemory, cfg.StreamMemoryPerCaller, memWait)
 	n.guard = newGuard(n)
 	lc := cfg.Limits
 	lc.Exempt = isNode

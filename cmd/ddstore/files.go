@@ -468,7 +468,7 @@ func printStatus(w io.Writer, st *pb.StatusResponse) error {
 		}
 		if l := n.GetLimits(); l != nil {
 			limits = append(limits, []any{n.GetId(), l.GetOpenStreams(), l.GetPeakStreams(), l.GetRefusedStreams(), l.GetIdleClosed(),
-				l.GetRefusedHeavy(), l.GetDenied()})
+				l.GetRefusedHeavy(), l.GetRefusedMemory(), l.GetDenied()})
 		}
 		if h := n.GetHeal(); h != nil {
 			heal = append(heal, []any{n.GetId(), h.GetScrubbedChunks(), h.GetScrubCorrupt(), h.GetScrubPasses(), h.GetRepairedCopies(),
@@ -488,7 +488,7 @@ func printStatus(w io.Writer, st *pb.StatusResponse) error {
 		{"NODE\tLOOKUPS FORWARDED\tPEER CALLS\tFILTER SKIPS\tSERVED FOR PEERS", fed},
 		{"NODE\tCACHE TIER\tHITS\tMISSES\tBYTES SERVED\tENTRIES\tEVICTIONS\tSKIPPED\tERRORS\tCORRUPT", cache},
 		{"NODE\tSCRUBBED\tCORRUPT FOUND\tSCRUB PASSES\tREPAIRED COPIES\tLOST\tGC DELETED", heal},
-		{"NODE\tOPEN STREAMS\tPEAK STREAMS\tREFUSED STREAMS\tIDLE CLOSED\tREFUSED GC/REPAIR\tDENIED CALLS", limits},
+		{"NODE\tOPEN STREAMS\tPEAK STREAMS\tREFUSED STREAMS\tIDLE CLOSED\tREFUSED GC/REPAIR\tOUT OF MEMORY\tDENIED CALLS", limits},
 	}
 	for i, t := range tables {
 		if len(t.rows) == 0 && i > 0 {

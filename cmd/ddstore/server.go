@@ -135,6 +135,7 @@ func (s *securityFlags) register(f *pflag.FlagSet, cfg *server.Config) {
 	f.IntVar(&cfg.Limits.HeavyPerCaller, "max-heavy-per-client", 1, "concurrent gc/repair runs one client may start")
 	f.Uint32Var(&cfg.MaxStreamsPerConn, "max-streams-per-conn", 256, "concurrent streams of one connection (gRPC MaxConcurrentStreams)")
 	f.Int64Var(&cfg.StreamMemory, "stream-memory", 128<<20, "bytes of chunk data held for all open client streams together")
+	f.Int64Var(&cfg.StreamMemoryPerCaller, "stream-memory-per-client", 0, "the most of --stream-memory one client may hold (default a quarter, at least 32 MiB); a stream that waits --stream-idle-timeout for memory fails")
 }
 
 // apply loads the certificates and peer policies into cfg.

@@ -60,8 +60,9 @@ type Config struct {
 	// streaming. 0 means 1; <0 means unlimited.
 	HeavyPerCaller int
 	// Exempt, if set, names callers held only to the node-wide cap, not to
-	// the per-caller ones (a cluster's own nodes, whose streams carry
-	// every client's replication).
+	// the per-caller ones nor to the idle deadline (a cluster's own nodes,
+	// whose streams carry every client's replication and may wait on a
+	// slow client; keepalive finds a dead one).
 	Exempt func(ctx context.Context) bool
 }
 
@@ -191,14 +192,15 @@ func (l *Limiter) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		who := l.who(ss.Context())
 		heavy := l.heavy(info.FullMethod)
-		if l.exempt != nil && l.exempt(ss.Context()) {
+		exempt := l.exempt != nil && l.exempt(ss.Context())
+		if exempt {
 			who = exemptCaller
 		}
 		if err := l.acquire(who, info.FullMethod, true, heavy); err != nil {
 			return err
 		}
 		defer l.release(who, info.FullMethod, true, heavy)
-		if l.idle <= 0 {
+		if l.idle <= 0 || exempt {
 			return handler(srv, ss)
 		}
 		is := newIdleStream(ss, l.idle, &l.idleClosed)

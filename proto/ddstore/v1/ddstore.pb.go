@@ -486,8 +486,13 @@ func (x *UploadResponse) GetBytesReceived() uint64 {
 }
 
 type MissingChunksRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ids           [][]byte               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ids   [][]byte               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	// An upload first names the file it is for, before any chunk travels
+	// (ids may then be empty): the node refuses a name, date or metadata its
+	// commit would refuse (InvalidArgument), or a name outside the caller's
+	// prefix (PermissionDenied).
+	Intent        *UploadIntent `protobuf:"bytes,2,opt,name=intent,proto3" json:"intent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -529,6 +534,74 @@ func (x *MissingChunksRequest) GetIds() [][]byte {
 	return nil
 }
 
+func (x *MissingChunksRequest) GetIntent() *UploadIntent {
+	if x != nil {
+		return x.Intent
+	}
+	return nil
+}
+
+// UploadIntent is what the commit of an upload will say besides its chunks.
+type UploadIntent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Date          string                 `protobuf:"bytes,2,opt,name=date,proto3" json:"date,omitempty"` // YYYY-MM-DD, or empty: the day of the commit
+	Metadata      map[string]string      `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadIntent) Reset() {
+	*x = UploadIntent{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadIntent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadIntent) ProtoMessage() {}
+
+func (x *UploadIntent) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadIntent.ProtoReflect.Descriptor instead.
+func (*UploadIntent) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UploadIntent) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UploadIntent) GetDate() string {
+	if x != nil {
+		return x.Date
+	}
+	return ""
+}
+
+func (x *UploadIntent) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
 type MissingChunksResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Missing       [][]byte               `protobuf:"bytes,1,rep,name=missing,proto3" json:"missing,omitempty"`
@@ -538,7 +611,7 @@ type MissingChunksResponse struct {
 
 func (x *MissingChunksResponse) Reset() {
 	*x = MissingChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[6]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +623,7 @@ func (x *MissingChunksResponse) String() string {
 func (*MissingChunksResponse) ProtoMessage() {}
 
 func (x *MissingChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[6]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +636,7 @@ func (x *MissingChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MissingChunksResponse.ProtoReflect.Descriptor instead.
 func (*MissingChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{6}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MissingChunksResponse) GetMissing() [][]byte {
@@ -583,7 +656,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[7]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +668,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[7]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +681,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{7}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CommitRequest) GetManifest() *FileManifest {
@@ -634,7 +707,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[8]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +719,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[8]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +732,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{8}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CommitResponse) GetManifest() *FileManifest {
@@ -680,7 +753,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[9]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +765,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[9]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +778,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{9}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DownloadRequest) GetName() string {
@@ -741,7 +814,7 @@ type DownloadResponse struct {
 
 func (x *DownloadResponse) Reset() {
 	*x = DownloadResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[10]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +826,7 @@ func (x *DownloadResponse) String() string {
 func (*DownloadResponse) ProtoMessage() {}
 
 func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[10]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +839,7 @@ func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{10}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DownloadResponse) GetManifest() *FileManifest {
@@ -807,7 +880,7 @@ type StatRequest struct {
 
 func (x *StatRequest) Reset() {
 	*x = StatRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[11]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +892,7 @@ func (x *StatRequest) String() string {
 func (*StatRequest) ProtoMessage() {}
 
 func (x *StatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[11]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +905,7 @@ func (x *StatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatRequest.ProtoReflect.Descriptor instead.
 func (*StatRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{11}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StatRequest) GetName() string {
@@ -859,7 +932,7 @@ type StatResponse struct {
 
 func (x *StatResponse) Reset() {
 	*x = StatResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[12]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +944,7 @@ func (x *StatResponse) String() string {
 func (*StatResponse) ProtoMessage() {}
 
 func (x *StatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[12]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +957,7 @@ func (x *StatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatResponse.ProtoReflect.Descriptor instead.
 func (*StatResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{12}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StatResponse) GetManifest() *FileManifest {
@@ -915,7 +988,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[13]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1000,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[13]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1013,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{13}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -1001,7 +1074,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[14]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1086,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[14]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1099,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{14}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FileInfo) GetName() string {
@@ -1096,7 +1169,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[15]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1181,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[15]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1194,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{15}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListResponse) GetFiles() []*FileInfo {
@@ -1156,7 +1229,7 @@ type ClusterNote struct {
 
 func (x *ClusterNote) Reset() {
 	*x = ClusterNote{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1241,7 @@ func (x *ClusterNote) String() string {
 func (*ClusterNote) ProtoMessage() {}
 
 func (x *ClusterNote) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1254,7 @@ func (x *ClusterNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNote.ProtoReflect.Descriptor instead.
 func (*ClusterNote) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{16}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ClusterNote) GetCluster() string {
@@ -1207,7 +1280,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1292,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1305,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{17}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteRequest) GetName() string {
@@ -1250,7 +1323,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1335,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1348,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{18}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{19}
 }
 
 type ReplicateRequest struct {
@@ -1289,7 +1362,7 @@ type ReplicateRequest struct {
 
 func (x *ReplicateRequest) Reset() {
 	*x = ReplicateRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1374,7 @@ func (x *ReplicateRequest) String() string {
 func (*ReplicateRequest) ProtoMessage() {}
 
 func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1387,7 @@ func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{19}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReplicateRequest) GetName() string {
@@ -1352,7 +1425,7 @@ type ReplicateResponse struct {
 
 func (x *ReplicateResponse) Reset() {
 	*x = ReplicateResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1437,7 @@ func (x *ReplicateResponse) String() string {
 func (*ReplicateResponse) ProtoMessage() {}
 
 func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1450,7 @@ func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{20}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReplicateResponse) GetManifest() *FileManifest {
@@ -1430,7 +1503,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1515,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1528,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{21}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{22}
 }
 
 type NodeStatus struct {
@@ -1483,7 +1556,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1495,7 +1568,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1508,7 +1581,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{22}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -1640,13 +1713,14 @@ type LimitStatus struct {
 	RefusedHeavy      uint64                 `protobuf:"varint,5,opt,name=refused_heavy,json=refusedHeavy,proto3" json:"refused_heavy,omitempty"`                  // gc/repair calls refused: the caller already runs one
 	Denied            uint64                 `protobuf:"varint,6,opt,name=denied,proto3" json:"denied,omitempty"`                                                  // calls refused for missing or insufficient credentials
 	StreamMemoryBytes uint64                 `protobuf:"varint,7,opt,name=stream_memory_bytes,json=streamMemoryBytes,proto3" json:"stream_memory_bytes,omitempty"` // budget for chunk bytes of open client streams
+	RefusedMemory     uint64                 `protobuf:"varint,8,opt,name=refused_memory,json=refusedMemory,proto3" json:"refused_memory,omitempty"`               // streams failed after waiting the idle timeout for stream memory
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
 
 func (x *LimitStatus) Reset() {
 	*x = LimitStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1732,7 @@ func (x *LimitStatus) String() string {
 func (*LimitStatus) ProtoMessage() {}
 
 func (x *LimitStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1745,7 @@ func (x *LimitStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitStatus.ProtoReflect.Descriptor instead.
 func (*LimitStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LimitStatus) GetOpenStreams() uint64 {
@@ -1723,6 +1797,13 @@ func (x *LimitStatus) GetStreamMemoryBytes() uint64 {
 	return 0
 }
 
+func (x *LimitStatus) GetRefusedMemory() uint64 {
+	if x != nil {
+		return x.RefusedMemory
+	}
+	return 0
+}
+
 // FederationStatus counts one node's traffic with peer clusters since it
 // started.
 type FederationStatus struct {
@@ -1737,7 +1818,7 @@ type FederationStatus struct {
 
 func (x *FederationStatus) Reset() {
 	*x = FederationStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1830,7 @@ func (x *FederationStatus) String() string {
 func (*FederationStatus) ProtoMessage() {}
 
 func (x *FederationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1843,7 @@ func (x *FederationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationStatus.ProtoReflect.Descriptor instead.
 func (*FederationStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FederationStatus) GetLookups() uint64 {
@@ -1812,7 +1893,7 @@ type CacheTierStatus struct {
 
 func (x *CacheTierStatus) Reset() {
 	*x = CacheTierStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +1905,7 @@ func (x *CacheTierStatus) String() string {
 func (*CacheTierStatus) ProtoMessage() {}
 
 func (x *CacheTierStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +1918,7 @@ func (x *CacheTierStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheTierStatus.ProtoReflect.Descriptor instead.
 func (*CacheTierStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CacheTierStatus) GetTier() string {
@@ -1926,7 +2007,7 @@ type HealStatus struct {
 
 func (x *HealStatus) Reset() {
 	*x = HealStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2019,7 @@ func (x *HealStatus) String() string {
 func (*HealStatus) ProtoMessage() {}
 
 func (x *HealStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2032,7 @@ func (x *HealStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealStatus.ProtoReflect.Descriptor instead.
 func (*HealStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HealStatus) GetScrubbedChunks() uint64 {
@@ -2012,7 +2093,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2024,7 +2105,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2037,7 +2118,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StatusResponse) GetLeaderId() string {
@@ -2116,7 +2197,7 @@ type PeerClusterStatus struct {
 
 func (x *PeerClusterStatus) Reset() {
 	*x = PeerClusterStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2128,7 +2209,7 @@ func (x *PeerClusterStatus) String() string {
 func (*PeerClusterStatus) ProtoMessage() {}
 
 func (x *PeerClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2141,7 +2222,7 @@ func (x *PeerClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerClusterStatus.ProtoReflect.Descriptor instead.
 func (*PeerClusterStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PeerClusterStatus) GetName() string {
@@ -2232,7 +2313,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2325,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2338,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -2289,7 +2370,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2301,7 +2382,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2314,7 +2395,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
 }
 
 type LeaveRequest struct {
@@ -2326,7 +2407,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2338,7 +2419,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2351,7 +2432,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -2369,7 +2450,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2381,7 +2462,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2394,7 +2475,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
 }
 
 type ListChunksRequest struct {
@@ -2405,7 +2486,7 @@ type ListChunksRequest struct {
 
 func (x *ListChunksRequest) Reset() {
 	*x = ListChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2498,7 @@ func (x *ListChunksRequest) String() string {
 func (*ListChunksRequest) ProtoMessage() {}
 
 func (x *ListChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2511,7 @@ func (x *ListChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChunksRequest.ProtoReflect.Descriptor instead.
 func (*ListChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
 }
 
 type ListChunksResponse struct {
@@ -2443,7 +2524,7 @@ type ListChunksResponse struct {
 
 func (x *ListChunksResponse) Reset() {
 	*x = ListChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +2536,7 @@ func (x *ListChunksResponse) String() string {
 func (*ListChunksResponse) ProtoMessage() {}
 
 func (x *ListChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +2549,7 @@ func (x *ListChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChunksResponse.ProtoReflect.Descriptor instead.
 func (*ListChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListChunksResponse) GetIds() [][]byte {
@@ -2494,7 +2575,7 @@ type DeleteChunksRequest struct {
 
 func (x *DeleteChunksRequest) Reset() {
 	*x = DeleteChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +2587,7 @@ func (x *DeleteChunksRequest) String() string {
 func (*DeleteChunksRequest) ProtoMessage() {}
 
 func (x *DeleteChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +2600,7 @@ func (x *DeleteChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DeleteChunksRequest) GetIds() [][]byte {
@@ -2538,7 +2619,7 @@ type DeleteChunksResponse struct {
 
 func (x *DeleteChunksResponse) Reset() {
 	*x = DeleteChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2550,7 +2631,7 @@ func (x *DeleteChunksResponse) String() string {
 func (*DeleteChunksResponse) ProtoMessage() {}
 
 func (x *DeleteChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2563,7 +2644,7 @@ func (x *DeleteChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DeleteChunksResponse) GetDeleted() uint64 {
@@ -2582,7 +2663,7 @@ type CollectRequest struct {
 
 func (x *CollectRequest) Reset() {
 	*x = CollectRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2594,7 +2675,7 @@ func (x *CollectRequest) String() string {
 func (*CollectRequest) ProtoMessage() {}
 
 func (x *CollectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2607,7 +2688,7 @@ func (x *CollectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectRequest.ProtoReflect.Descriptor instead.
 func (*CollectRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CollectRequest) GetDryRun() bool {
@@ -2631,7 +2712,7 @@ type CollectResponse struct {
 
 func (x *CollectResponse) Reset() {
 	*x = CollectResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2724,7 @@ func (x *CollectResponse) String() string {
 func (*CollectResponse) ProtoMessage() {}
 
 func (x *CollectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2737,7 @@ func (x *CollectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectResponse.ProtoReflect.Descriptor instead.
 func (*CollectResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CollectResponse) GetUnreferenced() uint64 {
@@ -2709,7 +2790,7 @@ type RepairRequest struct {
 
 func (x *RepairRequest) Reset() {
 	*x = RepairRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +2802,7 @@ func (x *RepairRequest) String() string {
 func (*RepairRequest) ProtoMessage() {}
 
 func (x *RepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +2815,7 @@ func (x *RepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
 func (*RepairRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
 }
 
 type RepairResponse struct {
@@ -2749,7 +2830,7 @@ type RepairResponse struct {
 
 func (x *RepairResponse) Reset() {
 	*x = RepairResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2761,7 +2842,7 @@ func (x *RepairResponse) String() string {
 func (*RepairResponse) ProtoMessage() {}
 
 func (x *RepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2774,7 +2855,7 @@ func (x *RepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairResponse.ProtoReflect.Descriptor instead.
 func (*RepairResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RepairResponse) GetChunksChecked() uint64 {
@@ -2817,7 +2898,7 @@ type FiltersRequest struct {
 
 func (x *FiltersRequest) Reset() {
 	*x = FiltersRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2829,7 +2910,7 @@ func (x *FiltersRequest) String() string {
 func (*FiltersRequest) ProtoMessage() {}
 
 func (x *FiltersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2842,7 +2923,7 @@ func (x *FiltersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiltersRequest.ProtoReflect.Descriptor instead.
 func (*FiltersRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *FiltersRequest) GetFromCluster() string {
@@ -2882,7 +2963,7 @@ type BeyondFilters struct {
 
 func (x *BeyondFilters) Reset() {
 	*x = BeyondFilters{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2894,7 +2975,7 @@ func (x *BeyondFilters) String() string {
 func (*BeyondFilters) ProtoMessage() {}
 
 func (x *BeyondFilters) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2907,7 +2988,7 @@ func (x *BeyondFilters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeyondFilters.ProtoReflect.Descriptor instead.
 func (*BeyondFilters) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *BeyondFilters) GetCluster() string {
@@ -2956,7 +3037,7 @@ type FiltersResponse struct {
 
 func (x *FiltersResponse) Reset() {
 	*x = FiltersResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2968,7 +3049,7 @@ func (x *FiltersResponse) String() string {
 func (*FiltersResponse) ProtoMessage() {}
 
 func (x *FiltersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2981,7 +3062,7 @@ func (x *FiltersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiltersResponse.ProtoReflect.Descriptor instead.
 func (*FiltersResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *FiltersResponse) GetCluster() string {
@@ -3049,7 +3130,7 @@ type ProposeRequest struct {
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3061,7 +3142,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3074,7 +3155,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ProposeRequest) GetCommand() []byte {
@@ -3093,7 +3174,7 @@ type ProposeResponse struct {
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3105,7 +3186,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3118,7 +3199,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ProposeResponse) GetManifest() *FileManifest {
@@ -3136,7 +3217,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3148,7 +3229,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3161,7 +3242,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
 }
 
 type ReadIndexResponse struct {
@@ -3173,7 +3254,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3185,7 +3266,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3198,7 +3279,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -3217,7 +3298,7 @@ type HasChunksRequest struct {
 
 func (x *HasChunksRequest) Reset() {
 	*x = HasChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3229,7 +3310,7 @@ func (x *HasChunksRequest) String() string {
 func (*HasChunksRequest) ProtoMessage() {}
 
 func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3242,7 +3323,7 @@ func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksRequest.ProtoReflect.Descriptor instead.
 func (*HasChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *HasChunksRequest) GetIds() [][]byte {
@@ -3261,7 +3342,7 @@ type HasChunksResponse struct {
 
 func (x *HasChunksResponse) Reset() {
 	*x = HasChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3273,7 +3354,7 @@ func (x *HasChunksResponse) String() string {
 func (*HasChunksResponse) ProtoMessage() {}
 
 func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3286,7 +3367,7 @@ func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksResponse.ProtoReflect.Descriptor instead.
 func (*HasChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *HasChunksResponse) GetHas() []bool {
@@ -3305,7 +3386,7 @@ type PutChunksRequest struct {
 
 func (x *PutChunksRequest) Reset() {
 	*x = PutChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3317,7 +3398,7 @@ func (x *PutChunksRequest) String() string {
 func (*PutChunksRequest) ProtoMessage() {}
 
 func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3330,7 +3411,7 @@ func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksRequest.ProtoReflect.Descriptor instead.
 func (*PutChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PutChunksRequest) GetChunk() *Chunk {
@@ -3350,7 +3431,7 @@ type PutChunksResponse struct {
 
 func (x *PutChunksResponse) Reset() {
 	*x = PutChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3362,7 +3443,7 @@ func (x *PutChunksResponse) String() string {
 func (*PutChunksResponse) ProtoMessage() {}
 
 func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3375,7 +3456,7 @@ func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksResponse.ProtoReflect.Descriptor instead.
 func (*PutChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PutChunksResponse) GetId() []byte {
@@ -3401,7 +3482,7 @@ type GetChunkRequest struct {
 
 func (x *GetChunkRequest) Reset() {
 	*x = GetChunkRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3413,7 +3494,7 @@ func (x *GetChunkRequest) String() string {
 func (*GetChunkRequest) ProtoMessage() {}
 
 func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3426,7 +3507,7 @@ func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkRequest.ProtoReflect.Descriptor instead.
 func (*GetChunkRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetChunkRequest) GetId() []byte {
@@ -3445,7 +3526,7 @@ type GetChunkResponse struct {
 
 func (x *GetChunkResponse) Reset() {
 	*x = GetChunkResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3457,7 +3538,7 @@ func (x *GetChunkResponse) String() string {
 func (*GetChunkResponse) ProtoMessage() {}
 
 func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3470,7 +3551,7 @@ func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkResponse.ProtoReflect.Descriptor instead.
 func (*GetChunkResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetChunkResponse) GetChunk() *Chunk {
@@ -3488,7 +3569,7 @@ type LocalStatusRequest struct {
 
 func (x *LocalStatusRequest) Reset() {
 	*x = LocalStatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3500,7 +3581,7 @@ func (x *LocalStatusRequest) String() string {
 func (*LocalStatusRequest) ProtoMessage() {}
 
 func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3513,7 +3594,7 @@ func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalStatusRequest.ProtoReflect.Descriptor instead.
 func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{55}
 }
 
 // Command is one entry of the Raft log. Apply is a pure function of the
@@ -3535,7 +3616,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3547,7 +3628,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3560,7 +3641,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{55}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -3676,7 +3757,7 @@ type CollectChunks struct {
 
 func (x *CollectChunks) Reset() {
 	*x = CollectChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3688,7 +3769,7 @@ func (x *CollectChunks) String() string {
 func (*CollectChunks) ProtoMessage() {}
 
 func (x *CollectChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3701,7 +3782,7 @@ func (x *CollectChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectChunks.ProtoReflect.Descriptor instead.
 func (*CollectChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{56}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CollectChunks) GetIds() [][]byte {
@@ -3711,7 +3792,8 @@ func (x *CollectChunks) GetIds() [][]byte {
 	return nil
 }
 
-// ForgetChunks clears the marks once the copies are deleted.
+// ForgetChunks clears the marks once the copies are deleted. Each one that
+// names a chunk counts as a finished collection (CatalogSnapshot.collections).
 type ForgetChunks struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ids           [][]byte               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
@@ -3721,7 +3803,7 @@ type ForgetChunks struct {
 
 func (x *ForgetChunks) Reset() {
 	*x = ForgetChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3733,7 +3815,7 @@ func (x *ForgetChunks) String() string {
 func (*ForgetChunks) ProtoMessage() {}
 
 func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3746,7 +3828,7 @@ func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetChunks.ProtoReflect.Descriptor instead.
 func (*ForgetChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ForgetChunks) GetIds() [][]byte {
@@ -3757,16 +3839,22 @@ func (x *ForgetChunks) GetIds() [][]byte {
 }
 
 type PutFile struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Manifest      *FileManifest          `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
-	Overwrite     bool                   `protobuf:"varint,2,opt,name=overwrite,proto3" json:"overwrite,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Manifest  *FileManifest          `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	Overwrite bool                   `protobuf:"varint,2,opt,name=overwrite,proto3" json:"overwrite,omitempty"`
+	// The catalog's count of finished collections the proposer saw before it
+	// checked that the chunks are stored. If more have finished when the
+	// command applies, chunks it found may have been deleted since (their
+	// marks already cleared): the command is refused and the proposer checks
+	// again. Unset: no such check (commands from before this field).
+	CollectionsSeen *uint64 `protobuf:"varint,3,opt,name=collections_seen,json=collectionsSeen,proto3,oneof" json:"collections_seen,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PutFile) Reset() {
 	*x = PutFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3778,7 +3866,7 @@ func (x *PutFile) String() string {
 func (*PutFile) ProtoMessage() {}
 
 func (x *PutFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3791,7 +3879,7 @@ func (x *PutFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFile.ProtoReflect.Descriptor instead.
 func (*PutFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *PutFile) GetManifest() *FileManifest {
@@ -3808,6 +3896,13 @@ func (x *PutFile) GetOverwrite() bool {
 	return false
 }
 
+func (x *PutFile) GetCollectionsSeen() uint64 {
+	if x != nil && x.CollectionsSeen != nil {
+		return *x.CollectionsSeen
+	}
+	return 0
+}
+
 type DeleteFile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -3817,7 +3912,7 @@ type DeleteFile struct {
 
 func (x *DeleteFile) Reset() {
 	*x = DeleteFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3829,7 +3924,7 @@ func (x *DeleteFile) String() string {
 func (*DeleteFile) ProtoMessage() {}
 
 func (x *DeleteFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3842,7 +3937,7 @@ func (x *DeleteFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFile.ProtoReflect.Descriptor instead.
 func (*DeleteFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *DeleteFile) GetName() string {
@@ -3864,7 +3959,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3876,7 +3971,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3889,7 +3984,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -3929,7 +4024,7 @@ type SetNode struct {
 
 func (x *SetNode) Reset() {
 	*x = SetNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3941,7 +4036,7 @@ func (x *SetNode) String() string {
 func (*SetNode) ProtoMessage() {}
 
 func (x *SetNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3954,7 +4049,7 @@ func (x *SetNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNode.ProtoReflect.Descriptor instead.
 func (*SetNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SetNode) GetNode() *NodeInfo {
@@ -3973,7 +4068,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3985,7 +4080,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3998,7 +4093,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *RemoveNode) GetId() string {
@@ -4011,16 +4106,17 @@ func (x *RemoveNode) GetId() string {
 // CatalogSnapshot is the whole catalog state, in a canonical order.
 type CatalogSnapshot struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Files         []*FileManifest        `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`           // sorted by name
-	Nodes         []*NodeInfo            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`           // sorted by id
-	Collecting    [][]byte               `protobuf:"bytes,3,rep,name=collecting,proto3" json:"collecting,omitempty"` // chunks marked for collection, sorted
+	Files         []*FileManifest        `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`              // sorted by name
+	Nodes         []*NodeInfo            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`              // sorted by id
+	Collecting    [][]byte               `protobuf:"bytes,3,rep,name=collecting,proto3" json:"collecting,omitempty"`    // chunks marked for collection, sorted
+	Collections   uint64                 `protobuf:"varint,4,opt,name=collections,proto3" json:"collections,omitempty"` // finished collections (ForgetChunks naming a chunk)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4032,7 +4128,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4045,7 +4141,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{63}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CatalogSnapshot) GetFiles() []*FileManifest {
@@ -4067,6 +4163,13 @@ func (x *CatalogSnapshot) GetCollecting() [][]byte {
 		return x.Collecting
 	}
 	return nil
+}
+
+func (x *CatalogSnapshot) GetCollections() uint64 {
+	if x != nil {
+		return x.Collections
+	}
+	return 0
 }
 
 var File_ddstore_v1_ddstore_proto protoreflect.FileDescriptor
@@ -4104,9 +4207,17 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x0eUploadResponse\x12'\n" +
 	"\x0fchunks_received\x18\x01 \x01(\x04R\x0echunksReceived\x12#\n" +
 	"\rchunks_stored\x18\x02 \x01(\x04R\fchunksStored\x12%\n" +
-	"\x0ebytes_received\x18\x03 \x01(\x04R\rbytesReceived\"(\n" +
+	"\x0ebytes_received\x18\x03 \x01(\x04R\rbytesReceived\"Z\n" +
 	"\x14MissingChunksRequest\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\fR\x03ids\"1\n" +
+	"\x03ids\x18\x01 \x03(\fR\x03ids\x120\n" +
+	"\x06intent\x18\x02 \x01(\v2\x18.ddstore.v1.UploadIntentR\x06intent\"\xb7\x01\n" +
+	"\fUploadIntent\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04date\x18\x02 \x01(\tR\x04date\x12B\n" +
+	"\bmetadata\x18\x03 \x03(\v2&.ddstore.v1.UploadIntent.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"1\n" +
 	"\x15MissingChunksResponse\x12\x18\n" +
 	"\amissing\x18\x01 \x03(\fR\amissing\"c\n" +
 	"\rCommitRequest\x124\n" +
@@ -4196,7 +4307,7 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\n" +
 	"federation\x18\x10 \x01(\v2\x1c.ddstore.v1.FederationStatusR\n" +
 	"federation\x12/\n" +
-	"\x06limits\x18\x11 \x01(\v2\x17.ddstore.v1.LimitStatusR\x06limits\"\x8a\x02\n" +
+	"\x06limits\x18\x11 \x01(\v2\x17.ddstore.v1.LimitStatusR\x06limits\"\xb1\x02\n" +
 	"\vLimitStatus\x12!\n" +
 	"\fopen_streams\x18\x01 \x01(\x04R\vopenStreams\x12!\n" +
 	"\fpeak_streams\x18\x02 \x01(\x04R\vpeakStreams\x12'\n" +
@@ -4205,7 +4316,8 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"idleClosed\x12#\n" +
 	"\rrefused_heavy\x18\x05 \x01(\x04R\frefusedHeavy\x12\x16\n" +
 	"\x06denied\x18\x06 \x01(\x04R\x06denied\x12.\n" +
-	"\x13stream_memory_bytes\x18\a \x01(\x04R\x11streamMemoryBytes\"\x99\x01\n" +
+	"\x13stream_memory_bytes\x18\a \x01(\x04R\x11streamMemoryBytes\x12%\n" +
+	"\x0erefused_memory\x18\b \x01(\x04R\rrefusedMemory\"\x99\x01\n" +
 	"\x10FederationStatus\x12\x18\n" +
 	"\alookups\x18\x01 \x01(\x04R\alookups\x12\x1d\n" +
 	"\n" +
@@ -4346,10 +4458,12 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\rCollectChunks\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\fR\x03ids\" \n" +
 	"\fForgetChunks\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\fR\x03ids\"]\n" +
+	"\x03ids\x18\x01 \x03(\fR\x03ids\"\xa2\x01\n" +
 	"\aPutFile\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x1c\n" +
-	"\toverwrite\x18\x02 \x01(\bR\toverwrite\" \n" +
+	"\toverwrite\x18\x02 \x01(\bR\toverwrite\x12.\n" +
+	"\x10collections_seen\x18\x03 \x01(\x04H\x00R\x0fcollectionsSeen\x88\x01\x01B\x13\n" +
+	"\x11_collections_seen\" \n" +
 	"\n" +
 	"DeleteFile\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"s\n" +
@@ -4363,13 +4477,14 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\v2\x14.ddstore.v1.NodeInfoR\x04node\"\x1c\n" +
 	"\n" +
 	"RemoveNode\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x8d\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xaf\x01\n" +
 	"\x0fCatalogSnapshot\x12.\n" +
 	"\x05files\x18\x01 \x03(\v2\x18.ddstore.v1.FileManifestR\x05files\x12*\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x14.ddstore.v1.NodeInfoR\x05nodes\x12\x1e\n" +
 	"\n" +
 	"collecting\x18\x03 \x03(\fR\n" +
-	"collecting*&\n" +
+	"collecting\x12 \n" +
+	"\vcollections\x18\x04 \x01(\x04R\vcollections*&\n" +
 	"\x05Codec\x12\r\n" +
 	"\tCODEC_RAW\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -4420,7 +4535,7 @@ func file_ddstore_v1_ddstore_proto_rawDescGZIP() []byte {
 }
 
 var file_ddstore_v1_ddstore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
+var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(Codec)(0),                    // 0: ddstore.v1.Codec
 	(Consistency)(0),              // 1: ddstore.v1.Consistency
@@ -4430,155 +4545,159 @@ var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(*UploadRequest)(nil),         // 5: ddstore.v1.UploadRequest
 	(*UploadResponse)(nil),        // 6: ddstore.v1.UploadResponse
 	(*MissingChunksRequest)(nil),  // 7: ddstore.v1.MissingChunksRequest
-	(*MissingChunksResponse)(nil), // 8: ddstore.v1.MissingChunksResponse
-	(*CommitRequest)(nil),         // 9: ddstore.v1.CommitRequest
-	(*CommitResponse)(nil),        // 10: ddstore.v1.CommitResponse
-	(*DownloadRequest)(nil),       // 11: ddstore.v1.DownloadRequest
-	(*DownloadResponse)(nil),      // 12: ddstore.v1.DownloadResponse
-	(*StatRequest)(nil),           // 13: ddstore.v1.StatRequest
-	(*StatResponse)(nil),          // 14: ddstore.v1.StatResponse
-	(*ListRequest)(nil),           // 15: ddstore.v1.ListRequest
-	(*FileInfo)(nil),              // 16: ddstore.v1.FileInfo
-	(*ListResponse)(nil),          // 17: ddstore.v1.ListResponse
-	(*ClusterNote)(nil),           // 18: ddstore.v1.ClusterNote
-	(*DeleteRequest)(nil),         // 19: ddstore.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 20: ddstore.v1.DeleteResponse
-	(*ReplicateRequest)(nil),      // 21: ddstore.v1.ReplicateRequest
-	(*ReplicateResponse)(nil),     // 22: ddstore.v1.ReplicateResponse
-	(*StatusRequest)(nil),         // 23: ddstore.v1.StatusRequest
-	(*NodeStatus)(nil),            // 24: ddstore.v1.NodeStatus
-	(*LimitStatus)(nil),           // 25: ddstore.v1.LimitStatus
-	(*FederationStatus)(nil),      // 26: ddstore.v1.FederationStatus
-	(*CacheTierStatus)(nil),       // 27: ddstore.v1.CacheTierStatus
-	(*HealStatus)(nil),            // 28: ddstore.v1.HealStatus
-	(*StatusResponse)(nil),        // 29: ddstore.v1.StatusResponse
-	(*PeerClusterStatus)(nil),     // 30: ddstore.v1.PeerClusterStatus
-	(*JoinRequest)(nil),           // 31: ddstore.v1.JoinRequest
-	(*JoinResponse)(nil),          // 32: ddstore.v1.JoinResponse
-	(*LeaveRequest)(nil),          // 33: ddstore.v1.LeaveRequest
-	(*LeaveResponse)(nil),         // 34: ddstore.v1.LeaveResponse
-	(*ListChunksRequest)(nil),     // 35: ddstore.v1.ListChunksRequest
-	(*ListChunksResponse)(nil),    // 36: ddstore.v1.ListChunksResponse
-	(*DeleteChunksRequest)(nil),   // 37: ddstore.v1.DeleteChunksRequest
-	(*DeleteChunksResponse)(nil),  // 38: ddstore.v1.DeleteChunksResponse
-	(*CollectRequest)(nil),        // 39: ddstore.v1.CollectRequest
-	(*CollectResponse)(nil),       // 40: ddstore.v1.CollectResponse
-	(*RepairRequest)(nil),         // 41: ddstore.v1.RepairRequest
-	(*RepairResponse)(nil),        // 42: ddstore.v1.RepairResponse
-	(*FiltersRequest)(nil),        // 43: ddstore.v1.FiltersRequest
-	(*BeyondFilters)(nil),         // 44: ddstore.v1.BeyondFilters
-	(*FiltersResponse)(nil),       // 45: ddstore.v1.FiltersResponse
-	(*ProposeRequest)(nil),        // 46: ddstore.v1.ProposeRequest
-	(*ProposeResponse)(nil),       // 47: ddstore.v1.ProposeResponse
-	(*ReadIndexRequest)(nil),      // 48: ddstore.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 49: ddstore.v1.ReadIndexResponse
-	(*HasChunksRequest)(nil),      // 50: ddstore.v1.HasChunksRequest
-	(*HasChunksResponse)(nil),     // 51: ddstore.v1.HasChunksResponse
-	(*PutChunksRequest)(nil),      // 52: ddstore.v1.PutChunksRequest
-	(*PutChunksResponse)(nil),     // 53: ddstore.v1.PutChunksResponse
-	(*GetChunkRequest)(nil),       // 54: ddstore.v1.GetChunkRequest
-	(*GetChunkResponse)(nil),      // 55: ddstore.v1.GetChunkResponse
-	(*LocalStatusRequest)(nil),    // 56: ddstore.v1.LocalStatusRequest
-	(*Command)(nil),               // 57: ddstore.v1.Command
-	(*CollectChunks)(nil),         // 58: ddstore.v1.CollectChunks
-	(*ForgetChunks)(nil),          // 59: ddstore.v1.ForgetChunks
-	(*PutFile)(nil),               // 60: ddstore.v1.PutFile
-	(*DeleteFile)(nil),            // 61: ddstore.v1.DeleteFile
-	(*NodeInfo)(nil),              // 62: ddstore.v1.NodeInfo
-	(*SetNode)(nil),               // 63: ddstore.v1.SetNode
-	(*RemoveNode)(nil),            // 64: ddstore.v1.RemoveNode
-	(*CatalogSnapshot)(nil),       // 65: ddstore.v1.CatalogSnapshot
-	nil,                           // 66: ddstore.v1.FileManifest.MetadataEntry
-	nil,                           // 67: ddstore.v1.FiltersRequest.HaveBeyondEntry
+	(*UploadIntent)(nil),          // 8: ddstore.v1.UploadIntent
+	(*MissingChunksResponse)(nil), // 9: ddstore.v1.MissingChunksResponse
+	(*CommitRequest)(nil),         // 10: ddstore.v1.CommitRequest
+	(*CommitResponse)(nil),        // 11: ddstore.v1.CommitResponse
+	(*DownloadRequest)(nil),       // 12: ddstore.v1.DownloadRequest
+	(*DownloadResponse)(nil),      // 13: ddstore.v1.DownloadResponse
+	(*StatRequest)(nil),           // 14: ddstore.v1.StatRequest
+	(*StatResponse)(nil),          // 15: ddstore.v1.StatResponse
+	(*ListRequest)(nil),           // 16: ddstore.v1.ListRequest
+	(*FileInfo)(nil),              // 17: ddstore.v1.FileInfo
+	(*ListResponse)(nil),          // 18: ddstore.v1.ListResponse
+	(*ClusterNote)(nil),           // 19: ddstore.v1.ClusterNote
+	(*DeleteRequest)(nil),         // 20: ddstore.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 21: ddstore.v1.DeleteResponse
+	(*ReplicateRequest)(nil),      // 22: ddstore.v1.ReplicateRequest
+	(*ReplicateResponse)(nil),     // 23: ddstore.v1.ReplicateResponse
+	(*StatusRequest)(nil),         // 24: ddstore.v1.StatusRequest
+	(*NodeStatus)(nil),            // 25: ddstore.v1.NodeStatus
+	(*LimitStatus)(nil),           // 26: ddstore.v1.LimitStatus
+	(*FederationStatus)(nil),      // 27: ddstore.v1.FederationStatus
+	(*CacheTierStatus)(nil),       // 28: ddstore.v1.CacheTierStatus
+	(*HealStatus)(nil),            // 29: ddstore.v1.HealStatus
+	(*StatusResponse)(nil),        // 30: ddstore.v1.StatusResponse
+	(*PeerClusterStatus)(nil),     // 31: ddstore.v1.PeerClusterStatus
+	(*JoinRequest)(nil),           // 32: ddstore.v1.JoinRequest
+	(*JoinResponse)(nil),          // 33: ddstore.v1.JoinResponse
+	(*LeaveRequest)(nil),          // 34: ddstore.v1.LeaveRequest
+	(*LeaveResponse)(nil),         // 35: ddstore.v1.LeaveResponse
+	(*ListChunksRequest)(nil),     // 36: ddstore.v1.ListChunksRequest
+	(*ListChunksResponse)(nil),    // 37: ddstore.v1.ListChunksResponse
+	(*DeleteChunksRequest)(nil),   // 38: ddstore.v1.DeleteChunksRequest
+	(*DeleteChunksResponse)(nil),  // 39: ddstore.v1.DeleteChunksResponse
+	(*CollectRequest)(nil),        // 40: ddstore.v1.CollectRequest
+	(*CollectResponse)(nil),       // 41: ddstore.v1.CollectResponse
+	(*RepairRequest)(nil),         // 42: ddstore.v1.RepairRequest
+	(*RepairResponse)(nil),        // 43: ddstore.v1.RepairResponse
+	(*FiltersRequest)(nil),        // 44: ddstore.v1.FiltersRequest
+	(*BeyondFilters)(nil),         // 45: ddstore.v1.BeyondFilters
+	(*FiltersResponse)(nil),       // 46: ddstore.v1.FiltersResponse
+	(*ProposeRequest)(nil),        // 47: ddstore.v1.ProposeRequest
+	(*ProposeResponse)(nil),       // 48: ddstore.v1.ProposeResponse
+	(*ReadIndexRequest)(nil),      // 49: ddstore.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 50: ddstore.v1.ReadIndexResponse
+	(*HasChunksRequest)(nil),      // 51: ddstore.v1.HasChunksRequest
+	(*HasChunksResponse)(nil),     // 52: ddstore.v1.HasChunksResponse
+	(*PutChunksRequest)(nil),      // 53: ddstore.v1.PutChunksRequest
+	(*PutChunksResponse)(nil),     // 54: ddstore.v1.PutChunksResponse
+	(*GetChunkRequest)(nil),       // 55: ddstore.v1.GetChunkRequest
+	(*GetChunkResponse)(nil),      // 56: ddstore.v1.GetChunkResponse
+	(*LocalStatusRequest)(nil),    // 57: ddstore.v1.LocalStatusRequest
+	(*Command)(nil),               // 58: ddstore.v1.Command
+	(*CollectChunks)(nil),         // 59: ddstore.v1.CollectChunks
+	(*ForgetChunks)(nil),          // 60: ddstore.v1.ForgetChunks
+	(*PutFile)(nil),               // 61: ddstore.v1.PutFile
+	(*DeleteFile)(nil),            // 62: ddstore.v1.DeleteFile
+	(*NodeInfo)(nil),              // 63: ddstore.v1.NodeInfo
+	(*SetNode)(nil),               // 64: ddstore.v1.SetNode
+	(*RemoveNode)(nil),            // 65: ddstore.v1.RemoveNode
+	(*CatalogSnapshot)(nil),       // 66: ddstore.v1.CatalogSnapshot
+	nil,                           // 67: ddstore.v1.FileManifest.MetadataEntry
+	nil,                           // 68: ddstore.v1.UploadIntent.MetadataEntry
+	nil,                           // 69: ddstore.v1.FiltersRequest.HaveBeyondEntry
 }
 var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	0,  // 0: ddstore.v1.Chunk.codec:type_name -> ddstore.v1.Codec
 	3,  // 1: ddstore.v1.FileManifest.chunks:type_name -> ddstore.v1.ChunkRef
-	66, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
+	67, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
 	2,  // 3: ddstore.v1.UploadRequest.chunk:type_name -> ddstore.v1.Chunk
-	4,  // 4: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
-	4,  // 5: ddstore.v1.CommitResponse.manifest:type_name -> ddstore.v1.FileManifest
-	1,  // 6: ddstore.v1.DownloadRequest.consistency:type_name -> ddstore.v1.Consistency
-	4,  // 7: ddstore.v1.DownloadResponse.manifest:type_name -> ddstore.v1.FileManifest
-	2,  // 8: ddstore.v1.DownloadResponse.chunk:type_name -> ddstore.v1.Chunk
-	1,  // 9: ddstore.v1.StatRequest.consistency:type_name -> ddstore.v1.Consistency
-	4,  // 10: ddstore.v1.StatResponse.manifest:type_name -> ddstore.v1.FileManifest
-	1,  // 11: ddstore.v1.ListRequest.consistency:type_name -> ddstore.v1.Consistency
-	16, // 12: ddstore.v1.ListResponse.files:type_name -> ddstore.v1.FileInfo
-	18, // 13: ddstore.v1.ListResponse.unanswered:type_name -> ddstore.v1.ClusterNote
-	4,  // 14: ddstore.v1.ReplicateResponse.manifest:type_name -> ddstore.v1.FileManifest
-	27, // 15: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
-	28, // 16: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
-	26, // 17: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
-	25, // 18: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
-	24, // 19: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
-	30, // 20: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
-	67, // 21: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
-	44, // 22: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
-	4,  // 23: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
-	2,  // 24: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
-	2,  // 25: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
-	60, // 26: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
-	61, // 27: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
-	63, // 28: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
-	64, // 29: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
-	58, // 30: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
-	59, // 31: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
-	4,  // 32: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
-	62, // 33: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
-	4,  // 34: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
-	62, // 35: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
-	5,  // 36: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
-	7,  // 37: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
-	9,  // 38: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
-	11, // 39: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
-	13, // 40: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
-	15, // 41: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
-	19, // 42: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
-	23, // 43: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
-	31, // 44: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
-	33, // 45: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
-	39, // 46: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
-	41, // 47: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
-	21, // 48: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
-	46, // 49: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
-	48, // 50: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
-	50, // 51: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
-	52, // 52: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
-	54, // 53: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	56, // 54: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
-	35, // 55: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
-	37, // 56: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
-	43, // 57: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
-	54, // 58: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	6,  // 59: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
-	8,  // 60: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
-	10, // 61: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
-	12, // 62: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
-	14, // 63: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
-	17, // 64: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
-	20, // 65: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
-	29, // 66: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
-	32, // 67: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
-	34, // 68: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
-	40, // 69: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
-	42, // 70: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
-	22, // 71: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
-	47, // 72: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
-	49, // 73: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
-	51, // 74: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
-	53, // 75: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
-	55, // 76: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	24, // 77: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
-	36, // 78: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
-	38, // 79: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
-	45, // 80: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
-	55, // 81: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	59, // [59:82] is the sub-list for method output_type
-	36, // [36:59] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	8,  // 4: ddstore.v1.MissingChunksRequest.intent:type_name -> ddstore.v1.UploadIntent
+	68, // 5: ddstore.v1.UploadIntent.metadata:type_name -> ddstore.v1.UploadIntent.MetadataEntry
+	4,  // 6: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
+	4,  // 7: ddstore.v1.CommitResponse.manifest:type_name -> ddstore.v1.FileManifest
+	1,  // 8: ddstore.v1.DownloadRequest.consistency:type_name -> ddstore.v1.Consistency
+	4,  // 9: ddstore.v1.DownloadResponse.manifest:type_name -> ddstore.v1.FileManifest
+	2,  // 10: ddstore.v1.DownloadResponse.chunk:type_name -> ddstore.v1.Chunk
+	1,  // 11: ddstore.v1.StatRequest.consistency:type_name -> ddstore.v1.Consistency
+	4,  // 12: ddstore.v1.StatResponse.manifest:type_name -> ddstore.v1.FileManifest
+	1,  // 13: ddstore.v1.ListRequest.consistency:type_name -> ddstore.v1.Consistency
+	17, // 14: ddstore.v1.ListResponse.files:type_name -> ddstore.v1.FileInfo
+	19, // 15: ddstore.v1.ListResponse.unanswered:type_name -> ddstore.v1.ClusterNote
+	4,  // 16: ddstore.v1.ReplicateResponse.manifest:type_name -> ddstore.v1.FileManifest
+	28, // 17: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
+	29, // 18: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
+	27, // 19: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
+	26, // 20: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
+	25, // 21: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
+	31, // 22: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
+	69, // 23: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
+	45, // 24: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
+	4,  // 25: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
+	2,  // 26: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
+	2,  // 27: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
+	61, // 28: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
+	62, // 29: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
+	64, // 30: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
+	65, // 31: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
+	59, // 32: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
+	60, // 33: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
+	4,  // 34: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
+	63, // 35: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
+	4,  // 36: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
+	63, // 37: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
+	5,  // 38: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
+	7,  // 39: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
+	10, // 40: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
+	12, // 41: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
+	14, // 42: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
+	16, // 43: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
+	20, // 44: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
+	24, // 45: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
+	32, // 46: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
+	34, // 47: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
+	40, // 48: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
+	42, // 49: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
+	22, // 50: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
+	47, // 51: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
+	49, // 52: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
+	51, // 53: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
+	53, // 54: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
+	55, // 55: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	57, // 56: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
+	36, // 57: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
+	38, // 58: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
+	44, // 59: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
+	55, // 60: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	6,  // 61: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
+	9,  // 62: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
+	11, // 63: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
+	13, // 64: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
+	15, // 65: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
+	18, // 66: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
+	21, // 67: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
+	30, // 68: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
+	33, // 69: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
+	35, // 70: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
+	41, // 71: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
+	43, // 72: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
+	23, // 73: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
+	48, // 74: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
+	50, // 75: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
+	52, // 76: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
+	54, // 77: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
+	56, // 78: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	25, // 79: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
+	37, // 80: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
+	39, // 81: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
+	46, // 82: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
+	56, // 83: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	61, // [61:84] is the sub-list for method output_type
+	38, // [38:61] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_ddstore_v1_ddstore_proto_init() }
@@ -4586,7 +4705,7 @@ func file_ddstore_v1_ddstore_proto_init() {
 	if File_ddstore_v1_ddstore_proto != nil {
 		return
 	}
-	file_ddstore_v1_ddstore_proto_msgTypes[55].OneofWrappers = []any{
+	file_ddstore_v1_ddstore_proto_msgTypes[56].OneofWrappers = []any{
 		(*Command_PutFile)(nil),
 		(*Command_DeleteFile)(nil),
 		(*Command_SetNode)(nil),
@@ -4594,13 +4713,14 @@ func file_ddstore_v1_ddstore_proto_init() {
 		(*Command_CollectChunks)(nil),
 		(*Command_ForgetChunks)(nil),
 	}
+	file_ddstore_v1_ddstore_proto_msgTypes[59].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ddstore_v1_ddstore_proto_rawDesc), len(file_ddstore_v1_ddstore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   66,
+			NumMessages:   68,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
