@@ -64,6 +64,12 @@ func Apply(s *State, cmd *pb.Command) Result {
 		for _, id := range ids {
 			delete(s.collecting, id)
 		}
+		if len(ids) > 0 {
+			// Counted even if the marks were cleared already: a sweep
+			// forgets only after deleting, and a second sweep may have
+			// deleted copies of a chunk no longer marked.
+			s.collections++
+		}
 		return Result{}
 	default:
 		return Result{Err: invalid("command has no known operation")}
@@ -87,6 +93,12 @@ func putFile(s *State, p *pb.PutFile) Result {
 			return Result{Manifest: old} // a retried commit: already done
 		}
 		return Result{Err: fmt.Errorf("%w: file %q (use overwrite to replace it)", ErrExists, m.GetName())}
+	}
+	if p.CollectionsSeen != nil && s.collections > p.GetCollectionsSeen() {
+		// A chunk marked after the proposer's check is refused below while
+		// marked; once the marks are cleared only this count tells that
+		// copies the proposer found may be gone.
+		return Result{Err: fmt.Errorf("%w: file %q: %d garbage collections finished while the commit checked its chunks", ErrCollectedSinceCheck, m.GetName(), s.collections-p.GetCollectionsSeen())}
 	}
 	for _, c := range m.GetChunks() {
 		if s.IsCollecting(chunker.ID(c.GetId())) {

@@ -425,3 +425,43 @@ func TestCollectChunks(t *testing.T) {
 		t.Fatalf("malformed ID: %v", res.Err)
 	}
 }
+
+// TestCommitAfterCollection: a commit whose check of its chunks came before
+// a collection finished is refused with ErrCollectedSinceCheck, even though
+// the marks are gone by then (the copies it found may have been deleted); a
+// commit that saw the collection, or a command without the field, applies.
+// The count survives a snapshot.
+func TestCommitAfterCollection(t *testing.T) {
+	s := NewState()
+	x := chunker.Sum([]byte("x"))
+	seen := s.Collections()
+	Apply(s, collect(x))
+	Apply(s, forget(x))
+	if s.Collections() != seen+1 {
+		t.Fatalf("collections %d after one sweep, want %d", s.Collections(), seen+1)
+	}
+	checked := func(m *pb.FileManifest, seen uint64) *pb.Command {
+		cmd := put(m, day1, false)
+		cmd.GetPutFile().CollectionsSeen = &seen
+		return cmd
+	}
+	if res := Apply(s, checked(manifest("a", "x"), seen)); !errors.Is(res.Err, ErrCollectedSinceCheck) {
+		t.Fatalf("commit checked before the collection finished: %v, want ErrCollectedSinceCheck", res.Err)
+	}
+	if _, ok := s.File("a"); ok {
+		t.Fatal("the refused commit stored the file")
+	}
+	if res := Apply(s, checked(manifest("a", "x"), s.Collections())); res.Err != nil {
+		t.Fatalf("commit checked after the collection: %v", res.Err)
+	}
+	if res := Apply(s, put(manifest("b", "x"), day1, false)); res.Err != nil {
+		t.Fatalf("commit without collections_seen: %v", res.Err)
+	}
+	Apply(s, forget()) // names no chunk: not a collection
+	snap, _ := s.Snapshot()
+	restored, err := FromSnapshot(snap)
+	if err != nil || restored.Collections() != seen+1 {
+		t.Fatalf("restored collections %d (%v), want %d", restored.Collections(), err, seen+1)
+	}
+}
+

@@ -161,7 +161,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 
 // snapshot returns the state in canonical order.
 func (s *State) snapshot() *pb.CatalogSnapshot {
-	snap := &pb.CatalogSnapshot{Files: make([]*pb.FileManifest, 0, len(s.names)), Nodes: s.Nodes()}
+	snap := &pb.CatalogSnapshot{Files: make([]*pb.FileManifest, 0, len(s.names)), Nodes: s.Nodes(), Collections: s.collections}
 	for _, id := range s.Collecting() {
 		snap.Collecting = append(snap.Collecting, id[:])
 	}
@@ -237,6 +237,7 @@ func FromSnapshot(data []byte) (*State, error) {
 		}
 		s.collecting[id] = struct{}{}
 	}
+	s.collections = snap.GetCollections()
 	return s, nil
 }
 

@@ -22,6 +22,9 @@ type State struct {
 	// collecting holds chunks marked for garbage collection: no file refers
 	// to them and none may be committed until they are forgotten.
 	collecting map[chunker.ID]struct{}
+	// collections counts finished collections: ForgetChunks commands
+	// naming a chunk (sent after its copies were deleted).
+	collections uint64
 }
 
 // NewState returns an empty catalog.
@@ -119,6 +122,11 @@ func (s *State) IsCollecting(id chunker.ID) bool {
 	_, ok := s.collecting[id]
 	return ok
 }
+
+// Collections returns the number of finished garbage collections. A commit
+// reads it before checking that its chunks are stored (see PutFile's
+// collections_seen).
+func (s *State) Collections() uint64 { return s.collections }
 
 // Chunks returns how many distinct chunks the files refer to.
 func (s *State) Chunks() int { return len(s.refs) }

@@ -24,6 +24,10 @@ var (
 	// ErrCollecting: a file names a chunk that garbage collection is
 	// deleting; uploading the file again stores it anew.
 	ErrCollecting = errors.New("catalog: chunk being garbage-collected")
+	// ErrCollectedSinceCheck: a garbage collection finished between a
+	// commit's check that its chunks are stored and the commit; the
+	// proposer checks again.
+	ErrCollectedSinceCheck = errors.New("catalog: chunks collected since the commit checked them")
 )
 
 // Limits on what a manifest may hold.

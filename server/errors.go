@@ -6,7 +6,9 @@ import (
 
 	"github.com/ddstore/ddstore/catalog"
 	"github.com/ddstore/ddstore/consensus"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/replica"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -22,6 +24,8 @@ func toStatus(err error) error {
 	}
 	var code codes.Code
 	switch {
+	case errors.Is(err, catalog.ErrCollectedSinceCheck):
+		return withReason(status.New(codes.FailedPrecondition, err.Error()), pb.ReasonCollectedSinceCheck)
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -40,4 +44,23 @@ func toStatus(err error) error {
 		return replica.Status(err)
 	}
 	return status.Error(code, err.Error())
+}
+
+// withReason attaches a ddstore ErrorInfo reason to st.
+func withReason(st *status.Status, reason string) error {
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: pb.ErrorDomain}); err == nil {
+		return d.Err()
+	}
+	return st.Err()
+}
+
+// hasReason reports whether err is a status carrying a ddstore ErrorInfo
+// reason.
+func hasReason(err error, reason string) bool {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == pb.ErrorDomain && info.GetReason() == reason {
+			return true
+		}
+	}
+	return false
 }

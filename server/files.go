@@ -26,8 +26,11 @@ const (
 	// downloadWindow is how many chunks a download reads ahead of the one
 	// it sends.
 	downloadWindow = 4
-	listDefault    = 1000
-	listMax        = 10000
+	// commitChecks is how many times a commit checks its chunks when
+	// garbage collections keep finishing between check and commit.
+	commitChecks = 5
+	listDefault  = 1000
+	listMax      = 10000
 )
 
 type filesService struct {
@@ -210,23 +213,41 @@ func (f *filesService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.C
 		return nil, toStatus(err)
 	}
 	ids, at := distinctChunks(m)
-	missing, err := f.n.underReplicated(ctx, ids)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	if len(missing) > 0 {
-		first := ids[missing[0]]
-		return nil, status.Errorf(codes.FailedPrecondition,
-			"cannot commit %q: %d of its %d distinct chunks are not stored on enough nodes (first: chunk %d, %s); upload them, then commit again",
-			m.GetName(), len(missing), len(ids), at[missing[0]], first)
-	}
 	m = proto.Clone(m).(*pb.FileManifest)
-	m.CreatedUnixNano = time.Now().UnixNano()
-	applied, err := f.n.propose(ctx, &pb.Command{Op: &pb.Command_PutFile{PutFile: &pb.PutFile{Manifest: m, Overwrite: req.GetOverwrite()}}})
-	if err != nil {
-		return nil, toStatus(err)
+	for attempt := 1; ; attempt++ {
+		// A garbage collection that finishes between the check and the
+		// commit may have deleted chunks the check found, and cleared their
+		// marks: the command carries the count of finished collections read
+		// before the check and is refused if it moved; then check again.
+		if attempt > 1 {
+			if err := f.n.readBarrier(ctx, pb.Consistency_CONSISTENCY_LINEARIZABLE); err != nil {
+				return nil, toStatus(err)
+			}
+		}
+		var seen uint64
+		f.n.fsm.Read(func(s *catalog.State) { seen = s.Collections() })
+		missing, err := f.n.underReplicated(ctx, ids)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if len(missing) > 0 {
+			first := ids[missing[0]]
+			return nil, status.Errorf(codes.FailedPrecondition,
+				"cannot commit %q: %d of its %d distinct chunks are not stored on enough nodes (first: chunk %d, %s); upload them, then commit again",
+				m.GetName(), len(missing), len(ids), at[missing[0]], first)
+		}
+		m.CreatedUnixNano = time.Now().UnixNano()
+		applied, err := f.n.propose(ctx, &pb.Command{Op: &pb.Command_PutFile{PutFile: &pb.PutFile{
+			Manifest: m, Overwrite: req.GetOverwrite(), CollectionsSeen: &seen,
+		}}})
+		if err = toStatus(err); hasReason(err, pb.ReasonCollectedSinceCheck) && attempt < commitChecks {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &pb.CommitResponse{Manifest: applied}, nil
 	}
-	return &pb.CommitResponse{Manifest: applied}, nil
 }
 
 // distinctChunks returns the chunk IDs a manifest names, each once, in file

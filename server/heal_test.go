@@ -321,8 +321,9 @@ func TestGarbageCollection(t *testing.T) {
 // TestUploadRacingCollection: with a grace period of 1ns, uploads of a deleted
 // file's bytes race sweeps; each upload either commits a file that downloads
 // whole or fails at its commit with FailedPrecondition and leaves no file.
-// Every other upload waits, between sending its chunks and committing, for a
-// sweep that deletes copies, so sweeps surely delete while uploads run.
+// Every other upload waits, between sending its chunks and committing, until
+// a sweep has run and one has deleted copies, so sweeps surely delete while
+// uploads run.
 func TestUploadRacingCollection(t *testing.T) {
 	// A grace of 0 would mean the default (1h): no sweep would delete.
 	cl := startCluster(t, localcluster.Options{Tune: manualHealing(time.Nanosecond)})
@@ -346,12 +347,15 @@ func TestUploadRacingCollection(t *testing.T) {
 			mu     sync.Mutex
 			sweeps []sweep
 		)
-		// deletedSince reports whether a sweep that started after t has
-		// deleted copies.
-		deletedSince := func(t time.Time) bool {
+		// raced reports whether, this round, a sweep has deleted copies and
+		// a whole sweep has run since t. (The chunks stay unreferenced
+		// until the commit, so the second sweep of a round at the latest
+		// deletes them; the one that does may come before the upload waits.)
+		raced := func(t time.Time) bool {
 			mu.Lock()
 			defer mu.Unlock()
-			return slices.ContainsFunc(sweeps, func(s sweep) bool { return s.deleted > 0 && s.start.After(t) })
+			return slices.ContainsFunc(sweeps, func(s sweep) bool { return s.deleted > 0 }) &&
+				slices.ContainsFunc(sweeps, func(s sweep) bool { return s.start.After(t) })
 		}
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -381,9 +385,9 @@ func TestUploadRacingCollection(t *testing.T) {
 			opts.Progress = func(int64) {
 				once.Do(func() {
 					held := time.Now()
-					for !deletedSince(held) {
+					for !raced(held) {
 						if time.Since(held) > 30*time.Second {
-							t.Errorf("round %d: no sweep deleted copies in 30s while the upload waited", round)
+							t.Errorf("round %d: no sweep deleted copies, or none ran, in 30s while the upload waited", round)
 							return
 						}
 						time.Sleep(5 * time.Millisecond)

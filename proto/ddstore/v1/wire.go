@@ -10,6 +10,11 @@ const (
 	// Unavailable answer whose cause is a peer cluster, not the node asked:
 	// asking another node of the same cluster would not help.
 	ReasonPeerClusterUnavailable = "PEER_CLUSTER_UNAVAILABLE"
+	// ReasonCollectedSinceCheck is the google.rpc.ErrorInfo reason of a
+	// FailedPrecondition refusing a commit because a garbage collection
+	// finished while the node checked the file's chunks: checking again
+	// tells whether they are still stored.
+	ReasonCollectedSinceCheck = "COLLECTED_SINCE_CHECK"
 	// ErrorDomain is the google.rpc.ErrorInfo domain of ddstore's reasons.
 	ErrorDomain = "ddstore"
 )
