@@ -92,13 +92,8 @@ func ValidateManifest(m *pb.FileManifest) error {
 	if m == nil {
 		return invalid("no manifest")
 	}
-	if err := ValidateName(m.GetName()); err != nil {
+	if err := ValidateFile(m.GetName(), m.GetDate(), m.GetMetadata()); err != nil {
 		return err
-	}
-	if d := m.GetDate(); d != "" {
-		if err := ValidateDate(d); err != nil {
-			return err
-		}
 	}
 	if len(m.GetBlake3()) != chunker.IDSize {
 		return invalid("file %q: whole-file hash is %d bytes, want %d", m.GetName(), len(m.GetBlake3()), chunker.IDSize)
@@ -126,18 +121,33 @@ func ValidateManifest(m *pb.FileManifest) error {
 	if stored != m.GetStoredSize() {
 		return invalid("file %q: chunks store %d bytes but stored_size is %d", m.GetName(), stored, m.GetStoredSize())
 	}
-	if len(m.GetMetadata()) > MaxMetadataKeys {
-		return invalid("file %q: %d metadata keys; the limit is %d", m.GetName(), len(m.GetMetadata()), MaxMetadataKeys)
+	return nil
+}
+
+// ValidateFile checks what a manifest says besides its chunks and hashes: the
+// name, the date (empty: the day of the commit) and the metadata. An upload
+// is checked with it before any chunk travels.
+func ValidateFile(name, date string, metadata map[string]string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if date != "" {
+		if err := ValidateDate(date); err != nil {
+			return err
+		}
+	}
+	if len(metadata) > MaxMetadataKeys {
+		return invalid("file %q: %d metadata keys; the limit is %d", name, len(metadata), MaxMetadataKeys)
 	}
 	total := 0
-	for k, v := range m.GetMetadata() {
+	for k, v := range metadata {
 		if k == "" || !utf8.ValidString(k) || !utf8.ValidString(v) {
-			return invalid("file %q: metadata keys must be non-empty UTF-8, values UTF-8", m.GetName())
+			return invalid("file %q: metadata keys must be non-empty UTF-8, values UTF-8", name)
 		}
 		total += len(k) + len(v)
 	}
 	if total > MaxMetadataBytes {
-		return invalid("file %q: metadata is %d bytes; the limit is %d", m.GetName(), total, MaxMetadataBytes)
+		return invalid("file %q: metadata is %d bytes; the limit is %d", name, total, MaxMetadataBytes)
 	}
 	return nil
 }

@@ -66,6 +66,14 @@ func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r 
 	res := &PutResult{}
 	m := &pb.FileManifest{Name: name, Date: opts.Date, Metadata: opts.Metadata}
 
+	// The cluster checks the name, date and metadata before the file is
+	// read: a put it would refuse at commit sends no chunk.
+	if _, err := files.MissingChunks(ctx, &pb.MissingChunksRequest{Intent: &pb.UploadIntent{
+		Name: name, Date: opts.Date, Metadata: opts.Metadata,
+	}}); err != nil {
+		return res, fmt.Errorf("check %q before upload: %w", name, err)
+	}
+
 	// Batches go through two stages that overlap: this goroutine (the
 	// pipeline's emit) asks which chunks of a full batch the cluster lacks
 	// while the sender goroutine is still streaming the previous batch. At

@@ -164,6 +164,10 @@ func requestNames(req any) []string {
 	switch r := req.(type) {
 	case *pb.CommitRequest:
 		return []string{r.GetManifest().GetName()}
+	case *pb.MissingChunksRequest:
+		if in := r.GetIntent(); in != nil {
+			return []string{in.GetName()}
+		}
 	case *pb.DeleteRequest:
 		return []string{r.GetName()}
 	case *pb.StatRequest:
@@ -268,10 +272,14 @@ func (s *guardedStream) RecvMsg(m any) error {
 
 // audit logs one line for a call that changes something (or tried to).
 func (g *guard) audit(r rule, p auth.Principal, req any, err error, took time.Duration) {
-	if r.audit == "" {
+	op := r.audit
+	if q, ok := req.(*pb.MissingChunksRequest); ok && q.GetIntent() != nil && err != nil {
+		op = "put" // a put refused before its upload ends here; an accepted one is audited at its commit
+	}
+	if op == "" {
 		return
 	}
-	attrs := []any{"op", r.audit, "principal", p.String(), "outcome", status.Code(err).String(), "took", took.Round(time.Millisecond)}
+	attrs := []any{"op", op, "principal", p.String(), "outcome", status.Code(err).String(), "took", took.Round(time.Millisecond)}
 	switch q := req.(type) {
 	case *pb.JoinRequest:
 		attrs = append(attrs, "node", q.GetId())

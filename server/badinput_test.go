@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -222,4 +223,55 @@ func manifestOf(name string, chunks ...chunker.Encoded) *pb.FileManifest {
 	sum := chunker.Sum(whole)
 	m.Blake3 = sum[:]
 	return m
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// TestRefusedBeforeUpload: a put the commit would refuse for its name, date
+// or metadata is refused before the file is read, and the cluster receives
+// no chunk.
+func TestRefusedBeforeUpload(t *testing.T) {
+	cl := startCluster(t, localcluster.Options{Replicas: 2})
+	c := newClient(t, cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const size = 30 << 20
+	for _, tt := range []struct {
+		name string
+		opts client.PutOptions
+		want string
+	}{
+		{"../x", client.PutOptions{}, `".."`},
+		{"/abs", client.PutOptions{}, "relative"},
+		{"ok.bin", client.PutOptions{Date: "2026-13-01"}, "date"},
+		{"ok.bin", client.PutOptions{Metadata: map[string]string{"": "v"}}, "metadata"},
+	} {
+		in := &countingReader{r: randomReader(5, size)}
+		res, err := c.Put(ctx, tt.name, in, tt.opts)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.want) {
+			t.Fatalf("put %q %+v: %v, want InvalidArgument saying %s", tt.name, tt.opts, err, tt.want)
+		}
+		if in.n != 0 || res.BytesSent != 0 {
+			t.Fatalf("put %q %+v: read %d bytes of the file and sent %d before the refusal, want none", tt.name, tt.opts, in.n, res.BytesSent)
+		}
+	}
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.GetNodes() {
+		if n.GetChunks() != 0 || n.GetStoredBytes() != 0 {
+			t.Fatalf("node %s received %d chunks (%d bytes) from refused puts, want none", n.GetId(), n.GetChunks(), n.GetStoredBytes())
+		}
+	}
 }

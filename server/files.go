@@ -123,7 +123,9 @@ func (f *filesService) Upload(stream pb.Files_UploadServer) error {
 	})
 }
 
-// MissingChunks answers which IDs are held by fewer than R nodes.
+// MissingChunks answers which IDs are held by fewer than R nodes. An
+// upload's first call names the file instead, which is checked as its commit
+// will be, so that a bad name costs no chunk.
 func (f *filesService) MissingChunks(ctx context.Context, req *pb.MissingChunksRequest) (*pb.MissingChunksResponse, error) {
 	if r, err := f.n.route(ctx); err != nil || r.peer != nil {
 		if err != nil {
@@ -132,6 +134,14 @@ func (f *filesService) MissingChunks(ctx context.Context, req *pb.MissingChunksR
 		return proxyUnary(ctx, f.n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.MissingChunksResponse, error) {
 			return fc.MissingChunks(ctx, req)
 		})
+	}
+	if in := req.GetIntent(); in != nil {
+		if err := catalog.ValidateFile(in.GetName(), in.GetDate(), in.GetMetadata()); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	if len(req.GetIds()) == 0 {
+		return &pb.MissingChunksResponse{}, nil
 	}
 	if len(req.GetIds()) > replica.MaxHasBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "asked about %d chunks; at most %d per call", len(req.GetIds()), replica.MaxHasBatch)
