@@ -88,7 +88,18 @@ func putFile(s *State, p *pb.PutFile) Result {
 	if m.Date == "" {
 		m.Date = time.Unix(0, m.GetCreatedUnixNano()).UTC().Format(DateLayout)
 	}
-	if old, ok := s.files[m.GetName()]; ok && !p.GetOverwrite() {
+	old, ok := s.files[m.GetName()]
+	if want := p.GetReplaces(); want != nil && p.GetOverwrite() && !IsVersion(old, want) {
+		if ok && sameContent(old, m, in.GetDate() != "") {
+			return Result{Manifest: old} // a retried commit, or a racing one that stored the same
+		}
+		now := "deleted"
+		if ok {
+			now = fmt.Sprintf("now the version created at %s, BLAKE3 %x", time.Unix(0, old.GetCreatedUnixNano()).UTC().Format(time.RFC3339Nano), old.GetBlake3())
+		}
+		return Result{Err: fmt.Errorf("%w: file %q changed after this overwrite began (%s)", ErrChanged, m.GetName(), now)}
+	}
+	if ok && !p.GetOverwrite() {
 		if sameContent(old, m, in.GetDate() != "") {
 			return Result{Manifest: old} // a retried commit: already done
 		}
@@ -107,6 +118,22 @@ func putFile(s *State, p *pb.PutFile) Result {
 	}
 	s.put(m)
 	return Result{Manifest: m}
+}
+
+// VersionOf names the version of a stored file (nil: there is none).
+func VersionOf(m *pb.FileManifest) *pb.FileVersion {
+	if m == nil {
+		return &pb.FileVersion{}
+	}
+	return &pb.FileVersion{Exists: true, CreatedUnixNano: m.GetCreatedUnixNano(), Blake3: m.GetBlake3()}
+}
+
+// IsVersion reports whether m (nil: no file) is version v.
+func IsVersion(m *pb.FileManifest, v *pb.FileVersion) bool {
+	if m == nil || !v.GetExists() {
+		return m == nil && !v.GetExists()
+	}
+	return m.GetCreatedUnixNano() == v.GetCreatedUnixNano() && bytes.Equal(m.GetBlake3(), v.GetBlake3())
 }
 
 func chunkIDs(raw [][]byte) ([]chunker.ID, error) {

@@ -465,3 +465,40 @@ func TestCommitAfterCollection(t *testing.T) {
 	}
 }
 
+// TestOverwriteReplaces: an overwrite naming the version it replaces applies
+// only while the file is still that version; a retried or same-content
+// commit succeeds; one without a version replaces whatever is there.
+func TestOverwriteReplaces(t *testing.T) {
+	s := NewState()
+	if res := Apply(s, put(manifest("f", "v0"), day1, false)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	v0, _ := s.File("f")
+	replaces := func(m *pb.FileManifest, created int64, v *pb.FileVersion) *pb.Command {
+		cmd := put(m, created, true)
+		cmd.GetPutFile().Replaces = v
+		return cmd
+	}
+	a, b := manifest("f", "a"), manifest("f", "b")
+	if res := Apply(s, replaces(a, day1+1, VersionOf(v0))); res.Err != nil {
+		t.Fatalf("first overwrite of v0: %v", res.Err)
+	}
+	if res := Apply(s, replaces(b, day1+2, VersionOf(v0))); !errors.Is(res.Err, ErrChanged) {
+		t.Fatalf("second overwrite of v0, after another replaced it: %v, want ErrChanged", res.Err)
+	}
+	if m, _ := s.File("f"); !bytes.Equal(m.GetBlake3(), a.GetBlake3()) {
+		t.Fatal("the refused overwrite changed the file")
+	}
+	if res := Apply(s, replaces(a, day1+3, VersionOf(v0))); res.Err != nil || res.Manifest.GetCreatedUnixNano() != day1+1 {
+		t.Fatalf("retried overwrite of the same content: %v, %v; want the stored file", res.Manifest, res.Err)
+	}
+	if res := Apply(s, replaces(b, day1+4, VersionOf(nil))); !errors.Is(res.Err, ErrChanged) {
+		t.Fatalf("overwrite expecting no file, with one there: %v, want ErrChanged", res.Err)
+	}
+	if res := Apply(s, replaces(manifest("g", "g"), day1+5, VersionOf(nil))); res.Err != nil {
+		t.Fatalf("overwrite expecting no file, with none there: %v", res.Err)
+	}
+	if res := Apply(s, put(b, day1+6, true)); res.Err != nil {
+		t.Fatalf("overwrite without a version: %v", res.Err)
+	}
+}

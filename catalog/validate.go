@@ -28,6 +28,9 @@ var (
 	// commit's check that its chunks are stored and the commit; the
 	// proposer checks again.
 	ErrCollectedSinceCheck = errors.New("catalog: chunks collected since the commit checked them")
+	// ErrChanged: an overwrite expected to replace one version of a file,
+	// but another commit changed the file first.
+	ErrChanged = errors.New("catalog: file changed by a concurrent commit")
 )
 
 // Limits on what a manifest may hold.

@@ -164,9 +164,13 @@ func retryable(err error) bool {
 }
 
 // peerUnavailable reports an Unavailable answer caused by a peer cluster.
-func peerUnavailable(err error) bool {
+func peerUnavailable(err error) bool { return hasReason(err, pb.ReasonPeerClusterUnavailable) }
+
+// hasReason reports whether err is a status carrying a ddstore ErrorInfo
+// reason.
+func hasReason(err error, reason string) bool {
 	for _, d := range status.Convert(err).Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == pb.ReasonPeerClusterUnavailable {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == reason {
 			return true
 		}
 	}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -10,6 +11,10 @@ import (
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/grpc"
 )
+
+// ErrReplaced: a put with Overwrite lost a race. Another put changed the
+// file after this one began and committed first; this one was not committed.
+var ErrReplaced = errors.New("client: a concurrent put replaced the file first; this put was not committed")
 
 // PutOptions tune an upload.
 type PutOptions struct {
@@ -68,9 +73,13 @@ func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r 
 
 	// The cluster checks the name, date and metadata before the file is
 	// read: a put it would refuse at commit sends no chunk.
-	if _, err := files.MissingChunks(ctx, &pb.MissingChunksRequest{Intent: &pb.UploadIntent{
-		Name: name, Date: opts.Date, Metadata: opts.Metadata,
-	}}); err != nil {
+	// With overwrite it names the version this put replaces; if another
+	// put commits first, the commit fails (ErrReplaced) instead of both
+	// reporting success.
+	intent, err := files.MissingChunks(ctx, &pb.MissingChunksRequest{Intent: &pb.UploadIntent{
+		Name: name, Date: opts.Date, Metadata: opts.Metadata, Overwrite: opts.Overwrite,
+	}})
+	if err != nil {
 		return res, fmt.Errorf("check %q before upload: %w", name, err)
 	}
 
@@ -168,11 +177,14 @@ func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r 
 	res.Chunks, res.Size = sum.Chunks, sum.Size
 
 	err = c.call(ctx, func(conn *grpc.ClientConn) error {
-		resp, err := pb.NewFilesClient(conn).Commit(ctx, &pb.CommitRequest{Manifest: m, Overwrite: opts.Overwrite})
+		resp, err := pb.NewFilesClient(conn).Commit(ctx, &pb.CommitRequest{Manifest: m, Overwrite: opts.Overwrite, Replaces: intent.GetCurrent()})
 		res.Manifest = resp.GetManifest()
 		return err
 	})
 	if err != nil {
+		if hasReason(err, pb.ReasonFileChanged) {
+			return res, fmt.Errorf("commit %q: %w: %w", name, ErrReplaced, err)
+		}
 		return res, fmt.Errorf("commit %q: %w", name, err)
 	}
 	return res, nil

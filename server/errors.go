@@ -26,6 +26,8 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, catalog.ErrCollectedSinceCheck):
 		return withReason(status.New(codes.FailedPrecondition, err.Error()), pb.ReasonCollectedSinceCheck)
+	case errors.Is(err, catalog.ErrChanged):
+		return withReason(status.New(codes.FailedPrecondition, err.Error()), pb.ReasonFileChanged)
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

@@ -135,13 +135,25 @@ func (f *filesService) MissingChunks(ctx context.Context, req *pb.MissingChunksR
 			return fc.MissingChunks(ctx, req)
 		})
 	}
+	resp := &pb.MissingChunksResponse{}
 	if in := req.GetIntent(); in != nil {
 		if err := catalog.ValidateFile(in.GetName(), in.GetDate(), in.GetMetadata()); err != nil {
 			return nil, toStatus(err)
 		}
+		if in.GetOverwrite() {
+			// The version the overwrite is to replace: a commit that lands
+			// first makes this one fail instead of silently losing.
+			if err := f.n.readBarrier(ctx, pb.Consistency_CONSISTENCY_LINEARIZABLE); err != nil {
+				return nil, toStatus(err)
+			}
+			f.n.fsm.Read(func(s *catalog.State) {
+				m, _ := s.File(in.GetName())
+				resp.Current = catalog.VersionOf(m)
+			})
+		}
 	}
 	if len(req.GetIds()) == 0 {
-		return &pb.MissingChunksResponse{}, nil
+		return resp, nil
 	}
 	if len(req.GetIds()) > replica.MaxHasBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "asked about %d chunks; at most %d per call", len(req.GetIds()), replica.MaxHasBatch)
@@ -158,7 +170,6 @@ func (f *filesService) MissingChunks(ctx context.Context, req *pb.MissingChunksR
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := &pb.MissingChunksResponse{}
 	for _, i := range missing {
 		resp.Missing = append(resp.Missing, ids[i][:])
 	}
@@ -248,7 +259,7 @@ func (f *filesService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.C
 		}
 		m.CreatedUnixNano = time.Now().UnixNano()
 		applied, err := f.n.propose(ctx, &pb.Command{Op: &pb.Command_PutFile{PutFile: &pb.PutFile{
-			Manifest: m, Overwrite: req.GetOverwrite(), CollectionsSeen: &seen,
+			Manifest: m, Overwrite: req.GetOverwrite(), CollectionsSeen: &seen, Replaces: req.GetReplaces(),
 		}}})
 		if err = toStatus(err); hasReason(err, pb.ReasonCollectedSinceCheck) && attempt < commitChecks {
 			continue

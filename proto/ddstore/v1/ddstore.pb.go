@@ -491,7 +491,8 @@ type MissingChunksRequest struct {
 	// An upload first names the file it is for, before any chunk travels
 	// (ids may then be empty): the node refuses a name, date or metadata its
 	// commit would refuse (InvalidArgument), or a name outside the caller's
-	// prefix (PermissionDenied).
+	// prefix (PermissionDenied). With overwrite it answers which version of
+	// the file the commit is to replace.
 	Intent        *UploadIntent `protobuf:"bytes,2,opt,name=intent,proto3" json:"intent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -547,6 +548,7 @@ type UploadIntent struct {
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Date          string                 `protobuf:"bytes,2,opt,name=date,proto3" json:"date,omitempty"` // YYYY-MM-DD, or empty: the day of the commit
 	Metadata      map[string]string      `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Overwrite     bool                   `protobuf:"varint,4,opt,name=overwrite,proto3" json:"overwrite,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -602,16 +604,88 @@ func (x *UploadIntent) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *UploadIntent) GetOverwrite() bool {
+	if x != nil {
+		return x.Overwrite
+	}
+	return false
+}
+
+// FileVersion names one committed version of a file (its creation time and
+// hash), or that there is none.
+type FileVersion struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Exists          bool                   `protobuf:"varint,1,opt,name=exists,proto3" json:"exists,omitempty"`
+	CreatedUnixNano int64                  `protobuf:"varint,2,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	Blake3          []byte                 `protobuf:"bytes,3,opt,name=blake3,proto3" json:"blake3,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FileVersion) Reset() {
+	*x = FileVersion{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileVersion) ProtoMessage() {}
+
+func (x *FileVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileVersion.ProtoReflect.Descriptor instead.
+func (*FileVersion) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *FileVersion) GetExists() bool {
+	if x != nil {
+		return x.Exists
+	}
+	return false
+}
+
+func (x *FileVersion) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *FileVersion) GetBlake3() []byte {
+	if x != nil {
+		return x.Blake3
+	}
+	return nil
+}
+
 type MissingChunksResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Missing       [][]byte               `protobuf:"bytes,1,rep,name=missing,proto3" json:"missing,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Missing [][]byte               `protobuf:"bytes,1,rep,name=missing,proto3" json:"missing,omitempty"`
+	// For an intent with overwrite: the file under that name now, read
+	// linearizably. The upload's commit names it in replaces.
+	Current       *FileVersion `protobuf:"bytes,2,opt,name=current,proto3" json:"current,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MissingChunksResponse) Reset() {
 	*x = MissingChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[7]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +697,7 @@ func (x *MissingChunksResponse) String() string {
 func (*MissingChunksResponse) ProtoMessage() {}
 
 func (x *MissingChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[7]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +710,7 @@ func (x *MissingChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MissingChunksResponse.ProtoReflect.Descriptor instead.
 func (*MissingChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{7}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MissingChunksResponse) GetMissing() [][]byte {
@@ -646,17 +720,30 @@ func (x *MissingChunksResponse) GetMissing() [][]byte {
 	return nil
 }
 
+func (x *MissingChunksResponse) GetCurrent() *FileVersion {
+	if x != nil {
+		return x.Current
+	}
+	return nil
+}
+
 type CommitRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Manifest      *FileManifest          `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`    // created_unix_nano is ignored; date may be empty
-	Overwrite     bool                   `protobuf:"varint,2,opt,name=overwrite,proto3" json:"overwrite,omitempty"` // replace an existing file of that name
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Manifest  *FileManifest          `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`    // created_unix_nano is ignored; date may be empty
+	Overwrite bool                   `protobuf:"varint,2,opt,name=overwrite,proto3" json:"overwrite,omitempty"` // replace an existing file of that name
+	// With overwrite: replace only this version of the file (exists false:
+	// only if there is none). If another commit changed the file since, the
+	// commit fails with FailedPrecondition, reason FILE_CHANGED, unless the
+	// file now holds exactly this manifest's content. Unset: replace whatever
+	// is there.
+	Replaces      *FileVersion `protobuf:"bytes,3,opt,name=replaces,proto3" json:"replaces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[8]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +755,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[8]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +768,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{8}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CommitRequest) GetManifest() *FileManifest {
@@ -698,6 +785,13 @@ func (x *CommitRequest) GetOverwrite() bool {
 	return false
 }
 
+func (x *CommitRequest) GetReplaces() *FileVersion {
+	if x != nil {
+		return x.Replaces
+	}
+	return nil
+}
+
 type CommitResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Manifest      *FileManifest          `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
@@ -707,7 +801,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[9]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +813,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[9]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +826,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{9}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CommitResponse) GetManifest() *FileManifest {
@@ -753,7 +847,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[10]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +859,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[10]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +872,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{10}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DownloadRequest) GetName() string {
@@ -814,7 +908,7 @@ type DownloadResponse struct {
 
 func (x *DownloadResponse) Reset() {
 	*x = DownloadResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[11]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +920,7 @@ func (x *DownloadResponse) String() string {
 func (*DownloadResponse) ProtoMessage() {}
 
 func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[11]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +933,7 @@ func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{11}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DownloadResponse) GetManifest() *FileManifest {
@@ -880,7 +974,7 @@ type StatRequest struct {
 
 func (x *StatRequest) Reset() {
 	*x = StatRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[12]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +986,7 @@ func (x *StatRequest) String() string {
 func (*StatRequest) ProtoMessage() {}
 
 func (x *StatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[12]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +999,7 @@ func (x *StatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatRequest.ProtoReflect.Descriptor instead.
 func (*StatRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{12}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StatRequest) GetName() string {
@@ -932,7 +1026,7 @@ type StatResponse struct {
 
 func (x *StatResponse) Reset() {
 	*x = StatResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[13]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1038,7 @@ func (x *StatResponse) String() string {
 func (*StatResponse) ProtoMessage() {}
 
 func (x *StatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[13]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1051,7 @@ func (x *StatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatResponse.ProtoReflect.Descriptor instead.
 func (*StatResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{13}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StatResponse) GetManifest() *FileManifest {
@@ -988,7 +1082,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[14]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1094,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[14]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1107,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{14}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -1074,7 +1168,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[15]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1180,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[15]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1193,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{15}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FileInfo) GetName() string {
@@ -1169,7 +1263,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1275,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1288,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{16}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListResponse) GetFiles() []*FileInfo {
@@ -1229,7 +1323,7 @@ type ClusterNote struct {
 
 func (x *ClusterNote) Reset() {
 	*x = ClusterNote{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1335,7 @@ func (x *ClusterNote) String() string {
 func (*ClusterNote) ProtoMessage() {}
 
 func (x *ClusterNote) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1348,7 @@ func (x *ClusterNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNote.ProtoReflect.Descriptor instead.
 func (*ClusterNote) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{17}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ClusterNote) GetCluster() string {
@@ -1280,7 +1374,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1386,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1399,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{18}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteRequest) GetName() string {
@@ -1323,7 +1417,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1429,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1442,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{19}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{20}
 }
 
 type ReplicateRequest struct {
@@ -1362,7 +1456,7 @@ type ReplicateRequest struct {
 
 func (x *ReplicateRequest) Reset() {
 	*x = ReplicateRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1468,7 @@ func (x *ReplicateRequest) String() string {
 func (*ReplicateRequest) ProtoMessage() {}
 
 func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1481,7 @@ func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{20}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReplicateRequest) GetName() string {
@@ -1425,7 +1519,7 @@ type ReplicateResponse struct {
 
 func (x *ReplicateResponse) Reset() {
 	*x = ReplicateResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1531,7 @@ func (x *ReplicateResponse) String() string {
 func (*ReplicateResponse) ProtoMessage() {}
 
 func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1544,7 @@ func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{21}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReplicateResponse) GetManifest() *FileManifest {
@@ -1503,7 +1597,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1609,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1622,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{22}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
 }
 
 type NodeStatus struct {
@@ -1556,7 +1650,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1662,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1675,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -1720,7 +1814,7 @@ type LimitStatus struct {
 
 func (x *LimitStatus) Reset() {
 	*x = LimitStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1732,7 +1826,7 @@ func (x *LimitStatus) String() string {
 func (*LimitStatus) ProtoMessage() {}
 
 func (x *LimitStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1745,7 +1839,7 @@ func (x *LimitStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitStatus.ProtoReflect.Descriptor instead.
 func (*LimitStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LimitStatus) GetOpenStreams() uint64 {
@@ -1818,7 +1912,7 @@ type FederationStatus struct {
 
 func (x *FederationStatus) Reset() {
 	*x = FederationStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +1924,7 @@ func (x *FederationStatus) String() string {
 func (*FederationStatus) ProtoMessage() {}
 
 func (x *FederationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +1937,7 @@ func (x *FederationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationStatus.ProtoReflect.Descriptor instead.
 func (*FederationStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FederationStatus) GetLookups() uint64 {
@@ -1893,7 +1987,7 @@ type CacheTierStatus struct {
 
 func (x *CacheTierStatus) Reset() {
 	*x = CacheTierStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +1999,7 @@ func (x *CacheTierStatus) String() string {
 func (*CacheTierStatus) ProtoMessage() {}
 
 func (x *CacheTierStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2012,7 @@ func (x *CacheTierStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheTierStatus.ProtoReflect.Descriptor instead.
 func (*CacheTierStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CacheTierStatus) GetTier() string {
@@ -2007,7 +2101,7 @@ type HealStatus struct {
 
 func (x *HealStatus) Reset() {
 	*x = HealStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2113,7 @@ func (x *HealStatus) String() string {
 func (*HealStatus) ProtoMessage() {}
 
 func (x *HealStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2126,7 @@ func (x *HealStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealStatus.ProtoReflect.Descriptor instead.
 func (*HealStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *HealStatus) GetScrubbedChunks() uint64 {
@@ -2093,7 +2187,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2199,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2212,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StatusResponse) GetLeaderId() string {
@@ -2197,7 +2291,7 @@ type PeerClusterStatus struct {
 
 func (x *PeerClusterStatus) Reset() {
 	*x = PeerClusterStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2303,7 @@ func (x *PeerClusterStatus) String() string {
 func (*PeerClusterStatus) ProtoMessage() {}
 
 func (x *PeerClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2316,7 @@ func (x *PeerClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerClusterStatus.ProtoReflect.Descriptor instead.
 func (*PeerClusterStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PeerClusterStatus) GetName() string {
@@ -2313,7 +2407,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2325,7 +2419,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2338,7 +2432,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -2370,7 +2464,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2382,7 +2476,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2395,7 +2489,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
 }
 
 type LeaveRequest struct {
@@ -2407,7 +2501,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2419,7 +2513,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2432,7 +2526,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -2450,7 +2544,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2556,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2569,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
 }
 
 type ListChunksRequest struct {
@@ -2486,7 +2580,7 @@ type ListChunksRequest struct {
 
 func (x *ListChunksRequest) Reset() {
 	*x = ListChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2498,7 +2592,7 @@ func (x *ListChunksRequest) String() string {
 func (*ListChunksRequest) ProtoMessage() {}
 
 func (x *ListChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +2605,7 @@ func (x *ListChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChunksRequest.ProtoReflect.Descriptor instead.
 func (*ListChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
 }
 
 type ListChunksResponse struct {
@@ -2524,7 +2618,7 @@ type ListChunksResponse struct {
 
 func (x *ListChunksResponse) Reset() {
 	*x = ListChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2536,7 +2630,7 @@ func (x *ListChunksResponse) String() string {
 func (*ListChunksResponse) ProtoMessage() {}
 
 func (x *ListChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2549,7 +2643,7 @@ func (x *ListChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChunksResponse.ProtoReflect.Descriptor instead.
 func (*ListChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListChunksResponse) GetIds() [][]byte {
@@ -2575,7 +2669,7 @@ type DeleteChunksRequest struct {
 
 func (x *DeleteChunksRequest) Reset() {
 	*x = DeleteChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2587,7 +2681,7 @@ func (x *DeleteChunksRequest) String() string {
 func (*DeleteChunksRequest) ProtoMessage() {}
 
 func (x *DeleteChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2600,7 +2694,7 @@ func (x *DeleteChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DeleteChunksRequest) GetIds() [][]byte {
@@ -2619,7 +2713,7 @@ type DeleteChunksResponse struct {
 
 func (x *DeleteChunksResponse) Reset() {
 	*x = DeleteChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2631,7 +2725,7 @@ func (x *DeleteChunksResponse) String() string {
 func (*DeleteChunksResponse) ProtoMessage() {}
 
 func (x *DeleteChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2644,7 +2738,7 @@ func (x *DeleteChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DeleteChunksResponse) GetDeleted() uint64 {
@@ -2663,7 +2757,7 @@ type CollectRequest struct {
 
 func (x *CollectRequest) Reset() {
 	*x = CollectRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2675,7 +2769,7 @@ func (x *CollectRequest) String() string {
 func (*CollectRequest) ProtoMessage() {}
 
 func (x *CollectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2688,7 +2782,7 @@ func (x *CollectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectRequest.ProtoReflect.Descriptor instead.
 func (*CollectRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CollectRequest) GetDryRun() bool {
@@ -2712,7 +2806,7 @@ type CollectResponse struct {
 
 func (x *CollectResponse) Reset() {
 	*x = CollectResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2724,7 +2818,7 @@ func (x *CollectResponse) String() string {
 func (*CollectResponse) ProtoMessage() {}
 
 func (x *CollectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2737,7 +2831,7 @@ func (x *CollectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectResponse.ProtoReflect.Descriptor instead.
 func (*CollectResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CollectResponse) GetUnreferenced() uint64 {
@@ -2790,7 +2884,7 @@ type RepairRequest struct {
 
 func (x *RepairRequest) Reset() {
 	*x = RepairRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2802,7 +2896,7 @@ func (x *RepairRequest) String() string {
 func (*RepairRequest) ProtoMessage() {}
 
 func (x *RepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2815,7 +2909,7 @@ func (x *RepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
 func (*RepairRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
 }
 
 type RepairResponse struct {
@@ -2830,7 +2924,7 @@ type RepairResponse struct {
 
 func (x *RepairResponse) Reset() {
 	*x = RepairResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2842,7 +2936,7 @@ func (x *RepairResponse) String() string {
 func (*RepairResponse) ProtoMessage() {}
 
 func (x *RepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2855,7 +2949,7 @@ func (x *RepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairResponse.ProtoReflect.Descriptor instead.
 func (*RepairResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RepairResponse) GetChunksChecked() uint64 {
@@ -2898,7 +2992,7 @@ type FiltersRequest struct {
 
 func (x *FiltersRequest) Reset() {
 	*x = FiltersRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2910,7 +3004,7 @@ func (x *FiltersRequest) String() string {
 func (*FiltersRequest) ProtoMessage() {}
 
 func (x *FiltersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2923,7 +3017,7 @@ func (x *FiltersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiltersRequest.ProtoReflect.Descriptor instead.
 func (*FiltersRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FiltersRequest) GetFromCluster() string {
@@ -2963,7 +3057,7 @@ type BeyondFilters struct {
 
 func (x *BeyondFilters) Reset() {
 	*x = BeyondFilters{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3069,7 @@ func (x *BeyondFilters) String() string {
 func (*BeyondFilters) ProtoMessage() {}
 
 func (x *BeyondFilters) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3082,7 @@ func (x *BeyondFilters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeyondFilters.ProtoReflect.Descriptor instead.
 func (*BeyondFilters) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *BeyondFilters) GetCluster() string {
@@ -3037,7 +3131,7 @@ type FiltersResponse struct {
 
 func (x *FiltersResponse) Reset() {
 	*x = FiltersResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3049,7 +3143,7 @@ func (x *FiltersResponse) String() string {
 func (*FiltersResponse) ProtoMessage() {}
 
 func (x *FiltersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3062,7 +3156,7 @@ func (x *FiltersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiltersResponse.ProtoReflect.Descriptor instead.
 func (*FiltersResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *FiltersResponse) GetCluster() string {
@@ -3130,7 +3224,7 @@ type ProposeRequest struct {
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3142,7 +3236,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3155,7 +3249,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ProposeRequest) GetCommand() []byte {
@@ -3174,7 +3268,7 @@ type ProposeResponse struct {
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3186,7 +3280,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3199,7 +3293,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ProposeResponse) GetManifest() *FileManifest {
@@ -3217,7 +3311,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3229,7 +3323,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3242,7 +3336,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
 }
 
 type ReadIndexResponse struct {
@@ -3254,7 +3348,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3266,7 +3360,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3279,7 +3373,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -3298,7 +3392,7 @@ type HasChunksRequest struct {
 
 func (x *HasChunksRequest) Reset() {
 	*x = HasChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3310,7 +3404,7 @@ func (x *HasChunksRequest) String() string {
 func (*HasChunksRequest) ProtoMessage() {}
 
 func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3323,7 +3417,7 @@ func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksRequest.ProtoReflect.Descriptor instead.
 func (*HasChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *HasChunksRequest) GetIds() [][]byte {
@@ -3342,7 +3436,7 @@ type HasChunksResponse struct {
 
 func (x *HasChunksResponse) Reset() {
 	*x = HasChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3354,7 +3448,7 @@ func (x *HasChunksResponse) String() string {
 func (*HasChunksResponse) ProtoMessage() {}
 
 func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3367,7 +3461,7 @@ func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksResponse.ProtoReflect.Descriptor instead.
 func (*HasChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *HasChunksResponse) GetHas() []bool {
@@ -3386,7 +3480,7 @@ type PutChunksRequest struct {
 
 func (x *PutChunksRequest) Reset() {
 	*x = PutChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3398,7 +3492,7 @@ func (x *PutChunksRequest) String() string {
 func (*PutChunksRequest) ProtoMessage() {}
 
 func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3411,7 +3505,7 @@ func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksRequest.ProtoReflect.Descriptor instead.
 func (*PutChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PutChunksRequest) GetChunk() *Chunk {
@@ -3431,7 +3525,7 @@ type PutChunksResponse struct {
 
 func (x *PutChunksResponse) Reset() {
 	*x = PutChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3443,7 +3537,7 @@ func (x *PutChunksResponse) String() string {
 func (*PutChunksResponse) ProtoMessage() {}
 
 func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3456,7 +3550,7 @@ func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksResponse.ProtoReflect.Descriptor instead.
 func (*PutChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PutChunksResponse) GetId() []byte {
@@ -3482,7 +3576,7 @@ type GetChunkRequest struct {
 
 func (x *GetChunkRequest) Reset() {
 	*x = GetChunkRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3494,7 +3588,7 @@ func (x *GetChunkRequest) String() string {
 func (*GetChunkRequest) ProtoMessage() {}
 
 func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3507,7 +3601,7 @@ func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkRequest.ProtoReflect.Descriptor instead.
 func (*GetChunkRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetChunkRequest) GetId() []byte {
@@ -3526,7 +3620,7 @@ type GetChunkResponse struct {
 
 func (x *GetChunkResponse) Reset() {
 	*x = GetChunkResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3538,7 +3632,7 @@ func (x *GetChunkResponse) String() string {
 func (*GetChunkResponse) ProtoMessage() {}
 
 func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3551,7 +3645,7 @@ func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkResponse.ProtoReflect.Descriptor instead.
 func (*GetChunkResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetChunkResponse) GetChunk() *Chunk {
@@ -3569,7 +3663,7 @@ type LocalStatusRequest struct {
 
 func (x *LocalStatusRequest) Reset() {
 	*x = LocalStatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3581,7 +3675,7 @@ func (x *LocalStatusRequest) String() string {
 func (*LocalStatusRequest) ProtoMessage() {}
 
 func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3594,7 +3688,7 @@ func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalStatusRequest.ProtoReflect.Descriptor instead.
 func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{55}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{56}
 }
 
 // Command is one entry of the Raft log. Apply is a pure function of the
@@ -3616,7 +3710,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3628,7 +3722,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3641,7 +3735,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{56}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -3757,7 +3851,7 @@ type CollectChunks struct {
 
 func (x *CollectChunks) Reset() {
 	*x = CollectChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3769,7 +3863,7 @@ func (x *CollectChunks) String() string {
 func (*CollectChunks) ProtoMessage() {}
 
 func (x *CollectChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3782,7 +3876,7 @@ func (x *CollectChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectChunks.ProtoReflect.Descriptor instead.
 func (*CollectChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CollectChunks) GetIds() [][]byte {
@@ -3803,7 +3897,7 @@ type ForgetChunks struct {
 
 func (x *ForgetChunks) Reset() {
 	*x = ForgetChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3815,7 +3909,7 @@ func (x *ForgetChunks) String() string {
 func (*ForgetChunks) ProtoMessage() {}
 
 func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3828,7 +3922,7 @@ func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetChunks.ProtoReflect.Descriptor instead.
 func (*ForgetChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ForgetChunks) GetIds() [][]byte {
@@ -3847,14 +3941,15 @@ type PutFile struct {
 	// command applies, chunks it found may have been deleted since (their
 	// marks already cleared): the command is refused and the proposer checks
 	// again. Unset: no such check (commands from before this field).
-	CollectionsSeen *uint64 `protobuf:"varint,3,opt,name=collections_seen,json=collectionsSeen,proto3,oneof" json:"collections_seen,omitempty"`
+	CollectionsSeen *uint64      `protobuf:"varint,3,opt,name=collections_seen,json=collectionsSeen,proto3,oneof" json:"collections_seen,omitempty"`
+	Replaces        *FileVersion `protobuf:"bytes,4,opt,name=replaces,proto3" json:"replaces,omitempty"` // see CommitRequest.replaces
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PutFile) Reset() {
 	*x = PutFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3866,7 +3961,7 @@ func (x *PutFile) String() string {
 func (*PutFile) ProtoMessage() {}
 
 func (x *PutFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3879,7 +3974,7 @@ func (x *PutFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFile.ProtoReflect.Descriptor instead.
 func (*PutFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *PutFile) GetManifest() *FileManifest {
@@ -3903,6 +3998,13 @@ func (x *PutFile) GetCollectionsSeen() uint64 {
 	return 0
 }
 
+func (x *PutFile) GetReplaces() *FileVersion {
+	if x != nil {
+		return x.Replaces
+	}
+	return nil
+}
+
 type DeleteFile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -3912,7 +4014,7 @@ type DeleteFile struct {
 
 func (x *DeleteFile) Reset() {
 	*x = DeleteFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3924,7 +4026,7 @@ func (x *DeleteFile) String() string {
 func (*DeleteFile) ProtoMessage() {}
 
 func (x *DeleteFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3937,7 +4039,7 @@ func (x *DeleteFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFile.ProtoReflect.Descriptor instead.
 func (*DeleteFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *DeleteFile) GetName() string {
@@ -3959,7 +4061,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3971,7 +4073,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3984,7 +4086,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -4024,7 +4126,7 @@ type SetNode struct {
 
 func (x *SetNode) Reset() {
 	*x = SetNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4036,7 +4138,7 @@ func (x *SetNode) String() string {
 func (*SetNode) ProtoMessage() {}
 
 func (x *SetNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4049,7 +4151,7 @@ func (x *SetNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNode.ProtoReflect.Descriptor instead.
 func (*SetNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SetNode) GetNode() *NodeInfo {
@@ -4068,7 +4170,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4080,7 +4182,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4093,7 +4195,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{63}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RemoveNode) GetId() string {
@@ -4116,7 +4218,7 @@ type CatalogSnapshot struct {
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4128,7 +4230,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4141,7 +4243,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{64}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CatalogSnapshot) GetFiles() []*FileManifest {
@@ -4210,19 +4312,26 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x0ebytes_received\x18\x03 \x01(\x04R\rbytesReceived\"Z\n" +
 	"\x14MissingChunksRequest\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\fR\x03ids\x120\n" +
-	"\x06intent\x18\x02 \x01(\v2\x18.ddstore.v1.UploadIntentR\x06intent\"\xb7\x01\n" +
+	"\x06intent\x18\x02 \x01(\v2\x18.ddstore.v1.UploadIntentR\x06intent\"\xd5\x01\n" +
 	"\fUploadIntent\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04date\x18\x02 \x01(\tR\x04date\x12B\n" +
-	"\bmetadata\x18\x03 \x03(\v2&.ddstore.v1.UploadIntent.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x03 \x03(\v2&.ddstore.v1.UploadIntent.MetadataEntryR\bmetadata\x12\x1c\n" +
+	"\toverwrite\x18\x04 \x01(\bR\toverwrite\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"1\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"i\n" +
+	"\vFileVersion\x12\x16\n" +
+	"\x06exists\x18\x01 \x01(\bR\x06exists\x12*\n" +
+	"\x11created_unix_nano\x18\x02 \x01(\x03R\x0fcreatedUnixNano\x12\x16\n" +
+	"\x06blake3\x18\x03 \x01(\fR\x06blake3\"d\n" +
 	"\x15MissingChunksResponse\x12\x18\n" +
-	"\amissing\x18\x01 \x03(\fR\amissing\"c\n" +
+	"\amissing\x18\x01 \x03(\fR\amissing\x121\n" +
+	"\acurrent\x18\x02 \x01(\v2\x17.ddstore.v1.FileVersionR\acurrent\"\x98\x01\n" +
 	"\rCommitRequest\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x1c\n" +
-	"\toverwrite\x18\x02 \x01(\bR\toverwrite\"F\n" +
+	"\toverwrite\x18\x02 \x01(\bR\toverwrite\x123\n" +
+	"\breplaces\x18\x03 \x01(\v2\x17.ddstore.v1.FileVersionR\breplaces\"F\n" +
 	"\x0eCommitResponse\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\"\x81\x01\n" +
 	"\x0fDownloadRequest\x12\x12\n" +
@@ -4458,11 +4567,12 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\rCollectChunks\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\fR\x03ids\" \n" +
 	"\fForgetChunks\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\fR\x03ids\"\xa2\x01\n" +
+	"\x03ids\x18\x01 \x03(\fR\x03ids\"\xd7\x01\n" +
 	"\aPutFile\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x1c\n" +
 	"\toverwrite\x18\x02 \x01(\bR\toverwrite\x12.\n" +
-	"\x10collections_seen\x18\x03 \x01(\x04H\x00R\x0fcollectionsSeen\x88\x01\x01B\x13\n" +
+	"\x10collections_seen\x18\x03 \x01(\x04H\x00R\x0fcollectionsSeen\x88\x01\x01\x123\n" +
+	"\breplaces\x18\x04 \x01(\v2\x17.ddstore.v1.FileVersionR\breplacesB\x13\n" +
 	"\x11_collections_seen\" \n" +
 	"\n" +
 	"DeleteFile\x12\x12\n" +
@@ -4535,7 +4645,7 @@ func file_ddstore_v1_ddstore_proto_rawDescGZIP() []byte {
 }
 
 var file_ddstore_v1_ddstore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
+var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(Codec)(0),                    // 0: ddstore.v1.Codec
 	(Consistency)(0),              // 1: ddstore.v1.Consistency
@@ -4546,158 +4656,162 @@ var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(*UploadResponse)(nil),        // 6: ddstore.v1.UploadResponse
 	(*MissingChunksRequest)(nil),  // 7: ddstore.v1.MissingChunksRequest
 	(*UploadIntent)(nil),          // 8: ddstore.v1.UploadIntent
-	(*MissingChunksResponse)(nil), // 9: ddstore.v1.MissingChunksResponse
-	(*CommitRequest)(nil),         // 10: ddstore.v1.CommitRequest
-	(*CommitResponse)(nil),        // 11: ddstore.v1.CommitResponse
-	(*DownloadRequest)(nil),       // 12: ddstore.v1.DownloadRequest
-	(*DownloadResponse)(nil),      // 13: ddstore.v1.DownloadResponse
-	(*StatRequest)(nil),           // 14: ddstore.v1.StatRequest
-	(*StatResponse)(nil),          // 15: ddstore.v1.StatResponse
-	(*ListRequest)(nil),           // 16: ddstore.v1.ListRequest
-	(*FileInfo)(nil),              // 17: ddstore.v1.FileInfo
-	(*ListResponse)(nil),          // 18: ddstore.v1.ListResponse
-	(*ClusterNote)(nil),           // 19: ddstore.v1.ClusterNote
-	(*DeleteRequest)(nil),         // 20: ddstore.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 21: ddstore.v1.DeleteResponse
-	(*ReplicateRequest)(nil),      // 22: ddstore.v1.ReplicateRequest
-	(*ReplicateResponse)(nil),     // 23: ddstore.v1.ReplicateResponse
-	(*StatusRequest)(nil),         // 24: ddstore.v1.StatusRequest
-	(*NodeStatus)(nil),            // 25: ddstore.v1.NodeStatus
-	(*LimitStatus)(nil),           // 26: ddstore.v1.LimitStatus
-	(*FederationStatus)(nil),      // 27: ddstore.v1.FederationStatus
-	(*CacheTierStatus)(nil),       // 28: ddstore.v1.CacheTierStatus
-	(*HealStatus)(nil),            // 29: ddstore.v1.HealStatus
-	(*StatusResponse)(nil),        // 30: ddstore.v1.StatusResponse
-	(*PeerClusterStatus)(nil),     // 31: ddstore.v1.PeerClusterStatus
-	(*JoinRequest)(nil),           // 32: ddstore.v1.JoinRequest
-	(*JoinResponse)(nil),          // 33: ddstore.v1.JoinResponse
-	(*LeaveRequest)(nil),          // 34: ddstore.v1.LeaveRequest
-	(*LeaveResponse)(nil),         // 35: ddstore.v1.LeaveResponse
-	(*ListChunksRequest)(nil),     // 36: ddstore.v1.ListChunksRequest
-	(*ListChunksResponse)(nil),    // 37: ddstore.v1.ListChunksResponse
-	(*DeleteChunksRequest)(nil),   // 38: ddstore.v1.DeleteChunksRequest
-	(*DeleteChunksResponse)(nil),  // 39: ddstore.v1.DeleteChunksResponse
-	(*CollectRequest)(nil),        // 40: ddstore.v1.CollectRequest
-	(*CollectResponse)(nil),       // 41: ddstore.v1.CollectResponse
-	(*RepairRequest)(nil),         // 42: ddstore.v1.RepairRequest
-	(*RepairResponse)(nil),        // 43: ddstore.v1.RepairResponse
-	(*FiltersRequest)(nil),        // 44: ddstore.v1.FiltersRequest
-	(*BeyondFilters)(nil),         // 45: ddstore.v1.BeyondFilters
-	(*FiltersResponse)(nil),       // 46: ddstore.v1.FiltersResponse
-	(*ProposeRequest)(nil),        // 47: ddstore.v1.ProposeRequest
-	(*ProposeResponse)(nil),       // 48: ddstore.v1.ProposeResponse
-	(*ReadIndexRequest)(nil),      // 49: ddstore.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 50: ddstore.v1.ReadIndexResponse
-	(*HasChunksRequest)(nil),      // 51: ddstore.v1.HasChunksRequest
-	(*HasChunksResponse)(nil),     // 52: ddstore.v1.HasChunksResponse
-	(*PutChunksRequest)(nil),      // 53: ddstore.v1.PutChunksRequest
-	(*PutChunksResponse)(nil),     // 54: ddstore.v1.PutChunksResponse
-	(*GetChunkRequest)(nil),       // 55: ddstore.v1.GetChunkRequest
-	(*GetChunkResponse)(nil),      // 56: ddstore.v1.GetChunkResponse
-	(*LocalStatusRequest)(nil),    // 57: ddstore.v1.LocalStatusRequest
-	(*Command)(nil),               // 58: ddstore.v1.Command
-	(*CollectChunks)(nil),         // 59: ddstore.v1.CollectChunks
-	(*ForgetChunks)(nil),          // 60: ddstore.v1.ForgetChunks
-	(*PutFile)(nil),               // 61: ddstore.v1.PutFile
-	(*DeleteFile)(nil),            // 62: ddstore.v1.DeleteFile
-	(*NodeInfo)(nil),              // 63: ddstore.v1.NodeInfo
-	(*SetNode)(nil),               // 64: ddstore.v1.SetNode
-	(*RemoveNode)(nil),            // 65: ddstore.v1.RemoveNode
-	(*CatalogSnapshot)(nil),       // 66: ddstore.v1.CatalogSnapshot
-	nil,                           // 67: ddstore.v1.FileManifest.MetadataEntry
-	nil,                           // 68: ddstore.v1.UploadIntent.MetadataEntry
-	nil,                           // 69: ddstore.v1.FiltersRequest.HaveBeyondEntry
+	(*FileVersion)(nil),           // 9: ddstore.v1.FileVersion
+	(*MissingChunksResponse)(nil), // 10: ddstore.v1.MissingChunksResponse
+	(*CommitRequest)(nil),         // 11: ddstore.v1.CommitRequest
+	(*CommitResponse)(nil),        // 12: ddstore.v1.CommitResponse
+	(*DownloadRequest)(nil),       // 13: ddstore.v1.DownloadRequest
+	(*DownloadResponse)(nil),      // 14: ddstore.v1.DownloadResponse
+	(*StatRequest)(nil),           // 15: ddstore.v1.StatRequest
+	(*StatResponse)(nil),          // 16: ddstore.v1.StatResponse
+	(*ListRequest)(nil),           // 17: ddstore.v1.ListRequest
+	(*FileInfo)(nil),              // 18: ddstore.v1.FileInfo
+	(*ListResponse)(nil),          // 19: ddstore.v1.ListResponse
+	(*ClusterNote)(nil),           // 20: ddstore.v1.ClusterNote
+	(*DeleteRequest)(nil),         // 21: ddstore.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 22: ddstore.v1.DeleteResponse
+	(*ReplicateRequest)(nil),      // 23: ddstore.v1.ReplicateRequest
+	(*ReplicateResponse)(nil),     // 24: ddstore.v1.ReplicateResponse
+	(*StatusRequest)(nil),         // 25: ddstore.v1.StatusRequest
+	(*NodeStatus)(nil),            // 26: ddstore.v1.NodeStatus
+	(*LimitStatus)(nil),           // 27: ddstore.v1.LimitStatus
+	(*FederationStatus)(nil),      // 28: ddstore.v1.FederationStatus
+	(*CacheTierStatus)(nil),       // 29: ddstore.v1.CacheTierStatus
+	(*HealStatus)(nil),            // 30: ddstore.v1.HealStatus
+	(*StatusResponse)(nil),        // 31: ddstore.v1.StatusResponse
+	(*PeerClusterStatus)(nil),     // 32: ddstore.v1.PeerClusterStatus
+	(*JoinRequest)(nil),           // 33: ddstore.v1.JoinRequest
+	(*JoinResponse)(nil),          // 34: ddstore.v1.JoinResponse
+	(*LeaveRequest)(nil),          // 35: ddstore.v1.LeaveRequest
+	(*LeaveResponse)(nil),         // 36: ddstore.v1.LeaveResponse
+	(*ListChunksRequest)(nil),     // 37: ddstore.v1.ListChunksRequest
+	(*ListChunksResponse)(nil),    // 38: ddstore.v1.ListChunksResponse
+	(*DeleteChunksRequest)(nil),   // 39: ddstore.v1.DeleteChunksRequest
+	(*DeleteChunksResponse)(nil),  // 40: ddstore.v1.DeleteChunksResponse
+	(*CollectRequest)(nil),        // 41: ddstore.v1.CollectRequest
+	(*CollectResponse)(nil),       // 42: ddstore.v1.CollectResponse
+	(*RepairRequest)(nil),         // 43: ddstore.v1.RepairRequest
+	(*RepairResponse)(nil),        // 44: ddstore.v1.RepairResponse
+	(*FiltersRequest)(nil),        // 45: ddstore.v1.FiltersRequest
+	(*BeyondFilters)(nil),         // 46: ddstore.v1.BeyondFilters
+	(*FiltersResponse)(nil),       // 47: ddstore.v1.FiltersResponse
+	(*ProposeRequest)(nil),        // 48: ddstore.v1.ProposeRequest
+	(*ProposeResponse)(nil),       // 49: ddstore.v1.ProposeResponse
+	(*ReadIndexRequest)(nil),      // 50: ddstore.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 51: ddstore.v1.ReadIndexResponse
+	(*HasChunksRequest)(nil),      // 52: ddstore.v1.HasChunksRequest
+	(*HasChunksResponse)(nil),     // 53: ddstore.v1.HasChunksResponse
+	(*PutChunksRequest)(nil),      // 54: ddstore.v1.PutChunksRequest
+	(*PutChunksResponse)(nil),     // 55: ddstore.v1.PutChunksResponse
+	(*GetChunkRequest)(nil),       // 56: ddstore.v1.GetChunkRequest
+	(*GetChunkResponse)(nil),      // 57: ddstore.v1.GetChunkResponse
+	(*LocalStatusRequest)(nil),    // 58: ddstore.v1.LocalStatusRequest
+	(*Command)(nil),               // 59: ddstore.v1.Command
+	(*CollectChunks)(nil),         // 60: ddstore.v1.CollectChunks
+	(*ForgetChunks)(nil),          // 61: ddstore.v1.ForgetChunks
+	(*PutFile)(nil),               // 62: ddstore.v1.PutFile
+	(*DeleteFile)(nil),            // 63: ddstore.v1.DeleteFile
+	(*NodeInfo)(nil),              // 64: ddstore.v1.NodeInfo
+	(*SetNode)(nil),               // 65: ddstore.v1.SetNode
+	(*RemoveNode)(nil),            // 66: ddstore.v1.RemoveNode
+	(*CatalogSnapshot)(nil),       // 67: ddstore.v1.CatalogSnapshot
+	nil,                           // 68: ddstore.v1.FileManifest.MetadataEntry
+	nil,                           // 69: ddstore.v1.UploadIntent.MetadataEntry
+	nil,                           // 70: ddstore.v1.FiltersRequest.HaveBeyondEntry
 }
 var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	0,  // 0: ddstore.v1.Chunk.codec:type_name -> ddstore.v1.Codec
 	3,  // 1: ddstore.v1.FileManifest.chunks:type_name -> ddstore.v1.ChunkRef
-	67, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
+	68, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
 	2,  // 3: ddstore.v1.UploadRequest.chunk:type_name -> ddstore.v1.Chunk
 	8,  // 4: ddstore.v1.MissingChunksRequest.intent:type_name -> ddstore.v1.UploadIntent
-	68, // 5: ddstore.v1.UploadIntent.metadata:type_name -> ddstore.v1.UploadIntent.MetadataEntry
-	4,  // 6: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
-	4,  // 7: ddstore.v1.CommitResponse.manifest:type_name -> ddstore.v1.FileManifest
-	1,  // 8: ddstore.v1.DownloadRequest.consistency:type_name -> ddstore.v1.Consistency
-	4,  // 9: ddstore.v1.DownloadResponse.manifest:type_name -> ddstore.v1.FileManifest
-	2,  // 10: ddstore.v1.DownloadResponse.chunk:type_name -> ddstore.v1.Chunk
-	1,  // 11: ddstore.v1.StatRequest.consistency:type_name -> ddstore.v1.Consistency
-	4,  // 12: ddstore.v1.StatResponse.manifest:type_name -> ddstore.v1.FileManifest
-	1,  // 13: ddstore.v1.ListRequest.consistency:type_name -> ddstore.v1.Consistency
-	17, // 14: ddstore.v1.ListResponse.files:type_name -> ddstore.v1.FileInfo
-	19, // 15: ddstore.v1.ListResponse.unanswered:type_name -> ddstore.v1.ClusterNote
-	4,  // 16: ddstore.v1.ReplicateResponse.manifest:type_name -> ddstore.v1.FileManifest
-	28, // 17: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
-	29, // 18: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
-	27, // 19: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
-	26, // 20: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
-	25, // 21: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
-	31, // 22: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
-	69, // 23: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
-	45, // 24: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
-	4,  // 25: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
-	2,  // 26: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
-	2,  // 27: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
-	61, // 28: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
-	62, // 29: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
-	64, // 30: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
-	65, // 31: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
-	59, // 32: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
-	60, // 33: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
-	4,  // 34: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
-	63, // 35: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
-	4,  // 36: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
-	63, // 37: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
-	5,  // 38: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
-	7,  // 39: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
-	10, // 40: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
-	12, // 41: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
-	14, // 42: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
-	16, // 43: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
-	20, // 44: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
-	24, // 45: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
-	32, // 46: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
-	34, // 47: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
-	40, // 48: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
-	42, // 49: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
-	22, // 50: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
-	47, // 51: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
-	49, // 52: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
-	51, // 53: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
-	53, // 54: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
-	55, // 55: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	57, // 56: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
-	36, // 57: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
-	38, // 58: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
-	44, // 59: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
-	55, // 60: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	6,  // 61: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
-	9,  // 62: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
-	11, // 63: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
-	13, // 64: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
-	15, // 65: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
-	18, // 66: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
-	21, // 67: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
-	30, // 68: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
-	33, // 69: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
-	35, // 70: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
-	41, // 71: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
-	43, // 72: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
-	23, // 73: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
-	48, // 74: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
-	50, // 75: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
-	52, // 76: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
-	54, // 77: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
-	56, // 78: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	25, // 79: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
-	37, // 80: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
-	39, // 81: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
-	46, // 82: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
-	56, // 83: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	61, // [61:84] is the sub-list for method output_type
-	38, // [38:61] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	69, // 5: ddstore.v1.UploadIntent.metadata:type_name -> ddstore.v1.UploadIntent.MetadataEntry
+	9,  // 6: ddstore.v1.MissingChunksResponse.current:type_name -> ddstore.v1.FileVersion
+	4,  // 7: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
+	9,  // 8: ddstore.v1.CommitRequest.replaces:type_name -> ddstore.v1.FileVersion
+	4,  // 9: ddstore.v1.CommitResponse.manifest:type_name -> ddstore.v1.FileManifest
+	1,  // 10: ddstore.v1.DownloadRequest.consistency:type_name -> ddstore.v1.Consistency
+	4,  // 11: ddstore.v1.DownloadResponse.manifest:type_name -> ddstore.v1.FileManifest
+	2,  // 12: ddstore.v1.DownloadResponse.chunk:type_name -> ddstore.v1.Chunk
+	1,  // 13: ddstore.v1.StatRequest.consistency:type_name -> ddstore.v1.Consistency
+	4,  // 14: ddstore.v1.StatResponse.manifest:type_name -> ddstore.v1.FileManifest
+	1,  // 15: ddstore.v1.ListRequest.consistency:type_name -> ddstore.v1.Consistency
+	18, // 16: ddstore.v1.ListResponse.files:type_name -> ddstore.v1.FileInfo
+	20, // 17: ddstore.v1.ListResponse.unanswered:type_name -> ddstore.v1.ClusterNote
+	4,  // 18: ddstore.v1.ReplicateResponse.manifest:type_name -> ddstore.v1.FileManifest
+	29, // 19: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
+	30, // 20: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
+	28, // 21: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
+	27, // 22: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
+	26, // 23: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
+	32, // 24: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
+	70, // 25: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
+	46, // 26: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
+	4,  // 27: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
+	2,  // 28: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
+	2,  // 29: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
+	62, // 30: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
+	63, // 31: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
+	65, // 32: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
+	66, // 33: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
+	60, // 34: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
+	61, // 35: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
+	4,  // 36: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
+	9,  // 37: ddstore.v1.PutFile.replaces:type_name -> ddstore.v1.FileVersion
+	64, // 38: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
+	4,  // 39: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
+	64, // 40: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
+	5,  // 41: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
+	7,  // 42: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
+	11, // 43: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
+	13, // 44: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
+	15, // 45: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
+	17, // 46: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
+	21, // 47: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
+	25, // 48: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
+	33, // 49: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
+	35, // 50: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
+	41, // 51: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
+	43, // 52: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
+	23, // 53: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
+	48, // 54: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
+	50, // 55: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
+	52, // 56: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
+	54, // 57: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
+	56, // 58: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	58, // 59: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
+	37, // 60: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
+	39, // 61: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
+	45, // 62: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
+	56, // 63: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	6,  // 64: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
+	10, // 65: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
+	12, // 66: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
+	14, // 67: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
+	16, // 68: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
+	19, // 69: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
+	22, // 70: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
+	31, // 71: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
+	34, // 72: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
+	36, // 73: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
+	42, // 74: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
+	44, // 75: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
+	24, // 76: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
+	49, // 77: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
+	51, // 78: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
+	53, // 79: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
+	55, // 80: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
+	57, // 81: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	26, // 82: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
+	38, // 83: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
+	40, // 84: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
+	47, // 85: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
+	57, // 86: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	64, // [64:87] is the sub-list for method output_type
+	41, // [41:64] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_ddstore_v1_ddstore_proto_init() }
@@ -4705,7 +4819,7 @@ func file_ddstore_v1_ddstore_proto_init() {
 	if File_ddstore_v1_ddstore_proto != nil {
 		return
 	}
-	file_ddstore_v1_ddstore_proto_msgTypes[56].OneofWrappers = []any{
+	file_ddstore_v1_ddstore_proto_msgTypes[57].OneofWrappers = []any{
 		(*Command_PutFile)(nil),
 		(*Command_DeleteFile)(nil),
 		(*Command_SetNode)(nil),
@@ -4713,14 +4827,14 @@ func file_ddstore_v1_ddstore_proto_init() {
 		(*Command_CollectChunks)(nil),
 		(*Command_ForgetChunks)(nil),
 	}
-	file_ddstore_v1_ddstore_proto_msgTypes[59].OneofWrappers = []any{}
+	file_ddstore_v1_ddstore_proto_msgTypes[60].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ddstore_v1_ddstore_proto_rawDesc), len(file_ddstore_v1_ddstore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   68,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -15,6 +15,10 @@ const (
 	// finished while the node checked the file's chunks: checking again
 	// tells whether they are still stored.
 	ReasonCollectedSinceCheck = "COLLECTED_SINCE_CHECK"
+	// ReasonFileChanged is the google.rpc.ErrorInfo reason of a
+	// FailedPrecondition refusing an overwrite because another commit
+	// changed the file after the upload began: a racing put won.
+	ReasonFileChanged = "FILE_CHANGED"
 	// ErrorDomain is the google.rpc.ErrorInfo domain of ddstore's reasons.
 	ErrorDomain = "ddstore"
 )
