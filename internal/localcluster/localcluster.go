@@ -420,28 +420,20 @@ func FreePorts(n int) ([]int, error) {
 func WaitPeerFilters(ctx context.Context, clusters map[string]*Cluster, of string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	want := map[string]uint64{}
-	for name, cl := range clusters {
-		if name == of {
-			continue
-		}
-		conn, err := cl.Dial(cl.runningAddrs()[0], true)
-		if err != nil {
-			return err
-		}
-		resp, err := pb.NewFederationClient(conn).Filters(ctx, &pb.FiltersRequest{FromCluster: "localcluster"})
-		conn.Close()
-		if err != nil {
-			return fmt.Errorf("localcluster: filters of %s: %w", name, err)
-		}
-		want[name] = resp.GetVersion()
-	}
 	for _, addr := range clusters[of].runningAddrs() {
 		c, err := client.New([]string{addr}, clusters[of].ClientOptions()...)
 		if err != nil {
 			return err
 		}
 		for {
+			// Asked again each time: the node asked may be a follower
+			// that has not yet applied the peer's last commit, and answer
+			// an older version than its peers already hold.
+			want, err := peerFilterVersions(ctx, clusters, of)
+			if err != nil {
+				c.Close()
+				return err
+			}
 			st, err := c.Status(ctx)
 			current := 0
 			for _, p := range st.GetPeers() {
@@ -494,4 +486,26 @@ func (c *Cluster) trusted(peers map[string][]string) []string {
 		}
 	}
 	return out
+}
+
+// peerFilterVersions asks each cluster other than of for its Bloom filters'
+// version, as it answers a peer's Filters call now.
+func peerFilterVersions(ctx context.Context, clusters map[string]*Cluster, of string) (map[string]uint64, error) {
+	want := map[string]uint64{}
+	for name, cl := range clusters {
+		if name == of {
+			continue
+		}
+		conn, err := cl.Dial(cl.runningAddrs()[0], true)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := pb.NewFederationClient(conn).Filters(ctx, &pb.FiltersRequest{FromCluster: "localcluster"})
+		conn.Close()
+		if err != nil {
+			return nil, fmt.Errorf("localcluster: filters of %s: %w", name, err)
+		}
+		want[name] = resp.GetVersion()
+	}
+	return want, nil
 }
