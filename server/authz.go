@@ -158,8 +158,8 @@ func (g *guard) allow(p auth.Principal, r rule, method string) error {
 	return nil
 }
 
-// names returns the file names a request touches, and whether it is a
-// listing whose prefix must be narrowed to the caller's.
+// requestNames returns the file names a request touches (a listing's prefix
+// is narrowed by scope instead).
 func requestNames(req any) []string {
 	switch r := req.(type) {
 	case *pb.CommitRequest:

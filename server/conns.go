@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/tls"
 	"sync"
 	"time"
 
@@ -31,17 +30,9 @@ func newConnPool(creds func(cluster string) (credentials.TransportCredentials, e
 	return &connPool{creds: creds, conns: map[connKey]*grpc.ClientConn{}}
 }
 
-// DialOptions are the options nodes and clients use to reach a node: message
-// limits that fit the largest chunk, and flow-control windows large enough
-// for chunk streams. Without a TLS config the connection is plain text.
-func DialOptions(tc *tls.Config) []grpc.DialOption {
-	creds := insecure.NewCredentials()
-	if tc != nil {
-		creds = credentials.NewTLS(tc)
-	}
-	return dialOptions(creds)
-}
-
+// dialOptions are the options a node uses to reach another node: message
+// limits that fit the largest chunk, flow-control windows large enough for
+// chunk streams, and keepalive.
 func dialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/ddstore/ddstore/client"
@@ -22,6 +23,10 @@ type security struct {
 	cluster string
 	ca      *auth.CA
 	dir     string // Dir/certs: ca.crt, <node>.crt/.key, admin.crt/.key
+
+	nodeOnce sync.Once // the "localcluster" node credentials, issued once
+	node     credentials.TransportCredentials
+	nodeErr  error
 }
 
 func newSecurity(cluster, dir string) (*security, error) {
@@ -103,13 +108,17 @@ func (s *security) clientTLS() (*tls.Config, error) {
 }
 
 // nodeCreds are credentials of a node of this cluster ("localcluster"),
-// for calls on the internal and federation APIs.
+// for calls on the internal and federation APIs; issued once.
 func (s *security) nodeCreds() (credentials.TransportCredentials, error) {
-	t, err := s.nodeTrust("localcluster", nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	return credentials.NewTLS(t.DialNodeTLS()), nil
+	s.nodeOnce.Do(func() {
+		t, err := s.nodeTrust("localcluster", nil, nil)
+		if err != nil {
+			s.nodeErr = err
+			return
+		}
+		s.node = credentials.NewTLS(t.DialNodeTLS())
+	})
+	return s.node, s.nodeErr
 }
 
 // CA is the cluster's throwaway certificate authority; nil for an insecure
