@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,12 +173,37 @@ func (g *GridFS) Put(ctx context.Context, c chunker.Encoded) (bool, error) {
 	if mongo.IsDuplicateKeyError(err) {
 		return false, nil
 	}
+	err = gridfsNoSpace(err)
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), gridfsCleanupTimeout)
 	defer cancel()
 	if derr := g.bucket.Delete(cctx, c.ID.String()); derr != nil && !errors.Is(derr, mongo.ErrFileNotFound) {
 		return false, fmt.Errorf("replica: gridfs store: put %s: %w (removing the partial upload failed too: %v)", c.ID, err, derr)
 	}
 	return false, fmt.Errorf("replica: gridfs store: put %s: %w", c.ID, err)
+}
+
+// mongoOutOfDiskSpace is MongoDB's error code OutOfDiskSpace.
+const mongoOutOfDiskSpace = 14031
+
+// gridfsNoSpace wraps ErrNoSpace around a database error that says its disk
+// or quota is full: MongoDB's OutOfDiskSpace code, or the operating
+// system's or SQLite's words for it in the message (FerretDB passes those
+// on as text).
+func gridfsNoSpace(err error) error {
+	if err == nil || errors.Is(err, ErrNoSpace) {
+		return err
+	}
+	var se mongo.ServerError
+	if errors.As(err, &se) && se.HasErrorCode(mongoOutOfDiskSpace) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	msg := strings.ToLower(err.Error())
+	for _, words := range []string{"no space left on device", "disk quota exceeded", "database or disk is full", "out of disk space"} {
+		if strings.Contains(msg, words) {
+			return fmt.Errorf("%w: %w", ErrNoSpace, err)
+		}
+	}
+	return noSpace(err)
 }
 
 // upload writes c as one GridFS file. It uses an upload stream of its own:

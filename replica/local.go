@@ -72,7 +72,10 @@ type Local struct {
 	inflight int
 }
 
-var _ Store = (*Local)(nil)
+var (
+	_ Store        = (*Local)(nil)
+	_ SpaceChecker = (*Local)(nil)
+)
 
 // OpenLocal opens (creating it if needed) the local chunk store in dir. It
 // takes an exclusive lock on dir/LOCK, failing with ErrLocked while another
@@ -221,7 +224,7 @@ func (l *Local) Put(ctx context.Context, c chunker.Encoded) (bool, error) {
 		return false, fmt.Errorf("replica: local store: %w", err)
 	}
 	if err := l.ensureFanout(c.ID[0]); err != nil {
-		return false, err
+		return false, noSpace(err)
 	}
 	placed, err := l.writeFile(c, final)
 	if placed {
@@ -229,9 +232,40 @@ func (l *Local) Put(ctx context.Context, c chunker.Encoded) (bool, error) {
 		l.bytes.Add(int64(localHeaderLen + len(c.Data)))
 	}
 	if err != nil {
-		return false, err
+		return false, noSpace(err)
 	}
 	return true, nil
+}
+
+// CheckSpace reports whether the store has room for one more of the largest
+// chunk files: it reserves that much in a temporary file (fallocate, which
+// also counts against quotas) and removes it. Where the file system cannot
+// reserve space it compares the free space statfs reports instead. The
+// error wraps ErrNoSpace when there is no room.
+func (l *Local) CheckSpace(ctx context.Context) error {
+	if err := l.enter(ctx); err != nil {
+		return err
+	}
+	defer l.leave()
+	f, err := os.CreateTemp(l.tmp, "space-check.*")
+	if err != nil {
+		return noSpace(fmt.Errorf("replica: local store: check space: %w", err))
+	}
+	defer func() {
+		f.Close()
+		os.Remove(f.Name())
+	}()
+	err = unix.Fallocate(int(f.Fd()), 0, 0, localMaxFile)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		var st unix.Statfs_t
+		if err = unix.Statfs(l.dir, &st); err == nil && int64(st.Bavail)*int64(st.Bsize) < localMaxFile {
+			err = unix.ENOSPC
+		}
+	}
+	if err != nil {
+		return noSpace(fmt.Errorf("replica: local store: no room for a %d-byte chunk file in %s: %w", localMaxFile, l.dir, err))
+	}
+	return nil
 }
 
 // writeFile writes c to a temporary file, syncs it, renames it to final and

@@ -151,6 +151,8 @@ func Status(err error) error {
 		code = codes.DeadlineExceeded
 	case errors.Is(err, ErrNotFound):
 		code = codes.NotFound
+	case errors.Is(err, ErrNoSpace):
+		code = codes.ResourceExhausted
 	case errors.Is(err, chunker.ErrCorrupt), errors.Is(err, chunker.ErrBadEncoded), errors.Is(err, ErrBadChunk), errors.Is(err, chunker.ErrBadID):
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrTooFewCopies), errors.Is(err, ErrClosed):

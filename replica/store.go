@@ -7,6 +7,8 @@ package replica
 import (
 	"context"
 	"errors"
+	"fmt"
+	"syscall"
 
 	"github.com/ddstore/ddstore/chunker"
 )
@@ -17,7 +19,30 @@ var (
 	ErrNotFound = errors.New("replica: chunk not found")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("replica: store closed")
+	// ErrNoSpace: a write failed for want of space: the disk or a quota is
+	// full (ENOSPC, EDQUOT), or the database behind the store says so.
+	// Nodes answer it with codes.ResourceExhausted.
+	ErrNoSpace = errors.New("disk full")
 )
+
+// SpaceChecker is a Store that can tell, without storing a chunk, whether it
+// has room for one more of the largest chunks. CheckSpace returns an error
+// wrapping ErrNoSpace when it has not, nil when it has.
+type SpaceChecker interface {
+	CheckSpace(ctx context.Context) error
+}
+
+// noSpace wraps ErrNoSpace around an error that says a disk or quota is
+// full; any other error is returned as it is.
+func noSpace(err error) error {
+	if err == nil || errors.Is(err, ErrNoSpace) {
+		return err
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
+}
 
 // Store holds encoded chunks by ID. Implementations are safe for concurrent
 // use. Put is durable when it returns: the chunk survives a crash of the
