@@ -43,6 +43,9 @@ type Client struct {
 	tls   *tls.Config // nil: plain text
 	token string      // sent with every call when set
 
+	callTimeout     time.Duration // one attempt of a short unary call
+	progressTimeout time.Duration // a transfer that moves nothing for this long moves to another node
+
 	mu  sync.Mutex
 	cur int
 }
@@ -67,6 +70,28 @@ func WithTLS(cfg *tls.Config) Option { return func(c *Client) { c.tls = cfg } }
 // call. Tokens travel only over TLS.
 func WithToken(token string) Option { return func(c *Client) { c.token = token } }
 
+// Default timeouts; WithCallTimeout and WithProgressTimeout change them.
+const (
+	DefaultCallTimeout     = 10 * time.Second
+	DefaultProgressTimeout = 30 * time.Second
+)
+
+// WithCallTimeout bounds one attempt of a short call (stat, list, rm,
+// status, the checks of an upload) on one node: a node that does not answer
+// in time is left for the next one. 0 or less: no bound but the caller's
+// context. Default DefaultCallTimeout.
+func WithCallTimeout(d time.Duration) Option { return func(c *Client) { c.callTimeout = d } }
+
+// WithProgressTimeout bounds how long a transfer may move no bytes on one
+// node: a download then resumes on the next node from where it stopped, an
+// upload fails with an error for which Retryable is true (a re-run sends only
+// what the cluster lacks). 0 or less: no bound. Default
+// DefaultProgressTimeout.
+func WithProgressTimeout(d time.Duration) Option { return func(c *Client) { c.progressTimeout = d } }
+
+// ErrNoProgress: a transfer moved no bytes for the progress timeout.
+var ErrNoProgress = errors.New("client: the node stopped answering")
+
 // bearer sends the token as gRPC metadata on every call.
 type bearer string
 
@@ -82,7 +107,8 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("client: no node address given")
 	}
-	c := &Client{addrs: addrs, logger: slog.New(slog.DiscardHandler), codecs: chunker.NewCodecs()}
+	c := &Client{addrs: addrs, logger: slog.New(slog.DiscardHandler), codecs: chunker.NewCodecs(),
+		callTimeout: DefaultCallTimeout, progressTimeout: DefaultProgressTimeout}
 	for _, o := range opts {
 		o(c)
 	}
@@ -154,6 +180,9 @@ func (c *Client) failover(failed int, err error) {
 // retryable reports errors worth another try on another node: not those
 // where the node answered that a peer cluster was unavailable.
 func retryable(err error) bool {
+	if errors.Is(err, ErrNoProgress) {
+		return true
+	}
 	switch status.Code(err) {
 	case codes.Unavailable:
 		return !peerUnavailable(err)
@@ -178,14 +207,22 @@ func hasReason(err error, reason string) bool {
 }
 
 // call runs a unary call, moving to another node while the one in use is
-// unavailable, for up to two rounds of all nodes.
-func (c *Client) call(ctx context.Context, fn func(*grpc.ClientConn) error) error {
+// unavailable or does not answer within the call timeout, for up to two
+// rounds of all nodes.
+func (c *Client) call(ctx context.Context, fn func(context.Context, *grpc.ClientConn) error) error {
+	return c.callFor(ctx, c.callTimeout, fn)
+}
+
+// callFor is call with each attempt bounded by timeout (0: only by ctx), for
+// calls that take long by nature (a garbage collection, a repair pass).
+func (c *Client) callFor(ctx context.Context, timeout time.Duration, fn func(context.Context, *grpc.ClientConn) error) error {
 	attempts := 2*len(c.conns) + 1
-	backoff := 50 * time.Millisecond
+	backoff := 20 * time.Millisecond
 	var err error
 	for i := 0; i < attempts; i++ {
 		conn, idx := c.node()
-		if err = fn(conn); err == nil || !retryable(err) || ctx.Err() != nil {
+		err = c.attempt(ctx, timeout, conn, fn)
+		if err == nil || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
 		c.failover(idx, err)
@@ -194,7 +231,22 @@ func (c *Client) call(ctx context.Context, fn func(*grpc.ClientConn) error) erro
 			return err
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, time.Second)
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+	return err
+}
+
+// attempt runs fn once against conn, bounded by timeout. A node that does
+// not answer in time is reported as unavailable, so that the caller moves on.
+func (c *Client) attempt(ctx context.Context, timeout time.Duration, conn *grpc.ClientConn, fn func(context.Context, *grpc.ClientConn) error) error {
+	if timeout <= 0 {
+		return fn(ctx, conn)
+	}
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := fn(actx, conn)
+	if err != nil && ctx.Err() == nil && actx.Err() != nil {
+		return status.Errorf(codes.Unavailable, "node %s did not answer within %s (%v)", conn.Target(), timeout, err)
 	}
 	return err
 }
@@ -208,7 +260,7 @@ func (c *Client) Stat(ctx context.Context, name string, consistency pb.Consisten
 // Lookup returns a file's manifest and the cluster that holds it.
 func (c *Client) Lookup(ctx context.Context, name string, consistency pb.Consistency) (*pb.StatResponse, error) {
 	var resp *pb.StatResponse
-	err := c.call(ctx, func(conn *grpc.ClientConn) error {
+	err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
 		var err error
 		resp, err = pb.NewFilesClient(conn).Stat(ctx, &pb.StatRequest{Name: name, Consistency: consistency})
 		return err
@@ -239,7 +291,7 @@ func (c *Client) List(ctx context.Context, opts ListOptions) (*Listing, error) {
 	after := ""
 	for {
 		var resp *pb.ListResponse
-		err := c.call(ctx, func(conn *grpc.ClientConn) error {
+		err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
 			var err error
 			resp, err = pb.NewFilesClient(conn).List(ctx, &pb.ListRequest{
 				Prefix: opts.Prefix, StartAfter: after, Limit: opts.PageSize, Consistency: opts.Consistency,
@@ -265,7 +317,7 @@ func (c *Client) List(ctx context.Context, opts ListOptions) (*Listing, error) {
 
 // Delete removes a file from the catalog.
 func (c *Client) Delete(ctx context.Context, name string) error {
-	return c.call(ctx, func(conn *grpc.ClientConn) error {
+	return c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
 		_, err := pb.NewFilesClient(conn).Delete(ctx, &pb.DeleteRequest{Name: name})
 		return err
 	})
@@ -274,7 +326,7 @@ func (c *Client) Delete(ctx context.Context, name string) error {
 // Status returns the cluster's status as one node sees it.
 func (c *Client) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	var resp *pb.StatusResponse
-	err := c.call(ctx, func(conn *grpc.ClientConn) error {
+	err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
 		var err error
 		resp, err = pb.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
 		return err
@@ -284,7 +336,7 @@ func (c *Client) Status(ctx context.Context) (*pb.StatusResponse, error) {
 
 // Join asks the cluster to add a node.
 func (c *Client) Join(ctx context.Context, id, apiAddr, raftAddr string) error {
-	return c.call(ctx, func(conn *grpc.ClientConn) error {
+	return c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
 		_, err := pb.NewClusterClient(conn).Join(ctx, &pb.JoinRequest{Id: id, ApiAddr: apiAddr, RaftAddr: raftAddr})
 		return err
 	})
@@ -292,7 +344,7 @@ func (c *Client) Join(ctx context.Context, id, apiAddr, raftAddr string) error {
 
 // Leave asks the cluster to remove a node.
 func (c *Client) Leave(ctx context.Context, id string) error {
-	return c.call(ctx, func(conn *grpc.ClientConn) error {
+	return c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
 		_, err := pb.NewClusterClient(conn).Leave(ctx, &pb.LeaveRequest{Id: id})
 		return err
 	})
@@ -307,7 +359,7 @@ func Retryable(err error) bool { return retryable(err) }
 // manifest and only the chunks the peer lacks.
 func (c *Client) Replicate(ctx context.Context, name, to string, overwrite bool) (*pb.ReplicateResponse, error) {
 	var resp *pb.ReplicateResponse
-	err := c.call(ctx, func(conn *grpc.ClientConn) error {
+	err := c.callFor(ctx, 0, func(ctx context.Context, conn *grpc.ClientConn) error {
 		var err error
 		resp, err = pb.NewClusterClient(conn).Replicate(ctx, &pb.ReplicateRequest{Name: name, To: to, Overwrite: overwrite})
 		return err
@@ -319,7 +371,7 @@ func (c *Client) Replicate(ctx context.Context, name, to string, overwrite bool)
 // dryRun it only reports what would go.
 func (c *Client) Collect(ctx context.Context, dryRun bool) (*pb.CollectResponse, error) {
 	var resp *pb.CollectResponse
-	err := c.call(ctx, func(conn *grpc.ClientConn) error {
+	err := c.callFor(ctx, 0, func(ctx context.Context, conn *grpc.ClientConn) error {
 		var err error
 		resp, err = pb.NewClusterClient(conn).Collect(ctx, &pb.CollectRequest{DryRun: dryRun})
 		return err
@@ -331,7 +383,7 @@ func (c *Client) Collect(ctx context.Context, dryRun bool) (*pb.CollectResponse,
 // refers to is brought back to R copies on live nodes.
 func (c *Client) Repair(ctx context.Context) (*pb.RepairResponse, error) {
 	var resp *pb.RepairResponse
-	err := c.call(ctx, func(conn *grpc.ClientConn) error {
+	err := c.callFor(ctx, 0, func(ctx context.Context, conn *grpc.ClientConn) error {
 		var err error
 		resp, err = pb.NewClusterClient(conn).Repair(ctx, &pb.RepairRequest{})
 		return err

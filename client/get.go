@@ -151,7 +151,7 @@ func (d *download) run(ctx context.Context, index int, offset int64) error {
 	}
 	for attempt := 0; ; attempt++ {
 		conn, idx := d.c.node()
-		next, nextOff, err := d.stream(ctx, pb.NewFilesClient(conn), index, offset)
+		next, nextOff, err := d.stream(ctx, pb.NewFilesClient(conn), d.c.addrs[idx], index, offset)
 		if err == nil {
 			return nil
 		}
@@ -169,7 +169,16 @@ func (d *download) run(ctx context.Context, index int, offset int64) error {
 
 // stream fetches chunks from index on over one Download stream. It returns
 // where it got to.
-func (d *download) stream(ctx context.Context, files pb.FilesClient, index int, offset int64) (int, int64, error) {
+func (d *download) stream(parent context.Context, files pb.FilesClient, addr string, index int, offset int64) (next int, nextOff int64, err error) {
+	// A node that sends nothing for the progress timeout is left: the
+	// caller resumes on the next one.
+	ctx, dog, stop := watch(parent, d.c.progressTimeout, addr)
+	defer stop()
+	defer func() {
+		if parent.Err() == nil {
+			err = cause(ctx, err)
+		}
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s, err := files.Download(ctx, &pb.DownloadRequest{Name: d.name, StartIndex: uint32(index), Consistency: d.opts.Consistency})
@@ -198,6 +207,7 @@ func (d *download) stream(ctx context.Context, files pb.FilesClient, index int, 
 		defer close(slots)
 		for want := index; want < len(refs); want++ {
 			msg, err := s.Recv()
+			dog.tick()
 			if err == io.EOF {
 				err = status.Errorf(codes.DataLoss, "download of %q ended after chunk %d of %d", d.name, want, len(refs))
 			}
@@ -233,6 +243,7 @@ func (d *download) stream(ctx context.Context, files pb.FilesClient, index int, 
 			}
 			return index, offset, fmt.Errorf("client: write: %w", err)
 		}
+		dog.tick()
 		d.hash.Write(r.raw)
 		index++
 		offset += int64(len(r.raw))

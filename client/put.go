@@ -39,6 +39,11 @@ type PutResult struct {
 	ChunksKnown int // chunks the cluster already held (deduplicated)
 }
 
+// commitTimeout bounds one attempt of a commit: the node checks that every
+// chunk of the file has its copies, which for a very large file takes a
+// while.
+const commitTimeout = 2 * time.Minute
+
 // batch bounds how much of the file waits for one "which are missing" answer.
 const (
 	batchChunks = 32
@@ -53,7 +58,7 @@ const (
 func (c *Client) Put(ctx context.Context, name string, r io.Reader, opts PutOptions) (*PutResult, error) {
 	start := time.Now()
 	conn, idx := c.node()
-	res, err := c.put(ctx, conn, name, r, opts)
+	res, err := c.put(ctx, conn, c.addrs[idx], name, r, opts)
 	if err != nil {
 		if retryable(err) {
 			c.failover(idx, err)
@@ -64,7 +69,12 @@ func (c *Client) Put(ctx context.Context, name string, r io.Reader, opts PutOpti
 	return res, nil
 }
 
-func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r io.Reader, opts PutOptions) (*PutResult, error) {
+func (c *Client) put(parent context.Context, conn *grpc.ClientConn, addr, name string, r io.Reader, opts PutOptions) (*PutResult, error) {
+	// Reading, asking and sending all count as progress: an upload stuck on
+	// a node that stopped answering is given up after the progress
+	// timeout.
+	ctx, dog, stop := watch(parent, c.progressTimeout, addr)
+	defer stop()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	files := pb.NewFilesClient(conn)
@@ -80,15 +90,16 @@ func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r 
 		Name: name, Date: opts.Date, Metadata: opts.Metadata, Overwrite: opts.Overwrite,
 	}})
 	if err != nil {
-		return res, fmt.Errorf("check %q before upload: %w", name, err)
+		return res, fmt.Errorf("check %q before upload: %w", name, cause(ctx, err))
 	}
+	dog.tick()
 
 	// Batches go through two stages that overlap: this goroutine (the
 	// pipeline's emit) asks which chunks of a full batch the cluster lacks
 	// while the sender goroutine is still streaming the previous batch. At
 	// most two batches are held: the one being sent and the one being filled
 	// or asked about.
-	up := &uploader{files: files, ctx: ctx, res: res, progress: opts.Progress, batches: make(chan sendBatch), done: make(chan struct{})}
+	up := &uploader{files: files, ctx: ctx, dog: dog, res: res, progress: opts.Progress, batches: make(chan sendBatch), done: make(chan struct{})}
 	go up.run()
 	sent := map[chunker.ID]bool{} // chunks sent, queued or known present in this upload
 	var pending []chunker.Piece
@@ -111,6 +122,7 @@ func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r 
 			if err != nil {
 				return fmt.Errorf("ask which chunks are missing: %w", err)
 			}
+			dog.tick()
 			for _, b := range resp.GetMissing() {
 				id, err := chunker.IDFromBytes(b)
 				if err != nil {
@@ -141,6 +153,7 @@ func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r 
 
 	pl := chunker.Pipeline{Options: opts.Chunking, Workers: opts.Workers}
 	sum, err := pl.Run(ctx, r, func(p chunker.Piece) error {
+		dog.tick()
 		id := p.ID // a copy: slicing p.ID would keep p.Data alive with the manifest
 		m.Chunks = append(m.Chunks, &pb.ChunkRef{
 			Id: id[:], Offset: uint64(p.Offset), RawSize: uint32(p.RawSize), StoredSize: uint32(len(p.Data)),
@@ -170,13 +183,14 @@ func (c *Client) put(ctx context.Context, conn *grpc.ClientConn, name string, r 
 		}
 	}
 	if err != nil {
-		return res, err
+		return res, cause(ctx, err)
 	}
+	stop() // the commit has its own bound
 	m.Size = uint64(sum.Size)
 	m.Blake3 = sum.Hash[:]
 	res.Chunks, res.Size = sum.Chunks, sum.Size
 
-	err = c.call(ctx, func(conn *grpc.ClientConn) error {
+	err = c.callFor(parent, commitTimeout, func(ctx context.Context, conn *grpc.ClientConn) error {
 		resp, err := pb.NewFilesClient(conn).Commit(ctx, &pb.CommitRequest{Manifest: m, Overwrite: opts.Overwrite, Replaces: intent.GetCurrent()})
 		res.Manifest = resp.GetManifest()
 		return err
@@ -203,6 +217,7 @@ type sendBatch struct {
 type uploader struct {
 	files    pb.FilesClient
 	ctx      context.Context
+	dog      *watchdog
 	res      *PutResult
 	progress func(int64)
 	batches  chan sendBatch
@@ -234,6 +249,7 @@ func (u *uploader) send(b sendBatch) error {
 		if err != nil {
 			return uploadErr(u.stream, err)
 		}
+		u.dog.tick()
 		u.res.ChunksSent++
 		u.res.BytesSent += int64(len(p.Data))
 		b.chunks[i] = chunker.Piece{} // drop the chunk bytes once sent

@@ -75,47 +75,50 @@ func (s *ChunkService) PutChunks(stream pb.Node_PutChunksServer) error {
 				r.err = stream.Send(&pb.PutChunksResponse{Id: j.id[:], Written: r.written})
 			}
 			if r.err != nil {
+				// Workers left running write to buffered channels and
+				// stop on the cancelled context.
 				cancel()
-				for j := range jobs { // let the workers finish
-					<-j.done
-				}
 				ackErr <- r.err
 				return
 			}
 		}
 		ackErr <- nil
 	}()
-	recvErr := func() error {
+	recvErr := make(chan error, 1)
+	go func() {
+		defer close(jobs)
 		for {
 			req, err := stream.Recv()
 			if err == io.EOF {
-				return nil
+				recvErr <- nil
+				return
 			}
 			if err != nil {
-				return err
+				recvErr <- err
+				return
 			}
 			c, err := FromWire(req.GetChunk())
 			if err != nil {
-				return status.Error(codes.InvalidArgument, err.Error())
+				recvErr <- status.Error(codes.InvalidArgument, err.Error())
+				return
 			}
 			done := make(chan putResult, 1)
 			select {
 			case jobs <- job{id: c.ID, done: done}:
 			case <-ctx.Done():
-				return ctx.Err()
+				recvErr <- ctx.Err()
+				return
 			}
 			go func() { done <- s.verifyAndPut(ctx, c) }()
 		}
 	}()
-	close(jobs)
-	err := <-ackErr
-	if err != nil {
+	// A failed chunk ends the stream at once, with its status: the sender
+	// is not left waiting for acknowledgements that will not come (its
+	// next Recv gets the status; the receive loop above ends with it).
+	if err := <-ackErr; err != nil {
 		return Status(err)
 	}
-	if recvErr != nil {
-		return Status(recvErr)
-	}
-	return nil
+	return Status(<-recvErr)
 }
 
 type putResult struct {

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/ddstore/ddstore/catalog"
 	"github.com/ddstore/ddstore/chunker"
@@ -25,7 +24,8 @@ type clusterService struct {
 }
 
 // Status reports the cluster as this node sees it, asking every member for
-// its own state (members that do not answer within 2 s are marked so).
+// its own state (members that do not answer within NodeTimeout — a quarter
+// of it for a member that failed to answer lately — are marked so).
 func (c *clusterService) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
 	n := c.n
 	servers, err := n.raft.Servers()
@@ -53,10 +53,19 @@ func (c *clusterService) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.S
 			if id == n.cfg.ID {
 				st = n.localStatus(ctx)
 			} else if info := infos[id]; info != nil {
-				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				timeout := n.cfg.NodeTimeout
+				if n.avoid.Avoided(id) {
+					timeout /= 4
+				}
+				cctx, cancel := context.WithTimeout(ctx, timeout)
 				defer cancel()
 				var err error
 				st, err = pb.NewNodeClient(n.conns.Get(info.GetApiAddr())).LocalStatus(cctx, &pb.LocalStatusRequest{})
+				if err == nil {
+					n.avoid.Succeeded(id)
+				} else if ctx.Err() == nil && replica.Unhealthy(err) {
+					n.avoid.Failed(id)
+				}
 				if err != nil {
 					st = &pb.NodeStatus{Id: id, ApiAddr: info.GetApiAddr(), State: "unreachable", Error: status.Convert(err).Message()}
 				}

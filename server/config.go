@@ -113,7 +113,16 @@ type Config struct {
 	// cutting them; default 10s.
 	ShutdownGrace time.Duration
 
-	// Raft timing; zero values take hashicorp/raft's defaults.
+	// NodeTimeout bounds a call to another node of this cluster (a question
+	// about which chunks it holds, a chunk read, the opening of a copy
+	// stream); a copy stream may go 3 × NodeTimeout without an
+	// acknowledgement. A node that does not answer in time is skipped
+	// (copies go to the next node, reads to the next copy) and avoided for
+	// a while. Default 2s.
+	NodeTimeout time.Duration
+
+	// Raft timing (see DefaultHeartbeatTimeout); zero values take the
+	// defaults.
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
@@ -121,6 +130,16 @@ type Config struct {
 
 	Logger *slog.Logger
 }
+
+// Raft's default timing: a follower that hears nothing from the leader for
+// 0.5–1 s stands for election, so a dead leader is replaced in about a
+// second (hashicorp/raft's own defaults take twice as long). The leader
+// steps down when it has not reached a majority for the lease.
+const (
+	DefaultHeartbeatTimeout   = 500 * time.Millisecond
+	DefaultElectionTimeout    = 500 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 400 * time.Millisecond
+)
 
 // MaxMessageSize bounds one gRPC message: a largest chunk plus framing.
 const MaxMessageSize = 9 << 20
@@ -213,6 +232,13 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	def(&out.FilterRefresh, 2*time.Second)
 	def(&out.PeerTimeout, 5*time.Second)
+	def(&out.NodeTimeout, 2*time.Second)
+	def(&out.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	def(&out.ElectionTimeout, DefaultElectionTimeout)
+	def(&out.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout)
+	if out.LeaderLeaseTimeout > out.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("the Raft leader lease (%s) must not be longer than the heartbeat timeout (%s)", out.LeaderLeaseTimeout, out.HeartbeatTimeout))
+	}
 	def(&out.RepairInterval, time.Minute)
 	def(&out.ScrubInterval, 24*time.Hour)
 	def(&out.GCInterval, 10*time.Minute)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -43,7 +44,12 @@ func dialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
 		grpc.WithWriteBufferSize(256 << 10),
 		// A peer that stops answering is noticed within seconds, not when
 		// the kernel gives up on the connection.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		// (gRPC allows no shorter ping interval than 10 s; calls carry
+		// their own deadlines for faster verdicts.)
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}),
+		// A hung node accepts TCP connections (the kernel does) but never
+		// completes the handshake: give a connection attempt 5 s, not 20.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}, MinConnectTimeout: 5 * time.Second}),
 	}
 }
 

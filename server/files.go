@@ -53,7 +53,7 @@ func (f *filesService) Upload(stream pb.Files_UploadServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	peers, copies := n.placement()
-	sess := n.repl.NewSession(ctx, peers, copies)
+	sess := n.repl.NewSession(ctx, n.cfg.ID, peers, copies)
 	defer sess.Close()
 
 	var (
@@ -182,7 +182,7 @@ func (f *filesService) MissingChunks(ctx context.Context, req *pb.MissingChunksR
 // client need not send its bytes again.
 func (n *Node) underReplicated(ctx context.Context, ids []chunker.ID) ([]int, error) {
 	peers, copies := n.placement()
-	holds, live, err := n.holdings(ctx, peers, ids)
+	holds, live, err := n.holdings(ctx, peers, ids, true)
 	if err != nil {
 		return nil, err
 	}

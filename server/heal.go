@@ -193,7 +193,7 @@ func (n *Node) Repair(ctx context.Context) (*pb.RepairResponse, error) {
 	p := newPacer(n.cfg.RepairRate)
 	for start := 0; start < len(ids); start += repairBatch {
 		batch := ids[start:min(len(ids), start+repairBatch)]
-		holds, live, err := n.holdings(ctx, peers, batch)
+		holds, live, err := n.holdings(ctx, peers, batch, false)
 		if err != nil {
 			return resp, fmt.Errorf("repair: %w", err)
 		}
@@ -226,10 +226,17 @@ func (n *Node) Repair(ctx context.Context) (*pb.RepairResponse, error) {
 	return resp, nil
 }
 
-// holdings asks this node's store and every peer which of ids they hold.
-// A peer that does not answer counts as holding nothing and is left out of
-// live (so that nothing is copied to it).
-func (n *Node) holdings(ctx context.Context, peers []replica.Peer, ids []chunker.ID) (holds []map[string]bool, live []replica.Peer, err error) {
+// holdBatch is how many IDs one HasChunks call asks about: small enough
+// that a healthy node answers well within NodeTimeout.
+const holdBatch = 10_000
+
+// holdings asks this node's store and every peer which of ids they hold, in
+// batches, each bounded by NodeTimeout. A peer that does not answer counts as
+// holding nothing and is left out of live (so that nothing is copied to it);
+// it is avoided for a while. With skipAvoided, peers avoided already are not
+// asked at all: on a client's path, a hung node costs one timeout, not one
+// per call.
+func (n *Node) holdings(ctx context.Context, peers []replica.Peer, ids []chunker.ID, skipAvoided bool) (holds []map[string]bool, live []replica.Peer, err error) {
 	holds = make([]map[string]bool, len(ids))
 	for i, id := range ids {
 		holds[i] = map[string]bool{}
@@ -244,13 +251,30 @@ func (n *Node) holdings(ctx context.Context, peers []replica.Peer, ids []chunker
 	answers := make([][]bool, len(peers))
 	var wg sync.WaitGroup
 	for j, peer := range peers {
+		if skipAvoided && n.avoid.Avoided(peer.ID) {
+			continue
+		}
 		wg.Go(func() {
-			has, err := peer.Client.HasChunks(ctx, &pb.HasChunksRequest{Ids: idsWire(ids)})
-			if err != nil || len(has.GetHas()) != len(ids) {
-				n.log.Debug("peer did not say which chunks it holds", "peer", peer.ID, "err", err)
-				return
+			has := make([]bool, 0, len(ids))
+			for start := 0; start < len(ids); start += holdBatch {
+				batch := ids[start:min(len(ids), start+holdBatch)]
+				cctx, cancel := context.WithTimeout(ctx, n.cfg.NodeTimeout)
+				resp, err := peer.Client.HasChunks(cctx, &pb.HasChunksRequest{Ids: idsWire(batch)})
+				cancel()
+				if err == nil && len(resp.GetHas()) != len(batch) {
+					err = fmt.Errorf("answered about %d chunks, asked about %d", len(resp.GetHas()), len(batch))
+				}
+				if err != nil {
+					if ctx.Err() == nil && replica.Unhealthy(err) {
+						n.avoid.Failed(peer.ID)
+					}
+					n.log.Warn("a node did not say which chunks it holds; counting it as holding none", "node", peer.ID, "err", err)
+					return
+				}
+				has = append(has, resp.GetHas()...)
 			}
-			answers[j] = has.GetHas()
+			n.avoid.Succeeded(peer.ID)
+			answers[j] = has
 		})
 	}
 	wg.Wait()
@@ -299,7 +323,10 @@ func (n *Node) restore(ctx context.Context, id chunker.ID, holds map[string]bool
 		if holds[p.ID] {
 			continue
 		}
-		if err := copyTo(ctx, p, c); err != nil {
+		if err := copyTo(ctx, p, c, 3*n.cfg.NodeTimeout); err != nil {
+			if replica.Unhealthy(err) {
+				n.avoid.Failed(p.ID)
+			}
 			errs = append(errs, fmt.Errorf("node %s: %w", p.ID, err))
 			continue
 		}
@@ -313,8 +340,8 @@ func (n *Node) restore(ctx context.Context, id chunker.ID, holds map[string]bool
 }
 
 // copyTo stores one chunk on a peer over a PutChunks stream.
-func copyTo(ctx context.Context, p replica.Peer, c chunker.Encoded) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+func copyTo(ctx context.Context, p replica.Peer, c chunker.Encoded, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	stream, err := p.Client.PutChunks(ctx)
 	if err != nil {

@@ -44,6 +44,7 @@ type Node struct {
 	fsm    *catalog.FSM
 	raft   *consensus.Node
 	repl   *replica.Replicator
+	avoid  *replica.Health // nodes of this cluster that failed to answer lately
 	conns  *connPool
 	guard  *guard
 	limits *limits.Limiter
@@ -112,7 +113,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.cached = replica.NewCached(n.base, n.codecs, tiers...)
 		n.store = n.cached
 	}
-	n.repl = &replica.Replicator{Local: n.store, Codecs: n.codecs, Logger: n.log}
+	n.avoid = &replica.Health{}
+	n.repl = &replica.Replicator{
+		Local: n.store, Codecs: n.codecs, Logger: n.log, Health: n.avoid,
+		CallTimeout: cfg.NodeTimeout, AckTimeout: 3 * cfg.NodeTimeout,
+	}
 
 	n.fsm = catalog.NewFSM()
 	rc := consensus.Config{

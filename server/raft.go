@@ -39,18 +39,68 @@ func (n *Node) propose(ctx context.Context, cmd *pb.Command) (*pb.FileManifest, 
 			m = res.Manifest
 			return res.Err
 		}
-		conn, err := n.leaderConn()
-		if err != nil {
+		// A command is applied once however often it is sent: a retried
+		// PutFile finds itself already done (catalog.applyPutFile).
+		return n.forward(ctx, proposeTimeout, func(ctx context.Context, nc pb.NodeClient) error {
+			resp, err := nc.Propose(ctx, &pb.ProposeRequest{Command: data})
+			m = resp.GetManifest()
 			return err
-		}
-		resp, err := pb.NewNodeClient(conn).Propose(ctx, &pb.ProposeRequest{Command: data})
-		if err != nil {
-			return err
-		}
-		m = resp.GetManifest()
-		return nil
+		})
 	})
 	return m, err
+}
+
+// proposeTimeout bounds one forwarded proposal: the leader appends it,
+// a majority writes it to disk and the leader applies it.
+const proposeTimeout = 10 * time.Second
+
+// forward runs fn against the leader's Node service, bounded by timeout and
+// cut short as soon as this node hears of another leader: the old one may
+// be hung, and the call would wait for it in vain. Both end in Unavailable,
+// which withLeader retries.
+func (n *Node) forward(ctx context.Context, timeout time.Duration, fn func(context.Context, pb.NodeClient) error) error {
+	leader, _ := n.raft.Leader()
+	conn, err := n.leaderConn()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	moved := make(chan struct{})
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-cctx.Done():
+				return
+			case <-t.C:
+				if id, _ := n.raft.Leader(); id != leader {
+					close(moved)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	err = fn(cctx, pb.NewNodeClient(conn))
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	select {
+	case <-moved:
+		return status.Errorf(codes.Unavailable, "the leader changed from %s while it was asked: %v", leader, err)
+	default:
+	}
+	if cctx.Err() != nil {
+		n.avoid.Failed(leader)
+		return status.Errorf(codes.Unavailable, "leader %s did not answer within %s", leader, timeout)
+	}
+	return err
 }
 
 // readBarrier makes a catalog read linearizable: it waits until this node has
@@ -66,16 +116,11 @@ func (n *Node) readBarrier(ctx context.Context, c pb.Consistency) error {
 			index, err = n.raft.ReadIndex(ctx)
 			return err
 		}
-		conn, err := n.leaderConn()
-		if err != nil {
+		return n.forward(ctx, n.cfg.NodeTimeout, func(ctx context.Context, nc pb.NodeClient) error {
+			resp, err := nc.ReadIndex(ctx, &pb.ReadIndexRequest{})
+			index = resp.GetIndex()
 			return err
-		}
-		resp, err := pb.NewNodeClient(conn).ReadIndex(ctx, &pb.ReadIndexRequest{})
-		if err != nil {
-			return err
-		}
-		index = resp.GetIndex()
-		return nil
+		})
 	})
 	if err != nil {
 		return err
@@ -88,7 +133,7 @@ func (n *Node) readBarrier(ctx context.Context, c pb.Consistency) error {
 // returned at once.
 func (n *Node) withLeader(ctx context.Context, fn func(context.Context) error) error {
 	deadline := time.Now().Add(leaderWait)
-	backoff := 25 * time.Millisecond
+	backoff := 10 * time.Millisecond
 	for {
 		err := fn(ctx)
 		if err == nil || !leaderless(err) {
@@ -107,7 +152,7 @@ func (n *Node) withLeader(ctx context.Context, fn func(context.Context) error) e
 			return consensus.ErrShutdown
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, time.Second)
+		backoff = min(2*backoff, 200*time.Millisecond)
 	}
 }
 

@@ -29,7 +29,10 @@ type globalFlags struct {
 	json    bool
 	stale   bool
 	timeout time.Duration
-	cluster string // the cluster calls are meant for (--cluster of put, get, ls, stat, rm)
+	// callTimeout bounds one node's answer to a short call, progress a
+	// transfer's silence on one node: then the next node is tried.
+	callTimeout, progress time.Duration
+	cluster               string // the cluster calls are meant for (--cluster of put, get, ls, stat, rm)
 
 	ca, cert, key string // TLS: the cluster's CA, and an optional client certificate
 	tokenFile     string // a client token (else DDSTORE_TOKEN)
@@ -82,7 +85,7 @@ func (g *globalFlags) client() (*client.Client, error) {
 	if len(addrs) == 0 {
 		return nil, usageError{errors.New("--addr names no node")}
 	}
-	var opts []client.Option
+	opts := []client.Option{client.WithCallTimeout(g.callTimeout), client.WithProgressTimeout(g.progress)}
 	if g.cluster != "" {
 		opts = append(opts, client.WithCluster(g.cluster))
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ddstore/ddstore/client"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -130,6 +131,8 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print results as JSON")
 	root.PersistentFlags().BoolVar(&g.stale, "stale", false, "allow stale catalog reads from the node asked")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 0, "give up after this long (0: no limit for transfers, 30s for other calls)")
+	root.PersistentFlags().DurationVar(&g.callTimeout, "call-timeout", client.DefaultCallTimeout, "a node that does not answer a short call (stat, ls, rm, status) in this long is left for the next --addr")
+	root.PersistentFlags().DurationVar(&g.progress, "progress-timeout", client.DefaultProgressTimeout, "a transfer that moves nothing for this long on one node moves to the next --addr, resuming")
 	root.PersistentFlags().StringVar(&g.ca, "ca", os.Getenv("DDSTORE_CA"), "the cluster's CA certificate: talk TLS and verify the nodes (env DDSTORE_CA)")
 	root.PersistentFlags().StringVar(&g.cert, "cert", os.Getenv("DDSTORE_CERT"), "client certificate (ddstore cert client; env DDSTORE_CERT)")
 	root.PersistentFlags().StringVar(&g.key, "key", os.Getenv("DDSTORE_KEY"), "client certificate's key (env DDSTORE_KEY)")

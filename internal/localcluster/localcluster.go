@@ -338,6 +338,7 @@ func (c *Cluster) StopNode(i int, kill bool) error {
 			sig = syscall.SIGKILL
 		}
 		m.cmd.Process.Signal(sig)
+		m.cmd.Process.Signal(syscall.SIGCONT) // a paused member handles nothing else
 		var err error
 		select {
 		case err = <-m.exit:
@@ -352,6 +353,29 @@ func (c *Cluster) StopNode(i int, kill bool) error {
 		return err
 	}
 	return nil
+}
+
+// Pause freezes child-process member i with SIGSTOP: it holds its sockets
+// and answers nothing, as a hung process does. Resume undoes it.
+func (c *Cluster) Pause(i int) error { return c.signal(i, syscall.SIGSTOP) }
+
+// Resume lets a paused member run again (SIGCONT).
+func (c *Cluster) Resume(i int) error { return c.signal(i, syscall.SIGCONT) }
+
+func (c *Cluster) signal(i int, sig syscall.Signal) error {
+	m := c.Members[i]
+	if m.cmd == nil || m.cmd.Process == nil {
+		return fmt.Errorf("localcluster: member %s is not a running child process", m.ID)
+	}
+	return m.cmd.Process.Signal(sig)
+}
+
+// Pid returns the process ID of child-process member i, 0 if it is not one.
+func (c *Cluster) Pid(i int) int {
+	if m := c.Members[i]; m.cmd != nil && m.cmd.Process != nil {
+		return m.cmd.Process.Pid
+	}
+	return 0
 }
 
 // Close stops every running member cleanly.

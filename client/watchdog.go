@@ -1,0 +1,62 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// watchdog ends a transfer that makes no progress: its context is cancelled
+// with an ErrNoProgress cause when tick was not called for timeout.
+type watchdog struct {
+	last    atomic.Int64 // unix nanoseconds of the last tick
+	timeout time.Duration
+	node    string
+	stop    chan struct{}
+}
+
+// watch returns a context that ends like parent, or when the returned
+// watchdog sees no tick for timeout (0 or less: never). Call stop when the
+// transfer ends.
+func watch(parent context.Context, timeout time.Duration, node string) (context.Context, *watchdog, func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	w := &watchdog{timeout: timeout, node: node, stop: make(chan struct{})}
+	w.tick()
+	if timeout > 0 {
+		go func() {
+			t := time.NewTicker(max(timeout/8, time.Millisecond))
+			defer t.Stop()
+			for {
+				select {
+				case <-w.stop:
+					return
+				case <-ctx.Done():
+					return
+				case now := <-t.C:
+					if now.Sub(time.Unix(0, w.last.Load())) > timeout {
+						cancel(fmt.Errorf("%w: nothing moved for %s on node %s", ErrNoProgress, timeout, node))
+						return
+					}
+				}
+			}
+		}()
+	}
+	var once sync.Once
+	return ctx, w, func() { once.Do(func() { close(w.stop); cancel(nil) }) }
+}
+
+// tick records progress.
+func (w *watchdog) tick() { w.last.Store(time.Now().UnixNano()) }
+
+// cause returns the watchdog's verdict in place of err when it ended ctx.
+func cause(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if c := context.Cause(ctx); c != nil && c != context.Canceled && c != ctx.Err() {
+		return fmt.Errorf("%w (%v)", c, err)
+	}
+	return err
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/internal/localcluster"
+)
+
+// TestHungNode stops one node with SIGSTOP — alive to the kernel, which
+// still accepts its connections, but silent — and checks that it does not
+// stall the others (3 nodes, R=2):
+//   - a follower: puts and gets through the two other nodes complete within
+//     10 s of the stop, and keep completing while it stays stopped;
+//   - the leader: once the others elect a new leader, the first put through
+//     one of them completes within 5 s.
+func TestHungNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts clusters of child processes")
+	}
+	t.Run("follower", func(t *testing.T) { hungNode(t, false) })
+	t.Run("leader", func(t *testing.T) { hungNode(t, true) })
+}
+
+func hungNode(t *testing.T, leader bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cl, err := localcluster.Start(ctx, localcluster.Options{
+		Dir: filepath.Join(t.TempDir(), "cluster"), Exe: exe, Replicas: 2,
+		Args: []string{"--cache-size", "0"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	all, err := cl.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close()
+
+	// Files stored before the stop: about a third of their chunks have a
+	// copy on the node that will hang.
+	before := map[string][]byte{}
+	for i := range 3 {
+		name := fmt.Sprintf("before-%d", i)
+		before[name] = randomBytes(t, 3<<20)
+		if _, err := all.Put(ctx, name, bytes.NewReader(before[name]), client.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lead := cl.Leader(ctx)
+	if lead < 0 {
+		t.Fatal("no leader")
+	}
+	hung := lead
+	if !leader {
+		hung = (lead + 1) % len(cl.Members)
+	}
+	var healthy []string
+	for i, m := range cl.Members {
+		if i != hung {
+			healthy = append(healthy, m.APIAddr)
+		}
+	}
+	c, err := client.New(healthy, cl.ClientOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	if err := cl.Pause(hung); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	defer cl.Resume(hung)
+	t.Logf("node %s (leader: %v) stopped with SIGSTOP", cl.Members[hung].ID, leader)
+
+	start := stopped
+	if leader {
+		// Wait for the others to elect a new leader.
+		for {
+			st, err := statusWithin(ctx, c, 3*time.Second)
+			if err == nil && st.GetLeaderId() != "" && st.GetLeaderId() != cl.Members[hung].ID {
+				break
+			}
+			if time.Since(stopped) > 20*time.Second {
+				t.Fatalf("no new leader 20 s after the leader stopped (last: %v, %v)", st.GetLeaderId(), err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		start = time.Now()
+		t.Logf("new leader elected %.2fs after the stop", start.Sub(stopped).Seconds())
+	}
+	deadline := 10 * time.Second
+	if leader {
+		deadline = 5 * time.Second
+	}
+	// The first round must end within the deadline of the stop (or the
+	// election); later rounds, while the node stays stopped, as fast.
+	var slowest time.Duration
+	rounds := 0
+	for round := 0; time.Since(stopped) < 20*time.Second; round++ {
+		roundStart := time.Now()
+		name := fmt.Sprintf("during-%d", round)
+		data := randomBytes(t, 3<<20)
+		if _, err := c.Put(ctx, name, bytes.NewReader(data), client.PutOptions{}); err != nil {
+			t.Fatalf("round %d: put through healthy nodes: %v", round, err)
+		}
+		put := time.Since(roundStart)
+		getBack(ctx, t, c, name, data)
+		for n, want := range before {
+			getBack(ctx, t, c, n, want)
+		}
+		took := time.Since(roundStart)
+		slowest = max(slowest, took)
+		rounds++
+		ref, what := roundStart, "its start"
+		if round == 0 {
+			ref, what = start, "the stop"
+			if leader {
+				what = "the election"
+			}
+			t.Logf("round 0: put %.2fs, put and %d gets %.2fs (%.2fs after the stop)", put.Seconds(), len(before)+1, took.Seconds(), time.Since(stopped).Seconds())
+		}
+		if end := time.Since(ref); end > deadline {
+			t.Fatalf("round %d (put %.2fs) ended %.1fs after %s; want within %s", round, put.Seconds(), end.Seconds(), what, deadline)
+		}
+		if leader {
+			break
+		}
+	}
+	t.Logf("%d rounds of a put and %d gets while the node was stopped; slowest %.2fs", rounds, len(before)+1, slowest.Seconds())
+	if err := cl.Resume(hung); err != nil {
+		t.Fatal(err)
+	}
+	// The resumed node catches up and serves again.
+	if err := cl.WaitReady(ctx, len(cl.Members)); err != nil {
+		t.Fatalf("after SIGCONT: %v", err)
+	}
+	only, err := client.New([]string{cl.Members[hung].APIAddr}, cl.ClientOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer only.Close()
+	for n, want := range before {
+		getBack(ctx, t, only, n, want)
+	}
+}
+
+func statusWithin(ctx context.Context, c *client.Client, d time.Duration) (st interface{ GetLeaderId() string }, err error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return c.Status(ctx)
+}
+
+func getBack(ctx context.Context, t *testing.T, c *client.Client, name string, want []byte) {
+	t.Helper()
+	var got bytes.Buffer
+	if _, err := c.Get(ctx, name, &got, client.GetOptions{}); err != nil {
+		t.Fatalf("get %s: %v", name, err)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Fatalf("get %s: %d bytes differ from the %d stored", name, got.Len(), len(want))
+	}
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
