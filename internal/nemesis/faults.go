@@ -46,6 +46,9 @@ type Fault struct {
 	Target string // "leader", "follower", "all", or "any" when no leader was known
 	Start  int64  // injected
 	Healed int64  // healed (0: still active)
+	// LeaderBefore is the leader a node named just before healing (-1:
+	// none answered).
+	LeaderBefore int
 	Err    string // injecting or healing failed
 }
 
@@ -69,7 +72,7 @@ func newNemesis(c cluster, kinds []FaultKind, seed uint64, hist *history, log *s
 	binary.LittleEndian.PutUint64(key[0:], seed)
 	copy(key[8:], "ddstore-nemesis-fault-schedule!")
 	return &nemesis{c: c, kinds: kinds, rng: rand.New(rand.NewChaCha8(key)), hist: hist, log: log,
-		holdMin: 2 * time.Second, holdMax: 8 * time.Second, quietMin: 2 * time.Second, quietMax: 6 * time.Second}
+		holdMin: 2 * time.Second, holdMax: 6 * time.Second, quietMin: 1500 * time.Millisecond, quietMax: 4 * time.Second}
 }
 
 func (n *nemesis) between(lo, hi time.Duration) time.Duration {
@@ -86,15 +89,37 @@ func (n *nemesis) run(ctx context.Context) {
 		}
 	}
 	sleep(n.between(n.quietMin, n.quietMax))
+	var cycle []FaultKind
 	for ctx.Err() == nil {
-		kind := n.kinds[n.rng.IntN(len(n.kinds))]
+		if len(cycle) == 0 {
+			cycle = n.cycle()
+		}
+		kind := cycle[0]
+		cycle = cycle[1:]
 		hold, quiet := n.between(n.holdMin, n.holdMax), n.between(n.quietMin, n.quietMax)
 		f := n.inject(ctx, kind)
 		n.faults = append(n.faults, f)
 		sleep(hold)
+		f.LeaderBefore = leaderOf(context.WithoutCancel(ctx), n.c)
 		n.heal(context.WithoutCancel(ctx), f)
 		sleep(quiet)
 	}
+}
+
+// cycle is the next round of faults: every kind once, in an order drawn
+// from the seed, partitions first (so that a short schedule has them).
+func (n *nemesis) cycle() []FaultKind {
+	var parts, procs []FaultKind
+	for _, k := range n.kinds {
+		if slices.Contains(PartitionFaults(), k) {
+			parts = append(parts, k)
+		} else {
+			procs = append(procs, k)
+		}
+	}
+	n.rng.Shuffle(len(parts), func(i, j int) { parts[i], parts[j] = parts[j], parts[i] })
+	n.rng.Shuffle(len(procs), func(i, j int) { procs[i], procs[j] = procs[j], procs[i] })
+	return append(parts, procs...)
 }
 
 // pick chooses the fault's nodes: the leader as the cluster names it now
@@ -166,7 +191,15 @@ func (n *nemesis) heal(ctx context.Context, f *Fault) {
 	if err != nil {
 		f.Err = strings.TrimPrefix(f.Err+"; heal: "+err.Error(), "; ")
 	}
-	n.log.Info("healed", "kind", f.Kind, "nodes", nodeNames(f.Nodes), "after", time.Duration(f.Healed-f.Start).Round(time.Millisecond), "err", err)
+	n.log.Info("healed", "kind", f.Kind, "nodes", nodeNames(f.Nodes), "after", time.Duration(f.Healed-f.Start).Round(time.Millisecond),
+		"leader_before_healing", leaderName(f.LeaderBefore), "err", err)
+}
+
+func leaderName(i int) string {
+	if i < 0 {
+		return "none"
+	}
+	return nodeID(i)
 }
 
 func nodeNames(is []int) string {
@@ -182,7 +215,7 @@ func nodeNames(is []int) string {
 
 // String describes a fault for the report.
 func (f *Fault) String() string {
-	s := fmt.Sprintf("%s %s (%s) at %.1fs for %.1fs", f.Kind, nodeNames(f.Nodes), f.Target, float64(f.Start)/1e9, float64(f.Healed-f.Start)/1e9)
+	s := fmt.Sprintf("%s %s (%s) at %.1fs for %.1fs, leader before healing %s", f.Kind, nodeNames(f.Nodes), f.Target, float64(f.Start)/1e9, float64(f.Healed-f.Start)/1e9, leaderName(f.LeaderBefore))
 	if f.Err != "" {
 		s += ": " + f.Err
 	}

@@ -18,7 +18,7 @@ import (
 //
 // The environment selects the run:
 //
-//	NEMESIS_DURATION  schedule length per cluster (default 40s; e.g. 20m)
+//	NEMESIS_DURATION  schedule length per cluster (default 45s; e.g. 20m)
 //	NEMESIS_SEED      the seed of the clients' operations and the fault schedule (default 1)
 //	NEMESIS_MODE      loopback, netns or both (default both)
 //	NEMESIS_OUT       where a failing run's visualization and node logs go
@@ -26,7 +26,7 @@ import (
 //	                  else a new directory under $TMPDIR that is kept)
 //	NEMESIS_EXE       a built ddstore binary (default: built from ./cmd/ddstore)
 func TestNemesis(t *testing.T) {
-	duration := 40 * time.Second
+	duration := 45 * time.Second
 	if s := os.Getenv("NEMESIS_DURATION"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil {
