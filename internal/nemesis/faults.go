@@ -49,7 +49,7 @@ type Fault struct {
 	// LeaderBefore is the leader a node named just before healing (-1:
 	// none answered).
 	LeaderBefore int
-	Err    string // injecting or healing failed
+	Err          string // injecting or healing failed
 }
 
 // nemesis runs the fault schedule against a cluster.
