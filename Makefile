@@ -5,7 +5,7 @@ TOOLS_DIR ?= $(CURDIR)/.cache/tools
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build demo test test-deps proto bench vet fmt clean fuzz race
+.PHONY: all build demo test test-deps proto bench vet fmt clean fuzz race nemesis
 
 all: build
 
@@ -36,6 +36,15 @@ fuzz:
 # `make test`.
 race: test-deps
 	TOOLS_DIR=$(TOOLS_DIR) go test -race -count=1 -timeout 20m ./server/... ./replica/ ./client/ ./consensus/
+
+# The nemesis harness (internal/nemesis): kills, stops and partitions nodes
+# of a 3-node cluster under concurrent clients, then checks linearizability
+# and every acknowledged file. NEMESIS_DURATION per cluster (default 20m;
+# two clusters: loopback, then namespaces), NEMESIS_SEED, NEMESIS_MODE,
+# NEMESIS_OUT as in internal/nemesis/nemesis_test.go.
+nemesis: test-deps build
+	NEMESIS_EXE=$(CURDIR)/bin/ddstore NEMESIS_DURATION=$(or $(NEMESIS_DURATION),20m) \
+		$(GO) test -count=1 -v -timeout 0 -run 'TestNemesis$$' ./internal/nemesis/
 
 bench: build
 	./bin/ddstore bench $(BENCH_FLAGS)
