@@ -20,8 +20,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 )
 
 // Errors a caller can test with errors.Is.
@@ -56,6 +54,10 @@ type Config struct {
 	LeaderLeaseTimeout time.Duration
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
+	// LogSegmentSize is the size of the Raft log's segment files, each
+	// preallocated in full when the log moves on to it; 0: raft-wal's
+	// default, 64 MiB.
+	LogSegmentSize int
 
 	// ServerTLS and DialTLS, when set, run the Raft port over mutual TLS:
 	// ServerTLS decides which callers are accepted, DialTLS how this member
@@ -68,11 +70,12 @@ type Config struct {
 type Node struct {
 	cfg       Config
 	raft      *raft.Raft
-	log       *wal.WAL
-	meta      *metadb.BoltMetaDB
+	log       *walLog
 	transport *raft.NetworkTransport
 	reads     *readBatcher
 	logger    *slog.Logger
+	stop      chan struct{} // closed by Close: ends the log check
+	checked   chan struct{} // closed when the log check has ended
 }
 
 // Open starts a Raft member from cfg.Dir, restoring its log and latest
@@ -115,25 +118,22 @@ func Open(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(walDir, 0o755); err != nil {
 		return nil, fmt.Errorf("consensus: %w", err)
 	}
-	// raft-wal v0.4.0's Close leaves its metadata DB open (and flock-ed), so
-	// the node keeps it to close it itself.
-	meta := &metadb.BoltMetaDB{}
-	logStore, err := wal.Open(walDir, wal.WithLogger(hlog.Named("wal")), wal.WithMetaStore(meta))
+	// The log is reopened in place after a failed write (see walLog).
+	logStore, err := openWALLog(cfg.ID, walDir, cfg.LogSegmentSize, hlog.Named("wal"), logger)
 	if err != nil {
-		meta.Close()
-		return nil, fmt.Errorf("consensus: open raft log %s: %w", walDir, err)
+		return nil, fmt.Errorf("consensus: %w", err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog.Named("snapshots"))
 	if err != nil {
-		closeLog(logStore, meta)
+		logStore.close()
 		return nil, fmt.Errorf("consensus: snapshot store: %w", err)
 	}
 	transport, err := newTransport(cfg, hlog)
 	if err != nil {
-		closeLog(logStore, meta)
+		logStore.close()
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: logStore, meta: meta, transport: transport, logger: logger}
+	n := &Node{cfg: cfg, log: logStore, transport: transport, logger: logger, stop: make(chan struct{}), checked: make(chan struct{})}
 
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(logStore, logStore, snaps)
@@ -159,8 +159,31 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.raft = r
 	n.reads = newReadBatcher(r, cfg.FSM)
+	go n.checkLog()
 	return n, nil
 }
+
+// checkLog reopens and rechecks a failed log every logCheckEvery, so that
+// the node recovers when space returns even if no write comes to tell it.
+func (n *Node) checkLog() {
+	defer close(n.checked)
+	t := time.NewTicker(logCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+			n.log.check()
+		}
+	}
+}
+
+// LogFailure returns why this member's Raft log cannot be written now (an
+// error wrapping ErrLogUnwritable) and since when; nil while it can. The
+// member recovers by itself: the log is reopened and checked every second,
+// and the next write that succeeds clears the failure.
+func (n *Node) LogFailure() (error, time.Time) { return n.log.Failure() }
 
 // newTransport opens the Raft port: mutual TLS when cfg has TLS configs,
 // plain TCP otherwise.
@@ -188,18 +211,20 @@ func newTransport(cfg Config, hlog hclog.Logger) (*raft.NetworkTransport, error)
 
 func (n *Node) closeStores() {
 	n.transport.Close()
-	closeLog(n.log, n.meta)
+	n.log.close()
 }
 
 // Close shuts Raft down and closes its log and transport. A leader does not
 // hand over leadership first; the others elect a new one.
 func (n *Node) Close() error {
 	n.reads.close()
+	close(n.stop)
+	<-n.checked
 	err := n.raft.Shutdown().Error()
 	if cerr := n.transport.Close(); err == nil {
 		err = cerr
 	}
-	if cerr := closeLog(n.log, n.meta); err == nil {
+	if cerr := n.log.close(); err == nil {
 		err = cerr
 	}
 	return err
@@ -245,7 +270,9 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	return n.reads.readIndex(ctx)
 }
 
-// WaitApplied waits until the local FSM has applied index.
+// WaitApplied waits until the local FSM has applied index. While this
+// member's log cannot be written it cannot catch up, so it fails at once
+// with an error wrapping ErrLogUnwritable (ask another member).
 func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 	if n.cfg.FSM.LastApplied() >= index {
 		return nil
@@ -255,6 +282,9 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) error {
 	for n.cfg.FSM.LastApplied() < index {
 		if n.raft.State() == raft.Shutdown {
 			return ErrShutdown
+		}
+		if err, _ := n.log.Failure(); err != nil {
+			return fmt.Errorf("consensus: cannot catch up to index %d (applied %d): %w", index, n.cfg.FSM.LastApplied(), err)
 		}
 		select {
 		case <-ctx.Done():
@@ -382,9 +412,4 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	}
 	w.l.Warn(msg, "component", "raft")
 	return len(p), nil
-}
-
-// closeLog closes the raft log and its metadata DB.
-func closeLog(l *wal.WAL, meta *metadb.BoltMetaDB) error {
-	return errors.Join(l.Close(), meta.Close())
 }
