@@ -263,10 +263,17 @@ func (s *Session) put(ctx context.Context, p Peer, c chunker.Encoded) (bool, err
 		s.streams[p.ID] = ps
 	}
 	s.mu.Unlock()
-	return ps.put(ctx, c)
+	w, err := ps.put(ctx, c)
+	if err != nil && ctx.Err() == nil {
+		// Store moves on to another node: Close need not fail for it.
+		ps.failedPut.Store(true)
+	}
+	return w, err
 }
 
-// Close ends the session's streams, waiting for outstanding copies.
+// Close ends the session's streams, waiting for outstanding copies. A
+// stream that failed a put already is not reported again: Store stored that
+// chunk elsewhere or returned the error.
 func (s *Session) Close() error {
 	s.mu.Lock()
 	streams := s.streams
@@ -274,7 +281,7 @@ func (s *Session) Close() error {
 	s.mu.Unlock()
 	var errs []error
 	for id, ps := range streams {
-		if err := ps.close(s.r.ackTimeout()); err != nil {
+		if err := ps.close(s.r.ackTimeout()); err != nil && !ps.failedPut.Load() {
 			errs = append(errs, fmt.Errorf("node %s: %w", id, err))
 		}
 	}
@@ -302,9 +309,10 @@ type peerStream struct {
 	err     error // sticky: once the stream fails, every put fails
 	done    chan struct{}
 
-	inFlight atomic.Int64
-	progress atomic.Int64 // unix nanoseconds of the last ack, or of the first chunk sent after none was in flight
-	aborted  atomic.Pointer[error]
+	failedPut atomic.Bool // a put failed on it (its chunk went elsewhere)
+	inFlight  atomic.Int64
+	progress  atomic.Int64 // unix nanoseconds of the last ack, or of the first chunk sent after none was in flight
+	aborted   atomic.Pointer[error]
 }
 
 // openPeerStream opens a copy stream to p. Opening waits for the connection,

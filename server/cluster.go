@@ -115,6 +115,7 @@ func (n *Node) localStatus(ctx context.Context) *pb.NodeStatus {
 	} else {
 		st.Error = err.Error()
 	}
+	st.NotServing = n.notServing()
 	return st
 }
 

@@ -113,6 +113,16 @@ type Config struct {
 	// cutting them; default 10s.
 	ShutdownGrace time.Duration
 
+	// WriteCheckInterval is how often the node checks that it can write:
+	// that its store has room for a largest chunk (the local store
+	// reserves one and frees it) and that its Raft log takes entries. While
+	// it cannot, its health is NOT_SERVING. Default 1s; negative disables
+	// the check (failed writes still count).
+	WriteCheckInterval time.Duration
+	// RaftLogSegmentSize is the size of the Raft log's segment files,
+	// preallocated when the log moves on to one; 0: 64 MiB.
+	RaftLogSegmentSize int
+
 	// NodeTimeout bounds a call to another node of this cluster (a question
 	// about which chunks it holds, a chunk read, the opening of a copy
 	// stream); a copy stream may go 3 × NodeTimeout without an
@@ -243,6 +253,7 @@ func (c *Config) withDefaults() (Config, error) {
 	def(&out.ScrubInterval, 24*time.Hour)
 	def(&out.GCInterval, 10*time.Minute)
 	def(&out.GCGrace, time.Hour)
+	def(&out.WriteCheckInterval, time.Second)
 	def(&out.MemcachedTimeout, 2*time.Second)
 	if out.RepairRate <= 0 {
 		out.RepairRate = 64 << 20

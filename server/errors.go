@@ -40,7 +40,8 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, catalog.ErrInvalid):
 		code = codes.InvalidArgument
-	case errors.Is(err, consensus.ErrNotLeader), errors.Is(err, consensus.ErrNoLeader), errors.Is(err, consensus.ErrShutdown):
+	case errors.Is(err, consensus.ErrNotLeader), errors.Is(err, consensus.ErrNoLeader), errors.Is(err, consensus.ErrShutdown),
+		errors.Is(err, consensus.ErrLogUnwritable):
 		code = codes.Unavailable
 	default:
 		return replica.Status(err)

@@ -308,14 +308,18 @@ func (n *Node) restore(ctx context.Context, id chunker.ID, holds map[string]bool
 	}
 	size = len(c.Data)
 	have := len(holds)
-	if !holds[n.cfg.ID] && have < copies {
-		if _, err := n.base.Put(ctx, c); err != nil {
-			return made, size, err
-		}
-		made++
-		have++
-	}
 	var errs []error
+	if !holds[n.cfg.ID] && have < copies {
+		switch _, err := n.base.Put(ctx, c); {
+		case errors.Is(err, replica.ErrNoSpace):
+			errs = append(errs, err) // this node is full: the copy goes to another
+		case err != nil:
+			return made, size, err
+		default:
+			made++
+			have++
+		}
+	}
 	for _, p := range replica.Rank(id, live) {
 		if have >= copies {
 			break

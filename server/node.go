@@ -48,6 +48,11 @@ type Node struct {
 	conns  *connPool
 	guard  *guard
 	limits *limits.Limiter
+
+	// space is the store's own check of its free space; nil if it has none.
+	space    replica.SpaceChecker
+	writable writable // whether the store and the Raft log can be written
+
 	// streamMem bounds the chunk bytes held for open client streams.
 	streamMem *memBudget
 	peers     *peerSet
@@ -96,6 +101,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: open %s store: %w", cfg.Store, err)
 	}
+	n.space, _ = n.store.(replica.SpaceChecker)
+	n.store = watchedStore{Store: n.store, n: n}
 	n.base = n.store
 	var tiers []replica.Tier
 	if cfg.CacheSize > 0 {
@@ -131,6 +138,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		ElectionTimeout:    cfg.ElectionTimeout,
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
 		SnapshotThreshold:  cfg.SnapshotThreshold,
+		LogSegmentSize:     cfg.RaftLogSegmentSize,
 	}
 	if cfg.TLS != nil {
 		rc.ServerTLS, rc.DialTLS = cfg.TLS.RaftServerTLS(), cfg.TLS.DialNodeTLS()
@@ -197,6 +205,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.bg.Go(n.membershipLoop)
 	n.bg.Go(n.peers.refreshLoop)
 	n.bg.Go(n.healLoops)
+	n.bg.Go(n.writableLoop)
 	n.log.Info("node started", "cluster", cfg.Cluster, "api", n.cfg.Advertise, "public", n.pubAddr, "raft", cfg.RaftAddr,
 		"store", cfg.Store, "replicas", cfg.Replicas, "peers", n.peers.names())
 	return n, nil

@@ -460,8 +460,13 @@ func ready(st *pb.StatusResponse, err error, want int) bool {
 func printStatus(w io.Writer, st *pb.StatusResponse) error {
 	var nodes, peers, fed, cache, heal, limits [][]any
 	for _, n := range st.GetNodes() {
+		note := n.GetError()
+		if why := n.GetNotServing(); why != "" {
+			// The node answers but cannot do its job (health NOT_SERVING).
+			note = strings.TrimPrefix(note+"; NOT SERVING: "+why, "; ")
+		}
 		nodes = append(nodes, []any{n.GetId(), n.GetState(), n.GetApiAddr(), orNone(n.GetPublicAddr()), n.GetRaftAddr(), n.GetTerm(),
-			n.GetAppliedIndex(), n.GetCommitIndex(), n.GetStore(), n.GetChunks(), n.GetStoredBytes(), n.GetError()})
+			n.GetAppliedIndex(), n.GetCommitIndex(), n.GetStore(), n.GetChunks(), n.GetStoredBytes(), note})
 		if f := n.GetFederation(); f != nil {
 			fed = append(fed, []any{n.GetId(), f.GetLookups(), f.GetPeerCalls(), f.GetFilterSkips(), f.GetServedForwarded()})
 		}

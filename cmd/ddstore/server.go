@@ -114,6 +114,8 @@ Start a new cluster with --bootstrap on its first node; start the others with
 	f.Int64Var(&cfg.ScrubRate, "scrub-rate", 32<<20, "bytes per second scrub may read")
 	f.DurationVar(&cfg.GCInterval, "gc-interval", 10*time.Minute, "how often the leader collects unreferenced chunks (negative disables)")
 	f.DurationVar(&cfg.GCGrace, "gc-grace", time.Hour, "how long a chunk stays unreferenced before it is collected")
+	f.DurationVar(&cfg.WriteCheckInterval, "write-check-interval", time.Second, "how often the node checks that its store has room for a chunk and its Raft log takes entries; health is NOT_SERVING while not (negative disables the check)")
+	f.IntVar(&cfg.RaftLogSegmentSize, "raft-log-segment-size", 64<<20, "bytes of each Raft log segment file, preallocated when the log moves on to it")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	sec.register(f, &cfg)
 	return cmd

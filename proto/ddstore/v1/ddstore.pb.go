@@ -1626,24 +1626,28 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 }
 
 type NodeStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	ApiAddr       string                 `protobuf:"bytes,2,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"` // Leader, Follower, Candidate, Shutdown, or unreachable
-	Term          uint64                 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	CommitIndex   uint64                 `protobuf:"varint,7,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
-	Chunks        uint64                 `protobuf:"varint,8,opt,name=chunks,proto3" json:"chunks,omitempty"`                              // chunks in this node's store
-	StoredBytes   uint64                 `protobuf:"varint,9,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"` // bytes in this node's store
-	Store         string                 `protobuf:"bytes,10,opt,name=store,proto3" json:"store,omitempty"`                                // store kind: local, gridfs
-	Error         string                 `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`                                // why the node did not answer, if it did not
-	Voter         bool                   `protobuf:"varint,12,opt,name=voter,proto3" json:"voter,omitempty"`
-	Cache         []*CacheTierStatus     `protobuf:"bytes,13,rep,name=cache,proto3" json:"cache,omitempty"`
-	Heal          *HealStatus            `protobuf:"bytes,14,opt,name=heal,proto3" json:"heal,omitempty"`
-	PublicAddr    string                 `protobuf:"bytes,15,opt,name=public_addr,json=publicAddr,proto3" json:"public_addr,omitempty"`
-	Federation    *FederationStatus      `protobuf:"bytes,16,opt,name=federation,proto3" json:"federation,omitempty"`
-	Limits        *LimitStatus           `protobuf:"bytes,17,opt,name=limits,proto3" json:"limits,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ApiAddr      string                 `protobuf:"bytes,2,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	RaftAddr     string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	State        string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"` // Leader, Follower, Candidate, Shutdown, or unreachable
+	Term         uint64                 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	CommitIndex  uint64                 `protobuf:"varint,7,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	Chunks       uint64                 `protobuf:"varint,8,opt,name=chunks,proto3" json:"chunks,omitempty"`                              // chunks in this node's store
+	StoredBytes  uint64                 `protobuf:"varint,9,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"` // bytes in this node's store
+	Store        string                 `protobuf:"bytes,10,opt,name=store,proto3" json:"store,omitempty"`                                // store kind: local, gridfs
+	Error        string                 `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`                                // why the node did not answer, if it did not
+	Voter        bool                   `protobuf:"varint,12,opt,name=voter,proto3" json:"voter,omitempty"`
+	Cache        []*CacheTierStatus     `protobuf:"bytes,13,rep,name=cache,proto3" json:"cache,omitempty"`
+	Heal         *HealStatus            `protobuf:"bytes,14,opt,name=heal,proto3" json:"heal,omitempty"`
+	PublicAddr   string                 `protobuf:"bytes,15,opt,name=public_addr,json=publicAddr,proto3" json:"public_addr,omitempty"`
+	Federation   *FederationStatus      `protobuf:"bytes,16,opt,name=federation,proto3" json:"federation,omitempty"`
+	Limits       *LimitStatus           `protobuf:"bytes,17,opt,name=limits,proto3" json:"limits,omitempty"`
+	// Why this node cannot do its job now (its health is NOT_SERVING): its
+	// chunk store or its Raft log cannot be written, e.g. "chunk store: disk
+	// full: ...". Empty while it can.
+	NotServing    string `protobuf:"bytes,18,opt,name=not_serving,json=notServing,proto3" json:"not_serving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1795,6 +1799,13 @@ func (x *NodeStatus) GetLimits() *LimitStatus {
 		return x.Limits
 	}
 	return nil
+}
+
+func (x *NodeStatus) GetNotServing() string {
+	if x != nil {
+		return x.NotServing
+	}
+	return ""
 }
 
 // LimitStatus counts what one node's limits held back since it started.
@@ -2749,8 +2760,13 @@ func (x *DeleteChunksResponse) GetDeleted() uint64 {
 }
 
 type CollectRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DryRun        bool                   `protobuf:"varint,1,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	DryRun bool                   `protobuf:"varint,1,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Collect every chunk unreferenced now, however recently (the grace
+	// period is not waited out). Uploads stay safe: a commit naming a chunk
+	// being collected, or one collected while the commit checked its chunks,
+	// is refused (FailedPrecondition), never stored without its chunks.
+	Now           bool `protobuf:"varint,2,opt,name=now,proto3" json:"now,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2792,6 +2808,13 @@ func (x *CollectRequest) GetDryRun() bool {
 	return false
 }
 
+func (x *CollectRequest) GetNow() bool {
+	if x != nil {
+		return x.Now
+	}
+	return false
+}
+
 type CollectResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Unreferenced  uint64                 `protobuf:"varint,1,opt,name=unreferenced,proto3" json:"unreferenced,omitempty"`                        // chunks in some store that no file refers to
@@ -2799,7 +2822,8 @@ type CollectResponse struct {
 	DeletedCopies uint64                 `protobuf:"varint,3,opt,name=deleted_copies,json=deletedCopies,proto3" json:"deleted_copies,omitempty"` // copies removed (0 on a dry run)
 	EligibleBytes uint64                 `protobuf:"varint,4,opt,name=eligible_bytes,json=eligibleBytes,proto3" json:"eligible_bytes,omitempty"`
 	DryRun        bool                   `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	Grace         string                 `protobuf:"bytes,6,opt,name=grace,proto3" json:"grace,omitempty"` // the grace period, e.g. "1h0m0s"
+	Grace         string                 `protobuf:"bytes,6,opt,name=grace,proto3" json:"grace,omitempty"` // the grace period, e.g. "1h0m0s"; "0s" with now
+	Now           bool                   `protobuf:"varint,7,opt,name=now,proto3" json:"now,omitempty"`    // the sweep did not wait out the grace period
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2874,6 +2898,13 @@ func (x *CollectResponse) GetGrace() string {
 		return x.Grace
 	}
 	return ""
+}
+
+func (x *CollectResponse) GetNow() bool {
+	if x != nil {
+		return x.Now
+	}
+	return false
 }
 
 type RepairRequest struct {
@@ -3703,6 +3734,7 @@ type Command struct {
 	//	*Command_RemoveNode
 	//	*Command_CollectChunks
 	//	*Command_ForgetChunks
+	//	*Command_MarkUnreferenced
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3799,6 +3831,15 @@ func (x *Command) GetForgetChunks() *ForgetChunks {
 	return nil
 }
 
+func (x *Command) GetMarkUnreferenced() *MarkUnreferenced {
+	if x != nil {
+		if x, ok := x.Op.(*Command_MarkUnreferenced); ok {
+			return x.MarkUnreferenced
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -3827,6 +3868,10 @@ type Command_ForgetChunks struct {
 	ForgetChunks *ForgetChunks `protobuf:"bytes,6,opt,name=forget_chunks,json=forgetChunks,proto3,oneof"`
 }
 
+type Command_MarkUnreferenced struct {
+	MarkUnreferenced *MarkUnreferenced `protobuf:"bytes,7,opt,name=mark_unreferenced,json=markUnreferenced,proto3,oneof"`
+}
+
 func (*Command_PutFile) isCommand_Op() {}
 
 func (*Command_DeleteFile) isCommand_Op() {}
@@ -3838,6 +3883,75 @@ func (*Command_RemoveNode) isCommand_Op() {}
 func (*Command_CollectChunks) isCommand_Op() {}
 
 func (*Command_ForgetChunks) isCommand_Op() {}
+
+func (*Command_MarkUnreferenced) isCommand_Op() {}
+
+// MarkUnreferenced starts the garbage-collection clock of chunks that some
+// store holds and no file refers to: Apply records since_unix_nano (stamped
+// by the proposing leader) for each of ids that no file refers to and that
+// has no time yet, and drops the times of forget (chunks no store holds any
+// more). A chunk's time is dropped too when a file comes to refer to it and
+// when it is collected. The clock lives in the catalog, so it survives a
+// change of leader.
+type MarkUnreferenced struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           [][]byte               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	SinceUnixNano int64                  `protobuf:"varint,2,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	Forget        [][]byte               `protobuf:"bytes,3,rep,name=forget,proto3" json:"forget,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkUnreferenced) Reset() {
+	*x = MarkUnreferenced{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkUnreferenced) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkUnreferenced) ProtoMessage() {}
+
+func (x *MarkUnreferenced) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkUnreferenced.ProtoReflect.Descriptor instead.
+func (*MarkUnreferenced) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *MarkUnreferenced) GetIds() [][]byte {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *MarkUnreferenced) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *MarkUnreferenced) GetForget() [][]byte {
+	if x != nil {
+		return x.Forget
+	}
+	return nil
+}
 
 // CollectChunks marks chunks for garbage collection. Apply marks only those
 // no file refers to (and returns them); while a chunk is marked, no file
@@ -3851,7 +3965,7 @@ type CollectChunks struct {
 
 func (x *CollectChunks) Reset() {
 	*x = CollectChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3863,7 +3977,7 @@ func (x *CollectChunks) String() string {
 func (*CollectChunks) ProtoMessage() {}
 
 func (x *CollectChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3876,7 +3990,7 @@ func (x *CollectChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectChunks.ProtoReflect.Descriptor instead.
 func (*CollectChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CollectChunks) GetIds() [][]byte {
@@ -3897,7 +4011,7 @@ type ForgetChunks struct {
 
 func (x *ForgetChunks) Reset() {
 	*x = ForgetChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3909,7 +4023,7 @@ func (x *ForgetChunks) String() string {
 func (*ForgetChunks) ProtoMessage() {}
 
 func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3922,7 +4036,7 @@ func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetChunks.ProtoReflect.Descriptor instead.
 func (*ForgetChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ForgetChunks) GetIds() [][]byte {
@@ -3949,7 +4063,7 @@ type PutFile struct {
 
 func (x *PutFile) Reset() {
 	*x = PutFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3961,7 +4075,7 @@ func (x *PutFile) String() string {
 func (*PutFile) ProtoMessage() {}
 
 func (x *PutFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3974,7 +4088,7 @@ func (x *PutFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFile.ProtoReflect.Descriptor instead.
 func (*PutFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *PutFile) GetManifest() *FileManifest {
@@ -4014,7 +4128,7 @@ type DeleteFile struct {
 
 func (x *DeleteFile) Reset() {
 	*x = DeleteFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4026,7 +4140,7 @@ func (x *DeleteFile) String() string {
 func (*DeleteFile) ProtoMessage() {}
 
 func (x *DeleteFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4039,7 +4153,7 @@ func (x *DeleteFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFile.ProtoReflect.Descriptor instead.
 func (*DeleteFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *DeleteFile) GetName() string {
@@ -4061,7 +4175,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4073,7 +4187,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4086,7 +4200,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -4126,7 +4240,7 @@ type SetNode struct {
 
 func (x *SetNode) Reset() {
 	*x = SetNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4138,7 +4252,7 @@ func (x *SetNode) String() string {
 func (*SetNode) ProtoMessage() {}
 
 func (x *SetNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4151,7 +4265,7 @@ func (x *SetNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNode.ProtoReflect.Descriptor instead.
 func (*SetNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{63}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SetNode) GetNode() *NodeInfo {
@@ -4170,7 +4284,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4182,7 +4296,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4195,7 +4309,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{64}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RemoveNode) GetId() string {
@@ -4207,18 +4321,22 @@ func (x *RemoveNode) GetId() string {
 
 // CatalogSnapshot is the whole catalog state, in a canonical order.
 type CatalogSnapshot struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Files         []*FileManifest        `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`              // sorted by name
-	Nodes         []*NodeInfo            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`              // sorted by id
-	Collecting    [][]byte               `protobuf:"bytes,3,rep,name=collecting,proto3" json:"collecting,omitempty"`    // chunks marked for collection, sorted
-	Collections   uint64                 `protobuf:"varint,4,opt,name=collections,proto3" json:"collections,omitempty"` // finished collections (ForgetChunks naming a chunk)
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Files       []*FileManifest        `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`              // sorted by name
+	Nodes       []*NodeInfo            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`              // sorted by id
+	Collecting  [][]byte               `protobuf:"bytes,3,rep,name=collecting,proto3" json:"collecting,omitempty"`    // chunks marked for collection, sorted
+	Collections uint64                 `protobuf:"varint,4,opt,name=collections,proto3" json:"collections,omitempty"` // finished collections (ForgetChunks naming a chunk)
+	// Chunks no file refers to, with the time they were first seen so
+	// (MarkUnreferenced), sorted by id. Absent from snapshots written before
+	// the field existed: their clocks start again.
+	Unreferenced  []*UnreferencedChunk `protobuf:"bytes,5,rep,name=unreferenced,proto3" json:"unreferenced,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4230,7 +4348,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4243,7 +4361,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{65}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CatalogSnapshot) GetFiles() []*FileManifest {
@@ -4270,6 +4388,65 @@ func (x *CatalogSnapshot) GetCollecting() [][]byte {
 func (x *CatalogSnapshot) GetCollections() uint64 {
 	if x != nil {
 		return x.Collections
+	}
+	return 0
+}
+
+func (x *CatalogSnapshot) GetUnreferenced() []*UnreferencedChunk {
+	if x != nil {
+		return x.Unreferenced
+	}
+	return nil
+}
+
+type UnreferencedChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	SinceUnixNano int64                  `protobuf:"varint,2,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnreferencedChunk) Reset() {
+	*x = UnreferencedChunk{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnreferencedChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnreferencedChunk) ProtoMessage() {}
+
+func (x *UnreferencedChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnreferencedChunk.ProtoReflect.Descriptor instead.
+func (*UnreferencedChunk) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *UnreferencedChunk) GetId() []byte {
+	if x != nil {
+		return x.Id
+	}
+	return nil
+}
+
+func (x *UnreferencedChunk) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
 	}
 	return 0
 }
@@ -4393,7 +4570,7 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"sentChunks\x12\x1d\n" +
 	"\n" +
 	"sent_bytes\x18\x06 \x01(\x04R\tsentBytes\"\x0f\n" +
-	"\rStatusRequest\"\xb2\x04\n" +
+	"\rStatusRequest\"\xd3\x04\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
@@ -4416,7 +4593,9 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\n" +
 	"federation\x18\x10 \x01(\v2\x1c.ddstore.v1.FederationStatusR\n" +
 	"federation\x12/\n" +
-	"\x06limits\x18\x11 \x01(\v2\x17.ddstore.v1.LimitStatusR\x06limits\"\xb1\x02\n" +
+	"\x06limits\x18\x11 \x01(\v2\x17.ddstore.v1.LimitStatusR\x06limits\x12\x1f\n" +
+	"\vnot_serving\x18\x12 \x01(\tR\n" +
+	"notServing\"\xb1\x02\n" +
 	"\vLimitStatus\x12!\n" +
 	"\fopen_streams\x18\x01 \x01(\x04R\vopenStreams\x12!\n" +
 	"\fpeak_streams\x18\x02 \x01(\x04R\vpeakStreams\x12'\n" +
@@ -4493,16 +4672,18 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x13DeleteChunksRequest\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\fR\x03ids\"0\n" +
 	"\x14DeleteChunksResponse\x12\x18\n" +
-	"\adeleted\x18\x01 \x01(\x04R\adeleted\")\n" +
+	"\adeleted\x18\x01 \x01(\x04R\adeleted\";\n" +
 	"\x0eCollectRequest\x12\x17\n" +
-	"\adry_run\x18\x01 \x01(\bR\x06dryRun\"\xce\x01\n" +
+	"\adry_run\x18\x01 \x01(\bR\x06dryRun\x12\x10\n" +
+	"\x03now\x18\x02 \x01(\bR\x03now\"\xe0\x01\n" +
 	"\x0fCollectResponse\x12\"\n" +
 	"\funreferenced\x18\x01 \x01(\x04R\funreferenced\x12\x1a\n" +
 	"\beligible\x18\x02 \x01(\x04R\beligible\x12%\n" +
 	"\x0edeleted_copies\x18\x03 \x01(\x04R\rdeletedCopies\x12%\n" +
 	"\x0eeligible_bytes\x18\x04 \x01(\x04R\religibleBytes\x12\x17\n" +
 	"\adry_run\x18\x05 \x01(\bR\x06dryRun\x12\x14\n" +
-	"\x05grace\x18\x06 \x01(\tR\x05grace\"\x0f\n" +
+	"\x05grace\x18\x06 \x01(\tR\x05grace\x12\x10\n" +
+	"\x03now\x18\a \x01(\bR\x03now\"\x0f\n" +
 	"\rRepairRequest\"\x97\x01\n" +
 	"\x0eRepairResponse\x12%\n" +
 	"\x0echunks_checked\x18\x01 \x01(\x04R\rchunksChecked\x12)\n" +
@@ -4553,7 +4734,7 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\fR\x02id\";\n" +
 	"\x10GetChunkResponse\x12'\n" +
 	"\x05chunk\x18\x01 \x01(\v2\x11.ddstore.v1.ChunkR\x05chunk\"\x14\n" +
-	"\x12LocalStatusRequest\"\xee\x02\n" +
+	"\x12LocalStatusRequest\"\xbb\x03\n" +
 	"\aCommand\x120\n" +
 	"\bput_file\x18\x01 \x01(\v2\x13.ddstore.v1.PutFileH\x00R\aputFile\x129\n" +
 	"\vdelete_file\x18\x02 \x01(\v2\x16.ddstore.v1.DeleteFileH\x00R\n" +
@@ -4562,8 +4743,13 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\vremove_node\x18\x04 \x01(\v2\x16.ddstore.v1.RemoveNodeH\x00R\n" +
 	"removeNode\x12B\n" +
 	"\x0ecollect_chunks\x18\x05 \x01(\v2\x19.ddstore.v1.CollectChunksH\x00R\rcollectChunks\x12?\n" +
-	"\rforget_chunks\x18\x06 \x01(\v2\x18.ddstore.v1.ForgetChunksH\x00R\fforgetChunksB\x04\n" +
-	"\x02op\"!\n" +
+	"\rforget_chunks\x18\x06 \x01(\v2\x18.ddstore.v1.ForgetChunksH\x00R\fforgetChunks\x12K\n" +
+	"\x11mark_unreferenced\x18\a \x01(\v2\x1c.ddstore.v1.MarkUnreferencedH\x00R\x10markUnreferencedB\x04\n" +
+	"\x02op\"d\n" +
+	"\x10MarkUnreferenced\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\fR\x03ids\x12&\n" +
+	"\x0fsince_unix_nano\x18\x02 \x01(\x03R\rsinceUnixNano\x12\x16\n" +
+	"\x06forget\x18\x03 \x03(\fR\x06forget\"!\n" +
 	"\rCollectChunks\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\fR\x03ids\" \n" +
 	"\fForgetChunks\x12\x10\n" +
@@ -4587,14 +4773,18 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\v2\x14.ddstore.v1.NodeInfoR\x04node\"\x1c\n" +
 	"\n" +
 	"RemoveNode\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xaf\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xf2\x01\n" +
 	"\x0fCatalogSnapshot\x12.\n" +
 	"\x05files\x18\x01 \x03(\v2\x18.ddstore.v1.FileManifestR\x05files\x12*\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x14.ddstore.v1.NodeInfoR\x05nodes\x12\x1e\n" +
 	"\n" +
 	"collecting\x18\x03 \x03(\fR\n" +
 	"collecting\x12 \n" +
-	"\vcollections\x18\x04 \x01(\x04R\vcollections*&\n" +
+	"\vcollections\x18\x04 \x01(\x04R\vcollections\x12A\n" +
+	"\funreferenced\x18\x05 \x03(\v2\x1d.ddstore.v1.UnreferencedChunkR\funreferenced\"K\n" +
+	"\x11UnreferencedChunk\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\fR\x02id\x12&\n" +
+	"\x0fsince_unix_nano\x18\x02 \x01(\x03R\rsinceUnixNano*&\n" +
 	"\x05Codec\x12\r\n" +
 	"\tCODEC_RAW\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -4645,7 +4835,7 @@ func file_ddstore_v1_ddstore_proto_rawDescGZIP() []byte {
 }
 
 var file_ddstore_v1_ddstore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(Codec)(0),                    // 0: ddstore.v1.Codec
 	(Consistency)(0),              // 1: ddstore.v1.Consistency
@@ -4707,25 +4897,27 @@ var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(*GetChunkResponse)(nil),      // 57: ddstore.v1.GetChunkResponse
 	(*LocalStatusRequest)(nil),    // 58: ddstore.v1.LocalStatusRequest
 	(*Command)(nil),               // 59: ddstore.v1.Command
-	(*CollectChunks)(nil),         // 60: ddstore.v1.CollectChunks
-	(*ForgetChunks)(nil),          // 61: ddstore.v1.ForgetChunks
-	(*PutFile)(nil),               // 62: ddstore.v1.PutFile
-	(*DeleteFile)(nil),            // 63: ddstore.v1.DeleteFile
-	(*NodeInfo)(nil),              // 64: ddstore.v1.NodeInfo
-	(*SetNode)(nil),               // 65: ddstore.v1.SetNode
-	(*RemoveNode)(nil),            // 66: ddstore.v1.RemoveNode
-	(*CatalogSnapshot)(nil),       // 67: ddstore.v1.CatalogSnapshot
-	nil,                           // 68: ddstore.v1.FileManifest.MetadataEntry
-	nil,                           // 69: ddstore.v1.UploadIntent.MetadataEntry
-	nil,                           // 70: ddstore.v1.FiltersRequest.HaveBeyondEntry
+	(*MarkUnreferenced)(nil),      // 60: ddstore.v1.MarkUnreferenced
+	(*CollectChunks)(nil),         // 61: ddstore.v1.CollectChunks
+	(*ForgetChunks)(nil),          // 62: ddstore.v1.ForgetChunks
+	(*PutFile)(nil),               // 63: ddstore.v1.PutFile
+	(*DeleteFile)(nil),            // 64: ddstore.v1.DeleteFile
+	(*NodeInfo)(nil),              // 65: ddstore.v1.NodeInfo
+	(*SetNode)(nil),               // 66: ddstore.v1.SetNode
+	(*RemoveNode)(nil),            // 67: ddstore.v1.RemoveNode
+	(*CatalogSnapshot)(nil),       // 68: ddstore.v1.CatalogSnapshot
+	(*UnreferencedChunk)(nil),     // 69: ddstore.v1.UnreferencedChunk
+	nil,                           // 70: ddstore.v1.FileManifest.MetadataEntry
+	nil,                           // 71: ddstore.v1.UploadIntent.MetadataEntry
+	nil,                           // 72: ddstore.v1.FiltersRequest.HaveBeyondEntry
 }
 var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	0,  // 0: ddstore.v1.Chunk.codec:type_name -> ddstore.v1.Codec
 	3,  // 1: ddstore.v1.FileManifest.chunks:type_name -> ddstore.v1.ChunkRef
-	68, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
+	70, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
 	2,  // 3: ddstore.v1.UploadRequest.chunk:type_name -> ddstore.v1.Chunk
 	8,  // 4: ddstore.v1.MissingChunksRequest.intent:type_name -> ddstore.v1.UploadIntent
-	69, // 5: ddstore.v1.UploadIntent.metadata:type_name -> ddstore.v1.UploadIntent.MetadataEntry
+	71, // 5: ddstore.v1.UploadIntent.metadata:type_name -> ddstore.v1.UploadIntent.MetadataEntry
 	9,  // 6: ddstore.v1.MissingChunksResponse.current:type_name -> ddstore.v1.FileVersion
 	4,  // 7: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
 	9,  // 8: ddstore.v1.CommitRequest.replaces:type_name -> ddstore.v1.FileVersion
@@ -4745,73 +4937,75 @@ var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	27, // 22: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
 	26, // 23: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
 	32, // 24: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
-	70, // 25: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
+	72, // 25: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
 	46, // 26: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
 	4,  // 27: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
 	2,  // 28: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
 	2,  // 29: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
-	62, // 30: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
-	63, // 31: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
-	65, // 32: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
-	66, // 33: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
-	60, // 34: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
-	61, // 35: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
-	4,  // 36: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
-	9,  // 37: ddstore.v1.PutFile.replaces:type_name -> ddstore.v1.FileVersion
-	64, // 38: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
-	4,  // 39: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
-	64, // 40: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
-	5,  // 41: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
-	7,  // 42: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
-	11, // 43: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
-	13, // 44: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
-	15, // 45: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
-	17, // 46: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
-	21, // 47: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
-	25, // 48: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
-	33, // 49: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
-	35, // 50: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
-	41, // 51: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
-	43, // 52: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
-	23, // 53: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
-	48, // 54: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
-	50, // 55: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
-	52, // 56: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
-	54, // 57: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
-	56, // 58: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	58, // 59: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
-	37, // 60: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
-	39, // 61: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
-	45, // 62: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
-	56, // 63: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	6,  // 64: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
-	10, // 65: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
-	12, // 66: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
-	14, // 67: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
-	16, // 68: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
-	19, // 69: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
-	22, // 70: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
-	31, // 71: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
-	34, // 72: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
-	36, // 73: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
-	42, // 74: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
-	44, // 75: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
-	24, // 76: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
-	49, // 77: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
-	51, // 78: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
-	53, // 79: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
-	55, // 80: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
-	57, // 81: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	26, // 82: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
-	38, // 83: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
-	40, // 84: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
-	47, // 85: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
-	57, // 86: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	64, // [64:87] is the sub-list for method output_type
-	41, // [41:64] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	63, // 30: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
+	64, // 31: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
+	66, // 32: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
+	67, // 33: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
+	61, // 34: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
+	62, // 35: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
+	60, // 36: ddstore.v1.Command.mark_unreferenced:type_name -> ddstore.v1.MarkUnreferenced
+	4,  // 37: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
+	9,  // 38: ddstore.v1.PutFile.replaces:type_name -> ddstore.v1.FileVersion
+	65, // 39: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
+	4,  // 40: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
+	65, // 41: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
+	69, // 42: ddstore.v1.CatalogSnapshot.unreferenced:type_name -> ddstore.v1.UnreferencedChunk
+	5,  // 43: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
+	7,  // 44: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
+	11, // 45: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
+	13, // 46: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
+	15, // 47: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
+	17, // 48: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
+	21, // 49: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
+	25, // 50: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
+	33, // 51: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
+	35, // 52: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
+	41, // 53: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
+	43, // 54: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
+	23, // 55: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
+	48, // 56: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
+	50, // 57: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
+	52, // 58: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
+	54, // 59: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
+	56, // 60: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	58, // 61: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
+	37, // 62: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
+	39, // 63: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
+	45, // 64: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
+	56, // 65: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	6,  // 66: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
+	10, // 67: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
+	12, // 68: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
+	14, // 69: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
+	16, // 70: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
+	19, // 71: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
+	22, // 72: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
+	31, // 73: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
+	34, // 74: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
+	36, // 75: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
+	42, // 76: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
+	44, // 77: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
+	24, // 78: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
+	49, // 79: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
+	51, // 80: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
+	53, // 81: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
+	55, // 82: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
+	57, // 83: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	26, // 84: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
+	38, // 85: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
+	40, // 86: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
+	47, // 87: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
+	57, // 88: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	66, // [66:89] is the sub-list for method output_type
+	43, // [43:66] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_ddstore_v1_ddstore_proto_init() }
@@ -4826,15 +5020,16 @@ func file_ddstore_v1_ddstore_proto_init() {
 		(*Command_RemoveNode)(nil),
 		(*Command_CollectChunks)(nil),
 		(*Command_ForgetChunks)(nil),
+		(*Command_MarkUnreferenced)(nil),
 	}
-	file_ddstore_v1_ddstore_proto_msgTypes[60].OneofWrappers = []any{}
+	file_ddstore_v1_ddstore_proto_msgTypes[61].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ddstore_v1_ddstore_proto_rawDesc), len(file_ddstore_v1_ddstore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   69,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -408,7 +408,8 @@ type ClusterClient interface {
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
 	// Collect runs one garbage-collection sweep on the leader: chunks no file
 	// refers to, unreferenced for longer than the grace period, are removed
-	// from every store and cache. With dry_run it only reports them.
+	// from every store and cache. With dry_run it only reports them; with now
+	// it does not wait out the grace period.
 	Collect(ctx context.Context, in *CollectRequest, opts ...grpc.CallOption) (*CollectResponse, error)
 	// Repair runs one repair pass on the leader: every chunk a file refers to
 	// is brought back to R copies on live nodes.
@@ -498,7 +499,8 @@ type ClusterServer interface {
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
 	// Collect runs one garbage-collection sweep on the leader: chunks no file
 	// refers to, unreferenced for longer than the grace period, are removed
-	// from every store and cache. With dry_run it only reports them.
+	// from every store and cache. With dry_run it only reports them; with now
+	// it does not wait out the grace period.
 	Collect(context.Context, *CollectRequest) (*CollectResponse, error)
 	// Repair runs one repair pass on the leader: every chunk a file refers to
 	// is brought back to R copies on live nodes.

@@ -1,0 +1,139 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ddstore/ddstore/chunker"
+	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"github.com/ddstore/ddstore/replica"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// writable tracks whether the node can do its job: write chunks to its
+// store and entries to its Raft log. While either fails its gRPC health is
+// NOT_SERVING and `ddstore status` says why (NodeStatus.not_serving); it
+// turns SERVING again by itself once both can be written.
+type writable struct {
+	mu         sync.Mutex
+	store      error // why the chunk store cannot be written; nil: it can
+	storeSince time.Time
+	notServing string // what health last said: "" while SERVING
+}
+
+// watchedStore is the node's chunk store as the rest of the node sees it: a
+// write that finds no space names this node and marks the store full at
+// once (health NOT_SERVING) instead of at the next check.
+type watchedStore struct {
+	replica.Store
+	n *Node
+}
+
+// Put stores c; see replica.Store.
+func (w watchedStore) Put(ctx context.Context, c chunker.Encoded) (bool, error) {
+	written, err := w.Store.Put(ctx, c)
+	switch {
+	case errors.Is(err, replica.ErrNoSpace):
+		err = fmt.Errorf("node %s: %w", w.n.cfg.ID, err)
+		w.n.storeFull(err)
+	case err == nil && w.n.space == nil:
+		// A store that cannot check its space is writable again once a
+		// write succeeds.
+		w.n.storeWritable()
+	}
+	return written, err
+}
+
+// storeFull records that the chunk store could not be written.
+func (n *Node) storeFull(err error) {
+	n.writable.mu.Lock()
+	if n.writable.store == nil {
+		n.writable.storeSince = time.Now()
+		n.log.Error("chunk store is full; this node stores no chunks until space returns", "err", err)
+	}
+	n.writable.store = err
+	n.writable.mu.Unlock()
+	n.updateServing()
+}
+
+// storeWritable records that the chunk store can be written.
+func (n *Node) storeWritable() {
+	n.writable.mu.Lock()
+	if n.writable.store != nil {
+		n.log.Info("chunk store writable again", "after", time.Since(n.writable.storeSince).Round(time.Millisecond))
+	}
+	n.writable.store = nil
+	n.writable.mu.Unlock()
+	n.updateServing()
+}
+
+// notServing says why the node cannot do its job now, or "" if it can.
+func (n *Node) notServing() string {
+	var why []string
+	n.writable.mu.Lock()
+	if err := n.writable.store; err != nil {
+		why = append(why, "chunk store cannot be written: "+err.Error())
+	}
+	n.writable.mu.Unlock()
+	if err, since := n.raft.LogFailure(); err != nil {
+		why = append(why, fmt.Sprintf("%v (for %s)", err, time.Since(since).Round(time.Second)))
+	}
+	return strings.Join(why, "; ")
+}
+
+// updateServing sets the health status from what can be written now.
+func (n *Node) updateServing() {
+	why := n.notServing()
+	n.writable.mu.Lock()
+	defer n.writable.mu.Unlock()
+	was := n.writable.notServing
+	n.writable.notServing = why
+	if (was == "") == (why == "") {
+		return
+	}
+	st := healthpb.HealthCheckResponse_SERVING
+	if why != "" {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+		n.log.Warn("health: NOT_SERVING", "why", why)
+	} else {
+		n.log.Info("health: SERVING again")
+	}
+	n.health.SetServingStatus("", st)
+	n.health.SetServingStatus(pb.Files_ServiceDesc.ServiceName, st)
+}
+
+// writableLoop checks every WriteCheckInterval that the store has room for
+// a largest chunk (stores that can tell) and reads the Raft log's state,
+// and updates health.
+func (n *Node) writableLoop() {
+	if n.cfg.WriteCheckInterval < 0 {
+		return
+	}
+	t := time.NewTicker(n.cfg.WriteCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if n.space != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := n.space.CheckSpace(ctx)
+			cancel()
+			switch {
+			case errors.Is(err, replica.ErrNoSpace):
+				n.storeFull(fmt.Errorf("node %s: %w", n.cfg.ID, err))
+			case err == nil:
+				n.storeWritable()
+			default:
+				n.log.Warn("could not check the chunk store's space", "err", err)
+			}
+		}
+		n.updateServing()
+	}
+}
