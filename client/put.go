@@ -57,16 +57,35 @@ const (
 // at all. The file is listed only when Commit succeeds.
 func (c *Client) Put(ctx context.Context, name string, r io.Reader, opts PutOptions) (*PutResult, error) {
 	start := time.Now()
-	conn, idx := c.node()
-	res, err := c.put(ctx, conn, c.addrs[idx], name, r, opts)
-	if err != nil {
-		if retryable(err) {
-			c.failover(idx, err)
+	tr := &touchReader{r: r}
+	for attempt := 0; ; attempt++ {
+		conn, idx := c.node()
+		res, err := c.put(ctx, conn, c.addrs[idx], name, tr, opts)
+		if err == nil {
+			res.Duration = time.Since(start)
+			return res, nil
 		}
-		return res, err
+		if !retryable(err) {
+			return res, err
+		}
+		c.failover(idx, err)
+		// A node that failed before the file was read (a dead node, a
+		// hung one) costs nothing: try the next one at once.
+		if tr.touched || attempt >= len(c.conns) || ctx.Err() != nil {
+			return res, err
+		}
 	}
-	res.Duration = time.Since(start)
-	return res, nil
+}
+
+// touchReader records whether the file was read at all.
+type touchReader struct {
+	r       io.Reader
+	touched bool
+}
+
+func (t *touchReader) Read(p []byte) (int, error) {
+	t.touched = true
+	return t.r.Read(p)
 }
 
 func (c *Client) put(parent context.Context, conn *grpc.ClientConn, addr, name string, r io.Reader, opts PutOptions) (*PutResult, error) {
