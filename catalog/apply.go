@@ -63,6 +63,7 @@ func Apply(s *State, cmd *pb.Command) Result {
 		}
 		for _, id := range ids {
 			delete(s.collecting, id)
+			delete(s.unref, id)
 		}
 		if len(ids) > 0 {
 			// Counted even if the marks were cleared already: a sweep
@@ -71,9 +72,41 @@ func Apply(s *State, cmd *pb.Command) Result {
 			s.collections++
 		}
 		return Result{}
+	case *pb.Command_MarkUnreferenced:
+		return markUnreferenced(s, op.MarkUnreferenced)
 	default:
 		return Result{Err: invalid("command has no known operation")}
 	}
+}
+
+// markUnreferenced starts the clock of the chunks that no file refers to and
+// have none yet, at the proposer's time, and stops that of the chunks to
+// forget. It returns the chunks whose clock it started.
+func markUnreferenced(s *State, m *pb.MarkUnreferenced) Result {
+	since := m.GetSinceUnixNano()
+	if since <= 0 {
+		return Result{Err: invalid("unreferenced chunks: the proposer did not stamp a time")}
+	}
+	ids, err := chunkIDs(m.GetIds())
+	if err != nil {
+		return Result{Err: err}
+	}
+	forget, err := chunkIDs(m.GetForget())
+	if err != nil {
+		return Result{Err: err}
+	}
+	for _, id := range forget {
+		delete(s.unref, id)
+	}
+	var started []chunker.ID
+	for _, id := range ids {
+		if _, ok := s.unref[id]; ok || s.refs[id] > 0 {
+			continue
+		}
+		s.unref[id] = since
+		started = append(started, id)
+	}
+	return Result{IDs: started}
 }
 
 func putFile(s *State, p *pb.PutFile) Result {

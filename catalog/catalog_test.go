@@ -201,7 +201,7 @@ func randomCommands(seed uint64, n int) []*pb.Command {
 	cmds := make([]*pb.Command, n)
 	for i := range cmds {
 		name := fmt.Sprintf("f%d", rng.IntN(20))
-		switch rng.IntN(5) {
+		switch rng.IntN(6) {
 		case 0, 1, 2:
 			var seeds []string
 			for range rng.IntN(4) {
@@ -214,6 +214,15 @@ func randomCommands(seed uint64, n int) []*pb.Command {
 			cmds[i] = &pb.Command{Op: &pb.Command_SetNode{SetNode: &pb.SetNode{Node: &pb.NodeInfo{
 				Id: fmt.Sprintf("n%d", rng.IntN(3)), ApiAddr: fmt.Sprintf("127.0.0.1:%d", rng.IntN(100)),
 			}}}}
+		case 5:
+			var ids, gone []chunker.ID
+			for range rng.IntN(4) {
+				ids = append(ids, chunker.Sum([]byte(fmt.Sprint(rng.IntN(30)))))
+			}
+			for range rng.IntN(2) {
+				gone = append(gone, chunker.Sum([]byte(fmt.Sprint(rng.IntN(30)))))
+			}
+			cmds[i] = unreferenced(day1+int64(i), ids, gone)
 		}
 	}
 	return cmds
@@ -236,6 +245,11 @@ func checkRefs(t *testing.T, s *State) {
 	for id, n := range want {
 		if s.refs[id] != n {
 			t.Fatalf("chunk %s has %d refs, want %d", id, s.refs[id], n)
+		}
+	}
+	for id := range s.unref {
+		if s.refs[id] > 0 {
+			t.Fatalf("chunk %s is referenced but its garbage-collection clock runs", id)
 		}
 	}
 }
@@ -500,5 +514,89 @@ func TestOverwriteReplaces(t *testing.T) {
 	}
 	if res := Apply(s, put(b, day1+6, true)); res.Err != nil {
 		t.Fatalf("overwrite without a version: %v", res.Err)
+	}
+}
+
+func unreferenced(since int64, ids, gone []chunker.ID) *pb.Command {
+	m := &pb.MarkUnreferenced{SinceUnixNano: since}
+	for _, id := range ids {
+		m.Ids = append(m.Ids, bytes.Clone(id[:]))
+	}
+	for _, id := range gone {
+		m.Forget = append(m.Forget, bytes.Clone(id[:]))
+	}
+	return &pb.Command{Op: &pb.Command_MarkUnreferenced{MarkUnreferenced: m}}
+}
+
+// TestMarkUnreferenced: the garbage-collection clock starts once per chunk
+// that no file refers to, keeps its first time, stops when a file refers
+// to the chunk, when it is forgotten and when it is collected, and survives
+// a snapshot; a snapshot without clocks (written before they were kept)
+// restores with none.
+func TestMarkUnreferenced(t *testing.T) {
+	s := NewState()
+	x, y, z := chunker.Sum([]byte("x")), chunker.Sum([]byte("y")), chunker.Sum([]byte("z"))
+	since := func(id chunker.ID) int64 { t, _ := s.UnreferencedSince(id); return t }
+	steps := []struct {
+		name    string
+		cmd     *pb.Command
+		started []chunker.ID
+		err     error
+		want    map[chunker.ID]int64 // the clocks after the step
+	}{
+		{"file a holds x and y", put(manifest("a", "x", "y"), day1, false), nil, nil, map[chunker.ID]int64{}},
+		{"x is referenced, z starts", unreferenced(10, []chunker.ID{x, z}, nil), []chunker.ID{z}, nil, map[chunker.ID]int64{z: 10}},
+		{"z keeps its first time", unreferenced(20, []chunker.ID{z}, nil), nil, nil, map[chunker.ID]int64{z: 10}},
+		{"no time stamped", unreferenced(0, []chunker.ID{x}, nil), nil, ErrInvalid, map[chunker.ID]int64{z: 10}},
+		{"malformed ID", &pb.Command{Op: &pb.Command_MarkUnreferenced{MarkUnreferenced: &pb.MarkUnreferenced{SinceUnixNano: 5, Ids: [][]byte{{1}}}}}, nil, ErrInvalid, map[chunker.ID]int64{z: 10}},
+		{"a removed: no clock yet", del("a"), nil, nil, map[chunker.ID]int64{z: 10}},
+		{"x and y start", unreferenced(30, []chunker.ID{x, y}, nil), []chunker.ID{x, y}, nil, map[chunker.ID]int64{x: 30, y: 30, z: 10}},
+		{"a file refers to x again", put(manifest("b", "x"), day1, false), nil, nil, map[chunker.ID]int64{y: 30, z: 10}},
+		{"y is held by no store any more", unreferenced(40, nil, []chunker.ID{y}), nil, nil, map[chunker.ID]int64{z: 10}},
+		{"z is marked for collection", collect(z), nil, nil, map[chunker.ID]int64{z: 10}},
+		{"z is collected", forget(z), nil, nil, map[chunker.ID]int64{}},
+		{"y starts again", unreferenced(50, []chunker.ID{y}, nil), []chunker.ID{y}, nil, map[chunker.ID]int64{y: 50}},
+	}
+	for _, st := range steps {
+		before, _ := s.Snapshot()
+		res := Apply(s, st.cmd)
+		if !errors.Is(res.Err, st.err) || (st.err == nil && res.Err != nil) {
+			t.Fatalf("%s: err %v, want %v", st.name, res.Err, st.err)
+		}
+		if res.Err != nil {
+			if after, _ := s.Snapshot(); !bytes.Equal(before, after) {
+				t.Fatalf("%s: a failed command changed the catalog", st.name)
+			}
+		}
+		if _, ok := st.cmd.GetOp().(*pb.Command_MarkUnreferenced); ok && res.Err == nil && fmt.Sprint(res.IDs) != fmt.Sprint(st.started) {
+			t.Errorf("%s: started %v, want %v", st.name, res.IDs, st.started)
+		}
+		if len(s.unref) != len(st.want) {
+			t.Fatalf("%s: %d clocks run, want %d", st.name, len(s.unref), len(st.want))
+		}
+		for id, want := range st.want {
+			if got := since(id); got != want {
+				t.Fatalf("%s: chunk %s unreferenced since %d, want %d", st.name, id, got, want)
+			}
+		}
+		checkRefs(t, s)
+	}
+	data, _ := s.Snapshot()
+	restored, err := FromSnapshot(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := restored.UnreferencedSince(y); !ok || got != 50 {
+		t.Fatalf("restored clock of y: %d %v, want 50", got, ok)
+	}
+	old := s.snapshot()
+	old.Unreferenced = nil
+	b, _ := proto.Marshal(old)
+	restored, err = FromSnapshot(b)
+	if err != nil {
+		t.Fatalf("a snapshot without clocks: %v", err)
+	}
+	if _, ok := restored.UnreferencedSince(y); ok {
+		t.Fatal("a snapshot without clocks restored one")
 	}
 }

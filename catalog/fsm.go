@@ -14,6 +14,7 @@ import (
 	"github.com/zeebo/blake3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ddstore/ddstore/chunker"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 )
 
@@ -165,6 +166,10 @@ func (s *State) snapshot() *pb.CatalogSnapshot {
 	for _, id := range s.Collecting() {
 		snap.Collecting = append(snap.Collecting, id[:])
 	}
+	for id, t := range s.unref {
+		snap.Unreferenced = append(snap.Unreferenced, &pb.UnreferencedChunk{Id: id[:], SinceUnixNano: t})
+	}
+	slices.SortFunc(snap.Unreferenced, func(a, b *pb.UnreferencedChunk) int { return bytes.Compare(a.GetId(), b.GetId()) })
 	for _, name := range s.names {
 		snap.Files = append(snap.Files, s.files[name])
 	}
@@ -238,6 +243,22 @@ func FromSnapshot(data []byte) (*State, error) {
 		s.collecting[id] = struct{}{}
 	}
 	s.collections = snap.GetCollections()
+	// Snapshots from before the clock was kept have none: it starts again.
+	for i, u := range snap.GetUnreferenced() {
+		id, err := chunker.IDFromBytes(u.GetId())
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("%w: snapshot: unreferenced chunk %d: %v", ErrInvalid, i, err)
+		case u.GetSinceUnixNano() <= 0:
+			return nil, fmt.Errorf("%w: snapshot: unreferenced chunk %s has no time", ErrInvalid, id)
+		case s.refs[id] > 0:
+			return nil, fmt.Errorf("%w: snapshot: chunk %s is unreferenced since %d but a file refers to it", ErrInvalid, id, u.GetSinceUnixNano())
+		}
+		if _, dup := s.unref[id]; dup {
+			return nil, fmt.Errorf("%w: snapshot: chunk %s unreferenced twice", ErrInvalid, id)
+		}
+		s.unref[id] = u.GetSinceUnixNano()
+	}
 	return s, nil
 }
 

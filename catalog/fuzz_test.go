@@ -257,17 +257,21 @@ func hostileSnapshots(t testing.TB) map[string]*pb.CatalogSnapshot {
 	bad := stored("b", "y")
 	bad.Chunks[0].Id = []byte{1, 2}
 	return map[string]*pb.CatalogSnapshot{
-		"file twice":               {Files: []*pb.FileManifest{stored("a", "x"), stored("a", "x")}},
-		"invalid manifest":         {Files: []*pb.FileManifest{bad}},
-		"no creation time":         {Files: []*pb.FileManifest{manifest("a", "x")}},
-		"no date":                  {Files: []*pb.FileManifest{func() *pb.FileManifest { m := stored("a", "x"); m.Date = ""; return m }()}},
-		"node twice":               {Nodes: []*pb.NodeInfo{node, node}},
-		"node without ID":          {Nodes: []*pb.NodeInfo{{ApiAddr: "127.0.0.1:1"}}},
-		"node without address":     {Nodes: []*pb.NodeInfo{{Id: "n1"}}},
-		"empty node":               {Nodes: []*pb.NodeInfo{{}}},
-		"mark twice":               {Collecting: [][]byte{x[:], x[:]}},
-		"short mark":               {Collecting: [][]byte{x[:5]}},
-		"mark on referenced chunk": {Files: []*pb.FileManifest{stored("a", "x")}, Collecting: [][]byte{x[:]}},
+		"file twice":                {Files: []*pb.FileManifest{stored("a", "x"), stored("a", "x")}},
+		"invalid manifest":          {Files: []*pb.FileManifest{bad}},
+		"no creation time":          {Files: []*pb.FileManifest{manifest("a", "x")}},
+		"no date":                   {Files: []*pb.FileManifest{func() *pb.FileManifest { m := stored("a", "x"); m.Date = ""; return m }()}},
+		"node twice":                {Nodes: []*pb.NodeInfo{node, node}},
+		"node without ID":           {Nodes: []*pb.NodeInfo{{ApiAddr: "127.0.0.1:1"}}},
+		"node without address":      {Nodes: []*pb.NodeInfo{{Id: "n1"}}},
+		"empty node":                {Nodes: []*pb.NodeInfo{{}}},
+		"mark twice":                {Collecting: [][]byte{x[:], x[:]}},
+		"short mark":                {Collecting: [][]byte{x[:5]}},
+		"mark on referenced chunk":  {Files: []*pb.FileManifest{stored("a", "x")}, Collecting: [][]byte{x[:]}},
+		"clock twice":               {Unreferenced: []*pb.UnreferencedChunk{{Id: x[:], SinceUnixNano: 1}, {Id: x[:], SinceUnixNano: 2}}},
+		"clock without time":        {Unreferenced: []*pb.UnreferencedChunk{{Id: x[:]}}},
+		"short clock ID":            {Unreferenced: []*pb.UnreferencedChunk{{Id: x[:7], SinceUnixNano: 1}}},
+		"clock on referenced chunk": {Files: []*pb.FileManifest{stored("a", "x")}, Unreferenced: []*pb.UnreferencedChunk{{Id: x[:], SinceUnixNano: 1}}},
 	}
 }
 

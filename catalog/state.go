@@ -25,6 +25,11 @@ type State struct {
 	// collections counts finished collections: ForgetChunks commands
 	// naming a chunk (sent after its copies were deleted).
 	collections uint64
+	// unref holds, for chunks some store held while no file referred to
+	// them, when that was first seen (Unix nanoseconds, stamped by the
+	// leader that proposed MarkUnreferenced): the garbage-collection clock.
+	// A chunk leaves it when a file refers to it or it is collected.
+	unref map[chunker.ID]int64
 }
 
 // NewState returns an empty catalog.
@@ -35,6 +40,7 @@ func NewState() *State {
 		refs:  map[chunker.ID]uint32{},
 
 		collecting: map[chunker.ID]struct{}{},
+		unref:      map[chunker.ID]int64{},
 	}
 }
 
@@ -123,6 +129,23 @@ func (s *State) IsCollecting(id chunker.ID) bool {
 	return ok
 }
 
+// UnreferencedSince returns when the chunk was first seen unreferenced
+// (Unix nanoseconds), if its garbage-collection clock runs.
+func (s *State) UnreferencedSince(id chunker.ID) (int64, bool) {
+	t, ok := s.unref[id]
+	return t, ok
+}
+
+// Unreferenced calls fn for every chunk whose garbage-collection clock
+// runs, with the time it started, until fn returns false.
+func (s *State) Unreferenced(fn func(id chunker.ID, since int64) bool) {
+	for id, t := range s.unref {
+		if !fn(id, t) {
+			return
+		}
+	}
+}
+
 // Collections returns the number of finished garbage collections. A commit
 // reads it before checking that its chunks are stored (see PutFile's
 // collections_seen).
@@ -145,6 +168,7 @@ func (s *State) put(m *pb.FileManifest) {
 	s.bytes += m.GetSize()
 	for _, id := range distinctChunks(m) {
 		s.refs[id]++
+		delete(s.unref, id) // referenced: its clock stops
 	}
 }
 
