@@ -370,10 +370,24 @@ func (c *Client) Replicate(ctx context.Context, name, to string, overwrite bool)
 // Collect runs one garbage-collection sweep on the cluster's leader; with
 // dryRun it only reports what would go.
 func (c *Client) Collect(ctx context.Context, dryRun bool) (*pb.CollectResponse, error) {
+	return c.CollectWith(ctx, CollectOptions{DryRun: dryRun})
+}
+
+// CollectOptions tune a garbage-collection sweep.
+type CollectOptions struct {
+	DryRun bool // only report what would go
+	// Now collects every chunk unreferenced now, without waiting out the
+	// cluster's grace period (admins only). An upload racing it commits
+	// whole or fails with FailedPrecondition; then upload again.
+	Now bool
+}
+
+// CollectWith runs one garbage-collection sweep on the cluster's leader.
+func (c *Client) CollectWith(ctx context.Context, opts CollectOptions) (*pb.CollectResponse, error) {
 	var resp *pb.CollectResponse
 	err := c.callFor(ctx, 0, func(ctx context.Context, conn *grpc.ClientConn) error {
 		var err error
-		resp, err = pb.NewClusterClient(conn).Collect(ctx, &pb.CollectRequest{DryRun: dryRun})
+		resp, err = pb.NewClusterClient(conn).Collect(ctx, &pb.CollectRequest{DryRun: opts.DryRun, Now: opts.Now})
 		return err
 	})
 	return resp, err

@@ -288,7 +288,7 @@ func (g *guard) audit(r rule, p auth.Principal, req any, err error, took time.Du
 	case *pb.ReplicateRequest:
 		attrs = append(attrs, "name", q.GetName(), "to", q.GetTo())
 	case *pb.CollectRequest:
-		attrs = append(attrs, "dry_run", q.GetDryRun())
+		attrs = append(attrs, "dry_run", q.GetDryRun(), "now", q.GetNow())
 	default:
 		if names := requestNames(req); len(names) > 0 {
 			attrs = append(attrs, "name", names[0])

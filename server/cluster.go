@@ -119,6 +119,15 @@ func (n *Node) localStatus(ctx context.Context) *pb.NodeStatus {
 	return st
 }
 
+// TransferLeadership hands leadership to another member (on the leader;
+// otherwise it fails with consensus.ErrNotLeader) and returns once it has.
+func (n *Node) TransferLeadership() error {
+	if !n.raft.IsLeader() {
+		return consensus.ErrNotLeader
+	}
+	return n.raft.TransferLeadership()
+}
+
 // leaderDoes runs local on the leader, or passes the call on to it through
 // remote, retrying while the cluster has no leader or the leader moves.
 func (n *Node) leaderDoes(ctx context.Context, remote func(context.Context, pb.ClusterClient) error, local func(context.Context) error) error {
@@ -338,7 +347,9 @@ func onLeader[T any](ctx context.Context, n *Node, local func(context.Context) (
 // Collect runs a garbage-collection sweep on the leader.
 func (c *clusterService) Collect(ctx context.Context, req *pb.CollectRequest) (*pb.CollectResponse, error) {
 	return onLeader(ctx, c.n,
-		func(ctx context.Context) (*pb.CollectResponse, error) { return c.n.Collect(ctx, req.GetDryRun()) },
+		func(ctx context.Context) (*pb.CollectResponse, error) {
+			return c.n.Collect(ctx, req.GetDryRun(), req.GetNow())
+		},
 		func(cc pb.ClusterClient) (*pb.CollectResponse, error) { return cc.Collect(ctx, req) })
 }
 

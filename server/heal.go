@@ -22,10 +22,6 @@ import (
 // healCounters count what scrub, repair and garbage collection did.
 type healCounters struct {
 	scrubbed, scrubCorrupt, scrubPasses, repaired, lost, gcDeleted atomic.Uint64
-
-	gcMu   sync.Mutex
-	gcSeen map[chunker.ID]time.Time // leader: when each chunk was first seen unreferenced
-	gcTerm uint64                   // the term gcSeen belongs to
 }
 
 func (h *healCounters) status() *pb.HealStatus {
@@ -88,7 +84,7 @@ func (n *Node) healLoops() {
 	}
 	every(n.cfg.ScrubInterval, nil, false, "scrub", func(ctx context.Context) error { _, err := n.Scrub(ctx); return err })
 	every(n.cfg.RepairInterval, n.repairKick, true, "repair", func(ctx context.Context) error { _, err := n.Repair(ctx); return err })
-	every(n.cfg.GCInterval, nil, true, "garbage collection", func(ctx context.Context) error { _, err := n.Collect(ctx, false); return err })
+	every(n.cfg.GCInterval, nil, true, "garbage collection", func(ctx context.Context) error { _, err := n.Collect(ctx, false, false); return err })
 	wg.Wait()
 }
 
@@ -371,16 +367,26 @@ func compareIDs(a, b chunker.ID) int {
 
 // Collect runs one garbage-collection sweep (leader only). It lists every
 // voter's store — any listing error aborts the sweep, since deleting on a
-// partial view loses data — and finds the chunks no file refers to. A chunk
-// unreferenced for longer than GCGrace is marked through Raft (which refuses
-// commits naming it from then on and skips any chunk a file refers to by
-// then), its copies are deleted from every store and cache, and the mark is
-// cleared. Marks left by an interrupted sweep are finished first.
-func (n *Node) Collect(ctx context.Context, dryRun bool) (*pb.CollectResponse, error) {
+// partial view loses data — and finds the chunks no file refers to. The
+// time each was first seen so is kept in the catalog (MarkUnreferenced,
+// stamped with this leader's clock), so the clock survives a change of
+// leader. A chunk unreferenced for longer than GCGrace — or any, with now —
+// is marked through Raft (which refuses commits naming it from then on and
+// skips any chunk a file refers to by then), its copies are deleted from
+// every store and cache, and the mark is cleared; a commit that checked its
+// chunks before that finished is refused (PutFile.collections_seen), so no
+// file is ever stored without its chunks, now or not. Marks left by an
+// interrupted sweep are finished first. A dry run changes nothing: chunks
+// seen unreferenced for the first time count as seen now.
+func (n *Node) Collect(ctx context.Context, dryRun, now bool) (*pb.CollectResponse, error) {
 	if !n.raft.IsLeader() {
 		return nil, consensus.ErrNotLeader
 	}
-	resp := &pb.CollectResponse{DryRun: dryRun, Grace: n.cfg.GCGrace.String()}
+	grace := n.cfg.GCGrace
+	if now {
+		grace = 0
+	}
+	resp := &pb.CollectResponse{DryRun: dryRun, Now: now, Grace: grace.String()}
 	peers, err := n.voters()
 	if err != nil {
 		return resp, fmt.Errorf("garbage collection aborted: %w", err)
@@ -402,38 +408,47 @@ func (n *Node) Collect(ctx context.Context, dryRun bool) (*pb.CollectResponse, e
 			return resp, fmt.Errorf("garbage collection aborted: list node %s: %w", p.ID, err)
 		}
 	}
-	var unref, pending []chunker.ID
+	var unref, fresh, gone, pending []chunker.ID
+	since := map[chunker.ID]int64{}
 	n.fsm.Read(func(s *catalog.State) {
 		for id := range where {
-			if s.Refs(id) == 0 {
-				unref = append(unref, id)
+			if s.Refs(id) != 0 {
+				continue
+			}
+			unref = append(unref, id)
+			if t, ok := s.UnreferencedSince(id); ok {
+				since[id] = t
+			} else {
+				fresh = append(fresh, id)
 			}
 		}
+		s.Unreferenced(func(id chunker.ID, _ int64) bool {
+			if _, held := where[id]; !held {
+				gone = append(gone, id) // no store holds it any more
+			}
+			return true
+		})
 		pending = s.Collecting()
 	})
 	resp.Unreferenced = uint64(len(unref))
 
-	now := time.Now()
-	term := n.raft.Status().Term
-	n.healed.gcMu.Lock()
-	if n.healed.gcTerm != term || n.healed.gcSeen == nil { // a new leadership starts the clock again
-		n.healed.gcSeen, n.healed.gcTerm = map[chunker.ID]time.Time{}, term
+	t0 := time.Now()
+	if !dryRun && (len(fresh) > 0 || len(gone) > 0) {
+		if err := n.startClocks(ctx, fresh, gone, t0); err != nil {
+			return resp, err
+		}
 	}
-	seen := make(map[chunker.ID]time.Time, len(unref))
 	var eligible []chunker.ID
 	for _, id := range unref {
-		t, ok := n.healed.gcSeen[id]
+		t, ok := since[id]
 		if !ok {
-			t = now
+			t = t0.UnixNano() // seen just now
 		}
-		seen[id] = t
-		if now.Sub(t) >= n.cfg.GCGrace {
+		if t0.Sub(time.Unix(0, t)) >= grace {
 			eligible = append(eligible, id)
 			resp.EligibleBytes += sizes[id]
 		}
 	}
-	n.healed.gcSeen = seen
-	n.healed.gcMu.Unlock()
 	resp.Eligible = uint64(len(eligible))
 	if dryRun || (len(eligible) == 0 && len(pending) == 0) {
 		return resp, nil
@@ -471,8 +486,24 @@ func (n *Node) Collect(ctx context.Context, dryRun bool) (*pb.CollectResponse, e
 	if err := n.applyChunks(ctx, &pb.Command{Op: &pb.Command_ForgetChunks{ForgetChunks: &pb.ForgetChunks{Ids: idsWire(doomed)}}}); err != nil {
 		return resp, err
 	}
-	n.log.Info("garbage collection", "unreferenced", resp.Unreferenced, "deleted_chunks", len(doomed), "deleted_copies", resp.DeletedCopies)
+	n.log.Info("garbage collection", "now", now, "unreferenced", resp.Unreferenced, "deleted_chunks", len(doomed), "deleted_copies", resp.DeletedCopies)
 	return resp, nil
+}
+
+// startClocks proposes MarkUnreferenced: the garbage-collection clocks of
+// fresh (chunks seen unreferenced for the first time) start at t, those of
+// gone (chunks no store holds any more) stop.
+func (n *Node) startClocks(ctx context.Context, fresh, gone []chunker.ID, t time.Time) error {
+	for start := 0; start == 0 || start < len(fresh); start += 10000 {
+		m := &pb.MarkUnreferenced{SinceUnixNano: t.UnixNano(), Ids: idsWire(fresh[start:min(len(fresh), start+10000)])}
+		if start == 0 {
+			m.Forget = idsWire(gone)
+		}
+		if err := n.applyChunks(ctx, &pb.Command{Op: &pb.Command_MarkUnreferenced{MarkUnreferenced: m}}); err != nil {
+			return fmt.Errorf("start the clocks of unreferenced chunks: %w", err)
+		}
+	}
+	return nil
 }
 
 // markForCollection proposes CollectChunks and returns the chunks the catalog

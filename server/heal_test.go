@@ -325,8 +325,22 @@ func TestGarbageCollection(t *testing.T) {
 // a sweep has run and one has deleted copies, so sweeps surely delete while
 // uploads run.
 func TestUploadRacingCollection(t *testing.T) {
-	// A grace of 0 would mean the default (1h): no sweep would delete.
-	cl := startCluster(t, localcluster.Options{Tune: manualHealing(time.Nanosecond)})
+	for _, tc := range []struct {
+		name  string
+		grace time.Duration
+		now   bool // sweeps are gc --now
+	}{
+		// A grace of 0 would mean the default (1h): no sweep would delete.
+		{"grace 1ns", time.Nanosecond, false},
+		// gc --now does not wait out the hour; uploads stay as safe.
+		{"gc --now", time.Hour, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testUploadRacingCollection(t, tc.grace, tc.now) })
+	}
+}
+
+func testUploadRacingCollection(t *testing.T, grace time.Duration, now bool) {
+	cl := startCluster(t, localcluster.Options{Tune: manualHealing(grace)})
 	c := newClient(t, cl)
 	ctx := context.Background()
 	const size = 16 << 20
@@ -368,7 +382,7 @@ func TestUploadRacingCollection(t *testing.T) {
 				default:
 				}
 				start := time.Now()
-				resp, err := c.Collect(ctx, false)
+				resp, err := c.CollectWith(ctx, client.CollectOptions{Now: now})
 				if err != nil {
 					t.Errorf("sweep: %v", err)
 					return

@@ -524,14 +524,14 @@ func printStatus(w io.Writer, st *pb.StatusResponse) error {
 }
 
 func newGCCmd(g *globalFlags) *cobra.Command {
-	var dryRun bool
+	var dryRun, now bool
 	cmd := &cobra.Command{
 		Use:   "gc",
-		Short: "Collect chunks no file refers to (after the cluster's grace period)",
+		Short: "Collect chunks no file refers to (after the cluster's grace period, or --now)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.session(cmd.Context(), 10*time.Minute, func(ctx context.Context, c *client.Client) error {
-				resp, err := c.Collect(ctx, dryRun)
+				resp, err := c.CollectWith(ctx, client.CollectOptions{DryRun: dryRun, Now: now})
 				if err != nil {
 					return fmt.Errorf("gc: %w", err)
 				}
@@ -550,6 +550,7 @@ func newGCCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only report what would be deleted")
+	cmd.Flags().BoolVar(&now, "now", false, "collect every chunk unreferenced now, without waiting out the grace period (admin); an upload racing it commits whole or fails and is uploaded again")
 	return cmd
 }
 
