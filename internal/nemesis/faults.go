@@ -171,7 +171,7 @@ func (n *nemesis) inject(ctx context.Context, kind FaultKind) *Fault {
 	if err != nil {
 		f.Err = err.Error()
 	}
-	n.log.Info("fault", "kind", kind, "nodes", nodeNames(f.Nodes), "target", target, "at", time.Duration(f.Start).Round(time.Millisecond), "err", err)
+	n.log.Info("fault", "kind", kind, "nodes", nodeNames(f.Nodes), "target", f.Target, "at", time.Duration(f.Start).Round(time.Millisecond), "err", err)
 	return f
 }
 

@@ -68,6 +68,9 @@ type Report struct {
 	GetErrors []string
 	// Recovery is set when the healed cluster did not become healthy.
 	Recovery string
+	// Panics are the panics in the nodes' logs: the node, how many times,
+	// and the first one with the log line before it.
+	Panics []string
 
 	// Unavailable is, per fault kind, the longest time with no successful
 	// operation after each fault of that kind (until the next fault).
@@ -79,7 +82,7 @@ type Report struct {
 
 // Failed reports whether the run found a problem in ddstore.
 func (r *Report) Failed() bool {
-	return r.Verdict == porcupine.Illegal || len(r.Lost) > 0 || len(r.Corrupt) > 0 || r.Recovery != ""
+	return r.Verdict == porcupine.Illegal || len(r.Lost) > 0 || len(r.Corrupt) > 0 || r.Recovery != "" || len(r.Panics) > 0
 }
 
 // Run starts a cluster, runs the clients and the fault schedule for
@@ -182,6 +185,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	rep.Faults = nem.faults
+	for i, path := range rep.Logs {
+		if p := panics(path); p != "" {
+			rep.Panics = append(rep.Panics, nodeID(i)+": "+p)
+		}
+	}
 	unavailability(rep, ops, nem.faults, workEnd)
 	survivors(rep, ops, finalOps, wl, end)
 
@@ -341,6 +349,32 @@ func unavailability(rep *Report, ops []*Op, faults []*Fault, workEnd int64) {
 	}
 }
 
+// panics reads a node's log for panics: how many, and the first with the
+// line before it.
+func panics(path string) string {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(string(raw), "\n")
+	n, first := 0, ""
+	for i, l := range lines {
+		if !strings.HasPrefix(l, "panic:") {
+			continue
+		}
+		if n++; n == 1 {
+			first = l
+			if i > 0 {
+				first = oneLine(lines[i-1]) + " / " + l
+			}
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d panics; first: %s", n, first)
+}
+
 // excerpt prints the last n operations on name (and ls ops) before the end.
 func excerpt(ops []*Op, name string, n int) string {
 	var mine []*Op
@@ -464,6 +498,9 @@ func (r *Report) String() string {
 	}
 	if r.Recovery != "" {
 		fmt.Fprintf(&b, "recovery: %s\n", r.Recovery)
+	}
+	for _, p := range r.Panics {
+		fmt.Fprintf(&b, "PANIC %s\n", p)
 	}
 	if r.Excerpt != "" {
 		fmt.Fprintf(&b, "history of %s (last operations):\n%s", r.Illegal[0], r.Excerpt)
