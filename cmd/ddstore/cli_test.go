@@ -194,6 +194,11 @@ func TestCLI(t *testing.T) {
 	}
 	wantFail(t, run(t, "--addr", addr, "stat", "data/in.bin"), 1, "not found")
 	wantFail(t, run(t, "--addr", addr, "rm", "data/in.bin"), 1, "not found")
+	// copy.bin holds the same chunks: gc --now (without the grace period)
+	// finds nothing to collect.
+	if r := run(t, "--addr", addr, "gc", "--now"); r.code != 0 || !strings.Contains(r.stdout, "0 unreferenced chunks; 0 unreferenced for longer than 0s") {
+		t.Fatalf("gc --now: %+v", r)
+	}
 
 	// SIGTERM: the node stops cleanly (exit status 0); the others still
 	// serve reads, and with R=3 on three nodes an upload fails clearly
