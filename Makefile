@@ -31,9 +31,8 @@ test-deps:
 fuzz:
 	FUZZTIME=$(or $(FUZZTIME),60s) scripts/fuzz.sh
 
-# The packages with concurrency under the race detector (about 7 minutes
-# here; server alone passed in 369 s on 2026-11-29). Not yet part of
-# `make test`.
+# The packages with concurrency under the race detector (about 9 minutes
+# here); `make test` runs it too, after the plain run.
 race: test-deps
 	TOOLS_DIR=$(TOOLS_DIR) go test -race -count=1 -timeout 20m ./server/... ./replica/ ./client/ ./consensus/
 

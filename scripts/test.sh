@@ -9,4 +9,8 @@ echo "test: go vet ./..."
 go vet ./...
 echo "test: go test ./..."
 go test -count=1 -timeout 18m ${GOTEST_FLAGS:-} ./...
+# The packages with concurrency again, under the race detector (about 9
+# minutes on 2 cores).
+echo "test: go test -race ./server/... ./replica/ ./client/ ./consensus/"
+go test -race -count=1 -timeout 25m ${GOTEST_FLAGS:-} ./server/... ./replica/ ./client/ ./consensus/
 echo "test: fuzz (short)"; FUZZTIME=${FUZZTIME:-8s} scripts/fuzz.sh
