@@ -194,18 +194,42 @@ func operations(ops []*Op, names []string, end int64) []porcupine.Operation {
 
 // verdict is the outcome of the linearizability check.
 type verdict struct {
-	Result porcupine.CheckResult
-	Info   porcupine.LinearizationInfo
-	Ops    int // porcupine operations checked
-	Took   time.Duration
+	Result  porcupine.CheckResult
+	Illegal []string                    // names whose history is not linearizable
+	Info    porcupine.LinearizationInfo // the first illegal name's, for the visualization
+	Ops     int                         // porcupine operations checked
+	Took    time.Duration
 }
 
-// checkLinearizable runs porcupine on the history, within timeout.
+// checkLinearizable runs porcupine on the history, one name at a time (so
+// that at most one name's search holds memory), each within its share of
+// timeout. Ok needs every name Ok; one Illegal name makes it Illegal.
 func checkLinearizable(ops []*Op, names []string, end int64, timeout time.Duration) verdict {
-	hist := operations(ops, names, end)
 	start := time.Now()
-	res, info := porcupine.CheckOperationsVerbose(model(), hist, timeout)
-	return verdict{Result: res, Info: info, Ops: len(hist), Took: time.Since(start)}
+	v := verdict{Result: porcupine.Ok}
+	for _, n := range names {
+		var mine []*Op
+		for _, o := range ops {
+			if o.Name == n || o.Kind == KindList {
+				mine = append(mine, o)
+			}
+		}
+		hist := operations(mine, []string{n}, end)
+		v.Ops += len(hist)
+		res, info := porcupine.CheckOperationsVerbose(model(), hist, timeout/time.Duration(len(names)))
+		switch {
+		case res == porcupine.Illegal:
+			if v.Illegal == nil {
+				v.Info = info
+			}
+			v.Result = porcupine.Illegal
+			v.Illegal = append(v.Illegal, n)
+		case res == porcupine.Unknown && v.Result == porcupine.Ok:
+			v.Result = porcupine.Unknown
+		}
+	}
+	v.Took = time.Since(start)
+	return v
 }
 
 // describeOps prints ops one a line, for a report's excerpt.

@@ -35,7 +35,7 @@ type Config struct {
 	Workers      int           // concurrent clients; default 4
 	Names        int           // size of the key space; default 5
 	OpTimeout    time.Duration // client-side deadline of one operation; default 10s
-	CheckTimeout time.Duration // bound on porcupine; default 3m
+	CheckTimeout time.Duration // bound on porcupine, shared by the names; default 2m
 	Logger       *slog.Logger
 }
 
@@ -100,7 +100,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.OpTimeout = 10 * time.Second
 	}
 	if cfg.CheckTimeout == 0 {
-		cfg.CheckTimeout = 3 * time.Minute
+		cfg.CheckTimeout = 2 * time.Minute
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -195,16 +195,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	v := checkLinearizable(ops, wl.names, end, cfg.CheckTimeout)
 	rep.Verdict, rep.CheckedOps, rep.CheckTook = v.Result, v.Ops, v.Took
-	if v.Result == porcupine.Illegal {
-		for _, n := range wl.names {
-			one := slices.DeleteFunc(slices.Clone(ops), func(o *Op) bool { return o.Name != n && o.Kind != KindList })
-			if checkLinearizable(one, []string{n}, end, cfg.CheckTimeout).Result == porcupine.Illegal {
-				rep.Illegal = append(rep.Illegal, n)
-			}
-		}
-		if len(rep.Illegal) > 0 {
-			rep.Excerpt = excerpt(ops, rep.Illegal[0], 60)
-		}
+	rep.Illegal = v.Illegal
+	if len(rep.Illegal) > 0 {
+		rep.Excerpt = excerpt(ops, rep.Illegal[0], 60)
 	}
 	if rep.Failed() {
 		keep(rep, cfg, v, log)
@@ -400,7 +393,7 @@ func keep(rep *Report, cfg Config, v verdict, log *slog.Logger) {
 		return
 	}
 	if v.Result == porcupine.Illegal {
-		path := filepath.Join(cfg.OutDir, fmt.Sprintf("nemesis-%s-seed%d.html", rep.Mode, rep.Seed))
+		path := filepath.Join(cfg.OutDir, fmt.Sprintf("nemesis-%s-seed%d-%s.html", rep.Mode, rep.Seed, strings.ReplaceAll(rep.Illegal[0], "/", "_")))
 		if err := porcupine.VisualizePath(model(), v.Info, path); err != nil {
 			log.Error("visualization", "err", err)
 		} else {
