@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -78,6 +79,7 @@ type Report struct {
 	// Baseline is the same measure before the first fault.
 	Baseline time.Duration
 	Logs     []string // the nodes' log files
+	History  string   // a failing run's history, kept as JSON lines
 }
 
 // Failed reports whether the run found a problem in ddstore.
@@ -200,7 +202,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Excerpt = excerpt(ops, rep.Illegal[0], 60)
 	}
 	if rep.Failed() {
-		keep(rep, cfg, v, log)
+		keep(rep, cfg, v, ops, log)
 	}
 	return rep, nil
 }
@@ -382,15 +384,26 @@ func excerpt(ops []*Op, name string, n int) string {
 	return describeOps(mine)
 }
 
-// keep writes porcupine's visualization, the history and the nodes' logs
-// into cfg.OutDir.
-func keep(rep *Report, cfg Config, v verdict, log *slog.Logger) {
+// keep writes porcupine's visualization, the history (one JSON operation a
+// line) and the nodes' logs into cfg.OutDir.
+func keep(rep *Report, cfg Config, v verdict, ops []*Op, log *slog.Logger) {
 	if cfg.OutDir == "" {
 		return
 	}
 	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 		log.Error("keep results", "err", err)
 		return
+	}
+	var hist bytes.Buffer
+	enc := json.NewEncoder(&hist)
+	for _, o := range ops {
+		enc.Encode(o)
+	}
+	path := filepath.Join(cfg.OutDir, fmt.Sprintf("nemesis-%s-seed%d-history.jsonl", rep.Mode, rep.Seed))
+	if err := os.WriteFile(path, hist.Bytes(), 0o644); err != nil {
+		log.Error("keep history", "err", err)
+	} else {
+		rep.History = path
 	}
 	if v.Result == porcupine.Illegal {
 		path := filepath.Join(cfg.OutDir, fmt.Sprintf("nemesis-%s-seed%d-%s.html", rep.Mode, rep.Seed, strings.ReplaceAll(rep.Illegal[0], "/", "_")))
@@ -499,7 +512,7 @@ func (r *Report) String() string {
 		fmt.Fprintf(&b, "history of %s (last operations):\n%s", r.Illegal[0], r.Excerpt)
 	}
 	if r.Failed() {
-		fmt.Fprintf(&b, "FAILED; replay with NEMESIS_SEED=%d; node logs: %s\n", r.Seed, strings.Join(r.Logs, " "))
+		fmt.Fprintf(&b, "FAILED; replay with NEMESIS_SEED=%d; history: %s; node logs: %s\n", r.Seed, r.History, strings.Join(r.Logs, " "))
 	}
 	return b.String()
 }
