@@ -135,8 +135,8 @@ func (p *Pack) compactionCandidate() *packFile {
 	var best *packFile
 	var bestFrac float64
 	for _, pf := range p.packs {
-		if !pf.sealed.Load() || pf.dead {
-			continue
+		if !pf.sealed.Load() || pf.dead || pf.puts > 0 {
+			continue // its live bytes are not all counted yet
 		}
 		size, live := pf.size.Load(), pf.live.Load()
 		frac := 0.0
