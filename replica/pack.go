@@ -68,9 +68,9 @@ import (
 // chunker.ErrCorrupt, as Local does (the scrubber then fetches a good copy).
 //
 // Memory: the index is a map from chunk ID to (pack, offset, length), 44
-// bytes of key and value per chunk; with the map's own overhead it takes
-// about 70-90 MB per million chunks (measured by BenchmarkPackIndexMemory,
-// see docs/BENCHMARKS.md). The active pack also keeps its records' index
+// bytes of key and value per chunk; with the maps' slack it takes about 100
+// bytes per chunk, 96 MiB per million chunks (BenchmarkPackIndexMemory; see
+// docs/BENCHMARKS.md). The active pack also keeps its records' index
 // entries (48 bytes each) until it is sealed.
 //
 // A directory of the per-file layout (Local's fan-out directories 00-ff) is
@@ -864,12 +864,14 @@ func (p *Pack) Close() error {
 		return ErrClosed
 	}
 	p.closed = true
+	p.mu.Unlock()
+	p.stopMaint()
+	<-p.maintDone
+	p.mu.Lock()
 	for p.inflight > 0 {
 		p.idle.Wait()
 	}
 	p.mu.Unlock()
-	p.stopMaint()
-	<-p.maintDone
 	err := p.barrier()
 	if err == nil {
 		err = p.writeIndexes()

@@ -99,8 +99,13 @@ func (p *Pack) threshold() float64 {
 // fraction is below the threshold (PackOptions.CompactBelow, or 0.5 when
 // background compaction is off) and returns how many it compacted. It runs
 // in the background by itself; calling it waits for a compaction in
-// progress. Reads and writes go on meanwhile.
+// progress. Reads and writes go on meanwhile. Close waits for a Compact
+// in progress (cancel ctx to stop it; it is finished at the next open).
 func (p *Pack) Compact(ctx context.Context) (int, error) {
+	if err := p.enter(ctx); err != nil {
+		return 0, err
+	}
+	defer p.leave()
 	p.compactMu.Lock()
 	defer p.compactMu.Unlock()
 	n := 0

@@ -733,3 +733,46 @@ func TestPackDiskFull(t *testing.T) {
 	p = reopenPack(t, p, opts)
 	checkHolds(t, p, map[chunker.ID]chunker.Encoded{first.ID: first, c.ID: c})
 }
+
+// TestPackCloseDuringCompaction: Close stops a background compaction in
+// progress (or waits for a Compact call) and the store reopens whole.
+func TestPackCloseDuringCompaction(t *testing.T) {
+	ctx := ctxFor(t)
+	codecs := chunker.NewCodecs()
+	opts := PackOptions{PackSize: 64 << 10}
+	for round := range 3 {
+		p := openPack(t, t.TempDir(), opts)
+		want := map[chunker.ID]chunker.Encoded{}
+		var all []chunker.Encoded
+		for i := range 120 {
+			c := encode(t, codecs, randomBytes(t, 8<<10+i), chunker.Raw)
+			if _, err := p.Put(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			want[c.ID] = c
+			all = append(all, c)
+		}
+		for i, c := range all {
+			if i%5 != 0 {
+				if err := p.Delete(ctx, c.ID); err != nil {
+					t.Fatal(err)
+				}
+				delete(want, c.ID)
+			}
+		}
+		done := make(chan error, 1)
+		if round == 1 {
+			go func() { _, err := p.Compact(ctx); done <- err }()
+		} else {
+			done <- nil
+		}
+		if err := p.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := <-done; err != nil && !errors.Is(err, ErrClosed) {
+			t.Errorf("Compact racing Close: %v", err)
+		}
+		p = openPack(t, p.Dir(), PackOptions{PackSize: 64 << 10, CompactBelow: -1})
+		checkHolds(t, p, want)
+	}
+}
