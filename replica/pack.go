@@ -722,10 +722,44 @@ func (p *Pack) dropLive(loc packLoc) {
 
 // Delete writes a tombstone for the chunk and returns once it is durable.
 func (p *Pack) Delete(ctx context.Context, id chunker.ID) error {
+	_, err := p.DeleteBatch(ctx, []chunker.ID{id})
+	return err
+}
+
+// DeleteBatch deletes the chunks, writing their tombstones one after the
+// other and waiting for one sync that covers them all, and returns how many
+// it held. Missing chunks are skipped. On an error the chunks before the
+// failing one are deleted, though perhaps not durably.
+func (p *Pack) DeleteBatch(ctx context.Context, ids []chunker.ID) (int, error) {
 	if err := p.enter(ctx); err != nil {
-		return err
+		return 0, err
 	}
 	defer p.leave()
+	var rounds []*syncRound // distinct, in order
+	n := 0
+	for _, id := range ids {
+		r, err := p.tombstone(ctx, id)
+		if err != nil {
+			return n, err
+		}
+		if r != nil {
+			n++
+			if len(rounds) == 0 || rounds[len(rounds)-1] != r {
+				rounds = append(rounds, r)
+			}
+		}
+	}
+	for _, r := range rounds {
+		if <-r.done; r.err != nil {
+			return n, r.err
+		}
+	}
+	return n, nil
+}
+
+// tombstone appends a tombstone for id and takes it out of the index,
+// returning the round that makes it durable (nil if id is not held).
+func (p *Pack) tombstone(ctx context.Context, id chunker.ID) (*syncRound, error) {
 	sh := p.shard(id)
 	for {
 		sh.mu.Lock()
@@ -735,26 +769,25 @@ func (p *Pack) Delete(ctx context.Context, id chunker.ID) error {
 			case <-ch:
 				continue
 			case <-ctx.Done():
-				return ctx.Err()
+				return nil, ctx.Err()
 			}
 		}
 		loc, ok := sh.index[id]
 		if !ok {
 			sh.mu.Unlock()
-			return nil
+			return nil, nil
 		}
 		// The tombstone is appended under the shard lock so that it lands
 		// before any later Put of the same ID.
 		_, r, err := p.appendTombstone(id, loc.pack)
 		if err != nil {
 			sh.mu.Unlock()
-			return err
+			return nil, err
 		}
 		delete(sh.index, id)
 		sh.mu.Unlock()
 		p.dropLive(loc)
-		<-r.done
-		return r.err
+		return r, nil
 	}
 }
 

@@ -776,3 +776,36 @@ func TestPackCloseDuringCompaction(t *testing.T) {
 		checkHolds(t, p, want)
 	}
 }
+
+// TestPackDeleteBatch: one sync covers a batch's tombstones, and they are
+// durable.
+func TestPackDeleteBatch(t *testing.T) {
+	ctx := ctxFor(t)
+	codecs := chunker.NewCodecs()
+	p := openPack(t, t.TempDir(), PackOptions{})
+	want := map[chunker.ID]chunker.Encoded{}
+	var ids []chunker.ID
+	for i := range 50 {
+		c := encode(t, codecs, randomBytes(t, 4<<10+i), chunker.Raw)
+		if _, err := p.Put(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		want[c.ID] = c
+		if i%2 == 0 {
+			ids = append(ids, c.ID)
+			delete(want, c.ID)
+		}
+	}
+	ids = append(ids, chunker.Sum([]byte("never stored")))
+	before := p.Stats().Syncs
+	n, err := p.DeleteBatch(ctx, ids)
+	if err != nil || n != len(ids)-1 {
+		t.Fatalf("DeleteBatch = %d, %v; want %d, nil", n, err, len(ids)-1)
+	}
+	if syncs := p.Stats().Syncs - before; syncs >= int64(n)/2 {
+		t.Errorf("%d syncs for a batch of %d deletes", syncs, n)
+	}
+	checkHolds(t, p, want)
+	p = reopenPack(t, p, PackOptions{})
+	checkHolds(t, p, want)
+}
