@@ -6,6 +6,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -262,10 +263,32 @@ func (c *Client) Lookup(ctx context.Context, name string, consistency pb.Consist
 	var resp *pb.StatResponse
 	err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
 		var err error
-		resp, err = pb.NewFilesClient(conn).Stat(ctx, &pb.StatRequest{Name: name, Consistency: consistency})
+		resp, err = stat(ctx, pb.NewFilesClient(conn), &pb.StatRequest{Name: name, Consistency: consistency})
 		return err
 	})
 	return resp, err
+}
+
+// stat asks one node for a file's whole manifest, page after page when its
+// chunk list is longer than one message holds.
+func stat(ctx context.Context, fc pb.FilesClient, req *pb.StatRequest) (*pb.StatResponse, error) {
+	resp, err := fc.Stat(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	m := resp.GetManifest()
+	for len(m.GetChunks()) < int(resp.GetChunksTotal()) {
+		page, err := fc.Stat(ctx, &pb.StatRequest{Name: req.GetName(), Consistency: req.GetConsistency(), ChunksFrom: uint32(len(m.GetChunks()))})
+		if err != nil {
+			return nil, err
+		}
+		pm := page.GetManifest()
+		if pm.GetCreatedUnixNano() != m.GetCreatedUnixNano() || !bytes.Equal(pm.GetBlake3(), m.GetBlake3()) || len(pm.GetChunks()) == 0 {
+			return nil, status.Errorf(codes.Aborted, "%q changed while its manifest was read; try again", m.GetName())
+		}
+		m.Chunks = append(m.Chunks, pm.GetChunks()...)
+	}
+	return resp, nil
 }
 
 // ListOptions selects files to list.

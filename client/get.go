@@ -193,6 +193,17 @@ func (d *download) stream(parent context.Context, files pb.FilesClient, addr str
 	if m == nil {
 		return index, offset, status.Error(codes.Internal, "download stream did not start with the manifest")
 	}
+	for len(m.GetChunks()) < int(first.GetChunksTotal()) {
+		page, err := s.Recv()
+		if err != nil {
+			return index, offset, err
+		}
+		dog.tick()
+		if page.GetChunk() != nil || len(page.GetManifest().GetChunks()) == 0 {
+			return index, offset, status.Errorf(codes.DataLoss, "download of %q: the manifest stopped after %d of its %d chunks", d.name, len(m.GetChunks()), first.GetChunksTotal())
+		}
+		m.Chunks = append(m.Chunks, page.GetManifest().GetChunks()...)
+	}
 	if d.expect != nil && !bytes.Equal(d.expect.GetBlake3(), m.GetBlake3()) {
 		return index, offset, fmt.Errorf("%w: %q changed on the cluster during the download; start again without resume", ErrCorrupt, d.name)
 	}

@@ -54,7 +54,7 @@ func ruleFor(method string) (rule, bool) {
 		switch name {
 		case "Upload", "MissingChunks":
 			r.need = auth.RoleWrite
-		case "Commit":
+		case "Commit", "CommitParts":
 			r.need, r.audit = auth.RoleWrite, "put"
 		case "Delete":
 			r.need, r.audit = auth.RoleWrite, "rm"

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -245,10 +246,43 @@ type nodeService struct {
 // Propose applies a command on the leader. A node that is not the leader
 // answers Unavailable, and the sender retries once it knows the new one.
 func (s *nodeService) Propose(ctx context.Context, req *pb.ProposeRequest) (*pb.ProposeResponse, error) {
+	return s.apply(ctx, req.GetCommand())
+}
+
+// maxCommand bounds a command sent over ProposeParts: the manifest of the
+// largest file (maxManifestChunks chunks) and then some.
+const maxCommand = 512 << 20
+
+// ProposeParts is Propose for a command sent in pieces.
+func (s *nodeService) ProposeParts(stream pb.Node_ProposePartsServer) error {
+	var data []byte
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if len(data)+len(req.GetCommand()) > maxCommand {
+			return status.Errorf(codes.InvalidArgument, "command of more than %d bytes", maxCommand)
+		}
+		data = append(data, req.GetCommand()...)
+	}
+	resp, err := s.apply(stream.Context(), data)
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(resp)
+}
+
+// apply applies a command on the leader. The manifest answered is without
+// its chunk list when that would not fit in one message.
+func (s *nodeService) apply(ctx context.Context, command []byte) (*pb.ProposeResponse, error) {
 	if !s.n.raft.IsLeader() {
 		return nil, status.Error(codes.Unavailable, consensus.ErrNotLeader.Error())
 	}
-	resp, err := s.n.raft.Apply(ctx, req.GetCommand())
+	resp, err := s.n.raft.Apply(ctx, command)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -259,7 +293,7 @@ func (s *nodeService) Propose(ctx context.Context, req *pb.ProposeRequest) (*pb.
 	if res.Err != nil {
 		return nil, toStatus(res.Err)
 	}
-	return &pb.ProposeResponse{Manifest: res.Manifest}, nil
+	return &pb.ProposeResponse{Manifest: pageless(res.Manifest)}, nil
 }
 
 func (s *nodeService) ReadIndex(ctx context.Context, _ *pb.ReadIndexRequest) (*pb.ReadIndexResponse, error) {
@@ -306,6 +340,15 @@ func (s *nodeService) ListChunks(_ *pb.ListChunksRequest, stream pb.Node_ListChu
 	})
 	if err == nil {
 		err = flush()
+	}
+	if err == nil {
+		// The pins, after the listing: a chunk stored during the walk and
+		// pinned is spared even if the walk missed it.
+		for batch := range slices.Chunk(idsWire(s.n.pins.list()), 100_000) {
+			if err = stream.Send(&pb.ListChunksResponse{Pinned: batch}); err != nil {
+				break
+			}
+		}
 	}
 	return toStatus(err)
 }

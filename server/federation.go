@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -188,7 +189,7 @@ func (n *Node) forwardStat(ctx context.Context, r route, req *pb.StatRequest) (*
 		func(ctx context.Context, p *peerCluster) (bool, error) {
 			err := n.peers.call(ctx, p, func(ctx context.Context, cc *grpc.ClientConn) error {
 				var err error
-				resp, err = pb.NewFilesClient(cc).Stat(ctx, req)
+				resp, err = statAll(ctx, pb.NewFilesClient(cc), req)
 				return err
 			})
 			if err == nil && resp.Cluster == "" {
@@ -204,6 +205,32 @@ func (n *Node) forwardStat(ctx context.Context, r route, req *pb.StatRequest) (*
 		return nil, nil, status.Errorf(codes.DataLoss, "cluster %s sent a bad manifest for %q: %v", resp.GetCluster(), req.GetName(), err)
 	}
 	return resp, via, nil
+}
+
+// statAll asks for a file's whole manifest, page after page when its chunk
+// list is longer than one message holds (the pages must be of one version
+// of the file).
+func statAll(ctx context.Context, fc pb.FilesClient, req *pb.StatRequest) (*pb.StatResponse, error) {
+	req = &pb.StatRequest{Name: req.GetName(), Consistency: req.GetConsistency()}
+	resp, err := fc.Stat(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	m := resp.GetManifest()
+	for len(m.GetChunks()) < int(resp.GetChunksTotal()) {
+		req.ChunksFrom = uint32(len(m.GetChunks()))
+		page, err := fc.Stat(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		pm := page.GetManifest()
+		if pm.GetCreatedUnixNano() != m.GetCreatedUnixNano() || !bytes.Equal(pm.GetBlake3(), m.GetBlake3()) || len(pm.GetChunks()) == 0 {
+			return nil, status.Errorf(codes.Aborted, "%q changed while its manifest was read; try again", m.GetName())
+		}
+		m.Chunks = append(m.Chunks, pm.GetChunks()...)
+	}
+	resp.ChunksTotal = uint32(len(m.GetChunks()))
+	return resp, nil
 }
 
 // peerDownload is a download stream opened on a peer and its first message.
@@ -245,10 +272,20 @@ func (n *Node) openPeerDownload(ctx context.Context, p *peerCluster, req *pb.Dow
 // corrupt is passed on and nothing is held whole.
 func (n *Node) relayDownload(pd peerDownload, req *pb.DownloadRequest, out pb.Files_DownloadServer) error {
 	m := pd.first.GetManifest()
+	for len(m.GetChunks()) < int(pd.first.GetChunksTotal()) {
+		page, err := pd.s.Recv()
+		if err != nil {
+			return err
+		}
+		if page.GetChunk() != nil || len(page.GetManifest().GetChunks()) == 0 {
+			return status.Errorf(codes.DataLoss, "cluster %s sent %d of the %d chunks of the manifest of %q", pd.first.GetCluster(), len(m.GetChunks()), pd.first.GetChunksTotal(), m.GetName())
+		}
+		m.Chunks = append(m.Chunks, page.GetManifest().GetChunks()...)
+	}
 	if err := catalog.ValidateManifest(m); err != nil {
 		return status.Errorf(codes.DataLoss, "cluster %s sent a bad manifest: %v", pd.first.GetCluster(), err)
 	}
-	if err := out.Send(pd.first); err != nil {
+	if err := sendManifest(out, m, pd.first.GetCluster()); err != nil {
 		return err
 	}
 	next := int(req.GetStartIndex())
@@ -517,9 +554,7 @@ func (n *Node) Replicate(ctx context.Context, req *pb.ReplicateRequest) (*pb.Rep
 			return nil, err
 		}
 	}
-	commit, err := proxyUnary(ctx, n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.CommitResponse, error) {
-		return fc.Commit(ctx, &pb.CommitRequest{Manifest: m, Overwrite: req.GetOverwrite()})
-	})
+	commit, err := n.proxyCommit(ctx, r, &pb.CommitRequest{Manifest: m, Overwrite: req.GetOverwrite()})
 	if err != nil {
 		return nil, err
 	}
@@ -569,3 +604,44 @@ func (n *Node) sendChunks(ctx context.Context, r route, ids []chunker.ID, resp *
 
 // errNotHere tells a caller that the local catalog lacks the file.
 func errNotHere(err error) bool { return errors.Is(err, catalog.ErrNotFound) }
+
+// proxyCommit passes a commit on to a peer cluster: in one message, or in
+// pages (CommitParts, bounded only by ctx) when the manifest does not fit in
+// one.
+func (n *Node) proxyCommit(ctx context.Context, r route, req *pb.CommitRequest) (*pb.CommitResponse, error) {
+	pages := pb.ManifestPages(req.GetManifest())
+	if len(pages) == 1 {
+		return proxyUnary(ctx, n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.CommitResponse, error) {
+			return fc.Commit(ctx, req)
+		})
+	}
+	var resp *pb.CommitResponse
+	err := n.peers.try(n.outgoing(ctx, r), r.peer, 0, func(ctx context.Context, cc *grpc.ClientConn) error {
+		var err error
+		resp, err = commitParts(ctx, pb.NewFilesClient(cc), req, pages)
+		return err
+	})
+	return resp, err
+}
+
+// commitParts sends a commit whose manifest is split in pages over one
+// CommitParts stream.
+func commitParts(ctx context.Context, fc pb.FilesClient, req *pb.CommitRequest, pages []*pb.FileManifest) (*pb.CommitResponse, error) {
+	s, err := fc.CommitParts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i, page := range pages {
+		part := &pb.CommitRequest{Manifest: page}
+		if i == 0 {
+			part.Overwrite, part.Replaces = req.GetOverwrite(), req.GetReplaces()
+		}
+		if err := s.Send(part); err != nil {
+			if err == io.EOF {
+				_, err = s.CloseAndRecv() // the node's answer
+			}
+			return nil, err
+		}
+	}
+	return s.CloseAndRecv()
+}

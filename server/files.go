@@ -106,6 +106,7 @@ func (f *filesService) Upload(stream pb.Files_UploadServer) error {
 				fail(err)
 				return
 			}
+			n.pins.add(c.ID)
 			if written {
 				stored.Add(1)
 			}
@@ -170,9 +171,18 @@ func (f *filesService) MissingChunks(ctx context.Context, req *pb.MissingChunksR
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	for _, i := range missing {
-		resp.Missing = append(resp.Missing, ids[i][:])
+	present := make([]chunker.ID, 0, len(ids)-len(missing))
+	for j, i := 0, 0; i < len(ids); i++ {
+		if j < len(missing) && missing[j] == i {
+			resp.Missing = append(resp.Missing, ids[i][:])
+			j++
+			continue
+		}
+		present = append(present, ids[i])
 	}
+	// The client will not send these: a collection must not take them
+	// before its commit.
+	f.n.pins.add(present...)
 	return resp, nil
 }
 
@@ -222,10 +232,73 @@ func (f *filesService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.C
 		if err != nil {
 			return nil, err
 		}
-		return proxyUnary(ctx, f.n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.CommitResponse, error) {
-			return fc.Commit(ctx, req)
-		})
+		return f.n.proxyCommit(ctx, r, req)
 	}
+	return f.n.commit(ctx, req)
+}
+
+// maxManifestChunks bounds the chunk list of one file: 4 million chunks,
+// about 4 TiB at the default chunk size, about 400 MB of manifest in memory
+// while it is committed.
+const maxManifestChunks = 4_000_000
+
+// CommitParts commits a manifest too large for one message, sent in pages.
+func (f *filesService) CommitParts(stream pb.Files_CommitPartsServer) error {
+	req, err := recvCommitParts(stream)
+	if err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	r, err := f.n.route(ctx)
+	if err != nil {
+		return err
+	}
+	var resp *pb.CommitResponse
+	if r.peer != nil {
+		resp, err = f.n.proxyCommit(ctx, r, req)
+	} else {
+		resp, err = f.n.commit(ctx, req)
+	}
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(resp)
+}
+
+// recvCommitParts gathers a CommitParts stream into one request.
+func recvCommitParts(stream pb.Files_CommitPartsServer) (*pb.CommitRequest, error) {
+	req, err := stream.Recv()
+	if err == io.EOF {
+		return nil, status.Error(codes.InvalidArgument, "commit stream carried no manifest")
+	}
+	if err != nil {
+		return nil, err
+	}
+	m := req.GetManifest()
+	if m == nil {
+		return nil, status.Error(codes.InvalidArgument, "commit has no manifest")
+	}
+	for {
+		part, err := stream.Recv()
+		if err == io.EOF {
+			return req, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if part.GetManifest().GetName() != m.GetName() {
+			return nil, status.Errorf(codes.InvalidArgument, "a part of the commit of %q names %q", m.GetName(), part.GetManifest().GetName())
+		}
+		if len(m.Chunks)+len(part.GetManifest().GetChunks()) > maxManifestChunks {
+			return nil, status.Errorf(codes.InvalidArgument, "file %q has more than %d chunks; the limit is %d", m.GetName(), maxManifestChunks, maxManifestChunks)
+		}
+		m.Chunks = append(m.Chunks, part.GetManifest().GetChunks()...)
+	}
+}
+
+// commit checks that every chunk the manifest names is held by R nodes and
+// lists the file through one Raft command.
+func (n *Node) commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
 	m := req.GetManifest()
 	if m == nil {
 		return nil, status.Error(codes.InvalidArgument, "commit has no manifest")
@@ -241,13 +314,13 @@ func (f *filesService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.C
 		// marks: the command carries the count of finished collections read
 		// before the check and is refused if it moved; then check again.
 		if attempt > 1 {
-			if err := f.n.readBarrier(ctx, pb.Consistency_CONSISTENCY_LINEARIZABLE); err != nil {
+			if err := n.readBarrier(ctx, pb.Consistency_CONSISTENCY_LINEARIZABLE); err != nil {
 				return nil, toStatus(err)
 			}
 		}
 		var seen uint64
-		f.n.fsm.Read(func(s *catalog.State) { seen = s.Collections() })
-		missing, err := f.n.underReplicated(ctx, ids)
+		n.fsm.Read(func(s *catalog.State) { seen = s.Collections() })
+		missing, err := n.underReplicated(ctx, ids)
 		if err != nil {
 			return nil, toStatus(err)
 		}
@@ -258,7 +331,7 @@ func (f *filesService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.C
 				m.GetName(), len(missing), len(ids), at[missing[0]], first)
 		}
 		m.CreatedUnixNano = time.Now().UnixNano()
-		applied, err := f.n.propose(ctx, &pb.Command{Op: &pb.Command_PutFile{PutFile: &pb.PutFile{
+		applied, err := n.propose(ctx, &pb.Command{Op: &pb.Command_PutFile{PutFile: &pb.PutFile{
 			Manifest: m, Overwrite: req.GetOverwrite(), CollectionsSeen: &seen, Replaces: req.GetReplaces(),
 		}}})
 		if err = toStatus(err); hasReason(err, pb.ReasonCollectedSinceCheck) && attempt < commitChecks {
@@ -267,8 +340,18 @@ func (f *filesService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.C
 		if err != nil {
 			return nil, err
 		}
-		return &pb.CommitResponse{Manifest: applied}, nil
+		n.pins.release(ids)
+		return &pb.CommitResponse{Manifest: pageless(applied)}, nil
 	}
+}
+
+// pageless returns m, or only its header when its chunk list would not fit
+// in one message: the caller sent the list.
+func pageless(m *pb.FileManifest) *pb.FileManifest {
+	if len(m.GetChunks()) > pb.ManifestPage {
+		return pb.WithoutChunks(m)
+	}
+	return m
 }
 
 // distinctChunks returns the chunk IDs a manifest names, each once, in file
@@ -340,7 +423,7 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 	if start > len(chunks) {
 		return status.Errorf(codes.OutOfRange, "start index %d is past the end of %q, which has %d chunks", start, m.GetName(), len(chunks))
 	}
-	if err := stream.Send(&pb.DownloadResponse{Manifest: m, Cluster: cluster}); err != nil {
+	if err := sendManifest(stream, m, cluster); err != nil {
 		return err
 	}
 	peers, _ := n.placement()
@@ -381,6 +464,21 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 	return ctx.Err()
 }
 
+// sendManifest starts a download: the manifest in one message, or in pages
+// when its chunk list does not fit in one.
+func sendManifest(stream pb.Files_DownloadServer, m *pb.FileManifest, cluster string) error {
+	for i, page := range pb.ManifestPages(m) {
+		msg := &pb.DownloadResponse{Manifest: page}
+		if i == 0 {
+			msg.Cluster, msg.ChunksTotal = cluster, uint32(len(m.GetChunks()))
+		}
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Stat returns a file's manifest, from a peer cluster that holds it when the
 // local catalog lacks it.
 func (f *filesService) Stat(ctx context.Context, req *pb.StatRequest) (*pb.StatResponse, error) {
@@ -392,14 +490,31 @@ func (f *filesService) Stat(ctx context.Context, req *pb.StatRequest) (*pb.StatR
 		return proxyUnary(ctx, f.n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.StatResponse, error) { return fc.Stat(ctx, req) })
 	}
 	m, err := f.n.lookup(ctx, req.GetName(), req.GetConsistency())
+	cluster := f.n.cfg.Cluster
 	if errNotHere(err) {
-		resp, _, err := f.n.forwardStat(ctx, r, req)
-		return resp, err
+		var resp *pb.StatResponse
+		resp, _, err = f.n.forwardStat(ctx, r, req)
+		m, cluster = resp.GetManifest(), resp.GetCluster()
 	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.StatResponse{Manifest: m, Cluster: f.n.cfg.Cluster}, nil
+	return statPage(m, cluster, int(req.GetChunksFrom()))
+}
+
+// statPage answers a Stat with m's chunk list from index from on, at most
+// ManifestPage of them.
+func statPage(m *pb.FileManifest, cluster string, from int) (*pb.StatResponse, error) {
+	total := len(m.GetChunks())
+	if from == 0 && total <= pb.ManifestPage {
+		return &pb.StatResponse{Manifest: m, Cluster: cluster, ChunksTotal: uint32(total)}, nil
+	}
+	if from > total {
+		return nil, status.Errorf(codes.OutOfRange, "chunk %d is past the end of %q, which has %d chunks", from, m.GetName(), total)
+	}
+	page := pb.WithoutChunks(m)
+	page.Chunks = m.GetChunks()[from:min(total, from+pb.ManifestPage)]
+	return &pb.StatResponse{Manifest: page, Cluster: cluster, ChunksTotal: uint32(total)}, nil
 }
 
 // List lists this cluster's files and, merged in, those of the peer

@@ -229,10 +229,10 @@ const holdBatch = 10_000
 // holdings asks this node's store and every peer which of ids they hold, in
 // batches, each bounded by NodeTimeout. A peer that does not answer counts as
 // holding nothing and is left out of live (so that nothing is copied to it);
-// it is avoided for a while. With skipAvoided, peers avoided already are not
-// asked at all: on a client's path, a hung node costs one timeout, not one
-// per call.
-func (n *Node) holdings(ctx context.Context, peers []replica.Peer, ids []chunker.ID, skipAvoided bool) (holds []map[string]bool, live []replica.Peer, err error) {
+// it is avoided for a while. With quick, a peer avoided already gets a
+// tenth of the timeout: on a client's path, a hung node costs one full
+// timeout, not one per call.
+func (n *Node) holdings(ctx context.Context, peers []replica.Peer, ids []chunker.ID, quick bool) (holds []map[string]bool, live []replica.Peer, err error) {
 	holds = make([]map[string]bool, len(ids))
 	for i, id := range ids {
 		holds[i] = map[string]bool{}
@@ -247,14 +247,18 @@ func (n *Node) holdings(ctx context.Context, peers []replica.Peer, ids []chunker
 	answers := make([][]bool, len(peers))
 	var wg sync.WaitGroup
 	for j, peer := range peers {
-		if skipAvoided && n.avoid.Avoided(peer.ID) {
-			continue
+		timeout := n.cfg.NodeTimeout
+		if quick && n.avoid.Avoided(peer.ID) {
+			// It failed lately: give it a short chance. Skipping it
+			// outright would count its copies as missing until the
+			// avoidance ends, though copies may have gone to it since.
+			timeout /= 10
 		}
 		wg.Go(func() {
 			has := make([]bool, 0, len(ids))
 			for start := 0; start < len(ids); start += holdBatch {
 				batch := ids[start:min(len(ids), start+holdBatch)]
-				cctx, cancel := context.WithTimeout(ctx, n.cfg.NodeTimeout)
+				cctx, cancel := context.WithTimeout(ctx, timeout)
 				resp, err := peer.Client.HasChunks(cctx, &pb.HasChunksRequest{Ids: idsWire(batch)})
 				cancel()
 				if err == nil && len(resp.GetHas()) != len(batch) {
@@ -400,11 +404,12 @@ func (n *Node) Collect(ctx context.Context, dryRun, now bool) (*pb.CollectRespon
 	}); err != nil {
 		return resp, fmt.Errorf("garbage collection aborted: list this node's store: %w", err)
 	}
+	pinned := map[chunker.ID]bool{}
 	for _, p := range peers {
 		if err := listChunks(ctx, p, func(id chunker.ID, size uint64) {
 			where[id] = append(where[id], p.ID)
 			sizes[id] = size
-		}); err != nil {
+		}, func(id chunker.ID) { pinned[id] = true }); err != nil {
 			return resp, fmt.Errorf("garbage collection aborted: list node %s: %w", p.ID, err)
 		}
 	}
@@ -438,8 +443,15 @@ func (n *Node) Collect(ctx context.Context, dryRun, now bool) (*pb.CollectRespon
 			return resp, err
 		}
 	}
+	for _, id := range n.pins.list() {
+		pinned[id] = true
+	}
 	var eligible []chunker.ID
 	for _, id := range unref {
+		if pinned[id] {
+			resp.Pinned++ // an upload in progress relies on it
+			continue
+		}
 		t, ok := since[id]
 		if !ok {
 			t = t0.UnixNano() // seen just now
@@ -553,7 +565,7 @@ func idsWire(ids []chunker.ID) [][]byte {
 }
 
 // listChunks reads a peer's ListChunks stream to the end.
-func listChunks(ctx context.Context, p replica.Peer, fn func(chunker.ID, uint64)) error {
+func listChunks(ctx context.Context, p replica.Peer, fn func(chunker.ID, uint64), pinned func(chunker.ID)) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	stream, err := p.Client.ListChunks(ctx, &pb.ListChunksRequest{})
@@ -577,6 +589,15 @@ func listChunks(ctx context.Context, p replica.Peer, fn func(chunker.ID, uint64)
 				return err
 			}
 			fn(id, resp.GetStoredSizes()[i])
+		}
+		for _, b := range resp.GetPinned() {
+			id, err := chunker.IDFromBytes(b)
+			if err != nil {
+				return err
+			}
+			if pinned != nil {
+				pinned(id)
+			}
 		}
 	}
 }

@@ -45,6 +45,7 @@ type Node struct {
 	raft   *consensus.Node
 	repl   *replica.Replicator
 	avoid  *replica.Health // nodes of this cluster that failed to answer lately
+	pins   *pins           // chunks uploads in progress here rely on
 	conns  *connPool
 	guard  *guard
 	limits *limits.Limiter
@@ -121,6 +122,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.store = n.cached
 	}
 	n.avoid = &replica.Health{}
+	n.pins = newPins(max(cfg.GCGrace, time.Hour))
 	n.repl = &replica.Replicator{
 		Local: n.store, Codecs: n.codecs, Logger: n.log, Health: n.avoid,
 		CallTimeout: cfg.NodeTimeout, AckTimeout: 3 * cfg.NodeTimeout,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"time"
 
 	"github.com/ddstore/ddstore/catalog"
@@ -42,12 +44,40 @@ func (n *Node) propose(ctx context.Context, cmd *pb.Command) (*pb.FileManifest, 
 		// A command is applied once however often it is sent: a retried
 		// PutFile finds itself already done (catalog.applyPutFile).
 		return n.forward(ctx, proposeTimeout, func(ctx context.Context, nc pb.NodeClient) error {
-			resp, err := nc.Propose(ctx, &pb.ProposeRequest{Command: data})
+			var resp *pb.ProposeResponse
+			var err error
+			if len(data) <= proposePiece {
+				resp, err = nc.Propose(ctx, &pb.ProposeRequest{Command: data})
+			} else {
+				resp, err = proposeParts(ctx, nc, data)
+			}
 			m = resp.GetManifest()
 			return err
 		})
 	})
 	return m, err
+}
+
+// proposePiece is the most command bytes one message carries to the
+// leader; a larger command (the manifest of a file of more than about
+// 100,000 chunks) goes over ProposeParts in pieces.
+const proposePiece = 4 << 20
+
+// proposeParts sends a large command to the leader in pieces.
+func proposeParts(ctx context.Context, nc pb.NodeClient, data []byte) (*pb.ProposeResponse, error) {
+	s, err := nc.ProposeParts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for piece := range slices.Chunk(data, proposePiece) {
+		if err := s.Send(&pb.ProposeRequest{Command: piece}); err != nil {
+			if err == io.EOF {
+				_, err = s.CloseAndRecv()
+			}
+			return nil, err
+		}
+	}
+	return s.CloseAndRecv()
 }
 
 // proposeTimeout bounds one forwarded proposal: the leader appends it,

@@ -545,12 +545,15 @@ func newGCCmd(g *globalFlags) *cobra.Command {
 				fmt.Printf("%d unreferenced chunks; %d unreferenced for longer than %s (%d bytes); %s %d copies\n",
 					resp.GetUnreferenced(), resp.GetEligible(), resp.GetGrace(), resp.GetEligibleBytes(), verb,
 					map[bool]uint64{true: resp.GetEligible(), false: resp.GetDeletedCopies()}[dryRun])
+				if p := resp.GetPinned(); p > 0 {
+					fmt.Printf("%d unreferenced chunks spared: uploads in progress rely on them\n", p)
+				}
 				return nil
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only report what would be deleted")
-	cmd.Flags().BoolVar(&now, "now", false, "collect every chunk unreferenced now, without waiting out the grace period (admin); an upload racing it commits whole or fails and is uploaded again")
+	cmd.Flags().BoolVar(&now, "now", false, "collect every chunk unreferenced now, without waiting out the grace period (admin); chunks uploads in progress rely on are spared")
 	return cmd
 }
 

@@ -793,8 +793,10 @@ func (x *CommitRequest) GetReplaces() *FileVersion {
 }
 
 type CommitResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Manifest      *FileManifest          `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The manifest as committed; for a manifest of more than ManifestPage
+	// chunks, without its chunk list (the caller sent it).
+	Manifest      *FileManifest `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -897,11 +899,16 @@ func (x *DownloadRequest) GetConsistency() Consistency {
 }
 
 type DownloadResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Manifest      *FileManifest          `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"` // first message only
-	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`      // chunk index in the manifest
-	Chunk         *Chunk                 `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
-	Cluster       string                 `protobuf:"bytes,4,opt,name=cluster,proto3" json:"cluster,omitempty"` // first message only: the cluster that holds the file
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First message: the manifest. One of more than ManifestPage chunks comes
+	// in pages: the first message carries its first page, the next messages
+	// each only more of its chunks (manifest.chunks), until chunks_total have
+	// come; then the chunk data.
+	Manifest      *FileManifest `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	Index         uint32        `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"` // chunk index in the manifest
+	Chunk         *Chunk        `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	Cluster       string        `protobuf:"bytes,4,opt,name=cluster,proto3" json:"cluster,omitempty"`                             // first message only: the cluster that holds the file
+	ChunksTotal   uint32        `protobuf:"varint,5,opt,name=chunks_total,json=chunksTotal,proto3" json:"chunks_total,omitempty"` // first message only: chunks in the whole manifest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -964,10 +971,20 @@ func (x *DownloadResponse) GetCluster() string {
 	return ""
 }
 
+func (x *DownloadResponse) GetChunksTotal() uint32 {
+	if x != nil {
+		return x.ChunksTotal
+	}
+	return 0
+}
+
 type StatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Consistency   Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=ddstore.v1.Consistency" json:"consistency,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Consistency Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=ddstore.v1.Consistency" json:"consistency,omitempty"`
+	// The manifest's chunk list from this index on (at most ManifestPage
+	// chunks per answer).
+	ChunksFrom    uint32 `protobuf:"varint,3,opt,name=chunks_from,json=chunksFrom,proto3" json:"chunks_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1016,10 +1033,20 @@ func (x *StatRequest) GetConsistency() Consistency {
 	return Consistency_CONSISTENCY_LINEARIZABLE
 }
 
+func (x *StatRequest) GetChunksFrom() uint32 {
+	if x != nil {
+		return x.ChunksFrom
+	}
+	return 0
+}
+
 type StatResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Manifest      *FileManifest          `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
-	Cluster       string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"` // the cluster that holds the file
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The manifest, its chunk list from chunks_from on: all of it, or a page
+	// of ManifestPage chunks when the list is longer.
+	Manifest      *FileManifest `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	Cluster       string        `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`                             // the cluster that holds the file
+	ChunksTotal   uint32        `protobuf:"varint,3,opt,name=chunks_total,json=chunksTotal,proto3" json:"chunks_total,omitempty"` // chunks in the whole manifest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1066,6 +1093,13 @@ func (x *StatResponse) GetCluster() string {
 		return x.Cluster
 	}
 	return ""
+}
+
+func (x *StatResponse) GetChunksTotal() uint32 {
+	if x != nil {
+		return x.ChunksTotal
+	}
+	return 0
 }
 
 type ListRequest struct {
@@ -2620,9 +2654,13 @@ func (*ListChunksRequest) Descriptor() ([]byte, []int) {
 }
 
 type ListChunksResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ids           [][]byte               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
-	StoredSizes   []uint64               `protobuf:"varint,2,rep,packed,name=stored_sizes,json=storedSizes,proto3" json:"stored_sizes,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Ids         [][]byte               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	StoredSizes []uint64               `protobuf:"varint,2,rep,packed,name=stored_sizes,json=storedSizes,proto3" json:"stored_sizes,omitempty"`
+	// Chunks an upload in progress through this node relies on (it stored
+	// them, or told the client they were present): garbage collection spares
+	// them, even with now. In the stream's last message.
+	Pinned        [][]byte `protobuf:"bytes,3,rep,name=pinned,proto3" json:"pinned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2667,6 +2705,13 @@ func (x *ListChunksResponse) GetIds() [][]byte {
 func (x *ListChunksResponse) GetStoredSizes() []uint64 {
 	if x != nil {
 		return x.StoredSizes
+	}
+	return nil
+}
+
+func (x *ListChunksResponse) GetPinned() [][]byte {
+	if x != nil {
+		return x.Pinned
 	}
 	return nil
 }
@@ -2822,8 +2867,9 @@ type CollectResponse struct {
 	DeletedCopies uint64                 `protobuf:"varint,3,opt,name=deleted_copies,json=deletedCopies,proto3" json:"deleted_copies,omitempty"` // copies removed (0 on a dry run)
 	EligibleBytes uint64                 `protobuf:"varint,4,opt,name=eligible_bytes,json=eligibleBytes,proto3" json:"eligible_bytes,omitempty"`
 	DryRun        bool                   `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	Grace         string                 `protobuf:"bytes,6,opt,name=grace,proto3" json:"grace,omitempty"` // the grace period, e.g. "1h0m0s"; "0s" with now
-	Now           bool                   `protobuf:"varint,7,opt,name=now,proto3" json:"now,omitempty"`    // the sweep did not wait out the grace period
+	Grace         string                 `protobuf:"bytes,6,opt,name=grace,proto3" json:"grace,omitempty"`    // the grace period, e.g. "1h0m0s"; "0s" with now
+	Now           bool                   `protobuf:"varint,7,opt,name=now,proto3" json:"now,omitempty"`       // the sweep did not wait out the grace period
+	Pinned        uint64                 `protobuf:"varint,8,opt,name=pinned,proto3" json:"pinned,omitempty"` // unreferenced chunks spared because an upload in progress relies on them
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2905,6 +2951,13 @@ func (x *CollectResponse) GetNow() bool {
 		return x.Now
 	}
 	return false
+}
+
+func (x *CollectResponse) GetPinned() uint64 {
+	if x != nil {
+		return x.Pinned
+	}
+	return 0
 }
 
 type RepairRequest struct {
@@ -3248,7 +3301,7 @@ func (x *FiltersResponse) GetBeyond() []*BeyondFilters {
 
 type ProposeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Command       []byte                 `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"` // an encoded Command
+	Command       []byte                 `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"` // an encoded Command (over ProposeParts: the next piece of one)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4515,18 +4568,22 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vstart_index\x18\x02 \x01(\rR\n" +
 	"startIndex\x129\n" +
-	"\vconsistency\x18\x03 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\"\xa1\x01\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\"\xc4\x01\n" +
 	"\x10DownloadResponse\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12'\n" +
 	"\x05chunk\x18\x03 \x01(\v2\x11.ddstore.v1.ChunkR\x05chunk\x12\x18\n" +
-	"\acluster\x18\x04 \x01(\tR\acluster\"\\\n" +
+	"\acluster\x18\x04 \x01(\tR\acluster\x12!\n" +
+	"\fchunks_total\x18\x05 \x01(\rR\vchunksTotal\"}\n" +
 	"\vStatRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
-	"\vconsistency\x18\x02 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\"^\n" +
+	"\vconsistency\x18\x02 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\x12\x1f\n" +
+	"\vchunks_from\x18\x03 \x01(\rR\n" +
+	"chunksFrom\"\x81\x01\n" +
 	"\fStatResponse\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x18\n" +
-	"\acluster\x18\x02 \x01(\tR\acluster\"\xcd\x01\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\x12!\n" +
+	"\fchunks_total\x18\x03 \x01(\rR\vchunksTotal\"\xcd\x01\n" +
 	"\vListRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1f\n" +
 	"\vstart_after\x18\x02 \x01(\tR\n" +
@@ -4665,17 +4722,18 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\fLeaveRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x0f\n" +
 	"\rLeaveResponse\"\x13\n" +
-	"\x11ListChunksRequest\"I\n" +
+	"\x11ListChunksRequest\"a\n" +
 	"\x12ListChunksResponse\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\fR\x03ids\x12!\n" +
-	"\fstored_sizes\x18\x02 \x03(\x04R\vstoredSizes\"'\n" +
+	"\fstored_sizes\x18\x02 \x03(\x04R\vstoredSizes\x12\x16\n" +
+	"\x06pinned\x18\x03 \x03(\fR\x06pinned\"'\n" +
 	"\x13DeleteChunksRequest\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\fR\x03ids\"0\n" +
 	"\x14DeleteChunksResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x01(\x04R\adeleted\";\n" +
 	"\x0eCollectRequest\x12\x17\n" +
 	"\adry_run\x18\x01 \x01(\bR\x06dryRun\x12\x10\n" +
-	"\x03now\x18\x02 \x01(\bR\x03now\"\xe0\x01\n" +
+	"\x03now\x18\x02 \x01(\bR\x03now\"\xf8\x01\n" +
 	"\x0fCollectResponse\x12\"\n" +
 	"\funreferenced\x18\x01 \x01(\x04R\funreferenced\x12\x1a\n" +
 	"\beligible\x18\x02 \x01(\x04R\beligible\x12%\n" +
@@ -4683,7 +4741,8 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x0eeligible_bytes\x18\x04 \x01(\x04R\religibleBytes\x12\x17\n" +
 	"\adry_run\x18\x05 \x01(\bR\x06dryRun\x12\x14\n" +
 	"\x05grace\x18\x06 \x01(\tR\x05grace\x12\x10\n" +
-	"\x03now\x18\a \x01(\bR\x03now\"\x0f\n" +
+	"\x03now\x18\a \x01(\bR\x03now\x12\x16\n" +
+	"\x06pinned\x18\b \x01(\x04R\x06pinned\"\x0f\n" +
 	"\rRepairRequest\"\x97\x01\n" +
 	"\x0eRepairResponse\x12%\n" +
 	"\x0echunks_checked\x18\x01 \x01(\x04R\rchunksChecked\x12)\n" +
@@ -4791,11 +4850,12 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"CODEC_ZSTD\x10\x01*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x012\xe1\x03\n" +
+	"\x11CONSISTENCY_STALE\x10\x012\xa9\x04\n" +
 	"\x05Files\x12A\n" +
 	"\x06Upload\x12\x19.ddstore.v1.UploadRequest\x1a\x1a.ddstore.v1.UploadResponse(\x01\x12T\n" +
 	"\rMissingChunks\x12 .ddstore.v1.MissingChunksRequest\x1a!.ddstore.v1.MissingChunksResponse\x12?\n" +
-	"\x06Commit\x12\x19.ddstore.v1.CommitRequest\x1a\x1a.ddstore.v1.CommitResponse\x12G\n" +
+	"\x06Commit\x12\x19.ddstore.v1.CommitRequest\x1a\x1a.ddstore.v1.CommitResponse\x12F\n" +
+	"\vCommitParts\x12\x19.ddstore.v1.CommitRequest\x1a\x1a.ddstore.v1.CommitResponse(\x01\x12G\n" +
 	"\bDownload\x12\x1b.ddstore.v1.DownloadRequest\x1a\x1c.ddstore.v1.DownloadResponse0\x01\x129\n" +
 	"\x04Stat\x12\x17.ddstore.v1.StatRequest\x1a\x18.ddstore.v1.StatResponse\x129\n" +
 	"\x04List\x12\x17.ddstore.v1.ListRequest\x1a\x18.ddstore.v1.ListResponse\x12?\n" +
@@ -4806,9 +4866,10 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x05Leave\x12\x18.ddstore.v1.LeaveRequest\x1a\x19.ddstore.v1.LeaveResponse\x12B\n" +
 	"\aCollect\x12\x1a.ddstore.v1.CollectRequest\x1a\x1b.ddstore.v1.CollectResponse\x12?\n" +
 	"\x06Repair\x12\x19.ddstore.v1.RepairRequest\x1a\x1a.ddstore.v1.RepairResponse\x12H\n" +
-	"\tReplicate\x12\x1c.ddstore.v1.ReplicateRequest\x1a\x1d.ddstore.v1.ReplicateResponse2\xdc\x04\n" +
+	"\tReplicate\x12\x1c.ddstore.v1.ReplicateRequest\x1a\x1d.ddstore.v1.ReplicateResponse2\xa7\x05\n" +
 	"\x04Node\x12B\n" +
-	"\aPropose\x12\x1a.ddstore.v1.ProposeRequest\x1a\x1b.ddstore.v1.ProposeResponse\x12H\n" +
+	"\aPropose\x12\x1a.ddstore.v1.ProposeRequest\x1a\x1b.ddstore.v1.ProposeResponse\x12I\n" +
+	"\fProposeParts\x12\x1a.ddstore.v1.ProposeRequest\x1a\x1b.ddstore.v1.ProposeResponse(\x01\x12H\n" +
 	"\tReadIndex\x12\x1c.ddstore.v1.ReadIndexRequest\x1a\x1d.ddstore.v1.ReadIndexResponse\x12H\n" +
 	"\tHasChunks\x12\x1c.ddstore.v1.HasChunksRequest\x1a\x1d.ddstore.v1.HasChunksResponse\x12L\n" +
 	"\tPutChunks\x12\x1c.ddstore.v1.PutChunksRequest\x1a\x1d.ddstore.v1.PutChunksResponse(\x010\x01\x12E\n" +
@@ -4958,51 +5019,55 @@ var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	5,  // 43: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
 	7,  // 44: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
 	11, // 45: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
-	13, // 46: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
-	15, // 47: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
-	17, // 48: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
-	21, // 49: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
-	25, // 50: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
-	33, // 51: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
-	35, // 52: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
-	41, // 53: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
-	43, // 54: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
-	23, // 55: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
-	48, // 56: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
-	50, // 57: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
-	52, // 58: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
-	54, // 59: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
-	56, // 60: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	58, // 61: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
-	37, // 62: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
-	39, // 63: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
-	45, // 64: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
-	56, // 65: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	6,  // 66: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
-	10, // 67: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
-	12, // 68: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
-	14, // 69: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
-	16, // 70: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
-	19, // 71: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
-	22, // 72: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
-	31, // 73: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
-	34, // 74: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
-	36, // 75: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
-	42, // 76: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
-	44, // 77: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
-	24, // 78: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
-	49, // 79: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
-	51, // 80: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
-	53, // 81: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
-	55, // 82: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
-	57, // 83: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	26, // 84: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
-	38, // 85: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
-	40, // 86: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
-	47, // 87: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
-	57, // 88: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	66, // [66:89] is the sub-list for method output_type
-	43, // [43:66] is the sub-list for method input_type
+	11, // 46: ddstore.v1.Files.CommitParts:input_type -> ddstore.v1.CommitRequest
+	13, // 47: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
+	15, // 48: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
+	17, // 49: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
+	21, // 50: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
+	25, // 51: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
+	33, // 52: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
+	35, // 53: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
+	41, // 54: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
+	43, // 55: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
+	23, // 56: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
+	48, // 57: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
+	48, // 58: ddstore.v1.Node.ProposeParts:input_type -> ddstore.v1.ProposeRequest
+	50, // 59: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
+	52, // 60: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
+	54, // 61: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
+	56, // 62: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	58, // 63: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
+	37, // 64: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
+	39, // 65: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
+	45, // 66: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
+	56, // 67: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	6,  // 68: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
+	10, // 69: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
+	12, // 70: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
+	12, // 71: ddstore.v1.Files.CommitParts:output_type -> ddstore.v1.CommitResponse
+	14, // 72: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
+	16, // 73: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
+	19, // 74: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
+	22, // 75: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
+	31, // 76: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
+	34, // 77: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
+	36, // 78: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
+	42, // 79: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
+	44, // 80: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
+	24, // 81: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
+	49, // 82: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
+	49, // 83: ddstore.v1.Node.ProposeParts:output_type -> ddstore.v1.ProposeResponse
+	51, // 84: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
+	53, // 85: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
+	55, // 86: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
+	57, // 87: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	26, // 88: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
+	38, // 89: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
+	40, // 90: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
+	47, // 91: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
+	57, // 92: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	68, // [68:93] is the sub-list for method output_type
+	43, // [43:68] is the sub-list for method input_type
 	43, // [43:43] is the sub-list for extension type_name
 	43, // [43:43] is the sub-list for extension extendee
 	0,  // [0:43] is the sub-list for field type_name

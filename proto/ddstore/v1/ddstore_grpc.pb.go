@@ -49,6 +49,7 @@ const (
 	Files_Upload_FullMethodName        = "/ddstore.v1.Files/Upload"
 	Files_MissingChunks_FullMethodName = "/ddstore.v1.Files/MissingChunks"
 	Files_Commit_FullMethodName        = "/ddstore.v1.Files/Commit"
+	Files_CommitParts_FullMethodName   = "/ddstore.v1.Files/CommitParts"
 	Files_Download_FullMethodName      = "/ddstore.v1.Files/Download"
 	Files_Stat_FullMethodName          = "/ddstore.v1.Files/Stat"
 	Files_List_FullMethodName          = "/ddstore.v1.Files/List"
@@ -68,6 +69,12 @@ type FilesClient interface {
 	MissingChunks(ctx context.Context, in *MissingChunksRequest, opts ...grpc.CallOption) (*MissingChunksResponse, error)
 	// Commit atomically lists a file whose chunks are all stored.
 	Commit(ctx context.Context, in *CommitRequest, opts ...grpc.CallOption) (*CommitResponse, error)
+	// CommitParts commits a file whose manifest is too large for one message
+	// (more than ManifestPage chunks): the first message is the whole request
+	// with the manifest's first chunks, each next one names the same file
+	// (manifest.name) and carries only more of its chunks, in order. The node
+	// commits when the stream ends, exactly as Commit would.
+	CommitParts(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[CommitRequest, CommitResponse], error)
 	// Download streams a file's chunks from start_index on. The first message
 	// carries the manifest.
 	Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error)
@@ -117,9 +124,22 @@ func (c *filesClient) Commit(ctx context.Context, in *CommitRequest, opts ...grp
 	return out, nil
 }
 
+func (c *filesClient) CommitParts(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[CommitRequest, CommitResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Files_ServiceDesc.Streams[1], Files_CommitParts_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CommitRequest, CommitResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Files_CommitPartsClient = grpc.ClientStreamingClient[CommitRequest, CommitResponse]
+
 func (c *filesClient) Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Files_ServiceDesc.Streams[1], Files_Download_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Files_ServiceDesc.Streams[2], Files_Download_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +199,12 @@ type FilesServer interface {
 	MissingChunks(context.Context, *MissingChunksRequest) (*MissingChunksResponse, error)
 	// Commit atomically lists a file whose chunks are all stored.
 	Commit(context.Context, *CommitRequest) (*CommitResponse, error)
+	// CommitParts commits a file whose manifest is too large for one message
+	// (more than ManifestPage chunks): the first message is the whole request
+	// with the manifest's first chunks, each next one names the same file
+	// (manifest.name) and carries only more of its chunks, in order. The node
+	// commits when the stream ends, exactly as Commit would.
+	CommitParts(grpc.ClientStreamingServer[CommitRequest, CommitResponse]) error
 	// Download streams a file's chunks from start_index on. The first message
 	// carries the manifest.
 	Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error
@@ -203,6 +229,9 @@ func (UnimplementedFilesServer) MissingChunks(context.Context, *MissingChunksReq
 }
 func (UnimplementedFilesServer) Commit(context.Context, *CommitRequest) (*CommitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Commit not implemented")
+}
+func (UnimplementedFilesServer) CommitParts(grpc.ClientStreamingServer[CommitRequest, CommitResponse]) error {
+	return status.Error(codes.Unimplemented, "method CommitParts not implemented")
 }
 func (UnimplementedFilesServer) Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error {
 	return status.Error(codes.Unimplemented, "method Download not implemented")
@@ -279,6 +308,13 @@ func _Files_Commit_Handler(srv interface{}, ctx context.Context, dec func(interf
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _Files_CommitParts_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FilesServer).CommitParts(&grpc.GenericServerStream[CommitRequest, CommitResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Files_CommitPartsServer = grpc.ClientStreamingServer[CommitRequest, CommitResponse]
 
 func _Files_Download_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(DownloadRequest)
@@ -377,6 +413,11 @@ var Files_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Upload",
 			Handler:       _Files_Upload_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "CommitParts",
+			Handler:       _Files_CommitParts_Handler,
 			ClientStreams: true,
 		},
 		{
@@ -704,6 +745,7 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	Node_Propose_FullMethodName      = "/ddstore.v1.Node/Propose"
+	Node_ProposeParts_FullMethodName = "/ddstore.v1.Node/ProposeParts"
 	Node_ReadIndex_FullMethodName    = "/ddstore.v1.Node/ReadIndex"
 	Node_HasChunks_FullMethodName    = "/ddstore.v1.Node/HasChunks"
 	Node_PutChunks_FullMethodName    = "/ddstore.v1.Node/PutChunks"
@@ -721,6 +763,9 @@ const (
 type NodeClient interface {
 	// Propose applies a catalog command through the leader.
 	Propose(ctx context.Context, in *ProposeRequest, opts ...grpc.CallOption) (*ProposeResponse, error)
+	// ProposeParts is Propose for a command too large for one message: the
+	// command's bytes in pieces, concatenated by the leader.
+	ProposeParts(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ProposeRequest, ProposeResponse], error)
 	// ReadIndex returns an index that a follower must have applied before a
 	// linearizable read; only the leader answers.
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
@@ -755,6 +800,19 @@ func (c *nodeClient) Propose(ctx context.Context, in *ProposeRequest, opts ...gr
 	return out, nil
 }
 
+func (c *nodeClient) ProposeParts(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ProposeRequest, ProposeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[0], Node_ProposeParts_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ProposeRequest, ProposeResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_ProposePartsClient = grpc.ClientStreamingClient[ProposeRequest, ProposeResponse]
+
 func (c *nodeClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReadIndexResponse)
@@ -777,7 +835,7 @@ func (c *nodeClient) HasChunks(ctx context.Context, in *HasChunksRequest, opts .
 
 func (c *nodeClient) PutChunks(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PutChunksRequest, PutChunksResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[0], Node_PutChunks_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[1], Node_PutChunks_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -810,7 +868,7 @@ func (c *nodeClient) LocalStatus(ctx context.Context, in *LocalStatusRequest, op
 
 func (c *nodeClient) ListChunks(ctx context.Context, in *ListChunksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ListChunksResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[1], Node_ListChunks_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[2], Node_ListChunks_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -845,6 +903,9 @@ func (c *nodeClient) DeleteChunks(ctx context.Context, in *DeleteChunksRequest, 
 type NodeServer interface {
 	// Propose applies a catalog command through the leader.
 	Propose(context.Context, *ProposeRequest) (*ProposeResponse, error)
+	// ProposeParts is Propose for a command too large for one message: the
+	// command's bytes in pieces, concatenated by the leader.
+	ProposeParts(grpc.ClientStreamingServer[ProposeRequest, ProposeResponse]) error
 	// ReadIndex returns an index that a follower must have applied before a
 	// linearizable read; only the leader answers.
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
@@ -871,6 +932,9 @@ type UnimplementedNodeServer struct{}
 
 func (UnimplementedNodeServer) Propose(context.Context, *ProposeRequest) (*ProposeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Propose not implemented")
+}
+func (UnimplementedNodeServer) ProposeParts(grpc.ClientStreamingServer[ProposeRequest, ProposeResponse]) error {
+	return status.Error(codes.Unimplemented, "method ProposeParts not implemented")
 }
 func (UnimplementedNodeServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
@@ -931,6 +995,13 @@ func _Node_Propose_Handler(srv interface{}, ctx context.Context, dec func(interf
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _Node_ProposeParts_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(NodeServer).ProposeParts(&grpc.GenericServerStream[ProposeRequest, ProposeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_ProposePartsServer = grpc.ClientStreamingServer[ProposeRequest, ProposeResponse]
 
 func _Node_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReadIndexRequest)
@@ -1073,6 +1144,11 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ProposeParts",
+			Handler:       _Node_ProposeParts_Handler,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "PutChunks",
 			Handler:       _Node_PutChunks_Handler,

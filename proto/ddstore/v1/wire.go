@@ -22,3 +22,36 @@ const (
 	// ErrorDomain is the google.rpc.ErrorInfo domain of ddstore's reasons.
 	ErrorDomain = "ddstore"
 )
+
+// ManifestPage is the most chunk references one message carries: a manifest
+// with more travels in pages (CommitParts, paged Stat and Download). A page
+// is about 5 MB, well under the 9 MiB message limit.
+const ManifestPage = 100_000
+
+// ManifestPages splits m into messages of at most ManifestPage chunks: the
+// first is m with its first page of chunks, each next one holds only the
+// name and the next page. A manifest that fits is returned as it is.
+func ManifestPages(m *FileManifest) []*FileManifest {
+	chunks := m.GetChunks()
+	if len(chunks) <= ManifestPage {
+		return []*FileManifest{m}
+	}
+	head := WithoutChunks(m)
+	head.Chunks = chunks[:ManifestPage]
+	pages := []*FileManifest{head}
+	for i := ManifestPage; i < len(chunks); i += ManifestPage {
+		pages = append(pages, &FileManifest{Name: m.GetName(), Chunks: chunks[i:min(len(chunks), i+ManifestPage)]})
+	}
+	return pages
+}
+
+// WithoutChunks returns a copy of m's header: everything but the chunk list.
+func WithoutChunks(m *FileManifest) *FileManifest {
+	if m == nil {
+		return nil
+	}
+	return &FileManifest{
+		Name: m.GetName(), Size: m.GetSize(), Blake3: m.GetBlake3(), Date: m.GetDate(),
+		CreatedUnixNano: m.GetCreatedUnixNano(), Metadata: m.GetMetadata(), StoredSize: m.GetStoredSize(),
+	}
+}
