@@ -201,6 +201,10 @@ type packFile struct {
 	// broken: a write or sync failed on it; it is sealed and never gets an
 	// index file (the next open scans it).
 	broken atomic.Bool
+	// allocEnd is how far its blocks are known allocated (fallocate);
+	// noAlloc: its file system cannot preallocate. Guarded by appendMu.
+	allocEnd int64
+	noAlloc  bool
 	// entries lists its records for its index file, until that is written
 	// (guarded by appendMu while the pack is active).
 	entries []packEntry

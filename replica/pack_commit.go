@@ -1,9 +1,12 @@
 package replica
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ddstore/ddstore/chunker"
 )
@@ -42,15 +45,28 @@ func (p *Pack) appendRecord(hdr, data []byte, put bool) (packLoc, *packFile, *sy
 	if err != nil {
 		return packLoc{}, nil, nil, err
 	}
+	isChunk := h.kind == recChunk
 	p.appendMu.Lock()
 	defer p.appendMu.Unlock()
 	a := p.active
-	if a == nil || a.broken.Load() || (a.size.Load() > 0 && a.size.Load()+n > p.opts.PackSize) {
+	full := a != nil && a.size.Load() > 0 && a.size.Load()+n > p.opts.PackSize
+	if !isChunk {
+		// Tombstones go in the active pack's reserve, past PackSize if
+		// need be (the reserve outlives a reopen: blocks allocated past
+		// the end of a file stay allocated).
+		full = a != nil && a.size.Load()+n > p.opts.PackSize+packReserve
+	}
+	if a == nil || a.broken.Load() || full {
 		if a, err = p.rollLocked(); err != nil {
 			return packLoc{}, nil, nil, err
 		}
 	}
 	off := a.size.Load()
+	if isChunk {
+		if err := a.reserve(off + n + packReserve); err != nil {
+			return packLoc{}, nil, nil, noSpace(fmt.Errorf("replica: pack store: write %s: %w", a.path, err))
+		}
+	}
 	_, err = a.f.WriteAt(hdr, off)
 	if err == nil && len(data) > 0 {
 		_, err = a.f.WriteAt(data, off+int64(len(hdr)))
@@ -108,18 +124,25 @@ func (p *Pack) rollLocked() (*packFile, error) {
 	if err != nil {
 		return nil, noSpace(fmt.Errorf("replica: pack store: new pack: %w", err))
 	}
-	if err := syncDir(p.packDir); err != nil {
+	pf := &packFile{num: num, path: path, f: f}
+	// A new pack is used only with its reserve: otherwise the old one stays
+	// active, with the room its own reserve keeps for tombstones.
+	err = pf.reserve(packReserve)
+	if err == nil {
+		err = syncDir(p.packDir)
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(path)
 		return nil, noSpace(fmt.Errorf("replica: pack store: new pack: %w", err))
 	}
 	p.nextNum++
-	pf := &packFile{num: num, path: path, f: f}
 	p.packMu.Lock()
 	p.packs[num] = pf
 	p.packMu.Unlock()
 	if old := p.active; old != nil {
 		old.sealed.Store(true)
+		old.unreserve()
 		if !old.broken.Load() {
 			p.sealedQ = append(p.sealedQ, old)
 			p.kick(p.kickMaint)
@@ -129,6 +152,41 @@ func (p *Pack) rollLocked() (*packFile, error) {
 	}
 	p.active = pf
 	return pf, nil
+}
+
+// packReserve is the room kept allocated past the end of the active pack,
+// so that Deletes (tombstones) still work on a full disk and garbage
+// collection can give space back: 256 KiB, about 4,000 tombstones.
+const packReserve = 256 << 10
+
+// reserve makes sure the pack's blocks are allocated up to end (fallocate,
+// keeping the file's size), so that writes below end cannot fail for want
+// of space. On a file system that cannot preallocate it does nothing.
+// Guarded by appendMu.
+func (pf *packFile) reserve(end int64) error {
+	if end <= pf.allocEnd || pf.noAlloc {
+		return nil
+	}
+	off := pf.size.Load()
+	err := unix.Fallocate(int(pf.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, end-off)
+	switch {
+	case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
+		pf.noAlloc = true
+		return nil
+	case err != nil:
+		return err
+	}
+	pf.allocEnd = end
+	return nil
+}
+
+// unreserve gives back what was allocated past the end of a sealed pack.
+func (pf *packFile) unreserve() {
+	size := pf.size.Load()
+	if pf.allocEnd > size {
+		unix.Fallocate(int(pf.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, size, pf.allocEnd-size)
+	}
+	pf.allocEnd = size
 }
 
 // syncLoop is the group committer: for each round it takes the packs

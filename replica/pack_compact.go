@@ -218,6 +218,18 @@ func (p *Pack) removeMarker() error {
 // removed, then the COMPACTING file. Until (4), replaying the packs puts
 // every chunk in pf or in its copy (later in the replay, so it wins).
 func (p *Pack) compactPack(ctx context.Context, pf *packFile) error {
+	p.waitPuts(pf)
+	entries, err := p.packEntries(pf)
+	if err != nil {
+		return err
+	}
+	if !p.needsCopies(pf, entries) {
+		// Nothing to copy: removing the pack is one unlink, safe without
+		// the COMPACTING file (and possible on a full disk). A record the
+		// index stopped pointing at never becomes live again, and a
+		// tombstone that need not be carried never needs to be again.
+		return p.removePack(pf, 0)
+	}
 	if err := writeFileSync(filepath.Join(p.tmp, packMarkerName), []byte(strconv.FormatUint(uint64(pf.num), 10))); err != nil {
 		os.Remove(filepath.Join(p.tmp, packMarkerName))
 		return noSpace(fmt.Errorf("replica: pack store: compaction marker: %w", err))
@@ -227,11 +239,6 @@ func (p *Pack) compactPack(ctx context.Context, pf *packFile) error {
 	}
 	if err := syncDir(p.dir); err != nil {
 		return fmt.Errorf("replica: pack store: compaction marker: %w", err)
-	}
-	p.waitPuts(pf)
-	entries, err := p.packEntries(pf)
-	if err != nil {
-		return err
 	}
 	type moved struct {
 		id       chunker.ID
@@ -320,6 +327,30 @@ func (p *Pack) compactPack(ctx context.Context, pf *packFile) error {
 		return fmt.Errorf("replica: pack store: compaction of %s: %w", pf.path, err)
 	}
 	// Every live record of pf has a durable copy the index points at.
+	return p.removePack(pf, copied)
+}
+
+// needsCopies reports whether compacting pf has anything to copy: a live
+// record, or a tombstone that still hides a record in another pack.
+func (p *Pack) needsCopies(pf *packFile, entries []packEntry) bool {
+	for _, e := range entries {
+		sh := p.shard(e.id)
+		sh.mu.RLock()
+		cur, live := sh.index[e.id]
+		_, pending := sh.pending[e.id]
+		sh.mu.RUnlock()
+		switch {
+		case e.kind == recChunk && live && cur == (packLoc{pack: pf.num, off: e.off, len: e.len}):
+			return true
+		case e.kind == recTomb && e.shadow != pf.num && !live && !pending && p.packOf(e.shadow) != nil:
+			return true
+		}
+	}
+	return false
+}
+
+// removePack removes a compacted pack, then the COMPACTING file.
+func (p *Pack) removePack(pf *packFile, copied int64) error {
 	p.packMu.Lock()
 	delete(p.packs, pf.num)
 	pf.dead = true
