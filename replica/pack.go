@@ -46,6 +46,13 @@ import (
 // durable when it returns, as with Local, and a chunk becomes visible (Has,
 // Get) only once it is durable.
 //
+// Disk full: the active pack keeps 256 KiB allocated past its end
+// (fallocate, keeping its size). A chunk Put first allocates its record's
+// bytes and that reserve, and fails with ErrNoSpace before writing anything
+// when it cannot; tombstones use the reserve, so Deletes work on a full
+// disk, and a pack left with nothing to copy is removed by one unlink, so
+// garbage collection gives space back.
+//
 // Delete appends a tombstone and waits for it to be durable. Space is given
 // back by compaction: a sealed pack whose live bytes fall below
 // PackOptions.CompactBelow of its size has its live records copied to the
