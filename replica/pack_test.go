@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -863,4 +864,60 @@ func TestPackDiskFullGivesSpaceBack(t *testing.T) {
 	}
 	p = reopenPack(t, p, opts)
 	checkHolds(t, p, map[chunker.ID]chunker.Encoded{cs[5].ID: cs[5], c.ID: c})
+}
+
+// TestPackGetUnverified: GetUnverified skips the hash but not the record's
+// checksums: damaged bytes are still reported corrupt and quarantined; only
+// an intact record of the wrong bytes gets through (Get catches it).
+func TestPackGetUnverified(t *testing.T) {
+	ctx := ctxFor(t)
+	codecs := chunker.NewCodecs()
+	p := openPack(t, t.TempDir(), PackOptions{})
+	var cs []chunker.Encoded
+	for i := range 3 {
+		c := encode(t, codecs, compressible(fmt.Sprint("unverified", i), 50<<10), chunker.Zstd)
+		if _, err := p.Put(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	got, err := p.GetUnverified(ctx, cs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameChunk(t, got, cs[0])
+
+	// cs[1]: a flipped data byte fails the CRC.
+	loc := locOf(t, p, cs[1].ID)
+	flipByte(int64(loc.off+loc.len-1))(t, packPath(p, loc.pack))
+	if _, err := p.GetUnverified(ctx, cs[1].ID); !errors.Is(err, chunker.ErrCorrupt) {
+		t.Errorf("GetUnverified of a damaged record: %v, want chunker.ErrCorrupt", err)
+	}
+	if ok, _ := p.Has(ctx, cs[1].ID); ok {
+		t.Error("a damaged record was not quarantined")
+	}
+
+	// cs[2]: an intact record of other bytes: only Get's hash sees it.
+	loc = locOf(t, p, cs[2].ID)
+	path := packPath(p, loc.pack)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := b[loc.off : loc.off+loc.len]
+	h, err := parseRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := append([]byte(nil), rec[packHdrLen:]...)
+	data[len(data)/2] ^= 0xff
+	recordHeader(rec[:packHdrLen], recChunk, h.codec, h.id, int(h.rawSize), data, 0)
+	copy(rec[packHdrLen:], data)
+	writeAt(t, path, int64(loc.off), rec)
+	if got, err := p.GetUnverified(ctx, cs[2].ID); err != nil || bytes.Equal(got.Data, cs[2].Data) {
+		t.Errorf("GetUnverified of an intact record of other bytes: %v (same bytes: %v)", err, err == nil)
+	}
+	if _, err := p.Get(ctx, cs[2].ID); !errors.Is(err, chunker.ErrCorrupt) {
+		t.Errorf("Get of an intact record of other bytes: %v, want chunker.ErrCorrupt", err)
+	}
 }
