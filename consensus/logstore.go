@@ -92,7 +92,7 @@ func openWALLog(id, dir string, segmentSize int, hlog hclog.Logger, logger *slog
 		l.segmentSize = defaultSegmentSize
 	}
 	l.open = func() (*wal.WAL, error) {
-		w, err := wal.Open(dir, wal.WithLogger(hlog), wal.WithMetaStore(meta), wal.WithSegmentSize(segmentSize))
+		w, err := wal.Open(dir, wal.WithLogger(hlog), wal.WithMetaStore(meta), wal.WithSegmentSize(segmentSize), wal.WithSegmentFiler(newSealFixFiler(dir)))
 		if err != nil {
 			return nil, fmt.Errorf("open raft log %s: %w", dir, err)
 		}
