@@ -184,6 +184,11 @@ func chunkIDs(raw [][]byte) ([]chunker.ID, error) {
 // sameContent reports whether a stored file already is what m describes, so
 // that a commit retried after a lost reply succeeds instead of conflicting.
 // The date counts only when the client set it.
+// SameContent reports whether old and m hold the same file: size, hash,
+// chunk list, metadata and, when dated, date. A commit of m where old is
+// already stored changes nothing.
+func SameContent(old, m *pb.FileManifest, dated bool) bool { return sameContent(old, m, dated) }
+
 func sameContent(old, m *pb.FileManifest, dated bool) bool {
 	if old.GetSize() != m.GetSize() || !bytes.Equal(old.GetBlake3(), m.GetBlake3()) ||
 		(dated && old.GetDate() != m.GetDate()) || !maps.Equal(old.GetMetadata(), m.GetMetadata()) ||

@@ -338,12 +338,23 @@ func (c *Client) List(ctx context.Context, opts ListOptions) (*Listing, error) {
 	}
 }
 
-// Delete removes a file from the catalog.
+// Delete removes a file from the catalog. It succeeds when the file is gone
+// afterwards: if an attempt failed without an answer (the node died, say)
+// and the next one finds no such file, the first may well have removed it,
+// and Delete reports success rather than NotFound.
 func (c *Client) Delete(ctx context.Context, name string) error {
-	return c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
+	unanswered := false
+	err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
 		_, err := pb.NewFilesClient(conn).Delete(ctx, &pb.DeleteRequest{Name: name})
+		if retryable(err) {
+			unanswered = true
+		}
 		return err
 	})
+	if unanswered && status.Code(err) == codes.NotFound {
+		return nil
+	}
+	return err
 }
 
 // Status returns the cluster's status as one node sees it.

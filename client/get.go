@@ -20,6 +20,11 @@ import (
 // ErrCorrupt: what the cluster sent does not match the file's hashes.
 var ErrCorrupt = errors.New("client: downloaded data does not match its hash")
 
+// errBadChunk: a chunk a node sent does not match its ID. The node may have
+// sent its copy unchecked: asked again with verify, it checks its copy,
+// quarantines a bad one and sends another.
+var errBadChunk = fmt.Errorf("%w: a chunk does not match its ID", ErrCorrupt)
+
 // GetOptions tune a download.
 type GetOptions struct {
 	Consistency pb.Consistency
@@ -38,6 +43,9 @@ type GetResult struct {
 	KeptBytes     int64 // bytes of an earlier partial download kept
 	BytesReceived int64 // stored (compressed) bytes received
 	Duration      time.Duration
+	// BadCopies counts chunks that arrived not matching their ID and were
+	// asked for again, checked by the node.
+	BadCopies int
 }
 
 // decodeWindow is how many received chunks are decoded and verified at once.
@@ -139,6 +147,7 @@ type download struct {
 	hash   hash.Hash
 	expect *pb.FileManifest // manifest the written prefix belongs to, if any
 	res    *GetResult
+	verify bool // ask the nodes to check every chunk before sending it
 }
 
 func (d *download) run(ctx context.Context, index int, offset int64) error {
@@ -157,6 +166,14 @@ func (d *download) run(ctx context.Context, index int, offset int64) error {
 		}
 		progressed := next > index
 		index, offset = next, nextOff
+		if errors.Is(err, errBadChunk) && !d.verify && ctx.Err() == nil {
+			// The node's copy is bad: ask again, from that chunk, with
+			// every chunk checked by the node first.
+			d.c.logger.Warn("a chunk did not match its ID; asking again with checks on the node", "file", d.name, "chunk", index, "err", err)
+			d.verify = true
+			d.res.BadCopies++
+			continue
+		}
 		if !retryable(err) || ctx.Err() != nil || (attempt >= retries && !progressed) {
 			return err
 		}
@@ -181,7 +198,7 @@ func (d *download) stream(parent context.Context, files pb.FilesClient, addr str
 	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := files.Download(ctx, &pb.DownloadRequest{Name: d.name, StartIndex: uint32(index), Consistency: d.opts.Consistency})
+	s, err := files.Download(ctx, &pb.DownloadRequest{Name: d.name, StartIndex: uint32(index), Consistency: d.opts.Consistency, Verify: d.verify})
 	if err != nil {
 		return index, offset, err
 	}
@@ -291,7 +308,7 @@ func decodeChunk(codecs *chunker.Codecs, want int, refs []*pb.ChunkRef, msg *pb.
 	}
 	ref, wc := refs[want], msg.GetChunk()
 	if !bytes.Equal(wc.GetId(), ref.GetId()) || wc.GetRawSize() != ref.GetRawSize() {
-		r.err = fmt.Errorf("%w: chunk %d is not the one the manifest names", ErrCorrupt, want)
+		r.err = fmt.Errorf("%w: chunk %d is not the one the manifest names", errBadChunk, want)
 		return r
 	}
 	id, err := chunker.IDFromBytes(wc.GetId())
@@ -301,7 +318,7 @@ func decodeChunk(codecs *chunker.Codecs, want int, refs []*pb.ChunkRef, msg *pb.
 	}
 	raw, err := codecs.Decode(nil, chunker.Encoded{ID: id, RawSize: int(wc.GetRawSize()), Codec: chunker.Codec(wc.GetCodec()), Data: wc.GetData()})
 	if err != nil {
-		r.err = fmt.Errorf("%w: chunk %d: %w", ErrCorrupt, want, err)
+		r.err = fmt.Errorf("%w: chunk %d: %w", errBadChunk, want, err)
 		return r
 	}
 	r.raw = raw

@@ -328,6 +328,16 @@ func (l *Local) ensureFanout(b byte) error {
 // Get reads and verifies the chunk. A file that fails verification is moved
 // to dir/quarantine and reported with chunker.ErrCorrupt.
 func (l *Local) Get(ctx context.Context, id chunker.ID) (chunker.Encoded, error) {
+	return l.get(ctx, id, true)
+}
+
+// GetUnverified returns the chunk as stored, without checking it against
+// its ID (see UnverifiedGetter).
+func (l *Local) GetUnverified(ctx context.Context, id chunker.ID) (chunker.Encoded, error) {
+	return l.get(ctx, id, false)
+}
+
+func (l *Local) get(ctx context.Context, id chunker.ID, verify bool) (chunker.Encoded, error) {
 	if err := l.enter(ctx); err != nil {
 		return chunker.Encoded{}, err
 	}
@@ -349,7 +359,7 @@ func (l *Local) Get(ctx context.Context, id chunker.ID) (chunker.Encoded, error)
 	if err != nil {
 		return chunker.Encoded{}, fmt.Errorf("replica: local store: read %s: %w", p, err)
 	}
-	if cerr == nil {
+	if cerr == nil && verify {
 		cerr = l.codecs.Verify(c)
 	}
 	if cerr != nil {

@@ -25,6 +25,16 @@ var (
 	ErrNoSpace = errors.New("disk full")
 )
 
+// UnverifiedGetter is a Store that can return a chunk without checking it
+// against its ID: no decompression, no hash. A node serves a download from it
+// when the client verifies every chunk itself (and asks again, verified, for
+// one it finds bad), while scrub checks the data at rest: each byte is then
+// hashed once on the way out, by the client. Damage the header shows (bad
+// magic, impossible sizes) is still reported as chunker.ErrCorrupt.
+type UnverifiedGetter interface {
+	GetUnverified(ctx context.Context, id chunker.ID) (chunker.Encoded, error)
+}
+
 // SpaceChecker is a Store that can tell, without storing a chunk, whether it
 // has room for one more of the largest chunks. CheckSpace returns an error
 // wrapping ErrNoSpace when it has not, nil when it has.

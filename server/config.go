@@ -123,6 +123,12 @@ type Config struct {
 	// preallocated when the log moves on to one; 0: 64 MiB.
 	RaftLogSegmentSize int
 
+	// VerifyReads makes the node check every chunk of its own against its ID
+	// before it sends it in a download, as it does for every other read. By
+	// default it leaves that to the client, which checks every chunk anyway
+	// and asks again, verified, for a bad one.
+	VerifyReads bool
+
 	// NodeTimeout bounds a call to another node of this cluster (a question
 	// about which chunks it holds, a chunk read, the opening of a copy
 	// stream); a copy stream may go 3 × NodeTimeout without an

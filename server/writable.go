@@ -48,6 +48,15 @@ func (w watchedStore) Put(ctx context.Context, c chunker.Encoded) (bool, error) 
 	return written, err
 }
 
+// GetUnverified reads a chunk without checking it when the store can (see
+// replica.UnverifiedGetter), else checked.
+func (w watchedStore) GetUnverified(ctx context.Context, id chunker.ID) (chunker.Encoded, error) {
+	if u, ok := w.Store.(replica.UnverifiedGetter); ok {
+		return u.GetUnverified(ctx, id)
+	}
+	return w.Store.Get(ctx, id)
+}
+
 // storeFull records that the chunk store could not be written.
 func (n *Node) storeFull(err error) {
 	n.writable.mu.Lock()

@@ -93,6 +93,7 @@ Start a new cluster with --bootstrap on its first node; start the others with
 	f.Float64Var(&cfg.FilterFPRate, "filter-fp-rate", 0.01, "false-positive rate the Bloom filters are sized for")
 	f.DurationVar(&cfg.FilterRefresh, "filter-refresh", 2*time.Second, "how often peer clusters' filters are pulled (only changed ones travel)")
 	f.DurationVar(&cfg.PeerTimeout, "peer-timeout", 5*time.Second, "bound on one call to a peer cluster")
+	f.BoolVar(&cfg.VerifyReads, "verify-reads", false, "check every chunk this node sends in a download against its ID (by default the client does, and asks again for a bad one; scrub checks data at rest)")
 	f.DurationVar(&cfg.NodeTimeout, "node-timeout", 2*time.Second, "bound on one call to another node of this cluster; a node that misses it is skipped (copies and reads go elsewhere) and avoided for 10s")
 	f.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", server.DefaultHeartbeatTimeout, "a follower that hears nothing from the leader for this long (up to twice it) stands for election")
 	f.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", server.DefaultElectionTimeout, "how long a candidate waits for votes before trying again")

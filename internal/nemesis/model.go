@@ -74,10 +74,10 @@ func step(s string, in input, out output) []string {
 	case KindDelete:
 		switch out.Outcome {
 		case OK:
-			if s != absent {
-				return []string{absent}
-			}
-			return nil
+			// client.Delete reports success when the file is gone after
+			// a retry of an attempt that got no answer (which may have
+			// removed it): from any state, it leaves none.
+			return []string{absent}
 		case NotFound:
 			if s == absent {
 				return []string{s}

@@ -839,10 +839,15 @@ func (x *CommitResponse) GetManifest() *FileManifest {
 }
 
 type DownloadRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	StartIndex    uint32                 `protobuf:"varint,2,opt,name=start_index,json=startIndex,proto3" json:"start_index,omitempty"`
-	Consistency   Consistency            `protobuf:"varint,3,opt,name=consistency,proto3,enum=ddstore.v1.Consistency" json:"consistency,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StartIndex  uint32                 `protobuf:"varint,2,opt,name=start_index,json=startIndex,proto3" json:"start_index,omitempty"`
+	Consistency Consistency            `protobuf:"varint,3,opt,name=consistency,proto3,enum=ddstore.v1.Consistency" json:"consistency,omitempty"`
+	// The node checks every chunk against its ID before sending it (a bad
+	// copy is quarantined and another one sent). Without it, a node may send
+	// its own copies as stored, unchecked: the client checks every chunk and
+	// asks again with verify for one it finds bad.
+	Verify        bool `protobuf:"varint,4,opt,name=verify,proto3" json:"verify,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -896,6 +901,13 @@ func (x *DownloadRequest) GetConsistency() Consistency {
 		return x.Consistency
 	}
 	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+func (x *DownloadRequest) GetVerify() bool {
+	if x != nil {
+		return x.Verify
+	}
+	return false
 }
 
 type DownloadResponse struct {
@@ -4563,12 +4575,13 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\toverwrite\x18\x02 \x01(\bR\toverwrite\x123\n" +
 	"\breplaces\x18\x03 \x01(\v2\x17.ddstore.v1.FileVersionR\breplaces\"F\n" +
 	"\x0eCommitResponse\x124\n" +
-	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\"\x81\x01\n" +
+	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\"\x99\x01\n" +
 	"\x0fDownloadRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vstart_index\x18\x02 \x01(\rR\n" +
 	"startIndex\x129\n" +
-	"\vconsistency\x18\x03 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\"\xc4\x01\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\x12\x16\n" +
+	"\x06verify\x18\x04 \x01(\bR\x06verify\"\xc4\x01\n" +
 	"\x10DownloadResponse\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12'\n" +
