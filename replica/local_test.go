@@ -329,3 +329,20 @@ func BenchmarkLocalGet(b *testing.B) {
 		}
 	}
 }
+
+// TestLocalRefusesPackDir: a directory converted to the pack store is not
+// opened as an empty file-per-chunk store.
+func TestLocalRefusesPackDir(t *testing.T) {
+	dir := t.TempDir()
+	p, err := OpenPack(ctxFor(t), dir, PackOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if l, err := OpenLocal(dir); err == nil || !strings.Contains(err.Error(), "pack store") {
+		if l != nil {
+			l.Close()
+		}
+		t.Fatalf("OpenLocal of a pack directory: %v; want a refusal naming the pack store", err)
+	}
+}

@@ -85,7 +85,7 @@ type Config struct {
 	// principal) may hold; default a quarter of it, at least 32 MiB.
 	StreamMemoryPerCaller int64
 
-	Store    string // "local" (default) or "gridfs"
+	Store    string // "local" (default), "pack" (local pack files, group commit) or "gridfs"
 	MongoURI string // for the gridfs store
 	MongoDB  string // database name; default "ddstore_<id>"
 	Replicas int    // R: copies of each chunk; default 3, capped at cluster size
@@ -218,7 +218,7 @@ func (c *Config) withDefaults() (Config, error) {
 		out.Store = "local"
 	}
 	switch out.Store {
-	case "local":
+	case "local", "pack":
 	case "gridfs":
 		if out.MongoURI == "" {
 			errs = append(errs, errors.New("the gridfs store needs a MongoDB URI (--mongo-uri)"))

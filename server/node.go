@@ -96,6 +96,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	switch cfg.Store {
 	case "local":
 		n.store, err = replica.OpenLocal(filepath.Join(cfg.DataDir, "chunks"))
+	case "pack":
+		// The same directory: a node's chunk files are moved into packs
+		// at its first start with --store pack (one way).
+		n.store, err = replica.OpenPack(ctx, filepath.Join(cfg.DataDir, "chunks"), replica.PackOptions{Logger: n.log})
 	case "gridfs":
 		n.store, err = replica.OpenGridFS(ctx, cfg.MongoURI, cfg.MongoDB)
 	}
