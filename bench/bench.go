@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -40,7 +41,7 @@ type Config struct {
 	Runs       int      // repetitions of each measurement; default 3 (1 for sizes of 2 GiB and more)
 	Clients    int      // clients at once in the concurrency scenario; default 4
 	SmallFiles int      // files in the small-files scenario; default 2000
-	SmallSize  int64    // their size; default 16 KiB
+	SmallSize  int64    // their size; default 4 KiB
 	MongoURI   string   // also measure the GridFS store and direct GridFS against it
 	// Memcached lists memcached servers for the local nodes' second cache
 	// tier. Empty: the bench starts one itself when memcached is installed
@@ -84,7 +85,7 @@ func (c *Config) defaults() {
 		c.SmallFiles = 2000
 	}
 	if c.SmallSize <= 0 {
-		c.SmallSize = 16 << 10
+		c.SmallSize = 4 << 10
 	}
 	if c.FedFiles <= 0 {
 		c.FedFiles = 1000
@@ -596,31 +597,70 @@ func (r *runner) addrs() []string {
 	return r.cfg.Target
 }
 
-// smallFiles commits many small files from 8 workers.
+// smallWorkers is how many clients write, then read, small files at once.
+const smallWorkers = 16
+
+// smallFiles commits many small files from smallWorkers goroutines, then
+// reads each back (verified) from as many: files per second and per-call
+// latency percentiles, both ways.
 func (r *runner) smallFiles(ctx context.Context) error {
 	n, size := r.cfg.SmallFiles, r.cfg.SmallSize
-	r.say("%d files of %s", n, human(size))
-	data := make([]byte, int64(n)*size)
-	path, err := r.file(Random, int64(len(data)))
+	r.say("%d files of %s, %d writers, then %d readers", n, human(size), smallWorkers, smallWorkers)
+	path, err := r.file(Random, int64(n)*size)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(path)
-	if data, err = os.ReadFile(path); err != nil {
+	data, err := os.ReadFile(path)
+	if err != nil {
 		return err
 	}
 	prefix := r.name("small")
+	name := func(i int) string { return fmt.Sprintf("%s/%06d", prefix, i) }
+	put := func(i int) error {
+		_, err := r.c.Put(ctx, name(i), bytes.NewReader(data[int64(i)*size:int64(i+1)*size]), client.PutOptions{})
+		return err
+	}
+	get := func(i int) error {
+		var b bytes.Buffer
+		if _, err := r.c.Get(ctx, name(i), &b, client.GetOptions{}); err != nil {
+			return err
+		}
+		if !bytes.Equal(b.Bytes(), data[int64(i)*size:int64(i+1)*size]) {
+			return fmt.Errorf("%s: read back differs", name(i))
+		}
+		return nil
+	}
+	for _, side := range []struct {
+		what string
+		op   func(int) error
+	}{{"put", put}, {"get", get}} {
+		rate, lat, err := parallel(n, smallWorkers, side.op)
+		if err != nil {
+			return fmt.Errorf("small files, %s: %w", side.what, err)
+		}
+		k := fmt.Sprintf("small files %s (%s each, %d at once)", side.what, human(size), smallWorkers)
+		r.add(k, Random, 0, rate)
+		r.addExtra(k, Random, 0, side.what+"_ms_p50", lat[n/2])
+		r.addExtra(k, Random, 0, side.what+"_ms_p99", lat[min(n-1, n*99/100)])
+		r.addExtra(k, Random, 0, "files", float64(n))
+	}
+	return nil
+}
+
+// parallel runs op(0..n-1) on workers goroutines and returns the calls per
+// second and each call's latency in milliseconds, sorted.
+func parallel(n, workers int, op func(int) error) (float64, []float64, error) {
 	lat := make([]float64, n)
 	next := make(chan int)
-	errs := make(chan error, 8)
+	errs := make(chan error, workers)
 	start := time.Now()
 	var wg sync.WaitGroup
-	for range 8 {
+	for range workers {
 		wg.Go(func() {
 			for i := range next {
 				t := time.Now()
-				_, err := r.c.Put(ctx, fmt.Sprintf("%s/%06d", prefix, i), strings.NewReader(string(data[int64(i)*size:int64(i+1)*size])), client.PutOptions{})
-				if err != nil {
+				if err := op(i); err != nil {
 					errs <- err
 					return
 				}
@@ -646,16 +686,11 @@ feed:
 		}
 	}
 	if ferr != nil {
-		return fmt.Errorf("small files: %w", ferr)
+		return 0, nil, ferr
 	}
 	d := time.Since(start)
 	sort.Float64s(lat)
-	k := fmt.Sprintf("small files (%s each, 8 at once)", human(size))
-	r.add(k, Random, 0, float64(n)/d.Seconds())
-	r.addExtra(k, Random, 0, "put_ms_p50", lat[n/2])
-	r.addExtra(k, Random, 0, "put_ms_p99", lat[min(n-1, n*99/100)])
-	r.addExtra(k, Random, 0, "files", float64(n))
-	return nil
+	return float64(n) / d.Seconds(), lat, nil
 }
 
 // replicationFactor uploads the middle size with R=1 on a fresh cluster.

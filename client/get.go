@@ -98,7 +98,7 @@ func (c *Client) GetFile(ctx context.Context, name, path string, resume bool, op
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	d := &download{c: c, name: name, w: f, opts: opts, hash: h, expect: m}
+	d := &download{c: c, name: name, w: newWriteBehind(f, offset), opts: opts, hash: h, expect: m}
 	d.res = &GetResult{ResumedAt: index, KeptBytes: offset}
 	if opts.Progress != nil {
 		opts.Progress(offset, int64(m.GetSize()))
