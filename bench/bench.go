@@ -42,6 +42,9 @@ type Config struct {
 	Clients    int      // clients at once in the concurrency scenario; default 4
 	SmallFiles int      // files in the small-files scenario; default 2000
 	SmallSize  int64    // their size; default 4 KiB
+	// Store is the chunk store of the local clusters' nodes: "local"
+	// (default) or "pack".
+	Store string
 	MongoURI   string   // also measure the GridFS store and direct GridFS against it
 	// Memcached lists memcached servers for the local nodes' second cache
 	// tier. Empty: the bench starts one itself when memcached is installed
@@ -311,6 +314,9 @@ const startAttempts = 3
 // plans a cluster, and on a busy host another socket may take one before
 // the node binds it.
 func (r *runner) startCluster(ctx context.Context, opts localcluster.Options) (*localcluster.Cluster, error) {
+	if opts.Store == "" && r.cfg.Store != "" {
+		opts.Store = r.cfg.Store
+	}
 	for attempt := 1; ; attempt++ {
 		cl, err := localcluster.Start(ctx, opts)
 		if err == nil || attempt == startAttempts || !portTaken(err, opts.Dir) {

@@ -98,6 +98,10 @@ func Open(cfg Config) (*Node, error) {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.Logger = hlog
+	// Concurrent proposals (commits of small files) queue for the leader's
+	// loop, which appends up to MaxAppendEntries of them with one log write
+	// and one fsync.
+	rc.BatchApplyCh = true
 	if cfg.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	}

@@ -238,8 +238,8 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 // TestRefusedBeforeUpload: a put the commit would refuse for its name, date
-// or metadata is refused before the file is read, and the cluster receives
-// no chunk.
+// or metadata is refused before the file is sent, and the cluster receives
+// no chunk; a small file refused with its commit leaves none stored either.
 func TestRefusedBeforeUpload(t *testing.T) {
 	cl := startCluster(t, localcluster.Options{Replicas: 2})
 	c := newClient(t, cl)
@@ -261,9 +261,14 @@ func TestRefusedBeforeUpload(t *testing.T) {
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.want) {
 			t.Fatalf("put %q %+v: %v, want InvalidArgument saying %s", tt.name, tt.opts, err, tt.want)
 		}
-		if in.n != 0 || res.BytesSent != 0 {
-			t.Fatalf("put %q %+v: read %d bytes of the file and sent %d before the refusal, want none", tt.name, tt.opts, in.n, res.BytesSent)
+		// The client reads a first chunk's worth to tell a small file
+		// (sent with its commit) from a large one, and sends nothing.
+		if in.n > 256<<10+1 || res.BytesSent != 0 {
+			t.Fatalf("put %q %+v: read %d bytes of the file and sent %d before the refusal, want at most the first 256 KiB read and none sent", tt.name, tt.opts, in.n, res.BytesSent)
 		}
+	}
+	if _, err := c.Put(ctx, "../small", randomReader(6, 1000), client.PutOptions{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("small put under a bad name: %v, want InvalidArgument", err)
 	}
 	st, err := c.Status(ctx)
 	if err != nil {

@@ -307,6 +307,11 @@ func (n *Node) commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitRes
 		return nil, toStatus(err)
 	}
 	ids, at := distinctChunks(m)
+	if len(req.GetChunks()) > 0 {
+		if err := n.storeWithCommit(ctx, ids, req.GetChunks()); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	m = proto.Clone(m).(*pb.FileManifest)
 	for attempt := 1; ; attempt++ {
 		// A garbage collection that finishes between the check and the
@@ -349,6 +354,35 @@ func (n *Node) commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitRes
 		n.pins.release(ids)
 		return &pb.CommitResponse{Manifest: pageless(applied)}, nil
 	}
+}
+
+// storeWithCommit verifies the chunks a commit carries and stores each on R
+// nodes, as Upload does. Every one must be named by the manifest (ids).
+func (n *Node) storeWithCommit(ctx context.Context, ids []chunker.ID, wire []*pb.Chunk) error {
+	named := make(map[chunker.ID]bool, len(ids))
+	for _, id := range ids {
+		named[id] = true
+	}
+	peers, copies := n.placement()
+	sess := n.repl.NewSession(ctx, n.cfg.ID, peers, copies)
+	defer sess.Close()
+	for i, w := range wire {
+		c, err := replica.FromWire(w)
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "chunk %d sent with the commit: %v", i, err)
+		}
+		if !named[c.ID] {
+			return status.Errorf(codes.InvalidArgument, "chunk %s sent with the commit is not in its manifest", c.ID)
+		}
+		if err := n.codecs.Verify(c); err != nil {
+			return status.Errorf(codes.InvalidArgument, "chunk %s rejected, nothing stored for it: %v", c.ID, err)
+		}
+		if _, err := sess.Store(ctx, c); err != nil {
+			return err
+		}
+		n.pins.add(c.ID)
+	}
+	return sess.Close()
 }
 
 // committedAlready returns the file m names if the catalog, read

@@ -137,6 +137,7 @@ instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
 	f.IntVar(&cfg.FedLookups, "fed-lookups", 0, "lookups of missing names counted in the federation scenario (default 2000)")
 	f.BoolVar(&cfg.FederationOnly, "federation-only", false, "run only the federation scenario (three local clusters)")
 	f.BoolVar(&cfg.TLSOnly, "tls-only", false, "run only the TLS scenario (a mutual-TLS and an insecure local cluster; size: the largest of --sizes up to 1GiB)")
+	f.StringVar(&cfg.Store, "store", "", "chunk store of the local clusters' nodes: local (default) or pack")
 	f.StringVar(&cfg.Dir, "dir", "", "work directory for generated files and local clusters (default: a temporary one)")
 	f.StringVar(&out, "out", "", "write results.json and throughput.svg into this directory")
 	return cmd

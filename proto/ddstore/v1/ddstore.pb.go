@@ -736,7 +736,11 @@ type CommitRequest struct {
 	// commit fails with FailedPrecondition, reason FILE_CHANGED, unless the
 	// file now holds exactly this manifest's content. Unset: replace whatever
 	// is there.
-	Replaces      *FileVersion `protobuf:"bytes,3,opt,name=replaces,proto3" json:"replaces,omitempty"`
+	Replaces *FileVersion `protobuf:"bytes,3,opt,name=replaces,proto3" json:"replaces,omitempty"`
+	// Chunks of the file sent with the commit, which the node verifies and
+	// stores on R nodes before it commits: a small file's whole put in one
+	// call (at most one message's worth; larger files use Upload).
+	Chunks        []*Chunk `protobuf:"bytes,4,rep,name=chunks,proto3" json:"chunks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -788,6 +792,13 @@ func (x *CommitRequest) GetOverwrite() bool {
 func (x *CommitRequest) GetReplaces() *FileVersion {
 	if x != nil {
 		return x.Replaces
+	}
+	return nil
+}
+
+func (x *CommitRequest) GetChunks() []*Chunk {
+	if x != nil {
+		return x.Chunks
 	}
 	return nil
 }
@@ -4569,11 +4580,12 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x06blake3\x18\x03 \x01(\fR\x06blake3\"d\n" +
 	"\x15MissingChunksResponse\x12\x18\n" +
 	"\amissing\x18\x01 \x03(\fR\amissing\x121\n" +
-	"\acurrent\x18\x02 \x01(\v2\x17.ddstore.v1.FileVersionR\acurrent\"\x98\x01\n" +
+	"\acurrent\x18\x02 \x01(\v2\x17.ddstore.v1.FileVersionR\acurrent\"\xc3\x01\n" +
 	"\rCommitRequest\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x1c\n" +
 	"\toverwrite\x18\x02 \x01(\bR\toverwrite\x123\n" +
-	"\breplaces\x18\x03 \x01(\v2\x17.ddstore.v1.FileVersionR\breplaces\"F\n" +
+	"\breplaces\x18\x03 \x01(\v2\x17.ddstore.v1.FileVersionR\breplaces\x12)\n" +
+	"\x06chunks\x18\x04 \x03(\v2\x11.ddstore.v1.ChunkR\x06chunks\"F\n" +
 	"\x0eCommitResponse\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\"\x99\x01\n" +
 	"\x0fDownloadRequest\x12\x12\n" +
@@ -4995,95 +5007,96 @@ var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	9,  // 6: ddstore.v1.MissingChunksResponse.current:type_name -> ddstore.v1.FileVersion
 	4,  // 7: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
 	9,  // 8: ddstore.v1.CommitRequest.replaces:type_name -> ddstore.v1.FileVersion
-	4,  // 9: ddstore.v1.CommitResponse.manifest:type_name -> ddstore.v1.FileManifest
-	1,  // 10: ddstore.v1.DownloadRequest.consistency:type_name -> ddstore.v1.Consistency
-	4,  // 11: ddstore.v1.DownloadResponse.manifest:type_name -> ddstore.v1.FileManifest
-	2,  // 12: ddstore.v1.DownloadResponse.chunk:type_name -> ddstore.v1.Chunk
-	1,  // 13: ddstore.v1.StatRequest.consistency:type_name -> ddstore.v1.Consistency
-	4,  // 14: ddstore.v1.StatResponse.manifest:type_name -> ddstore.v1.FileManifest
-	1,  // 15: ddstore.v1.ListRequest.consistency:type_name -> ddstore.v1.Consistency
-	18, // 16: ddstore.v1.ListResponse.files:type_name -> ddstore.v1.FileInfo
-	20, // 17: ddstore.v1.ListResponse.unanswered:type_name -> ddstore.v1.ClusterNote
-	4,  // 18: ddstore.v1.ReplicateResponse.manifest:type_name -> ddstore.v1.FileManifest
-	29, // 19: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
-	30, // 20: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
-	28, // 21: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
-	27, // 22: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
-	26, // 23: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
-	32, // 24: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
-	72, // 25: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
-	46, // 26: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
-	4,  // 27: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
-	2,  // 28: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
-	2,  // 29: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
-	63, // 30: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
-	64, // 31: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
-	66, // 32: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
-	67, // 33: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
-	61, // 34: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
-	62, // 35: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
-	60, // 36: ddstore.v1.Command.mark_unreferenced:type_name -> ddstore.v1.MarkUnreferenced
-	4,  // 37: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
-	9,  // 38: ddstore.v1.PutFile.replaces:type_name -> ddstore.v1.FileVersion
-	65, // 39: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
-	4,  // 40: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
-	65, // 41: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
-	69, // 42: ddstore.v1.CatalogSnapshot.unreferenced:type_name -> ddstore.v1.UnreferencedChunk
-	5,  // 43: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
-	7,  // 44: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
-	11, // 45: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
-	11, // 46: ddstore.v1.Files.CommitParts:input_type -> ddstore.v1.CommitRequest
-	13, // 47: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
-	15, // 48: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
-	17, // 49: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
-	21, // 50: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
-	25, // 51: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
-	33, // 52: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
-	35, // 53: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
-	41, // 54: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
-	43, // 55: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
-	23, // 56: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
-	48, // 57: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
-	48, // 58: ddstore.v1.Node.ProposeParts:input_type -> ddstore.v1.ProposeRequest
-	50, // 59: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
-	52, // 60: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
-	54, // 61: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
-	56, // 62: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	58, // 63: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
-	37, // 64: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
-	39, // 65: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
-	45, // 66: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
-	56, // 67: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	6,  // 68: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
-	10, // 69: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
-	12, // 70: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
-	12, // 71: ddstore.v1.Files.CommitParts:output_type -> ddstore.v1.CommitResponse
-	14, // 72: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
-	16, // 73: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
-	19, // 74: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
-	22, // 75: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
-	31, // 76: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
-	34, // 77: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
-	36, // 78: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
-	42, // 79: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
-	44, // 80: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
-	24, // 81: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
-	49, // 82: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
-	49, // 83: ddstore.v1.Node.ProposeParts:output_type -> ddstore.v1.ProposeResponse
-	51, // 84: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
-	53, // 85: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
-	55, // 86: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
-	57, // 87: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	26, // 88: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
-	38, // 89: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
-	40, // 90: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
-	47, // 91: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
-	57, // 92: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	68, // [68:93] is the sub-list for method output_type
-	43, // [43:68] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	2,  // 9: ddstore.v1.CommitRequest.chunks:type_name -> ddstore.v1.Chunk
+	4,  // 10: ddstore.v1.CommitResponse.manifest:type_name -> ddstore.v1.FileManifest
+	1,  // 11: ddstore.v1.DownloadRequest.consistency:type_name -> ddstore.v1.Consistency
+	4,  // 12: ddstore.v1.DownloadResponse.manifest:type_name -> ddstore.v1.FileManifest
+	2,  // 13: ddstore.v1.DownloadResponse.chunk:type_name -> ddstore.v1.Chunk
+	1,  // 14: ddstore.v1.StatRequest.consistency:type_name -> ddstore.v1.Consistency
+	4,  // 15: ddstore.v1.StatResponse.manifest:type_name -> ddstore.v1.FileManifest
+	1,  // 16: ddstore.v1.ListRequest.consistency:type_name -> ddstore.v1.Consistency
+	18, // 17: ddstore.v1.ListResponse.files:type_name -> ddstore.v1.FileInfo
+	20, // 18: ddstore.v1.ListResponse.unanswered:type_name -> ddstore.v1.ClusterNote
+	4,  // 19: ddstore.v1.ReplicateResponse.manifest:type_name -> ddstore.v1.FileManifest
+	29, // 20: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
+	30, // 21: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
+	28, // 22: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
+	27, // 23: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
+	26, // 24: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
+	32, // 25: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
+	72, // 26: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
+	46, // 27: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
+	4,  // 28: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
+	2,  // 29: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
+	2,  // 30: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
+	63, // 31: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
+	64, // 32: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
+	66, // 33: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
+	67, // 34: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
+	61, // 35: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
+	62, // 36: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
+	60, // 37: ddstore.v1.Command.mark_unreferenced:type_name -> ddstore.v1.MarkUnreferenced
+	4,  // 38: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
+	9,  // 39: ddstore.v1.PutFile.replaces:type_name -> ddstore.v1.FileVersion
+	65, // 40: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
+	4,  // 41: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
+	65, // 42: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
+	69, // 43: ddstore.v1.CatalogSnapshot.unreferenced:type_name -> ddstore.v1.UnreferencedChunk
+	5,  // 44: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
+	7,  // 45: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
+	11, // 46: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
+	11, // 47: ddstore.v1.Files.CommitParts:input_type -> ddstore.v1.CommitRequest
+	13, // 48: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
+	15, // 49: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
+	17, // 50: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
+	21, // 51: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
+	25, // 52: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
+	33, // 53: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
+	35, // 54: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
+	41, // 55: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
+	43, // 56: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
+	23, // 57: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
+	48, // 58: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
+	48, // 59: ddstore.v1.Node.ProposeParts:input_type -> ddstore.v1.ProposeRequest
+	50, // 60: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
+	52, // 61: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
+	54, // 62: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
+	56, // 63: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	58, // 64: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
+	37, // 65: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
+	39, // 66: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
+	45, // 67: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
+	56, // 68: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	6,  // 69: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
+	10, // 70: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
+	12, // 71: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
+	12, // 72: ddstore.v1.Files.CommitParts:output_type -> ddstore.v1.CommitResponse
+	14, // 73: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
+	16, // 74: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
+	19, // 75: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
+	22, // 76: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
+	31, // 77: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
+	34, // 78: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
+	36, // 79: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
+	42, // 80: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
+	44, // 81: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
+	24, // 82: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
+	49, // 83: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
+	49, // 84: ddstore.v1.Node.ProposeParts:output_type -> ddstore.v1.ProposeResponse
+	51, // 85: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
+	53, // 86: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
+	55, // 87: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
+	57, // 88: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	26, // 89: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
+	38, // 90: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
+	40, // 91: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
+	47, // 92: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
+	57, // 93: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	69, // [69:94] is the sub-list for method output_type
+	44, // [44:69] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_ddstore_v1_ddstore_proto_init() }
