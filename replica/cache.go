@@ -159,6 +159,17 @@ func (c *Cached) Delete(ctx context.Context, id chunker.ID) error {
 	return c.Store.Delete(ctx, id)
 }
 
+// DeleteBatch deletes ids from every tier and from the store, in one batch
+// when the store can (see BatchDeleter).
+func (c *Cached) DeleteBatch(ctx context.Context, ids []chunker.ID) (int, error) {
+	for _, id := range ids {
+		for _, t := range c.Tiers {
+			t.Remove(ctx, id)
+		}
+	}
+	return DeleteAll(ctx, c.Store, ids)
+}
+
 // Close closes the tiers that hold resources, then the store.
 func (c *Cached) Close() error {
 	for _, t := range c.Tiers {

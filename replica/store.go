@@ -35,6 +35,26 @@ type UnverifiedGetter interface {
 	GetUnverified(ctx context.Context, id chunker.ID) (chunker.Encoded, error)
 }
 
+// BatchDeleter is a Store that deletes many chunks at once more cheaply than
+// one by one (the pack store: one sync for all their tombstones). It
+// returns how many of ids it deleted before any error.
+type BatchDeleter interface {
+	DeleteBatch(ctx context.Context, ids []chunker.ID) (int, error)
+}
+
+// DeleteAll deletes ids from s, in one batch when s can.
+func DeleteAll(ctx context.Context, s Store, ids []chunker.ID) (int, error) {
+	if b, ok := s.(BatchDeleter); ok {
+		return b.DeleteBatch(ctx, ids)
+	}
+	for i, id := range ids {
+		if err := s.Delete(ctx, id); err != nil {
+			return i, err
+		}
+	}
+	return len(ids), nil
+}
+
 // SpaceChecker is a Store that can tell, without storing a chunk, whether it
 // has room for one more of the largest chunks. CheckSpace returns an error
 // wrapping ErrNoSpace when it has not, nil when it has.

@@ -354,18 +354,16 @@ func (s *nodeService) ListChunks(_ *pb.ListChunksRequest, stream pb.Node_ListChu
 }
 
 func (s *nodeService) DeleteChunks(ctx context.Context, req *pb.DeleteChunksRequest) (*pb.DeleteChunksResponse, error) {
-	resp := &pb.DeleteChunksResponse{}
+	ids := make([]chunker.ID, len(req.GetIds()))
 	for i, b := range req.GetIds() {
 		id, err := chunker.IDFromBytes(b)
 		if err != nil {
-			return resp, status.Errorf(codes.InvalidArgument, "id %d: %v", i, err)
+			return &pb.DeleteChunksResponse{}, status.Errorf(codes.InvalidArgument, "id %d: %v", i, err)
 		}
-		if err := s.n.store.Delete(ctx, id); err != nil {
-			return resp, toStatus(err)
-		}
-		resp.Deleted++
+		ids[i] = id
 	}
-	return resp, nil
+	n, err := replica.DeleteAll(ctx, s.n.store, ids)
+	return &pb.DeleteChunksResponse{Deleted: uint64(n)}, toStatus(err)
 }
 
 // onLeader runs local on the leader, or forwards the call to it through

@@ -57,6 +57,12 @@ func (w watchedStore) GetUnverified(ctx context.Context, id chunker.ID) (chunker
 	return w.Store.Get(ctx, id)
 }
 
+// DeleteBatch deletes ids, in one batch when the store can (see
+// replica.BatchDeleter).
+func (w watchedStore) DeleteBatch(ctx context.Context, ids []chunker.ID) (int, error) {
+	return replica.DeleteAll(ctx, w.Store, ids)
+}
+
 // storeFull records that the chunk store could not be written.
 func (n *Node) storeFull(err error) {
 	n.writable.mu.Lock()
