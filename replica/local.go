@@ -85,11 +85,6 @@ func OpenLocal(dir string) (*Local, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("replica: local store: %w", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, packDirName)); err == nil {
-		// Opened as an empty file-per-chunk store, a converted directory
-		// would look as if every chunk were lost.
-		return nil, fmt.Errorf("replica: local store: %s holds a pack store (it was opened with --store pack, which converted it): open it as a pack store", dir)
-	}
 	lf, err := os.OpenFile(filepath.Join(dir, localLockName), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("replica: local store: %w", err)
@@ -100,6 +95,12 @@ func OpenLocal(dir string) (*Local, error) {
 			return nil, fmt.Errorf("%w: %s is locked by another process or store (%s)", ErrLocked, dir, localLockName)
 		}
 		return nil, fmt.Errorf("replica: local store: lock %s: %w", dir, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, packDirName)); err == nil {
+		// Opened as an empty file-per-chunk store, a converted directory
+		// would look as if every chunk were lost.
+		lf.Close()
+		return nil, fmt.Errorf("replica: local store: %s holds a pack store (it was opened with --store pack, which converted it): open it as a pack store", dir)
 	}
 	l := &Local{
 		dir:        dir,
