@@ -44,8 +44,8 @@ type Config struct {
 	SmallSize  int64    // their size; default 4 KiB
 	// Store is the chunk store of the local clusters' nodes: "local"
 	// (default) or "pack".
-	Store string
-	MongoURI   string   // also measure the GridFS store and direct GridFS against it
+	Store    string
+	MongoURI string // also measure the GridFS store and direct GridFS against it
 	// Memcached lists memcached servers for the local nodes' second cache
 	// tier. Empty: the bench starts one itself when memcached is installed
 	// (NoMemcached turns that off).
