@@ -61,10 +61,7 @@ func TestLeaderKillFailover(t *testing.T) {
 
 	var took []time.Duration
 	for round := range 5 {
-		lead := cl.Leader(ctx)
-		if lead < 0 {
-			t.Fatal("no leader")
-		}
+		lead := leaderOf(ctx, t, cl)
 		var (
 			killed   atomic.Int64 // unix nanos of the kill; 0 before
 			failures atomic.Int64 // puts failed after the kill
@@ -122,5 +119,20 @@ func TestLeaderKillFailover(t *testing.T) {
 	t.Logf("leader kill -9 → first successful put: median %.2fs of %d (min %.2fs, max %.2fs)", median.Seconds(), len(took), took[0].Seconds(), took[len(took)-1].Seconds())
 	if median > failoverTarget {
 		t.Errorf("median %.2fs from a leader's kill to the first successful put; want within %s", median.Seconds(), failoverTarget)
+	}
+}
+
+// leaderOf returns the index of the member that leads, waiting up to 15 s
+// for one: just after a restart the cluster may still be settling.
+func leaderOf(ctx context.Context, t *testing.T, cl *localcluster.Cluster) int {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if lead := cl.Leader(ctx); lead >= 0 {
+			return lead
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no leader within 15 s")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

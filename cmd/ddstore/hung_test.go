@@ -55,10 +55,7 @@ func hungNode(t *testing.T, leader bool) {
 			t.Fatal(err)
 		}
 	}
-	lead := cl.Leader(ctx)
-	if lead < 0 {
-		t.Fatal("no leader")
-	}
+	lead := leaderOf(ctx, t, cl)
 	hung := lead
 	if !leader {
 		hung = (lead + 1) % len(cl.Members)
