@@ -654,7 +654,13 @@ func (f *filesService) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.D
 	if err := catalog.ValidateName(req.GetName()); err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := f.n.propose(ctx, &pb.Command{Op: &pb.Command_DeleteFile{DeleteFile: &pb.DeleteFile{Name: req.GetName()}}}); err != nil {
+	_, retried, err := f.n.proposeTried(ctx, &pb.Command{Op: &pb.Command_DeleteFile{DeleteFile: &pb.DeleteFile{Name: req.GetName()}}})
+	if retried && (errors.Is(err, catalog.ErrNotFound) || status.Code(err) == codes.NotFound) {
+		// A try that got no answer (its leader hung or died) removed the
+		// file before this one looked: it is gone, as asked.
+		err = nil
+	}
+	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.DeleteResponse{}, nil

@@ -23,12 +23,22 @@ const leaderWait = 15 * time.Second
 // forwarded over the Node service. While there is no leader it retries until
 // ctx ends or leaderWait passes.
 func (n *Node) propose(ctx context.Context, cmd *pb.Command) (*pb.FileManifest, error) {
+	m, _, err := n.proposeTried(ctx, cmd)
+	return m, err
+}
+
+// proposeTried is propose that also tells whether the command was sent more
+// than once: an earlier try that got no answer may have been applied, so
+// the answer returned (that of the last try) may describe a state the
+// command itself brought about.
+func (n *Node) proposeTried(ctx context.Context, cmd *pb.Command) (m *pb.FileManifest, retried bool, err error) {
 	data, err := catalog.EncodeCommand(cmd)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+		return nil, false, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
-	var m *pb.FileManifest
+	tries := 0
 	err = n.withLeader(ctx, func(ctx context.Context) error {
+		tries++
 		if n.raft.IsLeader() {
 			resp, err := n.raft.Apply(ctx, data)
 			if err != nil {
@@ -55,7 +65,7 @@ func (n *Node) propose(ctx context.Context, cmd *pb.Command) (*pb.FileManifest, 
 			return err
 		})
 	})
-	return m, err
+	return m, tries > 1, err
 }
 
 // proposePiece is the most command bytes one message carries to the
