@@ -101,12 +101,14 @@ func (f *filesService) Upload(stream pb.Files_UploadServer) error {
 				fail(status.Errorf(codes.InvalidArgument, "chunk %s rejected, nothing stored for it: %v", c.ID, err))
 				return
 			}
+			// Pinned before any copy is written: a sweep that lists a
+			// copy already lists the pin too.
+			n.pins.add(c.ID)
 			written, err := sess.Store(ctx, c)
 			if err != nil {
 				fail(err)
 				return
 			}
-			n.pins.add(c.ID)
 			if written {
 				stored.Add(1)
 			}
@@ -377,10 +379,10 @@ func (n *Node) storeWithCommit(ctx context.Context, ids []chunker.ID, wire []*pb
 		if err := n.codecs.Verify(c); err != nil {
 			return status.Errorf(codes.InvalidArgument, "chunk %s rejected, nothing stored for it: %v", c.ID, err)
 		}
+		n.pins.add(c.ID) // before any copy is written, as in Upload
 		if _, err := sess.Store(ctx, c); err != nil {
 			return err
 		}
-		n.pins.add(c.ID)
 	}
 	return sess.Close()
 }

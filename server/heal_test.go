@@ -322,8 +322,9 @@ func TestGarbageCollection(t *testing.T) {
 // file's bytes race sweeps; each upload either commits a file that downloads
 // whole or fails at its commit with FailedPrecondition and leaves no file.
 // Every other upload waits, between sending its chunks and committing, until
-// a sweep has run and one has deleted copies, so sweeps surely delete while
-// uploads run.
+// a whole sweep has run, so sweeps surely run while uploads do. A sweep
+// spares the chunks an upload relies on (pins) and deletes the rest of the
+// removed file's; which it meets depends on timing, so the test counts both.
 func TestUploadRacingCollection(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -346,6 +347,7 @@ func testUploadRacingCollection(t *testing.T, grace time.Duration, now bool) {
 	const size = 16 << 20
 	want := hashOf(t, randomReader(71, size))
 	committed, failed, racing := 0, 0, 0
+	var deleted, spared uint64 // by the sweeps that ran during an upload
 	for round := range 6 {
 		if _, err := c.Put(ctx, "src.bin", randomReader(71, size), client.PutOptions{Overwrite: true}); err != nil {
 			t.Fatal(err)
@@ -354,22 +356,18 @@ func testUploadRacingCollection(t *testing.T, grace time.Duration, now bool) {
 			t.Fatal(err)
 		}
 		type sweep struct {
-			start, end time.Time
-			deleted    uint64
+			start, end      time.Time
+			deleted, spared uint64
 		}
 		var (
 			mu     sync.Mutex
 			sweeps []sweep
 		)
-		// raced reports whether, this round, a sweep has deleted copies and
-		// a whole sweep has run since t. (The chunks stay unreferenced
-		// until the commit, so the second sweep of a round at the latest
-		// deletes them; the one that does may come before the upload waits.)
+		// raced reports whether, this round, a whole sweep has run since t.
 		raced := func(t time.Time) bool {
 			mu.Lock()
 			defer mu.Unlock()
-			return slices.ContainsFunc(sweeps, func(s sweep) bool { return s.deleted > 0 }) &&
-				slices.ContainsFunc(sweeps, func(s sweep) bool { return s.start.After(t) })
+			return slices.ContainsFunc(sweeps, func(s sweep) bool { return s.start.After(t) })
 		}
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -388,7 +386,7 @@ func testUploadRacingCollection(t *testing.T, grace time.Duration, now bool) {
 					return
 				}
 				mu.Lock()
-				sweeps = append(sweeps, sweep{start, time.Now(), resp.GetDeletedCopies()})
+				sweeps = append(sweeps, sweep{start, time.Now(), resp.GetDeletedCopies(), resp.GetPinned()})
 				mu.Unlock()
 			}
 		})
@@ -401,7 +399,7 @@ func testUploadRacingCollection(t *testing.T, grace time.Duration, now bool) {
 					held := time.Now()
 					for !raced(held) {
 						if time.Since(held) > 30*time.Second {
-							t.Errorf("round %d: no sweep deleted copies, or none ran, in 30s while the upload waited", round)
+							t.Errorf("round %d: no sweep ran in 30s while the upload waited", round)
 							return
 						}
 						time.Sleep(5 * time.Millisecond)
@@ -415,8 +413,10 @@ func testUploadRacingCollection(t *testing.T, grace time.Duration, now bool) {
 		close(stop)
 		wg.Wait()
 		for _, s := range sweeps {
-			if s.deleted > 0 && s.start.After(putStart) && s.end.Before(putEnd) {
+			if s.start.After(putStart) && s.end.Before(putEnd) {
 				racing++
+				deleted += s.deleted
+				spared += s.spared
 			}
 		}
 		if err == nil {
@@ -437,9 +437,12 @@ func testUploadRacingCollection(t *testing.T, grace time.Duration, now bool) {
 			t.Fatalf("round %d: failed upload left a file behind: %v", round, serr)
 		}
 	}
-	t.Logf("%d uploads committed, %d failed cleanly; %d sweeps deleted copies while an upload ran", committed, failed, racing)
+	t.Logf("%d uploads committed, %d failed cleanly; %d sweeps ran while an upload did, deleting %d copies and sparing %d pinned chunks", committed, failed, racing, deleted, spared)
 	if racing < 3 {
-		t.Fatalf("%d sweeps deleted copies while an upload ran, want at least one per waiting upload (3)", racing)
+		t.Fatalf("%d sweeps ran while an upload did, want at least one per waiting upload (3)", racing)
+	}
+	if deleted+spared == 0 {
+		t.Fatal("the sweeps that ran during uploads neither deleted nor spared anything: they never met the removed file's chunks")
 	}
 }
 
