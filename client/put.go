@@ -280,7 +280,7 @@ func (c *Client) put(parent context.Context, conn *grpc.ClientConn, addr, name s
 
 	req := &pb.CommitRequest{Manifest: m, Overwrite: opts.Overwrite, Replaces: intent.GetCurrent()}
 	err = c.callFor(parent, commitTimeout, func(ctx context.Context, conn *grpc.ClientConn) error {
-		resp, err := commit(ctx, pb.NewFilesClient(conn), req)
+		resp, err := pb.CommitPaged(ctx, pb.NewFilesClient(conn), req)
 		res.Manifest = resp.GetManifest()
 		return err
 	})
@@ -294,32 +294,6 @@ func (c *Client) put(parent context.Context, conn *grpc.ClientConn, addr, name s
 		return res, fmt.Errorf("commit %q: %w", name, err)
 	}
 	return res, nil
-}
-
-// commit sends a commit in one message, or over CommitParts in pages when
-// the manifest's chunk list does not fit in one.
-func commit(ctx context.Context, fc pb.FilesClient, req *pb.CommitRequest) (*pb.CommitResponse, error) {
-	pages := pb.ManifestPages(req.GetManifest())
-	if len(pages) == 1 {
-		return fc.Commit(ctx, req)
-	}
-	s, err := fc.CommitParts(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for i, page := range pages {
-		part := &pb.CommitRequest{Manifest: page}
-		if i == 0 {
-			part.Overwrite, part.Replaces = req.GetOverwrite(), req.GetReplaces()
-		}
-		if err := s.Send(part); err != nil {
-			if err == io.EOF {
-				_, err = s.CloseAndRecv() // the node's answer
-			}
-			return nil, err
-		}
-	}
-	return s.CloseAndRecv()
 }
 
 // sendBatch is the part of a batch the cluster lacks, in file order, and

@@ -618,30 +618,8 @@ func (n *Node) proxyCommit(ctx context.Context, r route, req *pb.CommitRequest) 
 	var resp *pb.CommitResponse
 	err := n.peers.try(n.outgoing(ctx, r), r.peer, 0, func(ctx context.Context, cc *grpc.ClientConn) error {
 		var err error
-		resp, err = commitParts(ctx, pb.NewFilesClient(cc), req, pages)
+		resp, err = pb.CommitPaged(ctx, pb.NewFilesClient(cc), req)
 		return err
 	})
 	return resp, err
-}
-
-// commitParts sends a commit whose manifest is split in pages over one
-// CommitParts stream.
-func commitParts(ctx context.Context, fc pb.FilesClient, req *pb.CommitRequest, pages []*pb.FileManifest) (*pb.CommitResponse, error) {
-	s, err := fc.CommitParts(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for i, page := range pages {
-		part := &pb.CommitRequest{Manifest: page}
-		if i == 0 {
-			part.Overwrite, part.Replaces = req.GetOverwrite(), req.GetReplaces()
-		}
-		if err := s.Send(part); err != nil {
-			if err == io.EOF {
-				_, err = s.CloseAndRecv() // the node's answer
-			}
-			return nil, err
-		}
-	}
-	return s.CloseAndRecv()
 }

@@ -1,5 +1,10 @@
 package ddstorev1
 
+import (
+	"context"
+	"io"
+)
+
 // Names the wire API uses outside its messages (see ddstore.proto), shared
 // by nodes and clients.
 const (
@@ -54,4 +59,30 @@ func WithoutChunks(m *FileManifest) *FileManifest {
 		Name: m.GetName(), Size: m.GetSize(), Blake3: m.GetBlake3(), Date: m.GetDate(),
 		CreatedUnixNano: m.GetCreatedUnixNano(), Metadata: m.GetMetadata(), StoredSize: m.GetStoredSize(),
 	}
+}
+
+// CommitPaged sends a commit over fc: in one message, or over CommitParts in
+// pages (ManifestPages) when its manifest does not fit in one.
+func CommitPaged(ctx context.Context, fc FilesClient, req *CommitRequest) (*CommitResponse, error) {
+	pages := ManifestPages(req.GetManifest())
+	if len(pages) == 1 {
+		return fc.Commit(ctx, req)
+	}
+	s, err := fc.CommitParts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i, page := range pages {
+		part := &CommitRequest{Manifest: page}
+		if i == 0 {
+			part.Overwrite, part.Replaces = req.GetOverwrite(), req.GetReplaces()
+		}
+		if err := s.Send(part); err != nil {
+			if err == io.EOF {
+				_, err = s.CloseAndRecv() // the node's answer
+			}
+			return nil, err
+		}
+	}
+	return s.CloseAndRecv()
 }
