@@ -366,14 +366,26 @@ func (n *Node) shutdown(graceful bool) error {
 func (n *Node) membershipLoop() {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	// A node joins through --join only as a new node: one that has been a
+	// member (its Raft log holds entries) and is not one now was removed
+	// (ddstore leave), and must not put itself back.
+	joined := n.raft.Status().LastIndex > 0
+	warned := false
 	for {
 		select {
 		case <-n.stop:
 			return
 		case <-t.C:
 		}
-		if len(n.cfg.Join) > 0 && !n.isMember() {
-			n.tryJoin()
+		member := n.isMember()
+		joined = joined || member
+		if len(n.cfg.Join) > 0 && !member {
+			if !joined {
+				n.tryJoin()
+			} else if !warned {
+				warned = true
+				n.log.Warn("this node was removed from the cluster (ddstore leave) and does not rejoin by itself; to join again, start it with an empty data directory")
+			}
 			continue
 		}
 		if !n.registered() {
