@@ -92,8 +92,13 @@ func (s *security) args(id string, names []string, peerCA func(string) *x509.Cer
 	}
 	out := []string{"--cluster", s.cluster, "--tls-ca", s.caFile(), "--tls-cert", s.file(id) + ".crt", "--tls-key", s.file(id) + ".key"}
 	for _, p := range names {
+		// Written whole and renamed into place: every member rewrites it,
+		// and a member started before reads it while the next starts.
 		f := s.file("peer-" + p + ".crt")
-		if err := os.WriteFile(f, pemOf(peerCA(p)), 0o644); err != nil {
+		if err := os.WriteFile(f+"."+id, pemOf(peerCA(p)), 0o644); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(f+"."+id, f); err != nil {
 			return nil, err
 		}
 		out = append(out, "--peer-ca", p+"="+f)
