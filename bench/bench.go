@@ -305,46 +305,16 @@ func (r *runner) clientOptions() []client.Option {
 	return r.cfg.ClientOptions
 }
 
-// startAttempts bounds how often a local cluster is planned again after a
-// port it was given was taken.
+// startAttempts bounds how often the federation's clusters are planned
+// again after a port they were given was taken.
 const startAttempts = 3
 
-// startCluster starts a local cluster, planning it again on other ports when
-// one of its nodes could not listen: localcluster picks free ports when it
-// plans a cluster, and on a busy host another socket may take one before
-// the node binds it.
+// startCluster starts a local cluster on the configured store.
 func (r *runner) startCluster(ctx context.Context, opts localcluster.Options) (*localcluster.Cluster, error) {
 	if opts.Store == "" && r.cfg.Store != "" {
 		opts.Store = r.cfg.Store
 	}
-	for attempt := 1; ; attempt++ {
-		cl, err := localcluster.Start(ctx, opts)
-		if err == nil || attempt == startAttempts || !portTaken(err, opts.Dir) {
-			return cl, err
-		}
-		r.say("%v: again on other ports", err)
-		os.RemoveAll(opts.Dir)
-	}
-}
-
-// portTaken says whether a cluster failed to start because a port was in
-// use: the error says so (nodes in this process), or a node's log in dir
-// does (child processes, whose failure shows as a cluster never ready).
-func portTaken(err error, dir string) bool {
-	const inUse = "address already in use"
-	if strings.Contains(err.Error(), inUse) {
-		return true
-	}
-	if dir == "" {
-		return false
-	}
-	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
-	for _, l := range logs {
-		if b, err := os.ReadFile(l); err == nil && strings.Contains(string(b), inUse) {
-			return true
-		}
-	}
-	return false
+	return localcluster.Start(ctx, opts)
 }
 
 func (r *runner) close() {

@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"encoding/xml"
-	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -112,16 +111,5 @@ func TestProcCPU(t *testing.T) {
 	v, err := procCPU(os.Getpid())
 	if err != nil || v < 0 {
 		t.Fatalf("procCPU: %v, %v", v, err)
-	}
-}
-
-func TestPortTaken(t *testing.T) {
-	dir := t.TempDir()
-	if portTaken(errors.New("cluster not ready"), dir) {
-		t.Fatal("no log says so")
-	}
-	os.WriteFile(filepath.Join(dir, "node2.log"), []byte("listen tcp 127.0.0.1:1: bind: address already in use\n"), 0o644)
-	if !portTaken(errors.New("cluster not ready"), dir) || !portTaken(errors.New("bind: address already in use"), "") {
-		t.Fatal("a taken port not seen")
 	}
 }

@@ -95,7 +95,7 @@ func (r *runner) startFederation(ctx context.Context) (map[string]*localcluster.
 			return cls, nil
 		}
 		r.stopFederation(cls)
-		if attempt == startAttempts || !portTaken(err, "") {
+		if attempt == startAttempts || !localcluster.PortTaken(err, "") {
 			return nil, err
 		}
 		r.say("%v: again on other ports", err)

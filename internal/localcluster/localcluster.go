@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/internal/freeport"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/server"
 )
@@ -79,15 +79,47 @@ type Cluster struct {
 
 // Start starts the nodes: the first bootstraps, the others join through it.
 // It returns once every node is a registered member and a leader is known.
+// A node that could not listen on a port it was given (another socket took
+// it between planning and binding) has the cluster planned again on other
+// ports, up to three times.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
-	c, err := New(opts)
-	if err != nil {
-		return nil, err
+	for attempt := 1; ; attempt++ {
+		c, err := New(opts)
+		if err != nil {
+			return nil, err
+		}
+		err = c.Launch(ctx)
+		if err == nil {
+			return c, nil
+		}
+		if attempt == 3 || !PortTaken(err, opts.Dir) {
+			return nil, err
+		}
+		for _, m := range c.Members {
+			os.RemoveAll(m.DataDir)
+			os.Remove(filepath.Join(opts.Dir, m.ID+".log"))
+		}
 	}
-	if err := c.Launch(ctx); err != nil {
-		return nil, err
+}
+
+// PortTaken says whether a cluster failed to start because a port was in
+// use: the error says so (nodes in this process), or a node's log in dir
+// does (child processes, whose failure shows as a cluster never ready).
+func PortTaken(err error, dir string) bool {
+	const inUse = "address already in use"
+	if strings.Contains(err.Error(), inUse) {
+		return true
 	}
-	return c, nil
+	if dir == "" {
+		return false
+	}
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, l := range logs {
+		if b, err := os.ReadFile(l); err == nil && strings.Contains(string(b), inUse) {
+			return true
+		}
+	}
+	return false
 }
 
 // New plans a cluster, choosing its members' addresses, without starting
@@ -418,25 +450,8 @@ func parseHWM(r io.Reader) (int64, error) {
 	return 0, errors.New("localcluster: no VmHWM line")
 }
 
-// FreePorts returns n distinct free TCP ports on 127.0.0.1.
-func FreePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports, nil
-}
+// FreePorts returns n distinct free TCP ports on 127.0.0.1 (freeport.Get).
+func FreePorts(n int) ([]int, error) { return freeport.Get(n) }
 
 // WaitPeerFilters waits until every running node of clusters[of] holds the
 // current Bloom filters of every other cluster in clusters (its peers), as

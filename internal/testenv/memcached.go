@@ -9,6 +9,8 @@ import (
 	"os/user"
 	"syscall"
 	"time"
+
+	"github.com/ddstore/ddstore/internal/freeport"
 )
 
 // Memcached is a memcached server for tests.
@@ -33,13 +35,11 @@ func StartMemcached(memMiB, maxItem int) (*Memcached, error) {
 	if err != nil {
 		return nil, errors.New("testenv: memcached is not installed: run `make test-deps` (apt-get install memcached)")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freeport.Get(1)
 	if err != nil {
 		return nil, err
 	}
-	addr := l.Addr().(*net.TCPAddr)
-	l.Close()
-	args := []string{"-l", "127.0.0.1", "-p", fmt.Sprint(addr.Port), "-U", "0", "-m", fmt.Sprint(memMiB)}
+	args := []string{"-l", "127.0.0.1", "-p", fmt.Sprint(ports[0]), "-U", "0", "-m", fmt.Sprint(memMiB)}
 	if maxItem > 0 {
 		args = append(args, "-I", fmt.Sprint(maxItem))
 	}
@@ -55,7 +55,7 @@ func StartMemcached(memMiB, maxItem int) (*Memcached, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("testenv: start memcached: %w", err)
 	}
-	m := &Memcached{Addr: addr.String(), cmd: cmd, done: make(chan error, 1)}
+	m := &Memcached{Addr: fmt.Sprintf("127.0.0.1:%d", ports[0]), cmd: cmd, done: make(chan error, 1)}
 	go func() { m.done <- cmd.Wait() }()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 		if c, err := net.DialTimeout("tcp", m.Addr, time.Second); err == nil {

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/ddstore/ddstore/internal/freeport"
 )
 
 // MongoURIEnv names the variable that points tests at a running server.
@@ -42,12 +44,10 @@ func StartMongo() (*Mongo, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		return nil, err
 	}
-	addr := l.Addr().String()
-	l.Close()
 	cmd := exec.Command(bin, "--handler=sqlite", "--sqlite-url=file:"+dir+"/", "--state-dir="+dir,
 		"--listen-addr="+addr, "--debug-addr=-", "--telemetry=disable", "--log-level=warn")
 	cmd.Env = append(os.Environ(), "DO_NOT_TRACK=1")
