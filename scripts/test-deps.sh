@@ -4,7 +4,11 @@
 #     (built from the Go module proxy into $TOOLS_DIR; Debian has no MongoDB);
 #   - memcached, from Debian's packages, for the cache tests;
 #   - iproute2 (ip), from Debian's packages, for the private-network test
-#     (network namespaces and veth pairs; the tests run as root).
+#     (network namespaces and veth pairs; the tests run as root);
+#   - the S3 clients the S3 gateway is tested with (awscli, rclone, s3cmd),
+#     promtool (prometheus) for the metrics and alert rules, and chromium for
+#     the web console's browser test, all from Debian's packages;
+#   - grpc-health-probe, built from the Go module proxy into $TOOLS_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TOOLS_DIR=${TOOLS_DIR:-"$PWD/.cache/tools"}
@@ -13,6 +17,13 @@ command -v go >/dev/null || { echo "test-deps: Go is not installed" >&2; exit 1;
 missing=()
 command -v memcached >/dev/null || [ -x /usr/bin/memcached ] || missing+=(memcached)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
+# Debian's own binaries, by path: a pip or pyenv `aws` earlier on PATH is not
+# the client the tests name.
+[ -x /usr/bin/aws ] || missing+=(awscli)
+[ -x /usr/bin/rclone ] || missing+=(rclone)
+[ -x /usr/bin/s3cmd ] || missing+=(s3cmd)
+[ -x /usr/bin/promtool ] || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then
@@ -25,3 +36,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 scripts/ferretdb-build.sh
+
+GRPC_HEALTH_PROBE_VERSION=v0.4.62
+if [ ! -x "$TOOLS_DIR/grpc-health-probe" ]; then
+  echo "test-deps: building grpc-health-probe $GRPC_HEALTH_PROBE_VERSION" >&2
+  GOBIN="$TOOLS_DIR" GOFLAGS=-mod=mod go install "github.com/grpc-ecosystem/grpc-health-probe@$GRPC_HEALTH_PROBE_VERSION"
+fi
