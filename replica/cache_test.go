@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"testing"
@@ -101,9 +102,11 @@ func TestCachedVerifies(t *testing.T) {
 	}
 }
 
-// TestMemcacheTier runs against a real memcached: values round trip, chunks
-// over the item limit are skipped and counted, and a dead memcached turns
-// into misses and an error count, never a failed read.
+// TestMemcacheTier runs against a real memcached with its default 1 MiB item
+// limit: values round trip, chunks over the item limit are stored in pieces
+// and read back whole, a piece evicted makes a miss (never a short chunk),
+// Remove takes the pieces too, and a dead memcached turns into misses and an
+// error count, never a failed read.
 func TestMemcacheTier(t *testing.T) {
 	ctx := context.Background()
 	codecs := chunker.NewCodecs()
@@ -124,8 +127,9 @@ func TestMemcacheTier(t *testing.T) {
 	c := NewCached(store, codecs, mc)
 
 	small := randomChunk(t, codecs, 512<<10)
-	large := randomChunk(t, codecs, 1<<20) // over memcached's default 1 MiB item limit with overhead
-	for _, e := range []chunker.Encoded{small, large} {
+	large := randomChunk(t, codecs, 1<<20)   // over the 1 MiB item limit with overhead: 2 pieces
+	largest := randomChunk(t, codecs, 4<<20) // the chunker's largest chunk: 5 pieces
+	for _, e := range []chunker.Encoded{small, large, largest} {
 		if _, err := c.Put(ctx, e); err != nil {
 			t.Fatal(err)
 		}
@@ -134,20 +138,47 @@ func TestMemcacheTier(t *testing.T) {
 		}
 	}
 	mc.wg.Wait() // background stores done
-	if _, ok := mc.Get(ctx, small.ID); !ok {
-		t.Fatal("small chunk not in memcached")
+	for _, e := range []chunker.Encoded{small, large, largest} {
+		got, ok := mc.Get(ctx, e.ID)
+		if !ok {
+			t.Fatalf("%d-byte chunk not in memcached", len(e.Data))
+		}
+		if got.Codec != e.Codec || got.RawSize != e.RawSize || !bytes.Equal(got.Data, e.Data) {
+			t.Fatalf("%d-byte chunk came back different (%d bytes)", len(e.Data), len(got.Data))
+		}
 	}
-	got, err := c.Get(ctx, small.ID)
-	if err != nil || got.ID != small.ID {
+	got, err := c.Get(ctx, largest.ID)
+	if err != nil || got.ID != largest.ID {
 		t.Fatal(err)
 	}
 	st := mc.Stats()
-	if st.Hits < 2 || st.Skipped != 1 || st.Entries != 1 {
-		t.Fatalf("memcached stats %+v: want ≥2 hits, 1 skipped, 1 entry", st)
+	if st.Hits < 4 || st.Skipped != 0 || st.Entries != 3+2+5 {
+		t.Fatalf("memcached stats %+v: want ≥4 hits, 0 skipped, 10 items (3 heads, 7 pieces)", st)
+	}
+
+	// One piece evicted: a miss, not a short chunk.
+	it, err := mc.mc.Get(memcacheKey(large.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, ok := parseSplitHead(it.Value)
+	if !ok || h.pieces != 2 {
+		t.Fatalf("head of a 1 MiB chunk: %+v, %v", h, ok)
+	}
+	if err := mc.mc.Delete(pieceKey(large.ID, h.nonce, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := mc.Get(ctx, large.ID); ok {
+		t.Fatal("a chunk missing a piece was served")
+	}
+	// Remove takes head and pieces.
+	mc.Remove(ctx, largest.ID)
+	if st := mc.Stats(); st.Entries != 3 { // small; large's head and its piece left
+		t.Fatalf("after Remove of the 5-piece chunk: %d items in memcached, want 3", st.Entries)
 	}
 
 	srv.Kill()
-	for _, e := range []chunker.Encoded{small, large} {
+	for _, e := range []chunker.Encoded{small, large, largest} {
 		if _, err := c.Get(ctx, e.ID); err != nil {
 			t.Fatalf("read with memcached down: %v", err)
 		}
