@@ -11,6 +11,7 @@ import (
 	"path"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ddstore/ddstore/chunker"
@@ -155,6 +156,7 @@ func (c *Console) statusPage(name, title string) func(http.ResponseWriter, *http
 		if !ok {
 			return
 		}
+		slices.SortFunc(st.Nodes, func(a, b *pb.NodeStatus) int { return strings.Compare(a.GetId(), b.GetId()) })
 		v := clusterView{StatusResponse: st}
 		for _, n := range st.GetNodes() {
 			if down(n) {

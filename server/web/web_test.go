@@ -60,6 +60,12 @@ func startConsole(t *testing.T, cl *localcluster.Cluster, opts web.Options) *htt
 	if err != nil {
 		t.Fatal(err)
 	}
+	return httptestServer(t, c)
+}
+
+// httptestServer serves console c until the test ends.
+func httptestServer(t *testing.T, c *web.Console) *httptest.Server {
+	t.Helper()
 	srv := httptest.NewServer(c)
 	t.Cleanup(func() {
 		srv.Close()
@@ -68,9 +74,9 @@ func startConsole(t *testing.T, cl *localcluster.Cluster, opts web.Options) *htt
 	return srv
 }
 
-// browser is an HTTP client with a cookie jar that does not follow
+// httpClient is an HTTP client with a cookie jar that does not follow
 // redirects, so that tests see them.
-func browser(t *testing.T) *http.Client {
+func httpClient(t *testing.T) *http.Client {
 	t.Helper()
 	jar, err := cookiejar.New(nil)
 	if err != nil {
@@ -143,7 +149,7 @@ func TestConsoleHandlers(t *testing.T) {
 	put(t, ctx, cl, "other/secret.txt", []byte("not for team tokens"))
 
 	t.Run("login required", func(t *testing.T) {
-		hc := browser(t)
+		hc := httpClient(t)
 		for _, p := range []string{"/", "/cluster", "/peers", "/cache", "/heal", "/files", "/file?name=x", "/download?name=x"} {
 			resp, _ := get(t, hc, base+p)
 			want := "/login"
@@ -180,7 +186,7 @@ func TestConsoleHandlers(t *testing.T) {
 			"empty":    "",
 			"too long": strings.Repeat("a", 20<<10),
 		} {
-			hc := browser(t)
+			hc := httpClient(t)
 			resp, err := hc.PostForm(base+"/login", url.Values{"token": {tok}})
 			if err != nil {
 				t.Fatal(err)
@@ -203,7 +209,7 @@ func TestConsoleHandlers(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, base+"/login", strings.NewReader(url.Values{"token": {token(t, cl, auth.RoleRead, "", time.Hour)}}.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("Sec-Fetch-Site", "cross-site")
-		resp, err := browser(t).Do(req)
+		resp, err := httpClient(t).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -211,13 +217,13 @@ func TestConsoleHandlers(t *testing.T) {
 		if resp.StatusCode != http.StatusForbidden || len(resp.Cookies()) != 0 {
 			t.Errorf("cross-site login: %d, cookies %v; want 403 and none", resp.StatusCode, resp.Cookies())
 		}
-		if resp, _ := get(t, browser(t), base+"/logout"); resp.StatusCode != http.StatusMethodNotAllowed {
+		if resp, _ := get(t, httpClient(t), base+"/logout"); resp.StatusCode != http.StatusMethodNotAllowed {
 			t.Errorf("GET /logout: %d, want 405 (POST only)", resp.StatusCode)
 		}
 	})
 
 	t.Run("session, escaping, download, logout", func(t *testing.T) {
-		hc := browser(t)
+		hc := httpClient(t)
 		resp := login(t, hc, base, token(t, cl, auth.RoleRead, "team/", time.Hour))
 		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/cluster" {
 			t.Fatalf("login: %d %q", resp.StatusCode, resp.Header.Get("Location"))
@@ -311,7 +317,7 @@ func TestConsoleHandlers(t *testing.T) {
 	})
 
 	t.Run("write role cannot see past its prefix either", func(t *testing.T) {
-		hc := browser(t)
+		hc := httpClient(t)
 		login(t, hc, base, token(t, cl, auth.RoleWrite, "other/", time.Hour))
 		_, body := get(t, hc, base+"/files")
 		if !strings.Contains(body, "other/secret.txt") || strings.Contains(body, "team/") {
