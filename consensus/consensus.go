@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -76,6 +77,10 @@ type Node struct {
 	logger    *slog.Logger
 	stop      chan struct{} // closed by Close: ends the log check
 	checked   chan struct{} // closed when the log check has ended
+
+	observer      *raft.Observer
+	observed      chan struct{} // closed when the observer's loop has ended
+	leaderChanges atomic.Uint64 // leader observations (a new leader, or none)
 }
 
 // Open starts a Raft member from cfg.Dir, restoring its log and latest
@@ -163,8 +168,65 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.raft = r
 	n.reads = newReadBatcher(r, cfg.FSM)
+	obs := make(chan raft.Observation, 16)
+	n.observer = raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	r.RegisterObserver(n.observer)
+	n.observed = make(chan struct{})
+	go n.countLeaderChanges(obs)
 	go n.checkLog()
 	return n, nil
+}
+
+// countLeaderChanges counts the leader observations raft sends until Close.
+// Raft drops an observation when the channel is full; a burst of elections
+// may then count short, which the metric's help admits by saying "observed".
+func (n *Node) countLeaderChanges(obs <-chan raft.Observation) {
+	defer close(n.observed)
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-obs:
+			n.leaderChanges.Add(1)
+		}
+	}
+}
+
+// LeaderChanges is how many changes of leader (to another node or to none)
+// this member has observed since it started.
+func (n *Node) LeaderChanges() uint64 { return n.leaderChanges.Load() }
+
+// LastContact is when this member last heard from a leader (zero if never;
+// a leader does not update it).
+func (n *Node) LastContact() time.Time { return n.raft.LastContact() }
+
+// HasQuorum reports whether this member can take part in the cluster's
+// decisions now: it leads (a leader that reaches no majority for the leader
+// lease steps down), or it follows a leader it heard from within the last
+// within. When it cannot, why says so in one line.
+func (n *Node) HasQuorum(within time.Duration) (ok bool, why string) {
+	switch st := n.raft.State(); st {
+	case raft.Leader:
+		return true, ""
+	case raft.Follower:
+		id, _ := n.Leader()
+		if id == "" {
+			return false, "no leader known"
+		}
+		last := n.raft.LastContact()
+		if last.IsZero() {
+			return false, "leader " + id + " never heard from"
+		}
+		if d := time.Since(last); d > within {
+			return false, fmt.Sprintf("no contact with leader %s for %s (more than %s)", id, d.Round(time.Millisecond), within)
+		}
+		return true, ""
+	default:
+		return false, "raft state " + st.String() + ", no leader"
+	}
 }
 
 // checkLog reopens and rechecks a failed log every logCheckEvery, so that
@@ -222,8 +284,10 @@ func (n *Node) closeStores() {
 // hand over leadership first; the others elect a new one.
 func (n *Node) Close() error {
 	n.reads.close()
+	n.raft.DeregisterObserver(n.observer)
 	close(n.stop)
 	<-n.checked
+	<-n.observed
 	err := n.raft.Shutdown().Error()
 	if cerr := n.transport.Close(); err == nil {
 		err = cerr

@@ -313,7 +313,11 @@ func (s *nodeService) HasChunks(ctx context.Context, req *pb.HasChunksRequest) (
 }
 
 func (s *nodeService) GetChunk(ctx context.Context, req *pb.GetChunkRequest) (*pb.GetChunkResponse, error) {
-	return s.chunks.GetChunk(ctx, req)
+	resp, err := s.chunks.GetChunk(ctx, req)
+	if err == nil {
+		s.n.metrics.ChunksServed("node", 1)
+	}
+	return resp, err
 }
 
 func (s *nodeService) PutChunks(stream pb.Node_PutChunksServer) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/ddstore/ddstore/chunker"
@@ -40,6 +41,26 @@ type Config struct {
 	// Private marks a node without Public as reachable only inside its
 	// cluster: peers are not told its address.
 	Private bool
+
+	// HTTPAddr, if set, is the host:port of the node's HTTP listener
+	// (ddstore server --metrics): /metrics (Prometheus), /healthz (the
+	// process is up), /readyz (the node can serve linearizable reads and
+	// accept writes), /debug/pprof/ with Pprof, and HTTPHandler at "/".
+	// Like the gRPC listener it serves HTTPS with the node's certificate
+	// when TLS is set (no client certificate is required), and refuses a
+	// non-loopback address in plain text unless Insecure is set. Port 0
+	// picks a free port (Node.HTTPAddr tells which).
+	HTTPAddr string
+	// Pprof mounts net/http/pprof at /debug/pprof/ on the HTTP listener.
+	// Off by default: profiles show what the node is doing to anyone who
+	// reaches the listener.
+	Pprof bool
+	// HTTPHandler, if set, serves every path of the HTTP listener that the
+	// node does not serve itself (everything but /metrics, /healthz,
+	// /readyz and /debug/pprof/): the hook for the web console. It receives
+	// requests as they arrive; r.TLS holds the client's certificate, if it
+	// sent one. The node takes no part in its authentication.
+	HTTPHandler http.Handler
 	// Peers lists the peer clusters by name with contact addresses (public
 	// addresses of any of their nodes; the leader's is learned).
 	Peers map[string][]string
@@ -288,8 +309,11 @@ func (c *Config) withDefaults() (Config, error) {
 	if out.StreamMemory < chunker.MaxRawSize {
 		errs = append(errs, fmt.Errorf("stream memory %d is less than one largest chunk (%d bytes)", out.StreamMemory, chunker.MaxRawSize))
 	}
+	if out.Pprof && out.HTTPAddr == "" {
+		errs = append(errs, errors.New("pprof is served on the HTTP listener: give it an address (--metrics)"))
+	}
 	if out.TLS == nil && !out.Insecure {
-		for _, a := range []string{out.APIAddr, out.RaftAddr, out.Public, out.Advertise} {
+		for _, a := range []string{out.APIAddr, out.RaftAddr, out.Public, out.Advertise, out.HTTPAddr} {
 			if a != "" && !loopback(a) {
 				errs = append(errs, fmt.Errorf("%s is not a loopback address and no TLS is configured: give the node its certificates (--tls-ca, --tls-cert, --tls-key; see ddstore cert) or start it with --insecure", a))
 				break

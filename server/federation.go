@@ -71,6 +71,7 @@ func (s *federationService) GetChunk(ctx context.Context, req *pb.GetChunkReques
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	n.metrics.ChunksServed("peer", 1)
 	return &pb.GetChunkResponse{Chunk: replica.ToWire(c)}, nil
 }
 
@@ -316,6 +317,7 @@ func (n *Node) relayDownload(pd peerDownload, req *pb.DownloadRequest, out pb.Fi
 		if err := out.Send(msg); err != nil {
 			return err
 		}
+		n.metrics.ChunksServed("download", 1)
 		next++
 	}
 }

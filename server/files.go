@@ -535,6 +535,7 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 		if err != nil {
 			return err
 		}
+		n.metrics.ChunksServed("download", 1)
 		i++
 	}
 	return ctx.Err()

@@ -22,6 +22,22 @@ import (
 // healCounters count what scrub, repair and garbage collection did.
 type healCounters struct {
 	scrubbed, scrubCorrupt, scrubPasses, repaired, lost, gcDeleted atomic.Uint64
+	repairPasses, gcPasses, repairChecked, underReplicated         atomic.Uint64
+	scrubFailed, repairFailed, gcFailed                            atomic.Uint64
+	lastScrub, lastRepair, lastGC                                  atomic.Int64 // Unix nanoseconds of the last completed pass
+}
+
+// pass counts a pass that ended with err into passes or failed (a pass cut
+// short because the node stops is neither), and stamps last when it
+// completed.
+func (h *healCounters) pass(ctx context.Context, err error, passes, failed *atomic.Uint64, last *atomic.Int64) {
+	switch {
+	case err == nil:
+		passes.Add(1)
+		last.Store(time.Now().UnixNano())
+	case ctx.Err() == nil:
+		failed.Add(1)
+	}
 }
 
 func (h *healCounters) status() *pb.HealStatus {
@@ -98,6 +114,13 @@ type ScrubReport struct {
 // copy is removed (the local store quarantines it) and replaced by a good copy
 // from another node.
 func (n *Node) Scrub(ctx context.Context) (ScrubReport, error) {
+	rep, err := n.scrub(ctx)
+	h := &n.healed
+	h.pass(ctx, err, &h.scrubPasses, &h.scrubFailed, &h.lastScrub)
+	return rep, err
+}
+
+func (n *Node) scrub(ctx context.Context) (ScrubReport, error) {
 	var rep ScrubReport
 	var ids []chunker.ID
 	if err := n.base.Walk(ctx, func(id chunker.ID, _ int64) error { ids = append(ids, id); return nil }); err != nil {
@@ -138,7 +161,6 @@ func (n *Node) Scrub(ctx context.Context) (ScrubReport, error) {
 			return rep, err
 		}
 	}
-	n.healed.scrubPasses.Add(1)
 	return rep, nil
 }
 
@@ -179,6 +201,16 @@ func (n *Node) Repair(ctx context.Context) (*pb.RepairResponse, error) {
 	if !n.raft.IsLeader() {
 		return nil, consensus.ErrNotLeader
 	}
+	resp, err := n.repair(ctx)
+	h := &n.healed
+	h.pass(ctx, err, &h.repairPasses, &h.repairFailed, &h.lastRepair)
+	if err == nil {
+		h.underReplicated.Store(resp.UnderReplicated)
+	}
+	return resp, err
+}
+
+func (n *Node) repair(ctx context.Context) (*pb.RepairResponse, error) {
 	var ids []chunker.ID
 	n.fsm.Read(func(s *catalog.State) {
 		s.Referenced(func(id chunker.ID) bool { ids = append(ids, id); return true })
@@ -195,6 +227,7 @@ func (n *Node) Repair(ctx context.Context) (*pb.RepairResponse, error) {
 		}
 		for i, id := range batch {
 			resp.ChunksChecked++
+			n.healed.repairChecked.Add(1)
 			if len(holds[i]) >= copies {
 				continue
 			}
@@ -386,6 +419,15 @@ func (n *Node) Collect(ctx context.Context, dryRun, now bool) (*pb.CollectRespon
 	if !n.raft.IsLeader() {
 		return nil, consensus.ErrNotLeader
 	}
+	resp, err := n.collect(ctx, dryRun, now)
+	if !dryRun {
+		h := &n.healed
+		h.pass(ctx, err, &h.gcPasses, &h.gcFailed, &h.lastGC)
+	}
+	return resp, err
+}
+
+func (n *Node) collect(ctx context.Context, dryRun, now bool) (*pb.CollectResponse, error) {
 	grace := n.cfg.GCGrace
 	if now {
 		grace = 0

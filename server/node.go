@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,6 +23,7 @@ import (
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/replica"
 	"github.com/ddstore/ddstore/server/limits"
+	"github.com/ddstore/ddstore/server/metrics"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -63,6 +65,10 @@ type Node struct {
 	lis       net.Listener
 	pubLis    net.Listener
 	pubAddr   string // the address peers are told: public, API, or none if private
+
+	metrics *metrics.Metrics
+	http    *http.Server // the HTTP listener (Config.HTTPAddr); nil without one
+	httpLis net.Listener
 
 	stop       chan struct{}
 	repairKick chan struct{} // a repair pass is due now (a node joined)
@@ -107,6 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("server: open %s store: %w", cfg.Store, err)
 	}
 	n.space, _ = n.store.(replica.SpaceChecker)
+	n.metrics = metrics.New(metricsSource{n})
 	n.store = watchedStore{Store: n.store, n: n}
 	n.base = n.store
 	var tiers []replica.Tier
@@ -189,9 +196,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		r, _ := ruleFor(method)
 		return r.heavy
 	})
+	// NOT_SERVING until the node hears from a leader (see updateServing).
 	n.health = health.NewServer()
-	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	n.health.SetServingStatus(pb.Files_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	n.writable.notServing = "starting: no leader yet"
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	n.health.SetServingStatus(pb.Files_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	n.grpc = n.newGRPCServer()
 	n.registerPublic(n.grpc)
 	pb.RegisterNodeServer(n.grpc, &nodeService{n: n, chunks: &replica.ChunkService{Store: n.store, Codecs: n.codecs}})
@@ -201,6 +210,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 				n.log.Error("gRPC server stopped", "addr", lis.Addr(), "err", err)
 			}
 		})
+	}
+	if cfg.HTTPAddr != "" {
+		if err := n.startHTTP(); err != nil {
+			n.lis.Close()
+			if n.pubLis != nil {
+				n.pubLis.Close()
+			}
+			cleanup()
+			return nil, err
+		}
 	}
 	serve(n.grpc, n.lis)
 	if n.pubLis != nil {
@@ -212,8 +231,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.bg.Go(n.peers.refreshLoop)
 	n.bg.Go(n.healLoops)
 	n.bg.Go(n.writableLoop)
+	n.bg.Go(n.quorumLoop)
 	n.log.Info("node started", "cluster", cfg.Cluster, "api", n.cfg.Advertise, "public", n.pubAddr, "raft", cfg.RaftAddr,
-		"store", cfg.Store, "replicas", cfg.Replicas, "peers", n.peers.names())
+		"store", cfg.Store, "replicas", cfg.Replicas, "peers", n.peers.names(), "http", n.HTTPAddr())
 	return n, nil
 }
 
@@ -233,8 +253,10 @@ func (n *Node) newGRPCServer() *grpc.Server {
 		// pings is dropped within 40 s.
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 15 * time.Minute, Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.ConnectionTimeout(10 * time.Second),
-		grpc.ChainUnaryInterceptor(n.guard.unary, n.limits.UnaryInterceptor()),
-		grpc.ChainStreamInterceptor(n.guard.stream, n.limits.StreamInterceptor()),
+		// Metrics first: calls the guard or the limits refuse are counted.
+		grpc.ChainUnaryInterceptor(n.metrics.UnaryServerInterceptor(), n.guard.unary, n.limits.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(n.metrics.StreamServerInterceptor(), n.guard.stream, n.limits.StreamInterceptor()),
+		grpc.StatsHandler(n.metrics.StatsHandler()),
 	}
 	if n.cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(n.cfg.TLS.ServerTLS())))
@@ -321,6 +343,7 @@ func (n *Node) shutdown(graceful bool) error {
 		n.log.Info("node shutting down", "graceful", graceful)
 		n.health.Shutdown()
 		close(n.stop)
+		n.stopHTTP(graceful)
 		servers := []*grpc.Server{n.grpc}
 		if n.pub != nil {
 			servers = append(servers, n.pub)

@@ -19,10 +19,11 @@ import (
 // NOT_SERVING and `ddstore status` says why (NodeStatus.not_serving); it
 // turns SERVING again by itself once both can be written.
 type writable struct {
-	mu         sync.Mutex
-	store      error // why the chunk store cannot be written; nil: it can
-	storeSince time.Time
-	notServing string // what health last said: "" while SERVING
+	mu          sync.Mutex
+	store       error // why the chunk store cannot be written; nil: it can
+	storeSince  time.Time
+	unreachable error  // why the chunk store does not answer; nil: it does
+	notServing  string // what health last said: "" while SERVING
 }
 
 // watchedStore is the node's chunk store as the rest of the node sees it: a
@@ -36,6 +37,9 @@ type watchedStore struct {
 // Put stores c; see replica.Store.
 func (w watchedStore) Put(ctx context.Context, c chunker.Encoded) (bool, error) {
 	written, err := w.Store.Put(ctx, c)
+	if written {
+		w.n.metrics.ChunkStored()
+	}
 	switch {
 	case errors.Is(err, replica.ErrNoSpace):
 		err = fmt.Errorf("node %s: %w", w.n.cfg.ID, err)
@@ -86,19 +90,57 @@ func (n *Node) storeWritable() {
 	n.updateServing()
 }
 
-// notServing says why the node cannot do its job now, or "" if it can.
-func (n *Node) notServing() string {
-	var why []string
+// storeReachable records whether the chunk store answered (err nil) or
+// not.
+func (n *Node) storeReachable(err error) {
 	n.writable.mu.Lock()
+	switch was := n.writable.unreachable; {
+	case was == nil && err != nil:
+		n.log.Error("chunk store does not answer", "err", err)
+	case was != nil && err == nil:
+		n.log.Info("chunk store answers again")
+	}
+	n.writable.unreachable = err
+	n.writable.mu.Unlock()
+	n.updateServing()
+}
+
+// serving says what the node can do now.
+type serving struct {
+	quorum, storeOK, logOK bool
+	why                    string // "" when all three are true
+}
+
+// servingState checks whether the node can do its job now: it has a leader
+// it heard from within the election timeout (or leads), its chunk store
+// answers and has room, its Raft log takes entries.
+func (n *Node) servingState() serving {
+	s := serving{quorum: true, storeOK: true, logOK: true}
+	var why []string
+	if ok, reason := n.raft.HasQuorum(n.contactLimit()); !ok {
+		s.quorum = false
+		why = append(why, "no quorum: "+reason)
+	}
+	n.writable.mu.Lock()
+	if err := n.writable.unreachable; err != nil {
+		s.storeOK = false
+		why = append(why, "chunk store does not answer: "+err.Error())
+	}
 	if err := n.writable.store; err != nil {
+		s.storeOK = false
 		why = append(why, "chunk store cannot be written: "+err.Error())
 	}
 	n.writable.mu.Unlock()
 	if err, since := n.raft.LogFailure(); err != nil {
+		s.logOK = false
 		why = append(why, fmt.Sprintf("%v (for %s)", err, time.Since(since).Round(time.Second)))
 	}
-	return strings.Join(why, "; ")
+	s.why = strings.Join(why, "; ")
+	return s
 }
+
+// notServing says why the node cannot do its job now, or "" if it can.
+func (n *Node) notServing() string { return n.servingState().why }
 
 // updateServing sets the health status from what can be written now.
 func (n *Node) updateServing() {
@@ -115,7 +157,7 @@ func (n *Node) updateServing() {
 		st = healthpb.HealthCheckResponse_NOT_SERVING
 		n.log.Warn("health: NOT_SERVING", "why", why)
 	} else {
-		n.log.Info("health: SERVING again")
+		n.log.Info("health: SERVING", "was", was)
 	}
 	n.health.SetServingStatus("", st)
 	n.health.SetServingStatus(pb.Files_ServiceDesc.ServiceName, st)
@@ -136,6 +178,15 @@ func (n *Node) writableLoop() {
 			return
 		case <-t.C:
 		}
+		// Any store answers Has; one that does not answer within the
+		// node timeout cannot serve reads or take copies.
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.NodeTimeout)
+		_, err := n.base.Has(ctx, chunker.ID{})
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("node %s: %w", n.cfg.ID, err)
+		}
+		n.storeReachable(err)
 		if n.space != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			err := n.space.CheckSpace(ctx)
@@ -148,6 +199,30 @@ func (n *Node) writableLoop() {
 			default:
 				n.log.Warn("could not check the chunk store's space", "err", err)
 			}
+		}
+		n.updateServing()
+	}
+}
+
+// contactLimit is how long a follower may go without hearing from its
+// leader and still count itself in a quorum: three quarters of the election
+// timeout (many missed heartbeats: the leader sends one every tenth of the
+// heartbeat timeout), so that with quorumLoop's checks a lost quorum shows
+// within the election timeout.
+func (n *Node) contactLimit() time.Duration { return n.cfg.ElectionTimeout * 3 / 4 }
+
+// quorumLoop re-checks health every tenth of the election timeout, so that
+// a node that loses its quorum (no leader heard from within the election
+// timeout) turns NOT_SERVING within about that timeout, and SERVING again as
+// soon as it hears from a leader.
+func (n *Node) quorumLoop() {
+	t := time.NewTicker(max(n.cfg.ElectionTimeout/10, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
 		}
 		n.updateServing()
 	}
