@@ -63,11 +63,9 @@ func parsePages() (map[string]*template.Template, error) {
 func (c *Console) render(w http.ResponseWriter, r *http.Request, code int, name string, p page) {
 	p.Base = c.opts.Base
 	p.Open = c.open != nil
-	if p.Refresh != 0 || name != "login" {
-		if _, se, err := c.current(r); err == nil && se != nil {
-			u := se.user
-			p.User = &u
-		}
+	if _, se, err := c.current(r); err == nil && se != nil {
+		u := se.user
+		p.User = &u
 	}
 	t := c.pages[name]
 	which := "layout.html"
@@ -360,6 +358,9 @@ func (c *Console) download(w http.ResponseWriter, r *http.Request, rq request) {
 	h.Set("Content-Disposition", contentDisposition(name))
 	h.Set("Content-Length", strconv.FormatUint(size, 10))
 	h.Set("Cache-Control", "no-store")
+	// A large file takes long: no write deadline of the HTTP server's cuts
+	// it short (the client's progress timeout bounds a stalled transfer).
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	cw := &countingWriter{w: w}
 	start := time.Now()
 	_, err = rq.client.Get(r.Context(), name, cw, client.GetOptions{})

@@ -316,6 +316,33 @@ func TestConsoleHandlers(t *testing.T) {
 		}
 	})
 
+	t.Run("mounted under a prefix", func(t *testing.T) {
+		c, err := web.New(web.Options{Addrs: cl.Addrs(), TLS: consoleTLS(t, cl), Base: "/console/", Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/console/", http.StripPrefix("/console", c))
+		srv := httptest.NewServer(mux)
+		defer srv.Close()
+		defer c.Close()
+		hc := httpClient(t)
+		if resp, _ := get(t, hc, srv.URL+"/console/cluster"); resp.Header.Get("Location") != "/console/login" {
+			t.Fatalf("redirect to %q, want /console/login", resp.Header.Get("Location"))
+		}
+		resp := login(t, hc, srv.URL+"/console", token(t, cl, auth.RoleRead, "", time.Hour))
+		if resp.Header.Get("Location") != "/console/cluster" || len(resp.Cookies()) != 1 || resp.Cookies()[0].Path != "/console/" {
+			t.Fatalf("login under /console: %q, cookies %v", resp.Header.Get("Location"), resp.Cookies())
+		}
+		resp, body := get(t, hc, srv.URL+"/console/cluster")
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, `src="/console/static/console.js"`) || !strings.Contains(body, `href="/console/files"`) {
+			t.Fatalf("cluster page under /console: %d\n%s", resp.StatusCode, body)
+		}
+		if resp, _ := get(t, hc, srv.URL+"/console/static/console.js"); resp.StatusCode != http.StatusOK {
+			t.Errorf("script under /console: %d", resp.StatusCode)
+		}
+	})
+
 	t.Run("write role cannot see past its prefix either", func(t *testing.T) {
 		hc := httpClient(t)
 		login(t, hc, base, token(t, cl, auth.RoleWrite, "other/", time.Hour))
