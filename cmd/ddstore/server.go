@@ -87,7 +87,7 @@ Start a new cluster with --bootstrap on its first node; start the others with
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "form a new cluster with this node, if it has no state yet")
 	f.StringSliceVar(&join, "join", nil, "API addresses of existing members to join through")
 	f.StringVar(&cfg.Cluster, "cluster", "ddstore", "this cluster's name, the same on all its nodes")
-	f.StringVar(&cfg.HTTPAddr, "metrics", "", "HTTP address for /metrics (Prometheus), /healthz and /readyz; HTTPS with the node's certificate when it has one (a non-loopback address needs TLS or --insecure); empty: no HTTP listener")
+	f.StringVar(&cfg.HTTPAddr, "metrics", "", "HTTP address for /metrics (Prometheus), /healthz, /readyz and the web console at /; HTTPS with the node's certificate when it has one (a non-loopback address needs TLS or --insecure); empty: no HTTP listener")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve net/http/pprof at /debug/pprof/ on the --metrics listener")
 	f.StringVar(&cfg.Public, "public", "", "public address to listen on as a gateway for peer clusters and outside clients (default: the API address serves them)")
 	f.BoolVar(&cfg.Private, "private", false, "the API address is on a private network: without --public, peer clusters are not told it")
@@ -284,6 +284,14 @@ func runServer(ctx context.Context, cfg server.Config) error {
 	// would run without pause once the cache fills.
 	if os.Getenv("GOMEMLIMIT") == "" && cfg.CacheSize > 0 {
 		debug.SetMemoryLimit(memoryLimit + cfg.CacheSize + cfg.CacheSize/4)
+	}
+	if cfg.HTTPAddr != "" && cfg.HTTPHandler == nil {
+		console, err := webConsole(cfg)
+		if err != nil {
+			return err
+		}
+		defer console.Close()
+		cfg.HTTPHandler = console // the web console at "/" of the --metrics listener
 	}
 	n, err := server.Start(ctx, cfg)
 	if err != nil {
