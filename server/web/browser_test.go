@@ -20,6 +20,8 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/internal/localcluster"
+	"github.com/ddstore/ddstore/server"
 	"github.com/ddstore/ddstore/server/auth"
 	"github.com/ddstore/ddstore/server/web"
 )
@@ -29,7 +31,8 @@ import (
 const chromiumPath = "/usr/bin/chromium"
 
 // TestConsoleInBrowser drives headless Chromium through the console of a
-// real 3-node cluster (mutual TLS): log in with a read token, see the three
+// real 3-node cluster (mutual TLS), served by a node on its HTTPS listener
+// (Config.HTTPHandler, as ddstore server --metrics mounts it): log in with a read token, see the three
 // nodes and the leader, browse to a file by prefix and date range, download
 // it through the browser and compare bytes, kill the leader and measure how
 // long the cluster page (refreshing itself) takes to show it down.
@@ -48,7 +51,32 @@ func TestConsoleInBrowser(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 
-	cl := startCluster(t, ctx, 3)
+	// Every node serves the console on its HTTP listener (HTTPS with the
+	// node's certificate), as ddstore server --metrics does: a client of the
+	// node's own API.
+	var cl *localcluster.Cluster
+	var consoles []*web.Console
+	cl, err := localcluster.New(localcluster.Options{Nodes: 3, Dir: t.TempDir(), Fast: true, Tune: func(c *server.Config) {
+		console, err := web.New(web.Options{Addrs: []string{c.APIAddr}, TLS: consoleTLS(t, cl), RefreshInterval: time.Second,
+			Logger: testLogger(t).With("console", c.ID), ClientOptions: []client.Option{client.WithCallTimeout(2 * time.Second)}})
+		if err != nil {
+			panic(err) // only for no address
+		}
+		consoles = append(consoles, console)
+		c.HTTPAddr, c.HTTPHandler = "127.0.0.1:0", console
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Launch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cl.Close()
+		for _, c := range consoles {
+			c.Close()
+		}
+	})
 	t.Logf("3-node cluster up in %v", time.Since(start).Round(time.Millisecond))
 
 	// A file of several chunks, dated, under a prefix, with a name that
@@ -68,15 +96,25 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	console, err := web.New(web.Options{Addrs: cl.Addrs(), TLS: consoleTLS(t, cl), RefreshInterval: time.Second, Logger: testLogger(t),
-		ClientOptions: []client.Option{client.WithCallTimeout(2 * time.Second)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptestServer(t, console)
 	tok := token(t, cl, auth.RoleRead, "", time.Hour)
 
-	// The browser.
+	// The browser uses the console of a follower; the leader is killed
+	// later.
+	leaderIdx := cl.Leader(ctx)
+	if leaderIdx < 0 {
+		t.Fatal("no leader")
+	}
+	leaderID := cl.Members[leaderIdx].ID
+	viaIdx := (leaderIdx + 1) % len(cl.Members)
+	base := "https://" + cl.Members[viaIdx].Node.HTTPAddr()
+	t.Logf("browsing the console of %s at %s", cl.Members[viaIdx].ID, base)
+	tc := consoleTLS(t, cl)
+	tc.NextProtos = nil // ClientTLS offers only h2 (gRPC); net/http adds it
+	https := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+	// The browser (it does not know the cluster's CA: certificate errors
+	// are ignored; the Go client above checks the node's certificate).
 	profile, err := os.MkdirTemp("", "ddstore-chromium-")
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +123,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	downloads := t.TempDir()
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.UserDataDir(profile), chromedp.WindowSize(1280, 360))...)
+		chromedp.UserDataDir(profile), chromedp.WindowSize(1280, 360), chromedp.Flag("ignore-certificate-errors", true))...)
 	defer cancelAlloc()
 	bctx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
 	defer cancelBrowser()
@@ -131,7 +169,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// Not logged in: the login page.
-	do("open the console", chromedp.Navigate(srv.URL+"/cluster"), chromedp.WaitVisible(chromedp.ID("token")))
+	do("open the console", chromedp.Navigate(base+"/cluster"), chromedp.WaitVisible(chromedp.ID("token")))
 	t.Logf("browser up and the login page shown in %v", time.Since(browserStart).Round(time.Millisecond))
 	// A bad token is refused.
 	do("log in with a bad token", chromedp.SetValue(chromedp.ID("token"), "not-a-token"), submit(chromedp.ID("login")),
@@ -147,11 +185,6 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// Three nodes, all up, and the leader.
-	leaderIdx := cl.Leader(ctx)
-	if leaderIdx < 0 {
-		t.Fatal("no leader")
-	}
-	leaderID := cl.Members[leaderIdx].ID
 	states := nodeStates()
 	if len(states) != 3 {
 		t.Fatalf("cluster page shows %d nodes (%v), want 3", len(states), states)
@@ -171,7 +204,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// The file browser: by prefix and date range, then the file.
-	do("list by prefix and dates", chromedp.Navigate(srv.URL+"/files"), chromedp.WaitVisible(chromedp.ID("prefix")),
+	do("list by prefix and dates", chromedp.Navigate(base+"/files"), chromedp.WaitVisible(chromedp.ID("prefix")),
 		chromedp.SetValue(chromedp.ID("prefix"), "experiments/"),
 		chromedp.SetValue(chromedp.ID("from"), "2026-01-01"), chromedp.SetValue(chromedp.ID("to"), "2026-01-31"),
 		submit(chromedp.ID("list")), chromedp.WaitVisible(chromedp.CSS("#files a.file")))
@@ -223,8 +256,8 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// The same URL with the browser's session cookie, from Go: identical
 	// too; without the cookie, no file.
-	dlURL := srv.URL + "/download?name=" + url.QueryEscape(name)
-	cookies, err := chromedp.Call(bctx, network.GetCookies, network.GetCookiesParams{URLs: []string{srv.URL}})
+	dlURL := base + "/download?name=" + url.QueryEscape(name)
+	cookies, err := chromedp.Call(bctx, network.GetCookies, network.GetCookiesParams{URLs: []string{base}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +270,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if len(req.Cookies()) != 1 {
 		t.Fatalf("the browser holds no HttpOnly, SameSite=Strict session cookie: %+v", cookies.Cookies)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := https.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,13 +279,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, content) {
 		t.Fatalf("download with the session cookie: %d, %d bytes, err %v", resp.StatusCode, len(body), err)
 	}
-	noCookie := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	if resp, err := noCookie.Get(dlURL); err != nil || resp.StatusCode != http.StatusSeeOther {
+	if resp, err := https.Get(dlURL); err != nil || resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("download without a session: %v %v, want 303 to the login page", resp.Status, err)
 	}
 
 	// Kill the leader; the cluster page, refreshing itself, shows it down.
-	do("back to the cluster page", chromedp.Navigate(srv.URL+"/cluster"), chromedp.WaitVisible(chromedp.CSS(`#nodes tr.node`)))
+	do("back to the cluster page", chromedp.Navigate(base+"/cluster"), chromedp.WaitVisible(chromedp.CSS(`#nodes tr.node`)))
 	killed := time.Now()
 	if err := cl.StopNode(leaderIdx, true); err != nil {
 		t.Fatalf("kill %s: %v", leaderID, err)
@@ -293,7 +325,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	for _, c := range cookies.Cookies {
 		req.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
 	}
-	if resp, err := noCookie.Do(req); err != nil || resp.StatusCode != http.StatusSeeOther {
+	if resp, err := https.Do(req); err != nil || resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("download with the logged-out session: %v %v, want 303", resp.Status, err)
 	}
 	t.Logf("whole test %v (browser part %v)", time.Since(start).Round(time.Millisecond), time.Since(browserStart).Round(time.Millisecond))
