@@ -163,3 +163,68 @@ func TestQuorumLostHealth(t *testing.T) {
 		cancel()
 	}
 }
+
+// TestStoreUnreachableHealth: a node whose chunk store stops answering (its
+// MongoDB, a real FerretDB, frozen with SIGSTOP) turns NOT_SERVING for
+// grpc-health-probe and fails /readyz, saying why, and serves again once the
+// store answers.
+func TestStoreUnreachableHealth(t *testing.T) {
+	probe, err := testenv.Tool("grpc-health-probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mongo, err := testenv.StartMongo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mongo.Stop()
+	cl := startCluster(t, localcluster.Options{Nodes: 1, Replicas: 1, Store: "gridfs", MongoURI: mongo.URI, Tune: func(c *server.Config) {
+		manualHealing(time.Hour)(c)
+		c.HTTPAddr = "127.0.0.1:0"
+		c.WriteCheckInterval = 200 * time.Millisecond
+		c.NodeTimeout = 500 * time.Millisecond
+	}})
+	hc := httpsClient(t, cl)
+	m := cl.Members[0]
+	files := pb.Files_ServiceDesc.ServiceName
+	wait := func(wantProbe, wantReady int) (time.Duration, string) {
+		t.Helper()
+		start := time.Now()
+		for {
+			code, out := healthProbe(t, probe, cl, m.APIAddr, files)
+			rc, body := httpGet(t, hc, m.Node.HTTPAddr(), "/readyz")
+			if code == wantProbe && rc == wantReady {
+				return time.Since(start), strings.TrimSpace(body)
+			}
+			if time.Since(start) > 20*time.Second {
+				t.Fatalf("grpc-health-probe %d (%s), /readyz %d %q; want %d and %d", code, out, rc, body, wantProbe, wantReady)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	wait(0, http.StatusOK)
+	if err := mongo.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			mongo.Resume()
+		}
+	}()
+	d, why := wait(4, http.StatusServiceUnavailable)
+	t.Logf("store frozen: NOT_SERVING after %s: %q", d.Round(time.Millisecond), why)
+	if !strings.Contains(why, "chunk store does not answer") {
+		t.Errorf("/readyz says %q, want it to say the store does not answer", why)
+	}
+	s := scrapeNode(t, hc, m.Node.HTTPAddr())
+	if s.value("ddstore_store_writable") != 0 || s.value("ddstore_ready") != 0 {
+		t.Errorf("store frozen: ddstore_store_writable %g, ddstore_ready %g", s.value("ddstore_store_writable"), s.value("ddstore_ready"))
+	}
+	if err := mongo.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	d, _ = wait(0, http.StatusOK)
+	t.Logf("store answers again: SERVING after %s", d.Round(time.Millisecond))
+}
