@@ -297,6 +297,11 @@ type ListOptions struct {
 	DateFrom, DateTo string // YYYY-MM-DD, inclusive
 	Consistency      pb.Consistency
 	PageSize         uint32
+	// StartAfter lists only names after this one.
+	StartAfter string
+	// Limit, if positive, stops the listing once it holds this many files
+	// (Truncated then says whether more follow). 0: every match.
+	Limit int
 }
 
 // Listing is the answer to List.
@@ -305,19 +310,26 @@ type Listing struct {
 	// Unanswered names the peer clusters that may hold matches but did not
 	// answer in time.
 	Unanswered []*pb.ClusterNote
+	// Truncated: the listing stopped at ListOptions.Limit and more names
+	// follow; ask again with StartAfter the last name.
+	Truncated bool
 }
 
 // List returns every file matching opts, in name order, following pages;
 // with the files of peer clusters that may hold matches.
 func (c *Client) List(ctx context.Context, opts ListOptions) (*Listing, error) {
 	all := &Listing{}
-	after := ""
+	after := opts.StartAfter
 	for {
 		var resp *pb.ListResponse
+		pageSize := opts.PageSize
+		if opts.Limit > 0 && (pageSize == 0 || int(pageSize) > opts.Limit-len(all.Files)) {
+			pageSize = uint32(opts.Limit - len(all.Files))
+		}
 		err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
 			var err error
 			resp, err = pb.NewFilesClient(conn).List(ctx, &pb.ListRequest{
-				Prefix: opts.Prefix, StartAfter: after, Limit: opts.PageSize, Consistency: opts.Consistency,
+				Prefix: opts.Prefix, StartAfter: after, Limit: pageSize, Consistency: opts.Consistency,
 				DateFrom: opts.DateFrom, DateTo: opts.DateTo,
 			})
 			return err
@@ -332,6 +344,10 @@ func (c *Client) List(ctx context.Context, opts ListOptions) (*Listing, error) {
 			}
 		}
 		if !resp.GetTruncated() || len(resp.GetFiles()) == 0 {
+			return all, nil
+		}
+		if opts.Limit > 0 && len(all.Files) >= opts.Limit {
+			all.Truncated = true
 			return all, nil
 		}
 		after = resp.GetFiles()[len(resp.GetFiles())-1].GetName()

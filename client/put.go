@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"time"
 
 	"github.com/ddstore/ddstore/chunker"
@@ -27,6 +28,12 @@ type PutOptions struct {
 	// Progress, if set, is called with the number of file bytes read and
 	// handled so far.
 	Progress func(done int64)
+	// BeforeCommit, if set, is called once the file has been read to its
+	// end and its chunks are stored, just before the commit, with the
+	// manifest about to be committed: it may add metadata learnt while the
+	// file was read (a digest, say) or refuse the commit by returning an
+	// error, which Put then returns (wrapped) without committing.
+	BeforeCommit func(m *pb.FileManifest) error
 }
 
 // PutResult says what an upload did.
@@ -116,6 +123,15 @@ func (c *Client) putSmall(ctx context.Context, name string, data []byte, opts Pu
 		Id: e.ID[:], RawSize: uint32(e.RawSize), Codec: pb.Codec(e.Codec), Data: e.Data,
 	}}}
 	res := &PutResult{Chunks: 1, ChunksSent: 1, BytesSent: int64(len(e.Data)), Size: int64(len(data))}
+	if opts.BeforeCommit != nil {
+		m.Metadata = maps.Clone(m.Metadata)
+		if m.Metadata == nil {
+			m.Metadata = map[string]string{}
+		}
+		if err := opts.BeforeCommit(m); err != nil {
+			return &PutResult{}, fmt.Errorf("put %q: not committed: %w", name, err)
+		}
+	}
 	if opts.Overwrite {
 		err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
 			intent, err := pb.NewFilesClient(conn).MissingChunks(ctx, &pb.MissingChunksRequest{Intent: &pb.UploadIntent{
@@ -277,6 +293,15 @@ func (c *Client) put(parent context.Context, conn *grpc.ClientConn, addr, name s
 	m.Size = uint64(sum.Size)
 	m.Blake3 = sum.Hash[:]
 	res.Chunks, res.Size = sum.Chunks, sum.Size
+	if opts.BeforeCommit != nil {
+		m.Metadata = maps.Clone(m.Metadata)
+		if m.Metadata == nil {
+			m.Metadata = map[string]string{}
+		}
+		if err := opts.BeforeCommit(m); err != nil {
+			return res, fmt.Errorf("put %q: not committed: %w", name, err)
+		}
+	}
 
 	req := &pb.CommitRequest{Manifest: m, Overwrite: opts.Overwrite, Replaces: intent.GetCurrent()}
 	err = c.callFor(parent, commitTimeout, func(ctx context.Context, conn *grpc.ClientConn) error {
