@@ -144,7 +144,7 @@ func newRoot() *cobra.Command {
 		g.clusterFlag(newRmCmd(g), "delete from this cluster"), newReplicateCmd(g),
 		newStatusCmd(g), newJoinCmd(g), newLeaveCmd(g), newGCCmd(g), newRepairCmd(g),
 		newDemoCmd(), newBenchCmd(g),
-		newCertCmd(), newTokenCmd(),
+		newCertCmd(), newTokenCmd(), newS3Cmd(g),
 	)
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(root.FlagErrorFunc())
