@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -98,11 +99,83 @@ func TestGridFS(t *testing.T) {
 	t.Run("Corrupt", func(t *testing.T) {
 		testGridFSCorrupt(t, m.URI)
 	})
+
+	// A writer that died between its chunk documents and its file document
+	// left them behind: Put waits for a file that never comes, removes them
+	// and stores the chunk.
+	t.Run("DeadWriterLeftovers", func(t *testing.T) {
+		g := openGridFS(t, m.URI)
+		ctx := ctxFor(t)
+		c := encode(t, chunker.NewCodecs(), randomBytes(t, 2*gridfsChunkSize+3), chunker.Raw)
+		hexID := c.ID.String()
+		if _, err := g.chunks.InsertOne(ctx, bson.D{{Key: "_id", Value: pieceID(hexID, 0)}, {Key: "files_id", Value: hexID},
+			{Key: "n", Value: int32(0)}, {Key: "data", Value: bson.Binary{Data: []byte("stale")}}}); err != nil {
+			t.Fatal(err)
+		}
+		if written, err := g.Put(ctx, c); err != nil || !written {
+			t.Fatalf("Put over a dead writer's leftovers = %v, %v", written, err)
+		}
+		got, err := g.Get(ctx, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameChunk(t, got, c)
+	})
+
+	// A chunk stored by an earlier version, through the driver's GridFS
+	// writer (driver-chosen chunk document _ids), is still read, counted and
+	// deleted; a chunk stored now is read by any GridFS reader.
+	t.Run("Layouts", func(t *testing.T) {
+		g := openGridFS(t, m.URI)
+		ctx := ctxFor(t)
+		codecs := chunker.NewCodecs()
+		old := encode(t, codecs, randomBytes(t, 3*gridfsChunkSize+7), chunker.Raw)
+		hexID := old.ID.String()
+		us, err := g.bucket.OpenUploadStreamWithID(ctx, hexID, hexID, options.GridFSUpload().SetMetadata(
+			bson.D{{Key: "codec", Value: int32(old.Codec)}, {Key: "raw_size", Value: int32(old.RawSize)}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := us.Write(old.Data); err != nil {
+			t.Fatal(err)
+		}
+		if err := us.Close(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := g.Get(ctx, old.ID)
+		if err != nil {
+			t.Fatalf("Get of a driver-written chunk: %v", err)
+		}
+		sameChunk(t, got, old)
+
+		now := encode(t, codecs, randomBytes(t, 2*gridfsChunkSize+9), chunker.Raw)
+		if _, err := g.Put(ctx, now); err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if _, err := g.bucket.DownloadToStream(ctx, now.ID.String(), &buf); err != nil || !bytes.Equal(buf.Bytes(), now.Data) {
+			t.Fatalf("the driver's GridFS reader read %d bytes of a stored chunk (%v), want %d", buf.Len(), err, len(now.Data))
+		}
+		if u, err := g.Usage(ctx); err != nil || u.Chunks != 2 {
+			t.Fatalf("Usage = %+v, %v", u, err)
+		}
+		for _, c := range []chunker.Encoded{old, now} {
+			if err := g.Delete(ctx, c.ID); err != nil {
+				t.Fatal(err)
+			}
+			if ok, err := g.Has(ctx, c.ID); err != nil || ok {
+				t.Fatalf("Has after Delete = %v, %v", ok, err)
+			}
+		}
+		if n, err := g.chunks.CountDocuments(ctx, bson.D{}); err != nil || n != 0 {
+			t.Fatalf("%d chunk documents left after deleting every chunk (%v)", n, err)
+		}
+	})
 }
 
 // openGridFS opens a GridFS store on a database of its own, dropped when
 // the test ends.
-func openGridFS(t *testing.T, uri string) *GridFS {
+func openGridFS(t testing.TB, uri string) *GridFS {
 	t.Helper()
 	var b [6]byte
 	if _, err := rand.Read(b[:]); err != nil {
