@@ -221,6 +221,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
+	n.metrics.InitializeMethods(n.grpc.GetServiceInfo())
 	serve(n.grpc, n.lis)
 	if n.pubLis != nil {
 		n.pub = n.newGRPCServer()

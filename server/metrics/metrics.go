@@ -113,6 +113,18 @@ func (m *Metrics) ChunkStored() { m.stored.Inc() }
 // ChunksServed counts n chunks sent; to is "download", "node" or "peer".
 func (m *Metrics) ChunksServed(to string, n int) { m.served.WithLabelValues(to).Add(float64(n)) }
 
+// InitializeMethods creates the call counters of every method of services
+// (grpc.Server.GetServiceInfo) at zero, with code OK, so that they are
+// scraped, and rates computed, before the first call.
+func (m *Metrics) InitializeMethods(services map[string]grpc.ServiceInfo) {
+	for svc, info := range services {
+		for _, meth := range info.Methods {
+			m.rpcStarted.WithLabelValues(svc, meth.Name)
+			m.rpcHandled.WithLabelValues(svc, meth.Name, "OK")
+		}
+	}
+}
+
 // splitMethod turns "/pkg.Service/Method" into its service and method.
 func splitMethod(full string) (service, method string) {
 	full = strings.TrimPrefix(full, "/")
