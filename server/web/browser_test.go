@@ -215,10 +215,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		writeScreenshot(t, bctx, shot)
 	}
 
-	// The file browser: by prefix and date range, then the file.
-	do("list by prefix and dates", chromedp.Navigate(base+"/files"), chromedp.WaitVisible(chromedp.ID("prefix")),
-		chromedp.SetValue(chromedp.ID("prefix"), "experiments/"),
-		chromedp.SetValue(chromedp.ID("from"), "2026-01-01"), chromedp.SetValue(chromedp.ID("to"), "2026-01-31"),
+	// The file browser: all files, down the folders to the file's, then
+	// that prefix's files of January (the date range), then the file.
+	do("list all files", chromedp.Navigate(base+"/files"), chromedp.WaitVisible(chromedp.CSS("#folders a.folder")))
+	do("open folder experiments/", submit(chromedp.CSS(`#folders a.folder[href*="prefix=experiments%2f&"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#folders a.folder[href*="prefix=experiments%2f2026%2f&"]`)))
+	do("open folder 2026/", submit(chromedp.CSS(`#folders a.folder[href*="prefix=experiments%2f2026%2f&"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#files a.file")))
+	if p, err := chromedp.Run(bctx, chromedp.Value(chromedp.ID("prefix"))); err != nil || p != "experiments/2026/" {
+		t.Fatalf("prefix after browsing the folders: %q %v", p, err)
+	}
+	do("list January's", chromedp.SetValue(chromedp.ID("from"), "2026-01-01"), chromedp.SetValue(chromedp.ID("to"), "2026-01-31"),
 		submit(chromedp.ID("list")), chromedp.WaitVisible(chromedp.CSS("#files a.file")))
 	sctx, cancelS := context.WithTimeout(bctx, 10*time.Second)
 	listed, err := chromedp.Run(sctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('#files a.file')).map(a => a.textContent)`))

@@ -191,6 +191,53 @@ type filesView struct {
 	Total            int // files that matched (Files holds at most maxListed)
 	Bytes            uint64
 	Unanswered       []*pb.ClusterNote
+	Crumbs           []folder // the prefix's folders, outermost first
+	Folders          []folder // folders one level below the prefix
+}
+
+// folder is a prefix ending in '/' to list, with the part of it to show.
+type folder struct {
+	Label, Prefix string
+	Files         int // files under it (Folders only)
+}
+
+// crumbs splits a prefix into its folders: "a/b/c" is a/, a/b/ (and c, the
+// start of names, is not a folder).
+func crumbs(prefix string) []folder {
+	var out []folder
+	for i := 0; i < len(prefix); i++ {
+		if prefix[i] == '/' {
+			start := 0
+			if len(out) > 0 {
+				start = len(out[len(out)-1].Prefix)
+			}
+			out = append(out, folder{Label: prefix[start : i+1], Prefix: prefix[:i+1]})
+		}
+	}
+	return out
+}
+
+// subfolders returns the folders one level below prefix that the listed
+// names fall in, in name order (the names come sorted).
+func subfolders(prefix string, files []*pb.FileInfo) []folder {
+	var out []folder
+	for _, f := range files {
+		rest, ok := strings.CutPrefix(f.GetName(), prefix)
+		if !ok {
+			continue
+		}
+		i := strings.IndexByte(rest, '/')
+		if i < 0 {
+			continue
+		}
+		p := prefix + rest[:i+1]
+		if n := len(out); n > 0 && out[n-1].Prefix == p {
+			out[n-1].Files++
+			continue
+		}
+		out = append(out, folder{Label: rest[:i+1], Prefix: p, Files: 1})
+	}
+	return out
 }
 
 // maxListed bounds the rows of one listing page.
@@ -199,6 +246,7 @@ const maxListed = 2000
 func (c *Console) filesPage(w http.ResponseWriter, r *http.Request, rq request) {
 	q := r.URL.Query()
 	v := filesView{Prefix: q.Get("prefix"), From: q.Get("from"), To: q.Get("to")}
+	v.Crumbs = crumbs(v.Prefix)
 	for _, d := range []string{v.From, v.To} {
 		if d == "" {
 			continue
@@ -222,6 +270,7 @@ func (c *Console) filesPage(w http.ResponseWriter, r *http.Request, rq request) 
 		v.Bytes += f.GetSize()
 	}
 	v.Unanswered = l.Unanswered
+	v.Folders = subfolders(v.Prefix, l.Files)
 	c.render(w, r, http.StatusOK, "files", page{Title: "Files", Nav: "files", Data: v})
 }
 
