@@ -10,7 +10,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 all: build
 
 build:
-	$(GO) build -o bin/ddstore ./cmd/ddstore
+	$(GO) build -buildvcs=auto -o bin/ddstore ./cmd/ddstore
 
 # Starts a local 3-node cluster on the embedded store, streams a generated file
 # up and down (interrupting and resuming the download), verifies it, and

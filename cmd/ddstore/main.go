@@ -144,8 +144,10 @@ func newRoot() *cobra.Command {
 		g.clusterFlag(newRmCmd(g), "delete from this cluster"), newReplicateCmd(g),
 		newStatusCmd(g), newJoinCmd(g), newLeaveCmd(g), newGCCmd(g), newRepairCmd(g),
 		newDemoCmd(), newBenchCmd(g),
-		newCertCmd(), newTokenCmd(), newS3Cmd(g),
+		newCertCmd(), newTokenCmd(), newS3Cmd(g), newVersionCmd(g),
 	)
+	root.Version = readBuildInfo().String()
+	root.SetVersionTemplate("{{.Version}}\n")
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(root.FlagErrorFunc())
 		if c.Args == nil {
