@@ -1,6 +1,6 @@
 // ddstore console: refreshes a page's live part (#live, data-refresh =
-// milliseconds) by fetching the page again with ?part=live. A 401 means the
-// session ended: back to the login page.
+// milliseconds) by fetching the page again with ?part=live, while the tab
+// is visible. A 401 means the session ended: back to the login page.
 "use strict";
 (function () {
   var live = document.getElementById("live");
@@ -13,7 +13,7 @@
     if (s) s.textContent = "last " + new Date().toLocaleTimeString();
   }
   function tick() {
-    if (busy) return;
+    if (busy || document.hidden) return;
     busy = true;
     var url = new URL(window.location.href);
     url.searchParams.set("part", "live");
