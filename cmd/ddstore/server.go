@@ -72,7 +72,10 @@ Start a new cluster with --bootstrap on its first node; start the others with
 				cfg.CacheSize = -1 // --cache-size 0: no in-process tier
 			}
 			if cfg.DataDir == "" {
-				cfg.DataDir = filepath.Join("ddstore-data", cfg.ID)
+				cfg.DataDir = filepath.Join(defaultDataRoot(), cfg.ID)
+			}
+			if abs, err := filepath.Abs(cfg.DataDir); err == nil {
+				cfg.DataDir = abs // logged and reported as the node will use it
 			}
 			return runServer(cmd.Context(), cfg)
 		},
@@ -83,7 +86,7 @@ Start a new cluster with --bootstrap on its first node; start the others with
 	f.StringVar(&cfg.APIAddr, "listen", "127.0.0.1:7400", "gRPC API address to listen on")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7401", "Raft address to listen on and advertise")
 	f.StringVar(&cfg.Advertise, "advertise", "", "API address to tell others (default: --listen)")
-	f.StringVar(&cfg.DataDir, "data-dir", "", "where the node keeps its data (default ./ddstore-data/<id>)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "where the node keeps its data (default /var/lib/ddstore/<id> as root, else $XDG_DATA_HOME/ddstore/<id> or ~/.local/share/ddstore/<id>)")
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "form a new cluster with this node, if it has no state yet")
 	f.StringSliceVar(&join, "join", nil, "API addresses of existing members to join through")
 	f.StringVar(&cfg.Cluster, "cluster", "ddstore", "this cluster's name, the same on all its nodes")
@@ -300,4 +303,21 @@ func runServer(ctx context.Context, cfg server.Config) error {
 	<-ctx.Done()
 	cfg.Logger.Info("signal received; shutting down")
 	return n.Close()
+}
+
+// defaultDataRoot is where nodes keep their data when --data-dir is not
+// given: an absolute place that does not depend on where the node is
+// started — /var/lib/ddstore for root (as packaged daemons do), else the
+// user's XDG data directory.
+func defaultDataRoot() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/ddstore"
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "ddstore")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "ddstore")
+	}
+	return filepath.Join(os.TempDir(), "ddstore")
 }
