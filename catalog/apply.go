@@ -118,6 +118,9 @@ func putFile(s *State, p *pb.PutFile) Result {
 		return Result{Err: invalid("file %q: the proposer did not stamp a creation time", in.GetName())}
 	}
 	m := proto.CloneOf(in)
+	if m.Date == "" && m.TimeFromUnixNano != nil {
+		m.Date = DayOf(m.GetTimeFromUnixNano())
+	}
 	if m.Date == "" {
 		m.Date = time.Unix(0, m.GetCreatedUnixNano()).UTC().Format(DateLayout)
 	}
@@ -183,15 +186,17 @@ func chunkIDs(raw [][]byte) ([]chunker.ID, error) {
 
 // sameContent reports whether a stored file already is what m describes, so
 // that a commit retried after a lost reply succeeds instead of conflicting.
-// The date counts only when the client set it.
+// The date counts only when the client set it, the time range only when m
+// has one.
 // SameContent reports whether old and m hold the same file: size, hash,
-// chunk list, metadata and, when dated, date. A commit of m where old is
-// already stored changes nothing.
+// chunk list, metadata, when dated, date, and m's time range if it has one.
+// A commit of m where old is already stored changes nothing.
 func SameContent(old, m *pb.FileManifest, dated bool) bool { return sameContent(old, m, dated) }
 
 func sameContent(old, m *pb.FileManifest, dated bool) bool {
 	if old.GetSize() != m.GetSize() || !bytes.Equal(old.GetBlake3(), m.GetBlake3()) ||
-		(dated && old.GetDate() != m.GetDate()) || !maps.Equal(old.GetMetadata(), m.GetMetadata()) ||
+		(dated && old.GetDate() != m.GetDate()) ||
+		(m.TimeFromUnixNano != nil && FileRange(old) != FileRange(m)) || !maps.Equal(old.GetMetadata(), m.GetMetadata()) ||
 		len(old.GetChunks()) != len(m.GetChunks()) {
 		return false
 	}

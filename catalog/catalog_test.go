@@ -207,7 +207,12 @@ func randomCommands(seed uint64, n int) []*pb.Command {
 			for range rng.IntN(4) {
 				seeds = append(seeds, fmt.Sprint(rng.IntN(30)))
 			}
-			cmds[i] = put(manifest(name, seeds...), day1+int64(i)*3_600_000_000_000, rng.IntN(2) == 0)
+			m := manifest(name, seeds...)
+			if rng.IntN(3) == 0 { // a time range of up to ~40 days from 2018-04-13
+				from := int64(1_523_577_600_000_000_000) + rng.Int64N(1e15)
+				m.TimeFromUnixNano, m.TimeToUnixNano = proto.Int64(from), proto.Int64(from+rng.Int64N(4e15))
+			}
+			cmds[i] = put(m, day1+int64(i)*3_600_000_000_000, rng.IntN(2) == 0)
 		case 3:
 			cmds[i] = del(name)
 		case 4:

@@ -13,7 +13,9 @@ import (
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 )
 
-// Filters are Bloom filters over a catalog: the calendar days of its files,
+// Filters are Bloom filters over a catalog: the calendar days its files'
+// time ranges touch (each day of a range of up to MaxFilterDays days, each
+// year, keyed "Y2018", of a longer one),
 // their chunk IDs and their names. They answer "certainly not here" cheaply,
 // so that a cluster asked for something it lacks need only ask the peer
 // clusters whose filters say "maybe". A Bloom filter cannot forget, so after
@@ -48,8 +50,16 @@ func BuildFilters(s *State, version uint64, fpRate float64) *Filters {
 		fpRate = 0.01
 	}
 	days := map[string]struct{}{}
+	ranges := map[Range]struct{}{} // files of one range add its keys once
 	for _, m := range s.files {
-		days[m.GetDate()] = struct{}{}
+		r := FileRange(m)
+		if _, seen := ranges[r]; seen {
+			continue
+		}
+		ranges[r] = struct{}{}
+		for _, k := range filterKeys(r) {
+			days[k] = struct{}{}
+		}
 	}
 	f := &Filters{Version: version, FPRate: fpRate}
 	counts := [3]uint{uint(len(days)), uint(len(s.refs)), uint(len(s.files))}
@@ -74,8 +84,10 @@ func BuildFilters(s *State, version uint64, fpRate float64) *Filters {
 // addFile records a newly stored file. It reports false when a filter is
 // past its capacity and should be rebuilt.
 func (f *Filters) addFile(m *pb.FileManifest) bool {
-	if !f.Dates.TestOrAddString(m.GetDate()) {
-		f.added[fDates]++
+	for _, k := range filterKeys(FileRange(m)) {
+		if !f.Dates.TestOrAddString(k) {
+			f.added[fDates]++
+		}
 	}
 	for _, c := range m.GetChunks() {
 		if !f.Chunks.TestOrAdd(c.GetId()) {
@@ -115,20 +127,31 @@ func usable(bf *bloom.BloomFilter) bool {
 	return bf != nil && bf.Cap() > 0 && bf.BitSet() != nil
 }
 
-// MayHaveDates reports whether the catalog may hold a file dated between
-// from and to (YYYY-MM-DD, inclusive; empty means unbounded). Ranges longer
-// than ten years, or open-ended ones, answer "maybe".
+// MayHaveDates reports whether the catalog may hold a file whose range
+// touches a day between from and to (YYYY-MM-DD, inclusive; empty means
+// unbounded). Ranges longer than ten years, or open-ended ones, answer
+// "maybe".
 func (f *Filters) MayHaveDates(from, to string) bool {
-	if from == "" || to == "" {
+	r, err := QueryRange(from, to, nil, nil)
+	return err != nil || f.MayHaveRange(r)
+}
+
+// MayHaveRange reports whether the catalog may hold a file whose time range
+// overlaps r. Unbounded queries, and those longer than ten years, answer
+// "maybe".
+func (f *Filters) MayHaveRange(r Range) bool {
+	if f == nil || r.From == Everything.From || r.To == Everything.To || r.From > r.To ||
+		uint64(r.To-r.From) > uint64(10*366*24*time.Hour) {
 		return true
 	}
-	start, err1 := time.Parse(DateLayout, from)
-	end, err2 := time.Parse(DateLayout, to)
-	if f == nil || err1 != nil || err2 != nil || end.Sub(start) > 10*366*24*time.Hour {
-		return true
-	}
-	for d := start; !d.After(end); d = d.AddDate(0, 0, 1) {
+	first, last := dayStart(r.From), dayStart(r.To)
+	for d := first; !d.After(last); d = d.AddDate(0, 0, 1) {
 		if mayHave(f.Dates, []byte(d.Format(DateLayout))) {
+			return true
+		}
+	}
+	for y := first.Year(); y <= last.Year(); y++ {
+		if mayHave(f.Dates, []byte(yearKey(y))) {
 			return true
 		}
 	}

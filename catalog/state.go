@@ -57,9 +57,13 @@ type Query struct {
 	Limit      int    // at most this many; 0 means no limit
 	DateFrom   string // YYYY-MM-DD, inclusive
 	DateTo     string // YYYY-MM-DD, inclusive
+	// Time, if set, selects files whose time range (FileRange) overlaps
+	// it, as well as the days above.
+	Time *Range
 }
 
-// List returns the files q selects in name order, and whether more follow
+// List returns the files q selects in name order (those whose time range
+// overlaps the query's days and time range, both inclusive), and whether more follow
 // beyond the limit.
 func (s *State) List(q Query) (files []*pb.FileManifest, truncated bool) {
 	from := q.Prefix
@@ -67,13 +71,27 @@ func (s *State) List(q Query) (files []*pb.FileManifest, truncated bool) {
 		from = q.StartAfter + "\x00"
 	}
 	i, _ := slices.BinarySearch(s.names, from)
+	want := Everything
+	if q.Time != nil {
+		want = *q.Time
+	}
+	if q.DateFrom != "" {
+		if d, err := DayRange(q.DateFrom); err == nil {
+			want.From = max(want.From, d.From)
+		}
+	}
+	if q.DateTo != "" {
+		if d, err := DayRange(q.DateTo); err == nil {
+			want.To = min(want.To, d.To)
+		}
+	}
 	for ; i < len(s.names); i++ {
 		name := s.names[i]
 		if !strings.HasPrefix(name, q.Prefix) {
 			break
 		}
 		m := s.files[name]
-		if (q.DateFrom != "" && m.GetDate() < q.DateFrom) || (q.DateTo != "" && m.GetDate() > q.DateTo) {
+		if want != Everything && !FileRange(m).Overlaps(want) {
 			continue
 		}
 		if q.Limit > 0 && len(files) == q.Limit {

@@ -86,6 +86,8 @@ func ValidateDate(d string) error {
 }
 
 // ValidateManifest checks that a manifest adds up: a valid name and date,
+// a valid time range (both ends or none; see ValidateRange) whose first
+// day is the date,
 // a 32-byte file hash, chunks that tile the file from offset 0 without gaps,
 // each with a 32-byte ID and sizes within the limits, stored_size equal to
 // the chunks' stored sizes, and metadata within its limits. It does not look
@@ -96,6 +98,9 @@ func ValidateManifest(m *pb.FileManifest) error {
 		return invalid("no manifest")
 	}
 	if err := ValidateFile(m.GetName(), m.GetDate(), m.GetMetadata()); err != nil {
+		return err
+	}
+	if err := validateManifestRange(m); err != nil {
 		return err
 	}
 	if len(m.GetBlake3()) != chunker.IDSize {

@@ -293,8 +293,12 @@ func stat(ctx context.Context, fc pb.FilesClient, req *pb.StatRequest) (*pb.Stat
 
 // ListOptions selects files to list.
 type ListOptions struct {
-	Prefix           string
-	DateFrom, DateTo string // YYYY-MM-DD, inclusive
+	Prefix string
+	// DateFrom, DateTo bound the files' time ranges: each a day
+	// (YYYY-MM-DD: from its first instant, to its last) or an RFC 3339
+	// timestamp (2018-04-13T00:00:00Z, 2018-04-13T00:00Z); inclusive.
+	// Files whose range overlaps are listed.
+	DateFrom, DateTo string
 	Consistency      pb.Consistency
 	PageSize         uint32
 	// StartAfter lists only names after this one.
@@ -319,6 +323,10 @@ type Listing struct {
 // with the files of peer clusters that may hold matches.
 func (c *Client) List(ctx context.Context, opts ListOptions) (*Listing, error) {
 	all := &Listing{}
+	bounds, err := parseListBounds(opts)
+	if err != nil {
+		return nil, err
+	}
 	after := opts.StartAfter
 	for {
 		var resp *pb.ListResponse
@@ -330,7 +338,8 @@ func (c *Client) List(ctx context.Context, opts ListOptions) (*Listing, error) {
 			var err error
 			resp, err = pb.NewFilesClient(conn).List(ctx, &pb.ListRequest{
 				Prefix: opts.Prefix, StartAfter: after, Limit: pageSize, Consistency: opts.Consistency,
-				DateFrom: opts.DateFrom, DateTo: opts.DateTo,
+				DateFrom: bounds.dateFrom, DateTo: bounds.dateTo,
+				TimeFromUnixNano: bounds.from, TimeToUnixNano: bounds.to,
 			})
 			return err
 		})

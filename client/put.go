@@ -11,6 +11,7 @@ import (
 
 	"github.com/ddstore/ddstore/chunker"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
+	"github.com/ddstore/ddstore/timerange"
 	"google.golang.org/grpc"
 )
 
@@ -20,7 +21,14 @@ var ErrReplaced = errors.New("client: a concurrent put replaced the file first; 
 
 // PutOptions tune an upload.
 type PutOptions struct {
-	Date      string            // calendar day (YYYY-MM-DD); empty: the day of the commit
+	Date string // calendar day (YYYY-MM-DD); empty: the day of the commit
+	// TimeRange, if set, is asked once the file has been read to its end,
+	// just before the commit, for the UTC time range its data covers
+	// (inclusive): a scanner fed by the reader reports what it found, or
+	// FixedRange gives one. ok false: none; the file covers the whole day
+	// of Date. An error stops the put before the commit. Date, if set,
+	// must be the range's first day.
+	TimeRange func() (r timerange.Range, ok bool, err error)
 	Metadata  map[string]string // user metadata stored with the file
 	Overwrite bool              // replace a file of the same name
 	Chunking  chunker.Options   // zero: chunker.DefaultOptions()
@@ -118,6 +126,9 @@ func (c *Client) putSmall(ctx context.Context, name string, data []byte, opts Pu
 		Name: name, Date: opts.Date, Metadata: opts.Metadata,
 		Size: uint64(len(data)), Blake3: e.ID[:], StoredSize: uint64(len(e.Data)),
 		Chunks: []*pb.ChunkRef{{Id: e.ID[:], RawSize: uint32(e.RawSize), StoredSize: uint32(len(e.Data))}},
+	}
+	if err := setTimeRange(m, opts); err != nil {
+		return &PutResult{}, fmt.Errorf("put %q: not committed: %w", name, err)
 	}
 	req := &pb.CommitRequest{Manifest: m, Overwrite: opts.Overwrite, Chunks: []*pb.Chunk{{
 		Id: e.ID[:], RawSize: uint32(e.RawSize), Codec: pb.Codec(e.Codec), Data: e.Data,
@@ -292,6 +303,9 @@ func (c *Client) put(parent context.Context, conn *grpc.ClientConn, addr, name s
 	stop() // the commit has its own bound
 	m.Size = uint64(sum.Size)
 	m.Blake3 = sum.Hash[:]
+	if err := setTimeRange(m, opts); err != nil {
+		return res, fmt.Errorf("put %q: not committed: %w", name, err)
+	}
 	res.Chunks, res.Size = sum.Chunks, sum.Size
 	if opts.BeforeCommit != nil {
 		m.Metadata = maps.Clone(m.Metadata)

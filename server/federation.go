@@ -375,7 +375,7 @@ func (n *Node) fetchFromPeers(ctx context.Context, r route, id chunker.ID) (chun
 }
 
 // forwardList asks, at once, every peer whose date filter says it may hold
-// files in the asked range, and merges their answers with the local one.
+// files whose time range overlaps the asked one (every day of it), and merges their answers with the local one.
 // Peers that do not answer within the peer timeout are named in the answer.
 func (n *Node) forwardList(ctx context.Context, r route, req *pb.ListRequest, local *pb.ListResponse, limit int) *pb.ListResponse {
 	cands := n.candidates(r)
@@ -390,7 +390,11 @@ func (n *Node) forwardList(ctx context.Context, r route, req *pb.ListRequest, lo
 		notes   = slices.Clone(local.GetUnanswered())
 	)
 	octx := n.outgoing(ctx, r)
-	dates := func(f *catalog.Filters) bool { return f.MayHaveDates(req.GetDateFrom(), req.GetDateTo()) }
+	want, err := catalog.QueryRange(req.GetDateFrom(), req.GetDateTo(), req.TimeFromUnixNano, req.TimeToUnixNano)
+	if err != nil {
+		want = catalog.Everything // List checked it; ask everyone rather than no one
+	}
+	dates := func(f *catalog.Filters) bool { return f.MayHaveRange(want) }
 	for _, p := range cands {
 		if yes, err := n.mayAsk(r, p, dates); !yes {
 			if err != nil {

@@ -604,12 +604,9 @@ func (f *filesService) List(ctx context.Context, req *pb.ListRequest) (*pb.ListR
 	if r.peer != nil {
 		return proxyUnary(ctx, f.n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.ListResponse, error) { return fc.List(ctx, req) })
 	}
-	for _, d := range []string{req.GetDateFrom(), req.GetDateTo()} {
-		if d != "" {
-			if err := catalog.ValidateDate(d); err != nil {
-				return nil, toStatus(err)
-			}
-		}
+	want, err := catalog.QueryRange(req.GetDateFrom(), req.GetDateTo(), req.TimeFromUnixNano, req.TimeToUnixNano)
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	limit := int(req.GetLimit())
 	switch {
@@ -625,7 +622,7 @@ func (f *filesService) List(ctx context.Context, req *pb.ListRequest) (*pb.ListR
 	f.n.fsm.Read(func(s *catalog.State) {
 		files, truncated := s.List(catalog.Query{
 			Prefix: req.GetPrefix(), StartAfter: req.GetStartAfter(), Limit: limit,
-			DateFrom: req.GetDateFrom(), DateTo: req.GetDateTo(),
+			Time: &want,
 		})
 		resp.Truncated = truncated
 		for _, m := range files {
@@ -639,7 +636,9 @@ func (f *filesService) List(ctx context.Context, req *pb.ListRequest) (*pb.ListR
 
 // FileInfo summarises a manifest for listings.
 func FileInfo(m *pb.FileManifest) *pb.FileInfo {
+	r := catalog.FileRange(m)
 	return &pb.FileInfo{
+		TimeFromUnixNano: r.From, TimeToUnixNano: r.To,
 		Name: m.GetName(), Size: m.GetSize(), Blake3: m.GetBlake3(), Date: m.GetDate(),
 		CreatedUnixNano: m.GetCreatedUnixNano(), Chunks: uint32(len(m.GetChunks())), StoredSize: m.GetStoredSize(),
 	}

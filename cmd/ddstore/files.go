@@ -17,6 +17,7 @@ import (
 	"github.com/ddstore/ddstore/client"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/server/auth"
+	"github.com/ddstore/ddstore/timerange"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -172,6 +173,7 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 		opts    client.PutOptions
 		meta    []string
 		retries int
+		span    putRange
 	)
 	cmd := &cobra.Command{
 		Use:   "put FILE [NAME]",
@@ -188,6 +190,9 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 				if err := catalog.ValidateDate(opts.Date); err != nil {
 					return usageError{fmt.Errorf("put: --date %q: want a calendar day written YYYY-MM-DD", opts.Date)}
 				}
+			}
+			if err := span.apply(&opts); err != nil {
+				return err
 			}
 			for _, kv := range meta {
 				k, v, ok := strings.Cut(kv, "=")
@@ -251,7 +256,9 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&opts.Date, "date", "", "calendar day of the file, YYYY-MM-DD (default: today)")
+	cmd.Flags().StringVar(&opts.Date, "date", "", "calendar day the file's data covers, YYYY-MM-DD (default: the range read from the data, else today)")
+	cmd.Flags().StringVar(&span.from, "from", "", "start of the UTC time range the file's data covers: RFC 3339 (2018-04-13T00:00:00Z, 2018-04-13T00:00Z) or a day (its start); with --to")
+	cmd.Flags().StringVar(&span.to, "to", "", "end of the time range, inclusive: RFC 3339 or a day (its end)")
 	cmd.Flags().StringArrayVar(&meta, "meta", nil, "user metadata key=value (repeatable)")
 	cmd.Flags().BoolVar(&opts.Overwrite, "overwrite", false, "replace an existing file of that name")
 	cmd.Flags().IntVar(&retries, "retries", 3, "retries after a node becomes unavailable (files only)")
@@ -338,6 +345,9 @@ func newLsCmd(g *globalFlags) *cobra.Command {
 				opts.Prefix = args[0]
 			}
 			opts.Consistency = g.consistency()
+			if _, err := timerange.Parse(opts.DateFrom, opts.DateTo); err != nil {
+				return usageError{fmt.Errorf("ls: --from/--to: %s", syntaxMessage(err))}
+			}
 			return g.session(cmd.Context(), 30*time.Second, func(ctx context.Context, c *client.Client) error {
 				listing, err := c.List(ctx, opts)
 				if err != nil {
@@ -350,17 +360,17 @@ func newLsCmd(g *globalFlags) *cobra.Command {
 					return printJSON(os.Stdout, &pb.ListResponse{Files: listing.Files, Unanswered: listing.Unanswered})
 				}
 				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tCLUSTER\tSIZE\tSTORED\tCHUNKS\tDATE\tCREATED")
+				fmt.Fprintln(tw, "NAME\tCLUSTER\tSIZE\tSTORED\tCHUNKS\tDATE\tRANGE\tCREATED")
 				for _, f := range listing.Files {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", f.GetName(), f.GetCluster(), f.GetSize(), f.GetStoredSize(), f.GetChunks(),
-						f.GetDate(), time.Unix(0, f.GetCreatedUnixNano()).UTC().Format(time.RFC3339))
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", f.GetName(), f.GetCluster(), f.GetSize(), f.GetStoredSize(), f.GetChunks(),
+						f.GetDate(), rangeText(catalog.InfoRange(f)), time.Unix(0, f.GetCreatedUnixNano()).UTC().Format(time.RFC3339))
 				}
 				return tw.Flush()
 			})
 		},
 	}
-	cmd.Flags().StringVar(&opts.DateFrom, "from", "", "only files dated on or after this day (YYYY-MM-DD)")
-	cmd.Flags().StringVar(&opts.DateTo, "to", "", "only files dated on or before this day (YYYY-MM-DD)")
+	cmd.Flags().StringVar(&opts.DateFrom, "from", "", "only files whose time range ends at or after this time: RFC 3339 (2018-04-13T00:00Z) or a day (its start)")
+	cmd.Flags().StringVar(&opts.DateTo, "to", "", "only files whose time range starts at or before this time: RFC 3339 or a day (its end)")
 	return cmd
 }
 
@@ -379,8 +389,8 @@ func newStatCmd(g *globalFlags) *cobra.Command {
 				if g.json {
 					return printJSON(os.Stdout, m)
 				}
-				fmt.Printf("name:    %s\ncluster: %s\nsize:    %d\nstored:  %d\nchunks:  %d\nblake3:  %x\ndate:    %s\ncreated: %s\n",
-					m.GetName(), resp.GetCluster(), m.GetSize(), m.GetStoredSize(), len(m.GetChunks()), m.GetBlake3(), m.GetDate(),
+				fmt.Printf("name:    %s\ncluster: %s\nsize:    %d\nstored:  %d\nchunks:  %d\nblake3:  %x\ndate:    %s\nrange:   %s\ncreated: %s\n",
+					m.GetName(), resp.GetCluster(), m.GetSize(), m.GetStoredSize(), len(m.GetChunks()), m.GetBlake3(), m.GetDate(), rangeText(catalog.FileRange(m)),
 					time.Unix(0, m.GetCreatedUnixNano()).UTC().Format(time.RFC3339Nano))
 				for k, v := range m.GetMetadata() {
 					fmt.Printf("meta:    %s=%s\n", k, v)

@@ -291,8 +291,14 @@ type FileManifest struct {
 	CreatedUnixNano int64                  `protobuf:"varint,6,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"` // set by the cluster at commit
 	Metadata        map[string]string      `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	StoredSize      uint64                 `protobuf:"varint,8,opt,name=stored_size,json=storedSize,proto3" json:"stored_size,omitempty"` // sum of the chunks' stored sizes
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The UTC time range the file's data covers, inclusive at both ends, in
+	// Unix nanoseconds. Both set or both unset; unset (as in manifests
+	// written before ranges existed) means the whole calendar day of date.
+	// When set, date is the day of time_from (the catalog fills it in).
+	TimeFromUnixNano *int64 `protobuf:"varint,9,opt,name=time_from_unix_nano,json=timeFromUnixNano,proto3,oneof" json:"time_from_unix_nano,omitempty"`
+	TimeToUnixNano   *int64 `protobuf:"varint,10,opt,name=time_to_unix_nano,json=timeToUnixNano,proto3,oneof" json:"time_to_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *FileManifest) Reset() {
@@ -377,6 +383,20 @@ func (x *FileManifest) GetMetadata() map[string]string {
 func (x *FileManifest) GetStoredSize() uint64 {
 	if x != nil {
 		return x.StoredSize
+	}
+	return 0
+}
+
+func (x *FileManifest) GetTimeFromUnixNano() int64 {
+	if x != nil && x.TimeFromUnixNano != nil {
+		return *x.TimeFromUnixNano
+	}
+	return 0
+}
+
+func (x *FileManifest) GetTimeToUnixNano() int64 {
+	if x != nil && x.TimeToUnixNano != nil {
+		return *x.TimeToUnixNano
 	}
 	return 0
 }
@@ -1126,15 +1146,21 @@ func (x *StatResponse) GetChunksTotal() uint32 {
 }
 
 type ListRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	StartAfter    string                 `protobuf:"bytes,2,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"` // names after this one (for paging)
-	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`                            // 0: server default (1000)
-	Consistency   Consistency            `protobuf:"varint,4,opt,name=consistency,proto3,enum=ddstore.v1.Consistency" json:"consistency,omitempty"`
-	DateFrom      string                 `protobuf:"bytes,5,opt,name=date_from,json=dateFrom,proto3" json:"date_from,omitempty"` // YYYY-MM-DD, inclusive, optional
-	DateTo        string                 `protobuf:"bytes,6,opt,name=date_to,json=dateTo,proto3" json:"date_to,omitempty"`       // YYYY-MM-DD, inclusive, optional
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Prefix      string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	StartAfter  string                 `protobuf:"bytes,2,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"` // names after this one (for paging)
+	Limit       uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`                            // 0: server default (1000)
+	Consistency Consistency            `protobuf:"varint,4,opt,name=consistency,proto3,enum=ddstore.v1.Consistency" json:"consistency,omitempty"`
+	DateFrom    string                 `protobuf:"bytes,5,opt,name=date_from,json=dateFrom,proto3" json:"date_from,omitempty"` // YYYY-MM-DD, inclusive, optional
+	DateTo      string                 `protobuf:"bytes,6,opt,name=date_to,json=dateTo,proto3" json:"date_to,omitempty"`       // YYYY-MM-DD, inclusive, optional
+	// A time range, in Unix nanoseconds, inclusive: files whose range (see
+	// FileManifest) overlaps every bound given here and in date_from/date_to
+	// are listed. Either end may be unset. A node that predates these fields
+	// ignores them; clients also send date_from/date_to covering the days.
+	TimeFromUnixNano *int64 `protobuf:"varint,7,opt,name=time_from_unix_nano,json=timeFromUnixNano,proto3,oneof" json:"time_from_unix_nano,omitempty"`
+	TimeToUnixNano   *int64 `protobuf:"varint,8,opt,name=time_to_unix_nano,json=timeToUnixNano,proto3,oneof" json:"time_to_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ListRequest) Reset() {
@@ -1209,6 +1235,20 @@ func (x *ListRequest) GetDateTo() string {
 	return ""
 }
 
+func (x *ListRequest) GetTimeFromUnixNano() int64 {
+	if x != nil && x.TimeFromUnixNano != nil {
+		return *x.TimeFromUnixNano
+	}
+	return 0
+}
+
+func (x *ListRequest) GetTimeToUnixNano() int64 {
+	if x != nil && x.TimeToUnixNano != nil {
+		return *x.TimeToUnixNano
+	}
+	return 0
+}
+
 type FileInfo struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1219,8 +1259,12 @@ type FileInfo struct {
 	Chunks          uint32                 `protobuf:"varint,6,opt,name=chunks,proto3" json:"chunks,omitempty"`
 	StoredSize      uint64                 `protobuf:"varint,7,opt,name=stored_size,json=storedSize,proto3" json:"stored_size,omitempty"`
 	Cluster         string                 `protobuf:"bytes,8,opt,name=cluster,proto3" json:"cluster,omitempty"` // the cluster that holds the file
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The time range the file's data covers (inclusive, Unix nanoseconds);
+	// for a file with only a date, that whole day.
+	TimeFromUnixNano int64 `protobuf:"varint,9,opt,name=time_from_unix_nano,json=timeFromUnixNano,proto3" json:"time_from_unix_nano,omitempty"`
+	TimeToUnixNano   int64 `protobuf:"varint,10,opt,name=time_to_unix_nano,json=timeToUnixNano,proto3" json:"time_to_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *FileInfo) Reset() {
@@ -1307,6 +1351,20 @@ func (x *FileInfo) GetCluster() string {
 		return x.Cluster
 	}
 	return ""
+}
+
+func (x *FileInfo) GetTimeFromUnixNano() int64 {
+	if x != nil {
+		return x.TimeFromUnixNano
+	}
+	return 0
+}
+
+func (x *FileInfo) GetTimeToUnixNano() int64 {
+	if x != nil {
+		return x.TimeToUnixNano
+	}
+	return 0
 }
 
 type ListResponse struct {
@@ -4543,7 +4601,7 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x19\n" +
 	"\braw_size\x18\x03 \x01(\rR\arawSize\x12\x1f\n" +
 	"\vstored_size\x18\x04 \x01(\rR\n" +
-	"storedSize\"\xde\x02\n" +
+	"storedSize\"\xf0\x03\n" +
 	"\fFileManifest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
@@ -4553,10 +4611,15 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\x12B\n" +
 	"\bmetadata\x18\a \x03(\v2&.ddstore.v1.FileManifest.MetadataEntryR\bmetadata\x12\x1f\n" +
 	"\vstored_size\x18\b \x01(\x04R\n" +
-	"storedSize\x1a;\n" +
+	"storedSize\x122\n" +
+	"\x13time_from_unix_nano\x18\t \x01(\x03H\x00R\x10timeFromUnixNano\x88\x01\x01\x12.\n" +
+	"\x11time_to_unix_nano\x18\n" +
+	" \x01(\x03H\x01R\x0etimeToUnixNano\x88\x01\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x16\n" +
+	"\x14_time_from_unix_nanoB\x14\n" +
+	"\x12_time_to_unix_nano\"8\n" +
 	"\rUploadRequest\x12'\n" +
 	"\x05chunk\x18\x01 \x01(\v2\x11.ddstore.v1.ChunkR\x05chunk\"\x85\x01\n" +
 	"\x0eUploadResponse\x12'\n" +
@@ -4608,7 +4671,7 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\fStatResponse\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12!\n" +
-	"\fchunks_total\x18\x03 \x01(\rR\vchunksTotal\"\xcd\x01\n" +
+	"\fchunks_total\x18\x03 \x01(\rR\vchunksTotal\"\xdf\x02\n" +
 	"\vListRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1f\n" +
 	"\vstart_after\x18\x02 \x01(\tR\n" +
@@ -4616,7 +4679,11 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x129\n" +
 	"\vconsistency\x18\x04 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\x12\x1b\n" +
 	"\tdate_from\x18\x05 \x01(\tR\bdateFrom\x12\x17\n" +
-	"\adate_to\x18\x06 \x01(\tR\x06dateTo\"\xdd\x01\n" +
+	"\adate_to\x18\x06 \x01(\tR\x06dateTo\x122\n" +
+	"\x13time_from_unix_nano\x18\a \x01(\x03H\x00R\x10timeFromUnixNano\x88\x01\x01\x12.\n" +
+	"\x11time_to_unix_nano\x18\b \x01(\x03H\x01R\x0etimeToUnixNano\x88\x01\x01B\x16\n" +
+	"\x14_time_from_unix_nanoB\x14\n" +
+	"\x12_time_to_unix_nano\"\xb7\x02\n" +
 	"\bFileInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
@@ -4626,7 +4693,10 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x06chunks\x18\x06 \x01(\rR\x06chunks\x12\x1f\n" +
 	"\vstored_size\x18\a \x01(\x04R\n" +
 	"storedSize\x12\x18\n" +
-	"\acluster\x18\b \x01(\tR\acluster\"\x91\x01\n" +
+	"\acluster\x18\b \x01(\tR\acluster\x12-\n" +
+	"\x13time_from_unix_nano\x18\t \x01(\x03R\x10timeFromUnixNano\x12)\n" +
+	"\x11time_to_unix_nano\x18\n" +
+	" \x01(\x03R\x0etimeToUnixNano\"\x91\x01\n" +
 	"\fListResponse\x12*\n" +
 	"\x05files\x18\x01 \x03(\v2\x14.ddstore.v1.FileInfoR\x05files\x12\x1c\n" +
 	"\ttruncated\x18\x02 \x01(\bR\ttruncated\x127\n" +
@@ -5104,6 +5174,8 @@ func file_ddstore_v1_ddstore_proto_init() {
 	if File_ddstore_v1_ddstore_proto != nil {
 		return
 	}
+	file_ddstore_v1_ddstore_proto_msgTypes[2].OneofWrappers = []any{}
+	file_ddstore_v1_ddstore_proto_msgTypes[15].OneofWrappers = []any{}
 	file_ddstore_v1_ddstore_proto_msgTypes[57].OneofWrappers = []any{
 		(*Command_PutFile)(nil),
 		(*Command_DeleteFile)(nil),

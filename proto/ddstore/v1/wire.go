@@ -58,6 +58,7 @@ func WithoutChunks(m *FileManifest) *FileManifest {
 	return &FileManifest{
 		Name: m.GetName(), Size: m.GetSize(), Blake3: m.GetBlake3(), Date: m.GetDate(),
 		CreatedUnixNano: m.GetCreatedUnixNano(), Metadata: m.GetMetadata(), StoredSize: m.GetStoredSize(),
+		TimeFromUnixNano: m.TimeFromUnixNano, TimeToUnixNano: m.TimeToUnixNano,
 	}
 }
 
