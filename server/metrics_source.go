@@ -3,12 +3,40 @@ package server
 import (
 	"context"
 	"path/filepath"
+	"sync"
 	"time"
 
+	"github.com/ddstore/ddstore/replica"
 	"github.com/ddstore/ddstore/server/metrics"
 	"github.com/hashicorp/raft"
 	"golang.org/x/sys/unix"
 )
+
+// usageCache keeps the store's usage for the metrics: the local and pack
+// stores keep counters and are read at every scrape; a GridFS store counts
+// its chunks with a query over them all, so its answer is reused for a
+// minute.
+type usageCache struct {
+	mu sync.Mutex
+	at time.Time
+	u  replica.Usage
+}
+
+func (c *usageCache) get(ctx context.Context, kind string, s replica.Store) (replica.Usage, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if kind == "gridfs" && !c.at.IsZero() && time.Since(c.at) < time.Minute {
+		return c.u, true
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	u, err := s.Usage(ctx)
+	if err != nil {
+		return replica.Usage{}, false
+	}
+	c.u, c.at = u, time.Now()
+	return u, true
+}
 
 // metricsSource gives the node's metrics its state at scrape time, read
 // from the counters and fields the node keeps anyway.
@@ -41,11 +69,9 @@ func (m metricsSource) Snapshot(ctx context.Context) metrics.Snapshot {
 	s.Health = metrics.Health{Quorum: sv.quorum, StoreOK: sv.storeOK, LogOK: sv.logOK, Ready: sv.why == "", NotReason: sv.why}
 
 	s.Store.Kind = n.base.Kind()
-	uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	if u, err := n.base.Usage(uctx); err == nil {
+	if u, ok := n.usage.get(ctx, n.cfg.Store, n.base); ok {
 		s.Store.Chunks, s.Store.Bytes, s.Store.UsageKnown = u.Chunks, u.Bytes, true
 	}
-	cancel()
 	if n.cfg.Store == "local" || n.cfg.Store == "pack" {
 		var fs unix.Statfs_t
 		if err := unix.Statfs(filepath.Join(n.cfg.DataDir, "chunks"), &fs); err == nil {

@@ -67,6 +67,7 @@ type Node struct {
 	pubAddr   string // the address peers are told: public, API, or none if private
 
 	metrics *metrics.Metrics
+	usage   usageCache   // the store's usage as the metrics show it
 	http    *http.Server // the HTTP listener (Config.HTTPAddr); nil without one
 	httpLis net.Listener
 
