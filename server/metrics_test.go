@@ -299,8 +299,12 @@ func TestMetrics(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 			s = scrapeNode(t, hc, addr(m))
 		}
-		if !s.has("ddstore_raft_leader_changes_total") || !s.has("go_goroutines") || !s.has("ddstore_process_resident_memory_bytes") {
-			t.Errorf("%s: leader changes, Go or process metrics missing", m.ID)
+		if s.value("ddstore_raft_leader_changes_total") < 1 || !s.has("ddstore_raft_last_contact_seconds") {
+			t.Errorf("%s: %g leader changes observed (want at least the first election), last contact present: %v",
+				m.ID, s.value("ddstore_raft_leader_changes_total"), s.has("ddstore_raft_last_contact_seconds"))
+		}
+		if !s.has("go_goroutines") || !s.has("ddstore_process_resident_memory_bytes") {
+			t.Errorf("%s: Go or process metrics missing", m.ID)
 		}
 		promtoolCheck(t, s.text)
 		if code, body := httpGet(t, hc, addr(m), "/healthz"); code != http.StatusOK {
