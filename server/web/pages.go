@@ -186,13 +186,15 @@ func (c *Console) healPage(w http.ResponseWriter, r *http.Request, rq request) {
 // filesView is the file browser's data.
 type filesView struct {
 	Prefix, From, To string
+	After            string // the page starts after this name
 	Listed           bool
-	Files            []*pb.FileInfo
-	Total            int // files that matched (Files holds at most maxListed)
-	Bytes            uint64
+	Files            []*pb.FileInfo // one page
+	Truncated        bool           // more names follow the page
+	Next             string         // After of the next page
+	Bytes            uint64         // the page's files' sizes
 	Unanswered       []*pb.ClusterNote
 	Crumbs           []folder // the prefix's folders, outermost first
-	Folders          []folder // folders one level below the prefix
+	Folders          []folder // folders one level below the prefix, in this page
 }
 
 // folder is a prefix ending in '/' to list, with the part of it to show.
@@ -240,12 +242,9 @@ func subfolders(prefix string, files []*pb.FileInfo) []folder {
 	return out
 }
 
-// maxListed bounds the rows of one listing page.
-const maxListed = 2000
-
 func (c *Console) filesPage(w http.ResponseWriter, r *http.Request, rq request) {
 	q := r.URL.Query()
-	v := filesView{Prefix: q.Get("prefix"), From: q.Get("from"), To: q.Get("to")}
+	v := filesView{Prefix: q.Get("prefix"), From: q.Get("from"), To: q.Get("to"), After: q.Get("after")}
 	v.Crumbs = crumbs(v.Prefix)
 	for _, d := range []string{v.From, v.To} {
 		if d == "" {
@@ -258,14 +257,16 @@ func (c *Console) filesPage(w http.ResponseWriter, r *http.Request, rq request) 
 	}
 	ctx, cancel := c.callCtx(r.Context())
 	defer cancel()
-	l, err := rq.client.List(ctx, client.ListOptions{Prefix: v.Prefix, DateFrom: v.From, DateTo: v.To})
+	l, err := rq.client.List(ctx, client.ListOptions{Prefix: v.Prefix, DateFrom: v.From, DateTo: v.To, StartAfter: v.After, Limit: c.opts.ListPage})
 	if err != nil {
 		c.fail(w, r, rq, "list", err)
 		return
 	}
 	v.Listed = true
-	v.Total = len(l.Files)
-	v.Files = l.Files[:min(len(l.Files), maxListed)]
+	v.Files, v.Truncated = l.Files, l.Truncated
+	if v.Truncated && len(v.Files) > 0 {
+		v.Next = v.Files[len(v.Files)-1].GetName()
+	}
 	for _, f := range l.Files {
 		v.Bytes += f.GetSize()
 	}

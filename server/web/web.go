@@ -66,6 +66,9 @@ type Options struct {
 	SessionTTL time.Duration
 	// IdleTimeout ends a session unused that long. Default 1 h.
 	IdleTimeout time.Duration
+	// ListPage is how many files one page of the file browser lists.
+	// Default 1000.
+	ListPage int
 	// CallTimeout bounds the cluster calls behind one page. Default 5 s.
 	CallTimeout time.Duration
 	// Logger; default: discard.
@@ -101,6 +104,9 @@ func New(opts Options) (*Console, error) {
 	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = time.Hour
+	}
+	if opts.ListPage <= 0 {
+		opts.ListPage = 1000
 	}
 	if opts.CallTimeout <= 0 {
 		opts.CallTimeout = 5 * time.Second

@@ -11,6 +11,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -340,6 +341,36 @@ func TestConsoleHandlers(t *testing.T) {
 		}
 		if resp, _ := get(t, hc, srv.URL+"/console/static/console.js"); resp.StatusCode != http.StatusOK {
 			t.Errorf("script under /console: %d", resp.StatusCode)
+		}
+	})
+
+	t.Run("pages of a listing", func(t *testing.T) {
+		for _, n := range []string{"pages/a", "pages/b", "pages/c", "pages/d", "pages/e"} {
+			put(t, ctx, cl, n, []byte(n))
+		}
+		srv := startConsole(t, cl, web.Options{ListPage: 2})
+		hc := httpClient(t)
+		login(t, hc, srv.URL, token(t, cl, auth.RoleRead, "", time.Hour))
+		var seen []string
+		next := srv.URL + "/files?prefix=pages/"
+		for page := 0; next != ""; page++ {
+			if page > 5 {
+				t.Fatal("the pages do not end")
+			}
+			resp, body := get(t, hc, next)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("page %d: %d", page, resp.StatusCode)
+			}
+			for _, m := range regexp.MustCompile(`class="file" href="[^"]*">([^<]*)</a>`).FindAllStringSubmatch(body, -1) {
+				seen = append(seen, m[1])
+			}
+			next = ""
+			if m := regexp.MustCompile(`id="next" href="([^"]*)"`).FindStringSubmatch(body); m != nil {
+				next = srv.URL + html.UnescapeString(m[1])
+			}
+		}
+		if got := strings.Join(seen, ","); got != "pages/a,pages/b,pages/c,pages/d,pages/e" {
+			t.Errorf("pages listed %s", got)
 		}
 	})
 
