@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // startHTTP opens the node's HTTP listener (Config.HTTPAddr) and serves
@@ -95,3 +97,9 @@ func (n *Node) HTTPAddr() string {
 	}
 	return n.httpLis.Addr().String()
 }
+
+// MetricsRegistry is the node's Prometheus registry (what /metrics serves):
+// a part of the process that runs beside the node, such as an S3 gateway
+// started with it, registers its collectors here to be scraped with the
+// node's.
+func (n *Node) MetricsRegistry() *prometheus.Registry { return n.metrics.Registry() }

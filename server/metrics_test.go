@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -179,7 +180,15 @@ func TestMetrics(t *testing.T) {
 	hc := httpsClient(t, A)
 	n1 := A.Members[0]
 	addr := func(m *localcluster.Member) string { return m.Node.HTTPAddr() }
+	// Another part of the process (an S3 gateway beside the node) adds
+	// its own metrics to the node's registry.
+	extra := prometheus.NewCounter(prometheus.CounterOpts{Name: "ddstore_test_extra_total", Help: "A collector registered beside the node's."})
+	n1.Node.MetricsRegistry().MustRegister(extra)
+	extra.Inc()
 	before := scrapeNode(t, hc, addr(n1))
+	if before.value("ddstore_test_extra_total") != 1 {
+		t.Error("a collector registered in the node's registry is not scraped")
+	}
 
 	// Upload through node1: R=3, so every node stores every chunk.
 	const size = 6 << 20
