@@ -7,8 +7,10 @@
 package consensus
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -94,10 +98,15 @@ func Open(cfg Config) (*Node, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	hlevel := hclog.Info
+	if logger.Enabled(context.Background(), slog.LevelDebug) {
+		hlevel = hclog.Debug
+	}
 	hlog := hclog.New(&hclog.LoggerOptions{
-		Name:   "raft",
-		Level:  hclog.Warn,
-		Output: slogWriter{logger},
+		Name:       "raft",
+		Level:      hlevel,
+		JSONFormat: true,
+		Output:     slogWriter{logger},
 	})
 
 	rc := raft.DefaultConfig()
@@ -470,14 +479,52 @@ func timeoutOf(ctx context.Context, def time.Duration) time.Duration {
 	return def
 }
 
-// slogWriter turns hclog's formatted lines into slog records.
+// slogWriter turns hclog's lines (JSON) into slog records at their own
+// level, with hclog's module and fields as attributes, so that Raft's lines
+// read like every other line of the node and go wherever its log goes.
 type slogWriter struct{ l *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	msg := string(p)
-	for len(msg) > 0 && (msg[len(msg)-1] == '\n' || msg[len(msg)-1] == '\r') {
-		msg = msg[:len(msg)-1]
+	for _, line := range bytes.Split(p, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) > 0 {
+			level, msg, attrs := hclogRecord(line)
+			w.l.LogAttrs(context.Background(), level, msg, attrs...)
+		}
 	}
-	w.l.Warn(msg, "component", "raft")
 	return len(p), nil
+}
+
+// hclogRecord decodes one hclog JSON line into a level, message and
+// attributes; a line that is not JSON is logged whole, at WARN.
+func hclogRecord(line []byte) (slog.Level, string, []slog.Attr) {
+	var m map[string]any
+	if err := json.Unmarshal(line, &m); err != nil {
+		return slog.LevelWarn, string(line), []slog.Attr{slog.String("component", "raft")}
+	}
+	level := slog.LevelInfo
+	switch m["@level"] {
+	case "trace", "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	msg, _ := m["@message"].(string)
+	component := "raft"
+	if mod, ok := m["@module"].(string); ok && mod != "" {
+		component = mod
+	}
+	attrs := []slog.Attr{slog.String("component", component)}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if !strings.HasPrefix(k, "@") {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		attrs = append(attrs, slog.Any(k, m[k]))
+	}
+	return level, msg, attrs
 }

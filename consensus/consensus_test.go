@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -199,5 +201,32 @@ func TestCluster(t *testing.T) {
 	st := ms[0].node.Status()
 	if st.Term == 0 || st.AppliedIndex == 0 {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestRaftLogsInSlog: hclog's lines become slog records at their own level,
+// with module and fields as attributes, one timestamp.
+func TestRaftLogsInSlog(t *testing.T) {
+	for _, tc := range []struct {
+		line  string
+		level slog.Level
+		msg   string
+		attrs string
+	}{
+		{`{"@level":"warn","@message":"heartbeat timeout reached, starting election","@module":"raft","@timestamp":"2026-11-29T18:00:00.000000Z","last-leader-addr":"127.0.0.1:7401"}`,
+			slog.LevelWarn, "heartbeat timeout reached, starting election", "component=raft last-leader-addr=127.0.0.1:7401"},
+		{`{"@level":"info","@message":"entering follower state","@module":"raft","follower":{},"leader-id":""}`, slog.LevelInfo, "entering follower state", "component=raft follower=map[] leader-id="},
+		{`{"@level":"debug","@message":"x","@module":"raft.transport"}`, slog.LevelDebug, "x", "component=raft.transport"},
+		{`{"@level":"error","@message":"failed to appendEntries"}`, slog.LevelError, "failed to appendEntries", "component=raft"},
+		{`not json`, slog.LevelWarn, "not json", "component=raft"},
+	} {
+		level, msg, attrs := hclogRecord([]byte(tc.line))
+		var parts []string
+		for _, a := range attrs {
+			parts = append(parts, a.String())
+		}
+		if level != tc.level || msg != tc.msg || strings.Join(parts, " ") != tc.attrs {
+			t.Errorf("%s: got %v %q %q", tc.line, level, msg, strings.Join(parts, " "))
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -26,6 +27,7 @@ func newServerCmd() *cobra.Command {
 		peers      []string
 		configFile string
 		logLevel   string
+		logFormat  string
 		sec        securityFlags
 	)
 	cmd := &cobra.Command{
@@ -45,13 +47,12 @@ Start a new cluster with --bootstrap on its first node; start the others with
 			if err := applyEnvAndFile(cmd.Flags(), configFile); err != nil {
 				return usageError{err}
 			}
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return usageError{fmt.Errorf("--log-level: %w", err)}
+			logger, err := newLogger(os.Stderr, logLevel, logFormat)
+			if err != nil {
+				return usageError{err}
 			}
-			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			cfg.Logger = logger
 			cfg.Join = join
-			var err error
 			if cfg.Peers, err = parsePeers(peers); err != nil {
 				return usageError{err}
 			}
@@ -123,6 +124,7 @@ Start a new cluster with --bootstrap on its first node; start the others with
 	f.DurationVar(&cfg.WriteCheckInterval, "write-check-interval", time.Second, "how often the node checks that its store has room for a chunk and its Raft log takes entries; health is NOT_SERVING while not (negative disables the check)")
 	f.IntVar(&cfg.RaftLogSegmentSize, "raft-log-segment-size", 64<<20, "bytes of each Raft log segment file, preallocated when the log moves on to it")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text (key=value lines) or json (one object per line)")
 	sec.register(f, &cfg)
 	return cmd
 }
@@ -320,4 +322,21 @@ func defaultDataRoot() string {
 		return filepath.Join(home, ".local", "share", "ddstore")
 	}
 	return filepath.Join(os.TempDir(), "ddstore")
+}
+
+// newLogger returns the node's logger: slog's text or JSON handler on w at
+// the given level.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
