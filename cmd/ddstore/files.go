@@ -228,7 +228,8 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 					err error
 				)
 				for attempt := 0; ; attempt++ {
-					res, err = c.Put(ctx, name, in, opts)
+					src := span.scan(name, in, &opts) // a fresh scan of each attempt's read
+					res, err = c.Put(ctx, name, src, opts)
 					if err == nil || seek == nil || attempt >= retries || !client.Retryable(err) || ctx.Err() != nil {
 						break
 					}
@@ -244,11 +245,16 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 					return fmt.Errorf("put %s: %w", name, err)
 				}
 				if g.json {
+					r := catalog.FileRange(res.Manifest)
 					return printJSON(os.Stdout, map[string]any{
 						"name": name, "size": res.Size, "chunks": res.Chunks, "chunks_sent": res.ChunksSent,
 						"bytes_sent": res.BytesSent, "seconds": res.Duration.Seconds(),
-						"blake3": hex.EncodeToString(res.Manifest.GetBlake3()),
+						"blake3": hex.EncodeToString(res.Manifest.GetBlake3()), "date": res.Manifest.GetDate(),
+						"time_from": timerange.Format(r.From), "time_to": timerange.Format(r.To), "time_source": span.source(),
 					})
+				}
+				if s := span.found(); s != "" {
+					fmt.Println(s)
 				}
 				fmt.Printf("stored %s: %d bytes in %d chunks; sent %d chunks (%d bytes), %d already stored; %.1f MB/s\n",
 					name, res.Size, res.Chunks, res.ChunksSent, res.BytesSent, res.ChunksKnown, mbps(res.Size, res.Duration))
@@ -259,6 +265,8 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 	cmd.Flags().StringVar(&opts.Date, "date", "", "calendar day the file's data covers, YYYY-MM-DD (default: the range read from the data, else today)")
 	cmd.Flags().StringVar(&span.from, "from", "", "start of the UTC time range the file's data covers: RFC 3339 (2018-04-13T00:00:00Z, 2018-04-13T00:00Z) or a day (its start); with --to")
 	cmd.Flags().StringVar(&span.to, "to", "", "end of the time range, inclusive: RFC 3339 or a day (its end)")
+	cmd.Flags().BoolVar(&span.fromData, "time-from-data", false, "read the time range from the data while uploading (Mesonet header, CSV timestamp column); without --date/--from/--to this is tried anyway, and a file with no times gets today")
+	cmd.Flags().StringVar(&span.column, "time-column", "", "CSV column holding the observation times (implies --time-from-data)")
 	cmd.Flags().StringArrayVar(&meta, "meta", nil, "user metadata key=value (repeatable)")
 	cmd.Flags().BoolVar(&opts.Overwrite, "overwrite", false, "replace an existing file of that name")
 	cmd.Flags().IntVar(&retries, "retries", 3, "retries after a node becomes unavailable (files only)")

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -26,6 +29,8 @@ func TestTimeRangeUsage(t *testing.T) {
 		{"put from alone", []string{"put", "--from", "2018-04-13", "/dev/null", "x"}, "together"},
 		{"put date and range", []string{"put", "--date", "2018-04-13", "--from", "2018-04-13", "--to", "2018-04-14", "/dev/null", "x"}, "not both"},
 		{"put too long", []string{"put", "--from", "1700-01-01", "--to", "2200-01-01", "/dev/null", "x"}, "spans more"},
+		{"put time-from-data and date", []string{"put", "--time-from-data", "--date", "2018-04-13", "/dev/null", "x"}, "not both"},
+		{"put time-column and range", []string{"put", "--time-column", "valid", "--from", "2018-04-13", "--to", "2018-04-14", "/dev/null", "x"}, "not both"},
 		{"ls reversed", []string{"ls", "--from", "2018-04-14T00:00Z", "--to", "2018-04-13"}, "reversed"},
 		{"ls malformed", []string{"ls", "--from", "13/04/2018"}, "rfc 3339"},
 		{"ls bad day", []string{"ls", "--to", "2018-02-30"}, "rfc 3339"},
@@ -54,8 +59,9 @@ func lsNames(t *testing.T, addr string, args ...string) []string {
 	return names
 }
 
-// TestTimeRangeCLI: files put with --from/--to, --date, or nothing, listed
-// by ranges of timestamps and days: exactly the overlapping ones.
+// TestTimeRangeCLI: files put with --from/--to, --date, ranges read from
+// their data (Mesonet, CSV), or nothing, listed by ranges of timestamps and
+// days: exactly the overlapping ones.
 func TestTimeRangeCLI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -73,6 +79,53 @@ func TestTimeRangeCLI(t *testing.T) {
 	if err := os.WriteFile(plain, []byte("no times in here\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A Mesonet observation file (small: one call) and a CSV of three
+	// months, one row a minute (5 MB: the chunked upload), get their ranges
+	// from their contents.
+	mesonet := filepath.Join(dir, "obs_20180413_0000.txt")
+	if err := os.WriteFile(mesonet, []byte("Mesonet observations\n 2018 04 13 00 00 00\n  STN   LAT   LON  TMPF\n KSJC 37.36 -121.93 55.4\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var csv strings.Builder
+	csv.WriteString("station,time,tmpf,relh\n")
+	for m := time.Date(2018, 4, 13, 0, 0, 0, 0, time.UTC); m.Before(time.Date(2018, 7, 1, 0, 0, 0, 0, time.UTC)); m = m.Add(time.Minute) {
+		fmt.Fprintf(&csv, "KSJC,%s,%.1f,%d\n", m.Format(time.RFC3339), 50+float64(m.Minute())/10, m.Hour()*4)
+	}
+	quarterCSV := filepath.Join(dir, "quarter.csv")
+	if err := os.WriteFile(quarterCSV, []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	iem := filepath.Join(dir, "iem.csv")
+	if err := os.WriteFile(iem, []byte("station,when,tmpf\nSJC,2018-08-01 00:54,55\nSJC,2018-08-02 23:54,56\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{mesonet, "mesonet"}, "time range from data: 2018-04-13T00:00:00Z .. 2018-04-13T00:00:00Z (mesonet header)"},
+		{[]string{quarterCSV, "quarter.csv"}, "time range from data: 2018-04-13T00:00:00Z .. 2018-06-30T23:59:00Z (csv column time, 113760 rows)"},
+		{[]string{"--time-column", "when", iem, "iem.csv"}, "time range from data: 2018-08-01T00:54:00Z .. 2018-08-02T23:54:00Z (csv column when, 2 rows)"},
+	} {
+		r := run(t, append([]string{"--addr", addr, "put"}, tt.args...)...)
+		if r.code != 0 || !strings.Contains(r.stdout, tt.want+"\n") {
+			t.Fatalf("put %v: exit %d, stdout %q, stderr %q; want %q", tt.args, r.code, r.stdout, r.stderr, tt.want)
+		}
+	}
+	// The same CSV from standard input, with --json.
+	cmd := exec.Command(exe, "--addr", addr, "--json", "put", "--time-from-data", "-", "stdin.csv")
+	cmd.Stdin = strings.NewReader(csv.String())
+	out, err := cmd.Output()
+	var js map[string]any
+	if err != nil || json.Unmarshal(out, &js) != nil || js["time_from"] != "2018-04-13T00:00:00Z" || js["time_to"] != "2018-06-30T23:59:00Z" || js["time_source"] != "data: csv column time" {
+		t.Fatalf("put from stdin: %v %s", err, out)
+	}
+	// --time-from-data on a file without times: nothing committed.
+	wantFail(t, run(t, "--addr", addr, "put", "--time-from-data", plain, "plain-strict"), 1, "no observation times")
+	if r := run(t, "--addr", addr, "stat", "plain-strict"); r.code == 0 {
+		t.Fatal("a put without the times it was told to read was committed")
+	}
+
 	puts := [][]string{
 		{"--from", "2018-04-13T00:00Z", "--to", "2018-04-13T23:00:00Z", plain, "april"},
 		{"--from", "2018-04-13", "--to", "2018-06-30", plain, "quarter"},
@@ -90,15 +143,16 @@ func TestTimeRangeCLI(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--from", "2018-04-13T00:00Z", "--to", "2018-04-14"}, "[april instant quarter]"},
-		{[]string{"--from", "2018-04-14T00:00Z", "--to", "2018-04-14T00:00Z"}, "[instant quarter]"},
-		{[]string{"--from", "2018-04-13T23:00:01Z", "--to", "2018-04-13T23:59:59Z"}, "[quarter]"},
-		{[]string{"--from", "2018-04-20", "--to", "2018-04-20"}, "[dated quarter]"},
-		{[]string{"--from", "2018-06-30T23:59:59Z", "--to", "2018-07-01"}, "[quarter]"},
-		{[]string{"--from", "2018-07-01"}, "[today]"},
-		{[]string{"--to", "2018-04-13T00:00Z"}, "[april quarter]"},
+		{[]string{"--from", "2018-04-13T00:00Z", "--to", "2018-04-14"}, "[april instant mesonet quarter quarter.csv stdin.csv]"},
+		{[]string{"--from", "2018-04-14T00:00Z", "--to", "2018-04-14T00:00Z"}, "[instant quarter quarter.csv stdin.csv]"},
+		{[]string{"--from", "2018-04-13T23:00:01Z", "--to", "2018-04-13T23:59:59Z"}, "[quarter quarter.csv stdin.csv]"},
+		{[]string{"--from", "2018-04-20", "--to", "2018-04-20"}, "[dated quarter quarter.csv stdin.csv]"},
+		{[]string{"--from", "2018-06-30T23:59:30Z", "--to", "2018-07-01"}, "[quarter]"},
+		{[]string{"--from", "2018-07-01", "--to", "2018-08-01T00:54Z"}, "[iem.csv]"},
+		{[]string{"--from", "2018-08-03"}, "[today]"},
+		{[]string{"--to", "2018-04-13T00:00Z"}, "[april mesonet quarter quarter.csv stdin.csv]"},
 		{[]string{"--from", today, "--to", today}, "[today]"},
-		{nil, "[april dated instant quarter today]"},
+		{nil, "[april dated iem.csv instant mesonet quarter quarter.csv stdin.csv today]"},
 	}
 	for _, tt := range tests {
 		if got := lsNames(t, addr, tt.args...); strings.Join(got, " ") != strings.Trim(tt.want, "[]") {
