@@ -125,9 +125,9 @@ func promtoolCheck(t testing.TB, text string) {
 }
 
 // consoleHandler stands in for the web console on the HTTP listener.
-var consoleHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func consoleHandler(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "console at %s", r.URL.Path)
-})
+}
 
 // startMetricsFederation starts cluster A (3 nodes, R=3, an HTTP listener
 // each, pprof on node1, a stand-in console at "/") and cluster B (1 node),
@@ -152,7 +152,7 @@ func startMetricsFederation(t *testing.T) (a, b *localcluster.Cluster) {
 				c.RepairInterval, c.ScrubInterval, c.GCInterval = -1, -1, -1
 				c.HTTPAddr = "127.0.0.1:0"
 				c.Pprof = c.ID == "node1"
-				c.HTTPHandler = consoleHandler
+				c.HTTPHandler = http.HandlerFunc(consoleHandler)
 			}})
 		if err != nil {
 			t.Fatal(err)

@@ -91,8 +91,6 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(Namespace+"_"+name, help, labels, nil)
 }
 
-var raftStates = []string{"Follower", "Candidate", "Leader", "Shutdown"}
-
 // stateDescs are the descriptions of the metrics stateCollector makes.
 type stateDescs struct {
 	raftTerm, raftApplied, raftCommit, raftLast, raftLeader, raftState, raftVoters, raftLeaderChanges, raftLastContact     *prometheus.Desc
@@ -193,7 +191,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(d.raftCommit, float64(r.Commit))
 	gauge(d.raftLast, float64(r.Last))
 	gauge(d.raftLeader, b(r.State == "Leader"))
-	for _, st := range raftStates {
+	for _, st := range [...]string{"Follower", "Candidate", "Leader", "Shutdown"} {
 		gauge(d.raftState, b(r.State == st), st)
 	}
 	gauge(d.raftVoters, float64(r.Voters))
