@@ -274,12 +274,32 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 }
 
 func newGetCmd(g *globalFlags) *cobra.Command {
-	var resume bool
+	var (
+		resume   bool
+		span     client.ListOptions
+		parallel int
+	)
 	cmd := &cobra.Command{
-		Use:   "get NAME [FILE]",
-		Short: "Download a file (FILE - for standard output); --resume continues a partial download",
+		Use:   "get NAME [FILE] | get --from T1 --to T2 DIR",
+		Short: "Download a file (FILE - for standard output; --resume continues a partial download), or every file of a time range into DIR",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if span.DateFrom != "" || span.DateTo != "" {
+				if len(args) != 1 || resume {
+					return usageError{errors.New("get --from/--to: name one directory (ddstore get --from T1 --to T2 DIR); a rerun resumes by itself")}
+				}
+				if _, err := timerange.Parse(span.DateFrom, span.DateTo); err != nil {
+					return usageError{fmt.Errorf("get: --from/--to: %s", syntaxMessage(err))}
+				}
+				if parallel < 1 {
+					return usageError{errors.New("get: --parallel must be at least 1")}
+				}
+				span.Consistency = g.consistency()
+				rg := &rangeGet{g: g, dir: args[0], parallel: parallel}
+				return g.session(cmd.Context(), 0, func(ctx context.Context, c *client.Client) error {
+					return rg.run(ctx, c, span)
+				})
+			}
 			name, path := args[0], filepath.Base(args[0])
 			if len(args) == 2 {
 				path = args[1]
@@ -332,6 +352,9 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&resume, "resume", false, "keep the verified chunks of a partial FILE and fetch the rest")
+	cmd.Flags().StringVar(&span.DateFrom, "from", "", "download every file whose time range ends at or after this time (RFC 3339 or a day) into DIR")
+	cmd.Flags().StringVar(&span.DateTo, "to", "", "... and starts at or before this time (RFC 3339 or a day, its end)")
+	cmd.Flags().IntVar(&parallel, "parallel", 4, "with --from/--to: files downloaded at a time")
 	return cmd
 }
 
