@@ -71,6 +71,7 @@ type Scanner struct {
 	sep      byte
 	cols     []*column
 	maxIndex int
+	spans    [][2]int // the current row's fields, reused
 	found    Result
 }
 
@@ -86,6 +87,89 @@ type column struct {
 	index, rank    int
 	from, to       int64
 	parsed, failed int
+	layout         string // the layout that read its last value, tried first
+}
+
+// parse reads one cell, trying first the layout that read the previous one.
+func (c *column) parse(cell []byte) (from, to int64, ok bool) {
+	cell = bytes.TrimSpace(cell)
+	if len(cell) >= 2 && cell[0] == '"' && cell[len(cell)-1] == '"' {
+		cell = bytes.TrimSpace(cell[1 : len(cell)-1])
+	}
+	if ns, ok := fastISO(cell); ok {
+		return ns, ns, true
+	}
+	v := string(cell)
+	if c.layout != "" {
+		if t, err := time.Parse(c.layout, v); err == nil {
+			if c.layout == "2006-01-02" || c.layout == "2006/01/02" || c.layout == "20060102" {
+				return day(t, nil)
+			}
+			return instant(t, nil)
+		}
+	}
+	from, to, layout, ok := parseValue(v)
+	if ok {
+		c.layout = layout
+	}
+	return from, to, ok
+}
+
+// fastISO reads, without allocating, the commonest forms:
+// YYYY-MM-DD(T| )HH:MM[:SS] with no zone or Z. Others are left to
+// time.Parse.
+func fastISO(b []byte) (int64, bool) {
+	if n := len(b); n > 0 && b[n-1] == 'Z' {
+		b = b[:n-1]
+	}
+	if (len(b) != 16 && len(b) != 19) || b[4] != '-' || b[7] != '-' || (b[10] != 'T' && b[10] != ' ') || b[13] != ':' {
+		return 0, false
+	}
+	num := func(i, n int) int {
+		v := 0
+		for _, c := range b[i : i+n] {
+			if c < '0' || c > '9' {
+				return -1
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v
+	}
+	sec := 0
+	if len(b) == 19 {
+		if b[16] != ':' {
+			return 0, false
+		}
+		sec = num(17, 2)
+	}
+	y, mo, d, h, mi := num(0, 4), num(5, 2), num(8, 2), num(11, 2), num(14, 2)
+	if y < 1678 || y > 2261 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 59 {
+		return 0, false
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, sec, 0, time.UTC)
+	if t.Day() != d { // 31 April and the like
+		return 0, false
+	}
+	return t.UnixNano(), true
+}
+
+// fieldSpans appends to out the [start, end) of each field of a CSV line
+// split at sep outside double quotes, up to limit fields.
+func fieldSpans(line []byte, sep byte, limit int, out [][2]int) [][2]int {
+	start, quoted := 0, false
+	for i := 0; i < len(line); i++ {
+		switch c := line[i]; {
+		case c == '"':
+			quoted = !quoted
+		case c == sep && !quoted:
+			out = append(out, [2]int{start, i})
+			if len(out) == limit {
+				return out
+			}
+			start = i + 1
+		}
+	}
+	return append(out, [2]int{start, len(line)})
 }
 
 // Write takes the next bytes of the file.
@@ -93,6 +177,13 @@ func (s *Scanner) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 && s.mode != modeDone {
 		i := bytes.IndexByte(p, '\n')
+		if i >= 0 && len(s.line) == 0 && !s.skipping && i <= MaxLine {
+			// A whole line in p: read in place.
+			s.handle(bytes.TrimRight(p[:i], "\r"))
+			s.lines++
+			p = p[i+1:]
+			continue
+		}
 		chunk := p
 		if i >= 0 {
 			chunk = p[:i]
@@ -161,13 +252,14 @@ func (s *Scanner) handle(line []byte) {
 		if len(bytes.TrimSpace(line)) == 0 {
 			return
 		}
-		fields := splitFields(line, s.sep, s.maxIndex+1)
+		s.spans = fieldSpans(line, s.sep, s.maxIndex+1, s.spans[:0])
 		for _, c := range s.cols {
-			if c.index >= len(fields) {
+			if c.index >= len(s.spans) {
 				c.failed++
 				continue
 			}
-			from, to, ok := parseValue(fields[c.index])
+			sp := s.spans[c.index]
+			from, to, ok := c.parse(line[sp[0]:sp[1]])
 			if !ok {
 				c.failed++
 				continue
@@ -277,48 +369,52 @@ var layouts = []string{
 }
 
 // parseValue reads one timestamp cell; a day alone covers the whole day.
-func parseValue(v string) (from, to int64, ok bool) {
+// It returns the layout that read it ("" for digits read as Unix time).
+func parseValue(v string) (from, to int64, layout string, ok bool) {
 	v = strings.TrimSpace(v)
 	if len(v) < 8 || len(v) > 40 {
-		return 0, 0, false
+		return 0, 0, "", false
 	}
 	if allDigits(v) {
 		var t time.Time
 		var err error
 		switch len(v) {
 		case 8:
-			return day(time.Parse("20060102", v))
+			from, to, ok = day(time.Parse("20060102", v))
+			return from, to, "20060102", ok
 		case 10:
 			n, _ := strconv.ParseInt(v, 10, 64)
 			t = time.Unix(n, 0)
 		case 12:
-			t, err = time.Parse("200601021504", v)
+			layout = "200601021504"
+			t, err = time.Parse(layout, v)
 		case 13:
 			n, _ := strconv.ParseInt(v, 10, 64)
 			t = time.UnixMilli(n)
 		case 14:
-			t, err = time.Parse("20060102150405", v)
+			layout = "20060102150405"
+			t, err = time.Parse(layout, v)
 		default:
-			return 0, 0, false
+			return 0, 0, "", false
 		}
-		return instant(t, err)
+		from, to, ok = instant(t, err)
+		return from, to, layout, ok
 	}
 	if len(v) == 10 {
 		for _, l := range []string{"2006-01-02", "2006/01/02"} {
 			if t, err := time.Parse(l, v); err == nil {
-				return day(t, nil)
+				from, to, ok = day(t, nil)
+				return from, to, l, ok
 			}
 		}
 	}
-	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-		return instant(t, nil)
-	}
-	for _, l := range layouts {
+	for _, l := range append([]string{time.RFC3339Nano}, layouts...) {
 		if t, err := time.Parse(l, v); err == nil {
-			return instant(t, nil)
+			from, to, ok = instant(t, nil)
+			return from, to, l, ok
 		}
 	}
-	return 0, 0, false
+	return 0, 0, "", false
 }
 
 func allDigits(s string) bool {

@@ -102,3 +102,32 @@ func TestScanBounded(t *testing.T) {
 		t.Fatalf("line buffer grew to %d bytes", cap(s.line))
 	}
 }
+
+// BenchmarkScanCSV measures the scan's cost per byte of a CSV (it runs in
+// the reader of an upload).
+func BenchmarkScanCSV(b *testing.B) {
+	data := []byte(quarterCSV("station,time,tmpf,note", func(t time.Time) string { return t.Format(time.RFC3339) }))
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		s := &Scanner{}
+		for p := data; len(p) > 0; p = p[min(len(p), 32<<10):] {
+			s.Write(p[:min(len(p), 32<<10)])
+		}
+		if _, ok := s.Result(); !ok {
+			b.Fatal("no range")
+		}
+	}
+}
+
+// BenchmarkScanBinary measures the scan's cost over bytes of no known format.
+func BenchmarkScanBinary(b *testing.B) {
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		s := &Scanner{}
+		for p := data; len(p) > 0; p = p[min(len(p), 32<<10):] {
+			s.Write(p[:min(len(p), 32<<10)])
+		}
+	}
+}
