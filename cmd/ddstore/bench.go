@@ -32,7 +32,9 @@ against a local one; peer calls per lookup with and without the Bloom
 filters; their measured false-positive rate; --federation-only runs just
 that), and the cost of TLS: the same upload and download on a mutual-TLS
 cluster and an insecure one, interleaved run by run (--tls-only runs just
-that). Local clusters are mutual TLS, each with a throwaway CA. Beside each
+that), and the S3 gateway: PutObject and GetObject through a gateway against
+the Go client's put and get of the same kind of bytes, interleaved run by run
+(--s3-only runs just that). Local clusters are mutual TLS, each with a throwaway CA. Beside each
 figure it prints the baseline that bounds it, measured in the same run on
 the same bytes (disk write+fsync, raw loopback gRPC in plain text and over
 TLS, the chunker pipeline alone, direct GridFS, the insecure cluster), and
@@ -85,6 +87,9 @@ instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
 			if cfg.FederationOnly && cfg.TLSOnly {
 				return usageError{fmt.Errorf("--federation-only and --tls-only do not go together")}
 			}
+			if cfg.S3Only && (cfg.FederationOnly || cfg.TLSOnly || target != "") {
+				return usageError{fmt.Errorf("--s3-only runs alone on a local cluster: no --federation-only, --tls-only or --target")}
+			}
 			if (cfg.FederationOnly || cfg.TLSOnly) && target != "" {
 				return usageError{fmt.Errorf("--federation-only and --tls-only start their own clusters; they do not take --target")}
 			}
@@ -136,6 +141,7 @@ instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
 	f.IntVar(&cfg.FedFiles, "fed-files", 0, "small files in each of two peer clusters in the federation scenario (default 1000)")
 	f.IntVar(&cfg.FedLookups, "fed-lookups", 0, "lookups of missing names counted in the federation scenario (default 2000)")
 	f.BoolVar(&cfg.FederationOnly, "federation-only", false, "run only the federation scenario (three local clusters)")
+	f.BoolVar(&cfg.S3Only, "s3-only", false, "run only the S3 gateway scenario (size: the largest of --sizes up to 1GiB)")
 	f.BoolVar(&cfg.TLSOnly, "tls-only", false, "run only the TLS scenario (a mutual-TLS and an insecure local cluster; size: the largest of --sizes up to 1GiB)")
 	f.StringVar(&cfg.Store, "store", "", "chunk store of the local clusters' nodes: local (default) or pack")
 	f.StringVar(&cfg.Dir, "dir", "", "work directory for generated files and local clusters (default: a temporary one)")

@@ -200,16 +200,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = body
 	req.bucket, req.key = splitPath(r.URL.Path)
 	req.op = operation(r, req.bucket, req.key)
-	err := g.serve(r.Context(), req)
-	if err != nil {
-		g.writeError(req, err)
-	}
 	if g.metrics != nil {
-		code := rw.status
-		if code == 0 {
-			code = http.StatusOK
-		}
-		g.metrics.observe(req.op, code, time.Since(start), body.n, rw.n)
+		// Deferred: a download that fails after its answer began ends the
+		// handler with http.ErrAbortHandler, and is counted too.
+		defer func() {
+			code := rw.status
+			if code == 0 {
+				code = http.StatusOK
+			}
+			g.metrics.observe(req.op, code, time.Since(start), body.n, rw.n)
+		}()
+	}
+	if err := g.serve(r.Context(), req); err != nil {
+		g.writeError(req, err)
 	}
 }
 
