@@ -1560,6 +1560,415 @@ func (*DeleteResponse) Descriptor() ([]byte, []int) {
 	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{20}
 }
 
+type SnapshotSaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotSaveRequest) Reset() {
+	*x = SnapshotSaveRequest{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotSaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotSaveRequest) ProtoMessage() {}
+
+func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{21}
+}
+
+// SnapshotHeader describes a saved catalog snapshot. It travels encoded
+// (SnapshotPiece.header), so that the checksum covers its exact bytes.
+type SnapshotHeader struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Format          uint32                 `protobuf:"varint,1,opt,name=format,proto3" json:"format,omitempty"`  // 1: data is the catalog's Raft snapshot (catalog.FSM's Persist)
+	Cluster         string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"` // the cluster it was taken from
+	Node            string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`       // the node that took it
+	Index           uint64                 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`    // Raft index of the snapshot
+	Term            uint64                 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`      // Raft term of that index
+	Size            uint64                 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`      // bytes of data that follow
+	Files           uint64                 `protobuf:"varint,7,opt,name=files,proto3" json:"files,omitempty"`    // files in the catalog
+	Bytes           uint64                 `protobuf:"varint,8,opt,name=bytes,proto3" json:"bytes,omitempty"`    // sum of their sizes
+	CreatedUnixNano int64                  `protobuf:"varint,9,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	RaftVersion     int32                  `protobuf:"varint,10,opt,name=raft_version,json=raftVersion,proto3" json:"raft_version,omitempty"` // hashicorp/raft's snapshot version
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SnapshotHeader) Reset() {
+	*x = SnapshotHeader{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotHeader) ProtoMessage() {}
+
+func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
+func (*SnapshotHeader) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SnapshotHeader) GetFormat() uint32 {
+	if x != nil {
+		return x.Format
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *SnapshotHeader) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *SnapshotHeader) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetFiles() uint64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetRaftVersion() int32 {
+	if x != nil {
+		return x.RaftVersion
+	}
+	return 0
+}
+
+// SnapshotPiece is one message of a snapshot stream: the header first,
+// then data pieces (at most 1 MiB each), then the BLAKE3-256 of the
+// encoded header's length (4 bytes, big-endian), the encoded header and
+// the data, in that order: the same bytes a snapshot file holds after its
+// magic.
+type SnapshotPiece struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*SnapshotPiece_Header
+	//	*SnapshotPiece_Data
+	//	*SnapshotPiece_Blake3
+	Part          isSnapshotPiece_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotPiece) Reset() {
+	*x = SnapshotPiece{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotPiece) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotPiece) ProtoMessage() {}
+
+func (x *SnapshotPiece) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotPiece.ProtoReflect.Descriptor instead.
+func (*SnapshotPiece) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SnapshotPiece) GetPart() isSnapshotPiece_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *SnapshotPiece) GetHeader() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*SnapshotPiece_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotPiece) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*SnapshotPiece_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotPiece) GetBlake3() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*SnapshotPiece_Blake3); ok {
+			return x.Blake3
+		}
+	}
+	return nil
+}
+
+type isSnapshotPiece_Part interface {
+	isSnapshotPiece_Part()
+}
+
+type SnapshotPiece_Header struct {
+	Header []byte `protobuf:"bytes,1,opt,name=header,proto3,oneof"` // an encoded SnapshotHeader
+}
+
+type SnapshotPiece_Data struct {
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+type SnapshotPiece_Blake3 struct {
+	Blake3 []byte `protobuf:"bytes,3,opt,name=blake3,proto3,oneof"`
+}
+
+func (*SnapshotPiece_Header) isSnapshotPiece_Part() {}
+
+func (*SnapshotPiece_Data) isSnapshotPiece_Part() {}
+
+func (*SnapshotPiece_Blake3) isSnapshotPiece_Part() {}
+
+type SnapshotRestoreRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Piece         *SnapshotPiece         `protobuf:"bytes,1,opt,name=piece,proto3" json:"piece,omitempty"`
+	Force         bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"` // read from the first message: replace a catalog that holds files
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRestoreRequest) Reset() {
+	*x = SnapshotRestoreRequest{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRestoreRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRestoreRequest) ProtoMessage() {}
+
+func (x *SnapshotRestoreRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRestoreRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRestoreRequest) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SnapshotRestoreRequest) GetPiece() *SnapshotPiece {
+	if x != nil {
+		return x.Piece
+	}
+	return nil
+}
+
+func (x *SnapshotRestoreRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type SnapshotRestoreResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"` // Raft index the catalog was restored at in this cluster
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Files         uint64                 `protobuf:"varint,3,opt,name=files,proto3" json:"files,omitempty"`                                      // files restored
+	Bytes         uint64                 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`                                      // sum of their sizes
+	ReplacedFiles uint64                 `protobuf:"varint,5,opt,name=replaced_files,json=replacedFiles,proto3" json:"replaced_files,omitempty"` // files the catalog held before (only with force)
+	FromCluster   string                 `protobuf:"bytes,6,opt,name=from_cluster,json=fromCluster,proto3" json:"from_cluster,omitempty"`        // the snapshot's header
+	FromIndex     uint64                 `protobuf:"varint,7,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	FromTerm      uint64                 `protobuf:"varint,8,opt,name=from_term,json=fromTerm,proto3" json:"from_term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRestoreResponse) Reset() {
+	*x = SnapshotRestoreResponse{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRestoreResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRestoreResponse) ProtoMessage() {}
+
+func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SnapshotRestoreResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetFiles() uint64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetReplacedFiles() uint64 {
+	if x != nil {
+		return x.ReplacedFiles
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetFromCluster() string {
+	if x != nil {
+		return x.FromCluster
+	}
+	return ""
+}
+
+func (x *SnapshotRestoreResponse) GetFromIndex() uint64 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetFromTerm() uint64 {
+	if x != nil {
+		return x.FromTerm
+	}
+	return 0
+}
+
 type ReplicateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1571,7 +1980,7 @@ type ReplicateRequest struct {
 
 func (x *ReplicateRequest) Reset() {
 	*x = ReplicateRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1992,7 @@ func (x *ReplicateRequest) String() string {
 func (*ReplicateRequest) ProtoMessage() {}
 
 func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +2005,7 @@ func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{21}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReplicateRequest) GetName() string {
@@ -1634,7 +2043,7 @@ type ReplicateResponse struct {
 
 func (x *ReplicateResponse) Reset() {
 	*x = ReplicateResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +2055,7 @@ func (x *ReplicateResponse) String() string {
 func (*ReplicateResponse) ProtoMessage() {}
 
 func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +2068,7 @@ func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{22}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReplicateResponse) GetManifest() *FileManifest {
@@ -1712,7 +2121,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1724,7 +2133,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1737,7 +2146,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
 }
 
 type NodeStatus struct {
@@ -1769,7 +2178,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +2190,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +2203,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -1940,7 +2349,7 @@ type LimitStatus struct {
 
 func (x *LimitStatus) Reset() {
 	*x = LimitStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2361,7 @@ func (x *LimitStatus) String() string {
 func (*LimitStatus) ProtoMessage() {}
 
 func (x *LimitStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2374,7 @@ func (x *LimitStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitStatus.ProtoReflect.Descriptor instead.
 func (*LimitStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LimitStatus) GetOpenStreams() uint64 {
@@ -2038,7 +2447,7 @@ type FederationStatus struct {
 
 func (x *FederationStatus) Reset() {
 	*x = FederationStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2050,7 +2459,7 @@ func (x *FederationStatus) String() string {
 func (*FederationStatus) ProtoMessage() {}
 
 func (x *FederationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2063,7 +2472,7 @@ func (x *FederationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationStatus.ProtoReflect.Descriptor instead.
 func (*FederationStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *FederationStatus) GetLookups() uint64 {
@@ -2113,7 +2522,7 @@ type CacheTierStatus struct {
 
 func (x *CacheTierStatus) Reset() {
 	*x = CacheTierStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2534,7 @@ func (x *CacheTierStatus) String() string {
 func (*CacheTierStatus) ProtoMessage() {}
 
 func (x *CacheTierStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2547,7 @@ func (x *CacheTierStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheTierStatus.ProtoReflect.Descriptor instead.
 func (*CacheTierStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CacheTierStatus) GetTier() string {
@@ -2227,7 +2636,7 @@ type HealStatus struct {
 
 func (x *HealStatus) Reset() {
 	*x = HealStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2648,7 @@ func (x *HealStatus) String() string {
 func (*HealStatus) ProtoMessage() {}
 
 func (x *HealStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2661,7 @@ func (x *HealStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealStatus.ProtoReflect.Descriptor instead.
 func (*HealStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *HealStatus) GetScrubbedChunks() uint64 {
@@ -2313,7 +2722,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2325,7 +2734,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2338,7 +2747,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *StatusResponse) GetLeaderId() string {
@@ -2417,7 +2826,7 @@ type PeerClusterStatus struct {
 
 func (x *PeerClusterStatus) Reset() {
 	*x = PeerClusterStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2429,7 +2838,7 @@ func (x *PeerClusterStatus) String() string {
 func (*PeerClusterStatus) ProtoMessage() {}
 
 func (x *PeerClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2442,7 +2851,7 @@ func (x *PeerClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerClusterStatus.ProtoReflect.Descriptor instead.
 func (*PeerClusterStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PeerClusterStatus) GetName() string {
@@ -2533,7 +2942,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +2954,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +2967,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -2590,7 +2999,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2602,7 +3011,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2615,7 +3024,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
 }
 
 type LeaveRequest struct {
@@ -2627,7 +3036,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2639,7 +3048,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2652,7 +3061,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -2670,7 +3079,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2682,7 +3091,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2695,7 +3104,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
 }
 
 type ListChunksRequest struct {
@@ -2706,7 +3115,7 @@ type ListChunksRequest struct {
 
 func (x *ListChunksRequest) Reset() {
 	*x = ListChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2718,7 +3127,7 @@ func (x *ListChunksRequest) String() string {
 func (*ListChunksRequest) ProtoMessage() {}
 
 func (x *ListChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2731,7 +3140,7 @@ func (x *ListChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChunksRequest.ProtoReflect.Descriptor instead.
 func (*ListChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
 }
 
 type ListChunksResponse struct {
@@ -2748,7 +3157,7 @@ type ListChunksResponse struct {
 
 func (x *ListChunksResponse) Reset() {
 	*x = ListChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2760,7 +3169,7 @@ func (x *ListChunksResponse) String() string {
 func (*ListChunksResponse) ProtoMessage() {}
 
 func (x *ListChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2773,7 +3182,7 @@ func (x *ListChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChunksResponse.ProtoReflect.Descriptor instead.
 func (*ListChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListChunksResponse) GetIds() [][]byte {
@@ -2806,7 +3215,7 @@ type DeleteChunksRequest struct {
 
 func (x *DeleteChunksRequest) Reset() {
 	*x = DeleteChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2818,7 +3227,7 @@ func (x *DeleteChunksRequest) String() string {
 func (*DeleteChunksRequest) ProtoMessage() {}
 
 func (x *DeleteChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2831,7 +3240,7 @@ func (x *DeleteChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DeleteChunksRequest) GetIds() [][]byte {
@@ -2850,7 +3259,7 @@ type DeleteChunksResponse struct {
 
 func (x *DeleteChunksResponse) Reset() {
 	*x = DeleteChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2862,7 +3271,7 @@ func (x *DeleteChunksResponse) String() string {
 func (*DeleteChunksResponse) ProtoMessage() {}
 
 func (x *DeleteChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2875,7 +3284,7 @@ func (x *DeleteChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DeleteChunksResponse) GetDeleted() uint64 {
@@ -2899,7 +3308,7 @@ type CollectRequest struct {
 
 func (x *CollectRequest) Reset() {
 	*x = CollectRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2911,7 +3320,7 @@ func (x *CollectRequest) String() string {
 func (*CollectRequest) ProtoMessage() {}
 
 func (x *CollectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2924,7 +3333,7 @@ func (x *CollectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectRequest.ProtoReflect.Descriptor instead.
 func (*CollectRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CollectRequest) GetDryRun() bool {
@@ -2957,7 +3366,7 @@ type CollectResponse struct {
 
 func (x *CollectResponse) Reset() {
 	*x = CollectResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2969,7 +3378,7 @@ func (x *CollectResponse) String() string {
 func (*CollectResponse) ProtoMessage() {}
 
 func (x *CollectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2982,7 +3391,7 @@ func (x *CollectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectResponse.ProtoReflect.Descriptor instead.
 func (*CollectResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CollectResponse) GetUnreferenced() uint64 {
@@ -3049,7 +3458,7 @@ type RepairRequest struct {
 
 func (x *RepairRequest) Reset() {
 	*x = RepairRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3061,7 +3470,7 @@ func (x *RepairRequest) String() string {
 func (*RepairRequest) ProtoMessage() {}
 
 func (x *RepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3074,7 +3483,7 @@ func (x *RepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
 func (*RepairRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
 }
 
 type RepairResponse struct {
@@ -3089,7 +3498,7 @@ type RepairResponse struct {
 
 func (x *RepairResponse) Reset() {
 	*x = RepairResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3101,7 +3510,7 @@ func (x *RepairResponse) String() string {
 func (*RepairResponse) ProtoMessage() {}
 
 func (x *RepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3114,7 +3523,7 @@ func (x *RepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairResponse.ProtoReflect.Descriptor instead.
 func (*RepairResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RepairResponse) GetChunksChecked() uint64 {
@@ -3157,7 +3566,7 @@ type FiltersRequest struct {
 
 func (x *FiltersRequest) Reset() {
 	*x = FiltersRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3169,7 +3578,7 @@ func (x *FiltersRequest) String() string {
 func (*FiltersRequest) ProtoMessage() {}
 
 func (x *FiltersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3182,7 +3591,7 @@ func (x *FiltersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiltersRequest.ProtoReflect.Descriptor instead.
 func (*FiltersRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *FiltersRequest) GetFromCluster() string {
@@ -3222,7 +3631,7 @@ type BeyondFilters struct {
 
 func (x *BeyondFilters) Reset() {
 	*x = BeyondFilters{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3234,7 +3643,7 @@ func (x *BeyondFilters) String() string {
 func (*BeyondFilters) ProtoMessage() {}
 
 func (x *BeyondFilters) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3247,7 +3656,7 @@ func (x *BeyondFilters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeyondFilters.ProtoReflect.Descriptor instead.
 func (*BeyondFilters) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *BeyondFilters) GetCluster() string {
@@ -3296,7 +3705,7 @@ type FiltersResponse struct {
 
 func (x *FiltersResponse) Reset() {
 	*x = FiltersResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3308,7 +3717,7 @@ func (x *FiltersResponse) String() string {
 func (*FiltersResponse) ProtoMessage() {}
 
 func (x *FiltersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3321,7 +3730,7 @@ func (x *FiltersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiltersResponse.ProtoReflect.Descriptor instead.
 func (*FiltersResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *FiltersResponse) GetCluster() string {
@@ -3389,7 +3798,7 @@ type ProposeRequest struct {
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3401,7 +3810,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3414,7 +3823,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ProposeRequest) GetCommand() []byte {
@@ -3433,7 +3842,7 @@ type ProposeResponse struct {
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3445,7 +3854,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3458,7 +3867,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ProposeResponse) GetManifest() *FileManifest {
@@ -3476,7 +3885,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3488,7 +3897,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3501,7 +3910,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
 }
 
 type ReadIndexResponse struct {
@@ -3513,7 +3922,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3525,7 +3934,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3538,7 +3947,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -3557,7 +3966,7 @@ type HasChunksRequest struct {
 
 func (x *HasChunksRequest) Reset() {
 	*x = HasChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3569,7 +3978,7 @@ func (x *HasChunksRequest) String() string {
 func (*HasChunksRequest) ProtoMessage() {}
 
 func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3582,7 +3991,7 @@ func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksRequest.ProtoReflect.Descriptor instead.
 func (*HasChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *HasChunksRequest) GetIds() [][]byte {
@@ -3601,7 +4010,7 @@ type HasChunksResponse struct {
 
 func (x *HasChunksResponse) Reset() {
 	*x = HasChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3613,7 +4022,7 @@ func (x *HasChunksResponse) String() string {
 func (*HasChunksResponse) ProtoMessage() {}
 
 func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3626,7 +4035,7 @@ func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksResponse.ProtoReflect.Descriptor instead.
 func (*HasChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *HasChunksResponse) GetHas() []bool {
@@ -3645,7 +4054,7 @@ type PutChunksRequest struct {
 
 func (x *PutChunksRequest) Reset() {
 	*x = PutChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3657,7 +4066,7 @@ func (x *PutChunksRequest) String() string {
 func (*PutChunksRequest) ProtoMessage() {}
 
 func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3670,7 +4079,7 @@ func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksRequest.ProtoReflect.Descriptor instead.
 func (*PutChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *PutChunksRequest) GetChunk() *Chunk {
@@ -3690,7 +4099,7 @@ type PutChunksResponse struct {
 
 func (x *PutChunksResponse) Reset() {
 	*x = PutChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3702,7 +4111,7 @@ func (x *PutChunksResponse) String() string {
 func (*PutChunksResponse) ProtoMessage() {}
 
 func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3715,7 +4124,7 @@ func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksResponse.ProtoReflect.Descriptor instead.
 func (*PutChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *PutChunksResponse) GetId() []byte {
@@ -3741,7 +4150,7 @@ type GetChunkRequest struct {
 
 func (x *GetChunkRequest) Reset() {
 	*x = GetChunkRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3753,7 +4162,7 @@ func (x *GetChunkRequest) String() string {
 func (*GetChunkRequest) ProtoMessage() {}
 
 func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3766,7 +4175,7 @@ func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkRequest.ProtoReflect.Descriptor instead.
 func (*GetChunkRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetChunkRequest) GetId() []byte {
@@ -3785,7 +4194,7 @@ type GetChunkResponse struct {
 
 func (x *GetChunkResponse) Reset() {
 	*x = GetChunkResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3797,7 +4206,7 @@ func (x *GetChunkResponse) String() string {
 func (*GetChunkResponse) ProtoMessage() {}
 
 func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3810,7 +4219,7 @@ func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkResponse.ProtoReflect.Descriptor instead.
 func (*GetChunkResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{55}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetChunkResponse) GetChunk() *Chunk {
@@ -3828,7 +4237,7 @@ type LocalStatusRequest struct {
 
 func (x *LocalStatusRequest) Reset() {
 	*x = LocalStatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3840,7 +4249,7 @@ func (x *LocalStatusRequest) String() string {
 func (*LocalStatusRequest) ProtoMessage() {}
 
 func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3853,7 +4262,7 @@ func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalStatusRequest.ProtoReflect.Descriptor instead.
 func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{56}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
 }
 
 // Command is one entry of the Raft log. Apply is a pure function of the
@@ -3876,7 +4285,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3888,7 +4297,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3901,7 +4310,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -4038,7 +4447,7 @@ type MarkUnreferenced struct {
 
 func (x *MarkUnreferenced) Reset() {
 	*x = MarkUnreferenced{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4050,7 +4459,7 @@ func (x *MarkUnreferenced) String() string {
 func (*MarkUnreferenced) ProtoMessage() {}
 
 func (x *MarkUnreferenced) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4063,7 +4472,7 @@ func (x *MarkUnreferenced) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkUnreferenced.ProtoReflect.Descriptor instead.
 func (*MarkUnreferenced) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *MarkUnreferenced) GetIds() [][]byte {
@@ -4099,7 +4508,7 @@ type CollectChunks struct {
 
 func (x *CollectChunks) Reset() {
 	*x = CollectChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4111,7 +4520,7 @@ func (x *CollectChunks) String() string {
 func (*CollectChunks) ProtoMessage() {}
 
 func (x *CollectChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4124,7 +4533,7 @@ func (x *CollectChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectChunks.ProtoReflect.Descriptor instead.
 func (*CollectChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CollectChunks) GetIds() [][]byte {
@@ -4145,7 +4554,7 @@ type ForgetChunks struct {
 
 func (x *ForgetChunks) Reset() {
 	*x = ForgetChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4157,7 +4566,7 @@ func (x *ForgetChunks) String() string {
 func (*ForgetChunks) ProtoMessage() {}
 
 func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4170,7 +4579,7 @@ func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetChunks.ProtoReflect.Descriptor instead.
 func (*ForgetChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ForgetChunks) GetIds() [][]byte {
@@ -4197,7 +4606,7 @@ type PutFile struct {
 
 func (x *PutFile) Reset() {
 	*x = PutFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4209,7 +4618,7 @@ func (x *PutFile) String() string {
 func (*PutFile) ProtoMessage() {}
 
 func (x *PutFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4222,7 +4631,7 @@ func (x *PutFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFile.ProtoReflect.Descriptor instead.
 func (*PutFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *PutFile) GetManifest() *FileManifest {
@@ -4262,7 +4671,7 @@ type DeleteFile struct {
 
 func (x *DeleteFile) Reset() {
 	*x = DeleteFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4274,7 +4683,7 @@ func (x *DeleteFile) String() string {
 func (*DeleteFile) ProtoMessage() {}
 
 func (x *DeleteFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4287,7 +4696,7 @@ func (x *DeleteFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFile.ProtoReflect.Descriptor instead.
 func (*DeleteFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *DeleteFile) GetName() string {
@@ -4309,7 +4718,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4321,7 +4730,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4334,7 +4743,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{63}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -4374,7 +4783,7 @@ type SetNode struct {
 
 func (x *SetNode) Reset() {
 	*x = SetNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4386,7 +4795,7 @@ func (x *SetNode) String() string {
 func (*SetNode) ProtoMessage() {}
 
 func (x *SetNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4399,7 +4808,7 @@ func (x *SetNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNode.ProtoReflect.Descriptor instead.
 func (*SetNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{64}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *SetNode) GetNode() *NodeInfo {
@@ -4418,7 +4827,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4430,7 +4839,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4443,7 +4852,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{65}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *RemoveNode) GetId() string {
@@ -4470,7 +4879,7 @@ type CatalogSnapshot struct {
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4482,7 +4891,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4495,7 +4904,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{66}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *CatalogSnapshot) GetFiles() []*FileManifest {
@@ -4543,7 +4952,7 @@ type UnreferencedChunk struct {
 
 func (x *UnreferencedChunk) Reset() {
 	*x = UnreferencedChunk{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4555,7 +4964,7 @@ func (x *UnreferencedChunk) String() string {
 func (*UnreferencedChunk) ProtoMessage() {}
 
 func (x *UnreferencedChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4568,7 +4977,7 @@ func (x *UnreferencedChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnreferencedChunk.ProtoReflect.Descriptor instead.
 func (*UnreferencedChunk) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{67}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *UnreferencedChunk) GetId() []byte {
@@ -4708,7 +5117,38 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"#\n" +
 	"\rDeleteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x10\n" +
-	"\x0eDeleteResponse\"T\n" +
+	"\x0eDeleteResponse\"\x15\n" +
+	"\x13SnapshotSaveRequest\"\x8f\x02\n" +
+	"\x0eSnapshotHeader\x12\x16\n" +
+	"\x06format\x18\x01 \x01(\rR\x06format\x12\x18\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x14\n" +
+	"\x05index\x18\x04 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x05 \x01(\x04R\x04term\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x04R\x04size\x12\x14\n" +
+	"\x05files\x18\a \x01(\x04R\x05files\x12\x14\n" +
+	"\x05bytes\x18\b \x01(\x04R\x05bytes\x12*\n" +
+	"\x11created_unix_nano\x18\t \x01(\x03R\x0fcreatedUnixNano\x12!\n" +
+	"\fraft_version\x18\n" +
+	" \x01(\x05R\vraftVersion\"a\n" +
+	"\rSnapshotPiece\x12\x18\n" +
+	"\x06header\x18\x01 \x01(\fH\x00R\x06header\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x12\x18\n" +
+	"\x06blake3\x18\x03 \x01(\fH\x00R\x06blake3B\x06\n" +
+	"\x04part\"_\n" +
+	"\x16SnapshotRestoreRequest\x12/\n" +
+	"\x05piece\x18\x01 \x01(\v2\x19.ddstore.v1.SnapshotPieceR\x05piece\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"\xf5\x01\n" +
+	"\x17SnapshotRestoreResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x14\n" +
+	"\x05files\x18\x03 \x01(\x04R\x05files\x12\x14\n" +
+	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\x12%\n" +
+	"\x0ereplaced_files\x18\x05 \x01(\x04R\rreplacedFiles\x12!\n" +
+	"\ffrom_cluster\x18\x06 \x01(\tR\vfromCluster\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\a \x01(\x04R\tfromIndex\x12\x1b\n" +
+	"\tfrom_term\x18\b \x01(\x04R\bfromTerm\"T\n" +
 	"\x10ReplicateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x1c\n" +
@@ -4954,14 +5394,16 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\bDownload\x12\x1b.ddstore.v1.DownloadRequest\x1a\x1c.ddstore.v1.DownloadResponse0\x01\x129\n" +
 	"\x04Stat\x12\x17.ddstore.v1.StatRequest\x1a\x18.ddstore.v1.StatResponse\x129\n" +
 	"\x04List\x12\x17.ddstore.v1.ListRequest\x1a\x18.ddstore.v1.ListResponse\x12?\n" +
-	"\x06Delete\x12\x19.ddstore.v1.DeleteRequest\x1a\x1a.ddstore.v1.DeleteResponse2\x92\x03\n" +
+	"\x06Delete\x12\x19.ddstore.v1.DeleteRequest\x1a\x1a.ddstore.v1.DeleteResponse2\xbe\x04\n" +
 	"\aCluster\x12?\n" +
 	"\x06Status\x12\x19.ddstore.v1.StatusRequest\x1a\x1a.ddstore.v1.StatusResponse\x129\n" +
 	"\x04Join\x12\x17.ddstore.v1.JoinRequest\x1a\x18.ddstore.v1.JoinResponse\x12<\n" +
 	"\x05Leave\x12\x18.ddstore.v1.LeaveRequest\x1a\x19.ddstore.v1.LeaveResponse\x12B\n" +
 	"\aCollect\x12\x1a.ddstore.v1.CollectRequest\x1a\x1b.ddstore.v1.CollectResponse\x12?\n" +
 	"\x06Repair\x12\x19.ddstore.v1.RepairRequest\x1a\x1a.ddstore.v1.RepairResponse\x12H\n" +
-	"\tReplicate\x12\x1c.ddstore.v1.ReplicateRequest\x1a\x1d.ddstore.v1.ReplicateResponse2\xa7\x05\n" +
+	"\tReplicate\x12\x1c.ddstore.v1.ReplicateRequest\x1a\x1d.ddstore.v1.ReplicateResponse\x12L\n" +
+	"\fSnapshotSave\x12\x1f.ddstore.v1.SnapshotSaveRequest\x1a\x19.ddstore.v1.SnapshotPiece0\x01\x12\\\n" +
+	"\x0fSnapshotRestore\x12\".ddstore.v1.SnapshotRestoreRequest\x1a#.ddstore.v1.SnapshotRestoreResponse(\x012\xa7\x05\n" +
 	"\x04Node\x12B\n" +
 	"\aPropose\x12\x1a.ddstore.v1.ProposeRequest\x1a\x1b.ddstore.v1.ProposeResponse\x12I\n" +
 	"\fProposeParts\x12\x1a.ddstore.v1.ProposeRequest\x1a\x1b.ddstore.v1.ProposeResponse(\x01\x12H\n" +
@@ -4991,89 +5433,94 @@ func file_ddstore_v1_ddstore_proto_rawDescGZIP() []byte {
 }
 
 var file_ddstore_v1_ddstore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
+var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
 var file_ddstore_v1_ddstore_proto_goTypes = []any{
-	(Codec)(0),                    // 0: ddstore.v1.Codec
-	(Consistency)(0),              // 1: ddstore.v1.Consistency
-	(*Chunk)(nil),                 // 2: ddstore.v1.Chunk
-	(*ChunkRef)(nil),              // 3: ddstore.v1.ChunkRef
-	(*FileManifest)(nil),          // 4: ddstore.v1.FileManifest
-	(*UploadRequest)(nil),         // 5: ddstore.v1.UploadRequest
-	(*UploadResponse)(nil),        // 6: ddstore.v1.UploadResponse
-	(*MissingChunksRequest)(nil),  // 7: ddstore.v1.MissingChunksRequest
-	(*UploadIntent)(nil),          // 8: ddstore.v1.UploadIntent
-	(*FileVersion)(nil),           // 9: ddstore.v1.FileVersion
-	(*MissingChunksResponse)(nil), // 10: ddstore.v1.MissingChunksResponse
-	(*CommitRequest)(nil),         // 11: ddstore.v1.CommitRequest
-	(*CommitResponse)(nil),        // 12: ddstore.v1.CommitResponse
-	(*DownloadRequest)(nil),       // 13: ddstore.v1.DownloadRequest
-	(*DownloadResponse)(nil),      // 14: ddstore.v1.DownloadResponse
-	(*StatRequest)(nil),           // 15: ddstore.v1.StatRequest
-	(*StatResponse)(nil),          // 16: ddstore.v1.StatResponse
-	(*ListRequest)(nil),           // 17: ddstore.v1.ListRequest
-	(*FileInfo)(nil),              // 18: ddstore.v1.FileInfo
-	(*ListResponse)(nil),          // 19: ddstore.v1.ListResponse
-	(*ClusterNote)(nil),           // 20: ddstore.v1.ClusterNote
-	(*DeleteRequest)(nil),         // 21: ddstore.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 22: ddstore.v1.DeleteResponse
-	(*ReplicateRequest)(nil),      // 23: ddstore.v1.ReplicateRequest
-	(*ReplicateResponse)(nil),     // 24: ddstore.v1.ReplicateResponse
-	(*StatusRequest)(nil),         // 25: ddstore.v1.StatusRequest
-	(*NodeStatus)(nil),            // 26: ddstore.v1.NodeStatus
-	(*LimitStatus)(nil),           // 27: ddstore.v1.LimitStatus
-	(*FederationStatus)(nil),      // 28: ddstore.v1.FederationStatus
-	(*CacheTierStatus)(nil),       // 29: ddstore.v1.CacheTierStatus
-	(*HealStatus)(nil),            // 30: ddstore.v1.HealStatus
-	(*StatusResponse)(nil),        // 31: ddstore.v1.StatusResponse
-	(*PeerClusterStatus)(nil),     // 32: ddstore.v1.PeerClusterStatus
-	(*JoinRequest)(nil),           // 33: ddstore.v1.JoinRequest
-	(*JoinResponse)(nil),          // 34: ddstore.v1.JoinResponse
-	(*LeaveRequest)(nil),          // 35: ddstore.v1.LeaveRequest
-	(*LeaveResponse)(nil),         // 36: ddstore.v1.LeaveResponse
-	(*ListChunksRequest)(nil),     // 37: ddstore.v1.ListChunksRequest
-	(*ListChunksResponse)(nil),    // 38: ddstore.v1.ListChunksResponse
-	(*DeleteChunksRequest)(nil),   // 39: ddstore.v1.DeleteChunksRequest
-	(*DeleteChunksResponse)(nil),  // 40: ddstore.v1.DeleteChunksResponse
-	(*CollectRequest)(nil),        // 41: ddstore.v1.CollectRequest
-	(*CollectResponse)(nil),       // 42: ddstore.v1.CollectResponse
-	(*RepairRequest)(nil),         // 43: ddstore.v1.RepairRequest
-	(*RepairResponse)(nil),        // 44: ddstore.v1.RepairResponse
-	(*FiltersRequest)(nil),        // 45: ddstore.v1.FiltersRequest
-	(*BeyondFilters)(nil),         // 46: ddstore.v1.BeyondFilters
-	(*FiltersResponse)(nil),       // 47: ddstore.v1.FiltersResponse
-	(*ProposeRequest)(nil),        // 48: ddstore.v1.ProposeRequest
-	(*ProposeResponse)(nil),       // 49: ddstore.v1.ProposeResponse
-	(*ReadIndexRequest)(nil),      // 50: ddstore.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 51: ddstore.v1.ReadIndexResponse
-	(*HasChunksRequest)(nil),      // 52: ddstore.v1.HasChunksRequest
-	(*HasChunksResponse)(nil),     // 53: ddstore.v1.HasChunksResponse
-	(*PutChunksRequest)(nil),      // 54: ddstore.v1.PutChunksRequest
-	(*PutChunksResponse)(nil),     // 55: ddstore.v1.PutChunksResponse
-	(*GetChunkRequest)(nil),       // 56: ddstore.v1.GetChunkRequest
-	(*GetChunkResponse)(nil),      // 57: ddstore.v1.GetChunkResponse
-	(*LocalStatusRequest)(nil),    // 58: ddstore.v1.LocalStatusRequest
-	(*Command)(nil),               // 59: ddstore.v1.Command
-	(*MarkUnreferenced)(nil),      // 60: ddstore.v1.MarkUnreferenced
-	(*CollectChunks)(nil),         // 61: ddstore.v1.CollectChunks
-	(*ForgetChunks)(nil),          // 62: ddstore.v1.ForgetChunks
-	(*PutFile)(nil),               // 63: ddstore.v1.PutFile
-	(*DeleteFile)(nil),            // 64: ddstore.v1.DeleteFile
-	(*NodeInfo)(nil),              // 65: ddstore.v1.NodeInfo
-	(*SetNode)(nil),               // 66: ddstore.v1.SetNode
-	(*RemoveNode)(nil),            // 67: ddstore.v1.RemoveNode
-	(*CatalogSnapshot)(nil),       // 68: ddstore.v1.CatalogSnapshot
-	(*UnreferencedChunk)(nil),     // 69: ddstore.v1.UnreferencedChunk
-	nil,                           // 70: ddstore.v1.FileManifest.MetadataEntry
-	nil,                           // 71: ddstore.v1.UploadIntent.MetadataEntry
-	nil,                           // 72: ddstore.v1.FiltersRequest.HaveBeyondEntry
+	(Codec)(0),                      // 0: ddstore.v1.Codec
+	(Consistency)(0),                // 1: ddstore.v1.Consistency
+	(*Chunk)(nil),                   // 2: ddstore.v1.Chunk
+	(*ChunkRef)(nil),                // 3: ddstore.v1.ChunkRef
+	(*FileManifest)(nil),            // 4: ddstore.v1.FileManifest
+	(*UploadRequest)(nil),           // 5: ddstore.v1.UploadRequest
+	(*UploadResponse)(nil),          // 6: ddstore.v1.UploadResponse
+	(*MissingChunksRequest)(nil),    // 7: ddstore.v1.MissingChunksRequest
+	(*UploadIntent)(nil),            // 8: ddstore.v1.UploadIntent
+	(*FileVersion)(nil),             // 9: ddstore.v1.FileVersion
+	(*MissingChunksResponse)(nil),   // 10: ddstore.v1.MissingChunksResponse
+	(*CommitRequest)(nil),           // 11: ddstore.v1.CommitRequest
+	(*CommitResponse)(nil),          // 12: ddstore.v1.CommitResponse
+	(*DownloadRequest)(nil),         // 13: ddstore.v1.DownloadRequest
+	(*DownloadResponse)(nil),        // 14: ddstore.v1.DownloadResponse
+	(*StatRequest)(nil),             // 15: ddstore.v1.StatRequest
+	(*StatResponse)(nil),            // 16: ddstore.v1.StatResponse
+	(*ListRequest)(nil),             // 17: ddstore.v1.ListRequest
+	(*FileInfo)(nil),                // 18: ddstore.v1.FileInfo
+	(*ListResponse)(nil),            // 19: ddstore.v1.ListResponse
+	(*ClusterNote)(nil),             // 20: ddstore.v1.ClusterNote
+	(*DeleteRequest)(nil),           // 21: ddstore.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 22: ddstore.v1.DeleteResponse
+	(*SnapshotSaveRequest)(nil),     // 23: ddstore.v1.SnapshotSaveRequest
+	(*SnapshotHeader)(nil),          // 24: ddstore.v1.SnapshotHeader
+	(*SnapshotPiece)(nil),           // 25: ddstore.v1.SnapshotPiece
+	(*SnapshotRestoreRequest)(nil),  // 26: ddstore.v1.SnapshotRestoreRequest
+	(*SnapshotRestoreResponse)(nil), // 27: ddstore.v1.SnapshotRestoreResponse
+	(*ReplicateRequest)(nil),        // 28: ddstore.v1.ReplicateRequest
+	(*ReplicateResponse)(nil),       // 29: ddstore.v1.ReplicateResponse
+	(*StatusRequest)(nil),           // 30: ddstore.v1.StatusRequest
+	(*NodeStatus)(nil),              // 31: ddstore.v1.NodeStatus
+	(*LimitStatus)(nil),             // 32: ddstore.v1.LimitStatus
+	(*FederationStatus)(nil),        // 33: ddstore.v1.FederationStatus
+	(*CacheTierStatus)(nil),         // 34: ddstore.v1.CacheTierStatus
+	(*HealStatus)(nil),              // 35: ddstore.v1.HealStatus
+	(*StatusResponse)(nil),          // 36: ddstore.v1.StatusResponse
+	(*PeerClusterStatus)(nil),       // 37: ddstore.v1.PeerClusterStatus
+	(*JoinRequest)(nil),             // 38: ddstore.v1.JoinRequest
+	(*JoinResponse)(nil),            // 39: ddstore.v1.JoinResponse
+	(*LeaveRequest)(nil),            // 40: ddstore.v1.LeaveRequest
+	(*LeaveResponse)(nil),           // 41: ddstore.v1.LeaveResponse
+	(*ListChunksRequest)(nil),       // 42: ddstore.v1.ListChunksRequest
+	(*ListChunksResponse)(nil),      // 43: ddstore.v1.ListChunksResponse
+	(*DeleteChunksRequest)(nil),     // 44: ddstore.v1.DeleteChunksRequest
+	(*DeleteChunksResponse)(nil),    // 45: ddstore.v1.DeleteChunksResponse
+	(*CollectRequest)(nil),          // 46: ddstore.v1.CollectRequest
+	(*CollectResponse)(nil),         // 47: ddstore.v1.CollectResponse
+	(*RepairRequest)(nil),           // 48: ddstore.v1.RepairRequest
+	(*RepairResponse)(nil),          // 49: ddstore.v1.RepairResponse
+	(*FiltersRequest)(nil),          // 50: ddstore.v1.FiltersRequest
+	(*BeyondFilters)(nil),           // 51: ddstore.v1.BeyondFilters
+	(*FiltersResponse)(nil),         // 52: ddstore.v1.FiltersResponse
+	(*ProposeRequest)(nil),          // 53: ddstore.v1.ProposeRequest
+	(*ProposeResponse)(nil),         // 54: ddstore.v1.ProposeResponse
+	(*ReadIndexRequest)(nil),        // 55: ddstore.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),       // 56: ddstore.v1.ReadIndexResponse
+	(*HasChunksRequest)(nil),        // 57: ddstore.v1.HasChunksRequest
+	(*HasChunksResponse)(nil),       // 58: ddstore.v1.HasChunksResponse
+	(*PutChunksRequest)(nil),        // 59: ddstore.v1.PutChunksRequest
+	(*PutChunksResponse)(nil),       // 60: ddstore.v1.PutChunksResponse
+	(*GetChunkRequest)(nil),         // 61: ddstore.v1.GetChunkRequest
+	(*GetChunkResponse)(nil),        // 62: ddstore.v1.GetChunkResponse
+	(*LocalStatusRequest)(nil),      // 63: ddstore.v1.LocalStatusRequest
+	(*Command)(nil),                 // 64: ddstore.v1.Command
+	(*MarkUnreferenced)(nil),        // 65: ddstore.v1.MarkUnreferenced
+	(*CollectChunks)(nil),           // 66: ddstore.v1.CollectChunks
+	(*ForgetChunks)(nil),            // 67: ddstore.v1.ForgetChunks
+	(*PutFile)(nil),                 // 68: ddstore.v1.PutFile
+	(*DeleteFile)(nil),              // 69: ddstore.v1.DeleteFile
+	(*NodeInfo)(nil),                // 70: ddstore.v1.NodeInfo
+	(*SetNode)(nil),                 // 71: ddstore.v1.SetNode
+	(*RemoveNode)(nil),              // 72: ddstore.v1.RemoveNode
+	(*CatalogSnapshot)(nil),         // 73: ddstore.v1.CatalogSnapshot
+	(*UnreferencedChunk)(nil),       // 74: ddstore.v1.UnreferencedChunk
+	nil,                             // 75: ddstore.v1.FileManifest.MetadataEntry
+	nil,                             // 76: ddstore.v1.UploadIntent.MetadataEntry
+	nil,                             // 77: ddstore.v1.FiltersRequest.HaveBeyondEntry
 }
 var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	0,  // 0: ddstore.v1.Chunk.codec:type_name -> ddstore.v1.Codec
 	3,  // 1: ddstore.v1.FileManifest.chunks:type_name -> ddstore.v1.ChunkRef
-	70, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
+	75, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
 	2,  // 3: ddstore.v1.UploadRequest.chunk:type_name -> ddstore.v1.Chunk
 	8,  // 4: ddstore.v1.MissingChunksRequest.intent:type_name -> ddstore.v1.UploadIntent
-	71, // 5: ddstore.v1.UploadIntent.metadata:type_name -> ddstore.v1.UploadIntent.MetadataEntry
+	76, // 5: ddstore.v1.UploadIntent.metadata:type_name -> ddstore.v1.UploadIntent.MetadataEntry
 	9,  // 6: ddstore.v1.MissingChunksResponse.current:type_name -> ddstore.v1.FileVersion
 	4,  // 7: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
 	9,  // 8: ddstore.v1.CommitRequest.replaces:type_name -> ddstore.v1.FileVersion
@@ -5087,86 +5534,91 @@ var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	1,  // 16: ddstore.v1.ListRequest.consistency:type_name -> ddstore.v1.Consistency
 	18, // 17: ddstore.v1.ListResponse.files:type_name -> ddstore.v1.FileInfo
 	20, // 18: ddstore.v1.ListResponse.unanswered:type_name -> ddstore.v1.ClusterNote
-	4,  // 19: ddstore.v1.ReplicateResponse.manifest:type_name -> ddstore.v1.FileManifest
-	29, // 20: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
-	30, // 21: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
-	28, // 22: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
-	27, // 23: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
-	26, // 24: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
-	32, // 25: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
-	72, // 26: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
-	46, // 27: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
-	4,  // 28: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
-	2,  // 29: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
-	2,  // 30: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
-	63, // 31: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
-	64, // 32: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
-	66, // 33: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
-	67, // 34: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
-	61, // 35: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
-	62, // 36: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
-	60, // 37: ddstore.v1.Command.mark_unreferenced:type_name -> ddstore.v1.MarkUnreferenced
-	4,  // 38: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
-	9,  // 39: ddstore.v1.PutFile.replaces:type_name -> ddstore.v1.FileVersion
-	65, // 40: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
-	4,  // 41: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
-	65, // 42: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
-	69, // 43: ddstore.v1.CatalogSnapshot.unreferenced:type_name -> ddstore.v1.UnreferencedChunk
-	5,  // 44: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
-	7,  // 45: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
-	11, // 46: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
-	11, // 47: ddstore.v1.Files.CommitParts:input_type -> ddstore.v1.CommitRequest
-	13, // 48: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
-	15, // 49: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
-	17, // 50: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
-	21, // 51: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
-	25, // 52: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
-	33, // 53: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
-	35, // 54: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
-	41, // 55: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
-	43, // 56: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
-	23, // 57: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
-	48, // 58: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
-	48, // 59: ddstore.v1.Node.ProposeParts:input_type -> ddstore.v1.ProposeRequest
-	50, // 60: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
-	52, // 61: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
-	54, // 62: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
-	56, // 63: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	58, // 64: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
-	37, // 65: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
-	39, // 66: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
-	45, // 67: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
-	56, // 68: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	6,  // 69: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
-	10, // 70: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
-	12, // 71: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
-	12, // 72: ddstore.v1.Files.CommitParts:output_type -> ddstore.v1.CommitResponse
-	14, // 73: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
-	16, // 74: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
-	19, // 75: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
-	22, // 76: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
-	31, // 77: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
-	34, // 78: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
-	36, // 79: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
-	42, // 80: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
-	44, // 81: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
-	24, // 82: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
-	49, // 83: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
-	49, // 84: ddstore.v1.Node.ProposeParts:output_type -> ddstore.v1.ProposeResponse
-	51, // 85: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
-	53, // 86: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
-	55, // 87: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
-	57, // 88: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	26, // 89: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
-	38, // 90: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
-	40, // 91: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
-	47, // 92: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
-	57, // 93: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	69, // [69:94] is the sub-list for method output_type
-	44, // [44:69] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	25, // 19: ddstore.v1.SnapshotRestoreRequest.piece:type_name -> ddstore.v1.SnapshotPiece
+	4,  // 20: ddstore.v1.ReplicateResponse.manifest:type_name -> ddstore.v1.FileManifest
+	34, // 21: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
+	35, // 22: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
+	33, // 23: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
+	32, // 24: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
+	31, // 25: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
+	37, // 26: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
+	77, // 27: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
+	51, // 28: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
+	4,  // 29: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
+	2,  // 30: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
+	2,  // 31: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
+	68, // 32: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
+	69, // 33: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
+	71, // 34: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
+	72, // 35: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
+	66, // 36: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
+	67, // 37: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
+	65, // 38: ddstore.v1.Command.mark_unreferenced:type_name -> ddstore.v1.MarkUnreferenced
+	4,  // 39: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
+	9,  // 40: ddstore.v1.PutFile.replaces:type_name -> ddstore.v1.FileVersion
+	70, // 41: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
+	4,  // 42: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
+	70, // 43: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
+	74, // 44: ddstore.v1.CatalogSnapshot.unreferenced:type_name -> ddstore.v1.UnreferencedChunk
+	5,  // 45: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
+	7,  // 46: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
+	11, // 47: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
+	11, // 48: ddstore.v1.Files.CommitParts:input_type -> ddstore.v1.CommitRequest
+	13, // 49: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
+	15, // 50: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
+	17, // 51: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
+	21, // 52: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
+	30, // 53: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
+	38, // 54: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
+	40, // 55: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
+	46, // 56: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
+	48, // 57: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
+	28, // 58: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
+	23, // 59: ddstore.v1.Cluster.SnapshotSave:input_type -> ddstore.v1.SnapshotSaveRequest
+	26, // 60: ddstore.v1.Cluster.SnapshotRestore:input_type -> ddstore.v1.SnapshotRestoreRequest
+	53, // 61: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
+	53, // 62: ddstore.v1.Node.ProposeParts:input_type -> ddstore.v1.ProposeRequest
+	55, // 63: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
+	57, // 64: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
+	59, // 65: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
+	61, // 66: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	63, // 67: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
+	42, // 68: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
+	44, // 69: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
+	50, // 70: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
+	61, // 71: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	6,  // 72: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
+	10, // 73: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
+	12, // 74: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
+	12, // 75: ddstore.v1.Files.CommitParts:output_type -> ddstore.v1.CommitResponse
+	14, // 76: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
+	16, // 77: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
+	19, // 78: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
+	22, // 79: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
+	36, // 80: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
+	39, // 81: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
+	41, // 82: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
+	47, // 83: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
+	49, // 84: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
+	29, // 85: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
+	25, // 86: ddstore.v1.Cluster.SnapshotSave:output_type -> ddstore.v1.SnapshotPiece
+	27, // 87: ddstore.v1.Cluster.SnapshotRestore:output_type -> ddstore.v1.SnapshotRestoreResponse
+	54, // 88: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
+	54, // 89: ddstore.v1.Node.ProposeParts:output_type -> ddstore.v1.ProposeResponse
+	56, // 90: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
+	58, // 91: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
+	60, // 92: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
+	62, // 93: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	31, // 94: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
+	43, // 95: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
+	45, // 96: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
+	52, // 97: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
+	62, // 98: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	72, // [72:99] is the sub-list for method output_type
+	45, // [45:72] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_ddstore_v1_ddstore_proto_init() }
@@ -5176,7 +5628,12 @@ func file_ddstore_v1_ddstore_proto_init() {
 	}
 	file_ddstore_v1_ddstore_proto_msgTypes[2].OneofWrappers = []any{}
 	file_ddstore_v1_ddstore_proto_msgTypes[15].OneofWrappers = []any{}
-	file_ddstore_v1_ddstore_proto_msgTypes[57].OneofWrappers = []any{
+	file_ddstore_v1_ddstore_proto_msgTypes[23].OneofWrappers = []any{
+		(*SnapshotPiece_Header)(nil),
+		(*SnapshotPiece_Data)(nil),
+		(*SnapshotPiece_Blake3)(nil),
+	}
+	file_ddstore_v1_ddstore_proto_msgTypes[62].OneofWrappers = []any{
 		(*Command_PutFile)(nil),
 		(*Command_DeleteFile)(nil),
 		(*Command_SetNode)(nil),
@@ -5185,14 +5642,14 @@ func file_ddstore_v1_ddstore_proto_init() {
 		(*Command_ForgetChunks)(nil),
 		(*Command_MarkUnreferenced)(nil),
 	}
-	file_ddstore_v1_ddstore_proto_msgTypes[61].OneofWrappers = []any{}
+	file_ddstore_v1_ddstore_proto_msgTypes[66].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ddstore_v1_ddstore_proto_rawDesc), len(file_ddstore_v1_ddstore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   71,
+			NumMessages:   76,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -430,12 +430,14 @@ var Files_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Cluster_Status_FullMethodName    = "/ddstore.v1.Cluster/Status"
-	Cluster_Join_FullMethodName      = "/ddstore.v1.Cluster/Join"
-	Cluster_Leave_FullMethodName     = "/ddstore.v1.Cluster/Leave"
-	Cluster_Collect_FullMethodName   = "/ddstore.v1.Cluster/Collect"
-	Cluster_Repair_FullMethodName    = "/ddstore.v1.Cluster/Repair"
-	Cluster_Replicate_FullMethodName = "/ddstore.v1.Cluster/Replicate"
+	Cluster_Status_FullMethodName          = "/ddstore.v1.Cluster/Status"
+	Cluster_Join_FullMethodName            = "/ddstore.v1.Cluster/Join"
+	Cluster_Leave_FullMethodName           = "/ddstore.v1.Cluster/Leave"
+	Cluster_Collect_FullMethodName         = "/ddstore.v1.Cluster/Collect"
+	Cluster_Repair_FullMethodName          = "/ddstore.v1.Cluster/Repair"
+	Cluster_Replicate_FullMethodName       = "/ddstore.v1.Cluster/Replicate"
+	Cluster_SnapshotSave_FullMethodName    = "/ddstore.v1.Cluster/SnapshotSave"
+	Cluster_SnapshotRestore_FullMethodName = "/ddstore.v1.Cluster/SnapshotRestore"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -459,6 +461,19 @@ type ClusterClient interface {
 	// and only the chunks the peer lacks (the peer's chunk filter first, then
 	// an exact check of the chunks it may hold).
 	Replicate(ctx context.Context, in *ReplicateRequest, opts ...grpc.CallOption) (*ReplicateResponse, error)
+	// SnapshotSave streams a consistent snapshot of the catalog (admin): a
+	// header, the snapshot's bytes in pieces, then their BLAKE3. The node
+	// asked takes it after a linearizable read, so it holds every change
+	// committed before the call. Chunks are not in it.
+	SnapshotSave(ctx context.Context, in *SnapshotSaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotPiece], error)
+	// SnapshotRestore replaces the catalog of the whole cluster with a saved
+	// snapshot's (admin), through Raft's restore of a user snapshot on the
+	// leader. The client sends the pieces as SnapshotSave sent them; every
+	// byte is received and checked (checksum, format, each manifest) before
+	// anything changes. The cluster keeps its own members and their node
+	// records. Refused with FailedPrecondition while the catalog holds files,
+	// unless force.
+	SnapshotRestore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotRestoreRequest, SnapshotRestoreResponse], error)
 }
 
 type clusterClient struct {
@@ -529,6 +544,38 @@ func (c *clusterClient) Replicate(ctx context.Context, in *ReplicateRequest, opt
 	return out, nil
 }
 
+func (c *clusterClient) SnapshotSave(ctx context.Context, in *SnapshotSaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotPiece], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_SnapshotSave_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotSaveRequest, SnapshotPiece]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotSaveClient = grpc.ServerStreamingClient[SnapshotPiece]
+
+func (c *clusterClient) SnapshotRestore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotRestoreRequest, SnapshotRestoreResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[1], Cluster_SnapshotRestore_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotRestoreRequest, SnapshotRestoreResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotRestoreClient = grpc.ClientStreamingClient[SnapshotRestoreRequest, SnapshotRestoreResponse]
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -550,6 +597,19 @@ type ClusterServer interface {
 	// and only the chunks the peer lacks (the peer's chunk filter first, then
 	// an exact check of the chunks it may hold).
 	Replicate(context.Context, *ReplicateRequest) (*ReplicateResponse, error)
+	// SnapshotSave streams a consistent snapshot of the catalog (admin): a
+	// header, the snapshot's bytes in pieces, then their BLAKE3. The node
+	// asked takes it after a linearizable read, so it holds every change
+	// committed before the call. Chunks are not in it.
+	SnapshotSave(*SnapshotSaveRequest, grpc.ServerStreamingServer[SnapshotPiece]) error
+	// SnapshotRestore replaces the catalog of the whole cluster with a saved
+	// snapshot's (admin), through Raft's restore of a user snapshot on the
+	// leader. The client sends the pieces as SnapshotSave sent them; every
+	// byte is received and checked (checksum, format, each manifest) before
+	// anything changes. The cluster keeps its own members and their node
+	// records. Refused with FailedPrecondition while the catalog holds files,
+	// unless force.
+	SnapshotRestore(grpc.ClientStreamingServer[SnapshotRestoreRequest, SnapshotRestoreResponse]) error
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -577,6 +637,12 @@ func (UnimplementedClusterServer) Repair(context.Context, *RepairRequest) (*Repa
 }
 func (UnimplementedClusterServer) Replicate(context.Context, *ReplicateRequest) (*ReplicateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Replicate not implemented")
+}
+func (UnimplementedClusterServer) SnapshotSave(*SnapshotSaveRequest, grpc.ServerStreamingServer[SnapshotPiece]) error {
+	return status.Error(codes.Unimplemented, "method SnapshotSave not implemented")
+}
+func (UnimplementedClusterServer) SnapshotRestore(grpc.ClientStreamingServer[SnapshotRestoreRequest, SnapshotRestoreResponse]) error {
+	return status.Error(codes.Unimplemented, "method SnapshotRestore not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -707,6 +773,24 @@ func _Cluster_Replicate_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_SnapshotSave_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SnapshotSaveRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServer).SnapshotSave(m, &grpc.GenericServerStream[SnapshotSaveRequest, SnapshotPiece]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotSaveServer = grpc.ServerStreamingServer[SnapshotPiece]
+
+func _Cluster_SnapshotRestore_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ClusterServer).SnapshotRestore(&grpc.GenericServerStream[SnapshotRestoreRequest, SnapshotRestoreResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotRestoreServer = grpc.ClientStreamingServer[SnapshotRestoreRequest, SnapshotRestoreResponse]
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -739,7 +823,18 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Cluster_Replicate_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SnapshotSave",
+			Handler:       _Cluster_SnapshotSave_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SnapshotRestore",
+			Handler:       _Cluster_SnapshotRestore_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "ddstore/v1/ddstore.proto",
 }
 
