@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -16,15 +18,43 @@ import (
 	"github.com/ddstore/ddstore/internal/testenv"
 )
 
-// TestGridFS runs the GridFS store against one FerretDB (or the server named
-// by DDSTORE_TEST_MONGO_URI), with a fresh database per subtest.
+// TestGridFS runs the GridFS store against FerretDB on each of its
+// backends, SQLite and PostgreSQL (or the servers named by
+// DDSTORE_TEST_MONGO_URI and DDSTORE_TEST_MONGO_POSTGRES_URI), with a fresh
+// database per subtest.
 func TestGridFS(t *testing.T) {
-	m, err := testenv.StartMongo()
+	for _, backend := range []string{"SQLite", "PostgreSQL"} {
+		t.Run(backend, func(t *testing.T) {
+			m := startGridFSBackend(t, backend, testenv.PostgresOptions{})
+			testGridFS(t, m)
+		})
+	}
+}
+
+// startGridFSBackend starts FerretDB on the named backend ("SQLite" or
+// "PostgreSQL", any case), stopped when the test ends.
+func startGridFSBackend(t testing.TB, backend string, opts testenv.PostgresOptions) *testenv.Mongo {
+	t.Helper()
+	var m *testenv.Mongo
+	var err error
+	switch strings.ToLower(backend) {
+	case "", "sqlite":
+		m, err = testenv.StartMongo()
+	case "postgresql", "postgres":
+		ctx, cancel := testenv.Context(time.Minute)
+		defer cancel()
+		m, err = testenv.StartMongoPostgres(ctx, opts)
+	default:
+		t.Fatalf("unknown FerretDB backend %q (sqlite or postgresql)", backend)
+	}
 	if err != nil {
-		t.Fatalf("MongoDB-wire server: %v", err)
+		t.Fatalf("MongoDB-wire server (%s): %v", backend, err)
 	}
 	t.Cleanup(m.Stop)
+	return m
+}
 
+func testGridFS(t *testing.T, m *testenv.Mongo) {
 	t.Run("Conformance", func(t *testing.T) {
 		g := openGridFS(t, m.URI)
 		if g.Kind() != "gridfs" {

@@ -2,6 +2,10 @@
 # Installs what the test suite needs on a fresh machine:
 #   - FerretDB v1.24.2, a MongoDB-wire server, for the GridFS tests
 #     (built from the Go module proxy into $TOOLS_DIR; Debian has no MongoDB);
+#   - PostgreSQL, from Debian's packages, for FerretDB's PostgreSQL backend
+#     (the tests initdb and start throwaway clusters of their own, as the
+#     postgres user the package creates, and stop and remove them; they do
+#     not use the package's own cluster);
 #   - memcached, from Debian's packages, for the cache tests;
 #   - iproute2 (ip), from Debian's packages, for the private-network test
 #     (network namespaces and veth pairs; the tests run as root);
@@ -16,6 +20,7 @@ command -v go >/dev/null || { echo "test-deps: Go is not installed" >&2; exit 1;
 
 missing=()
 command -v memcached >/dev/null || [ -x /usr/bin/memcached ] || missing+=(memcached)
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
 # Debian's own binaries, by path: a pip or pyenv `aws` earlier on PATH is not
 # the client the tests name.

@@ -1,8 +1,10 @@
 // Package testenv gives tests the real servers they need. MongoDB tests run
-// against FerretDB: the one named by DDSTORE_TEST_MONGO_URI (make test starts
-// it), or else one this package starts from the binary that
-// scripts/ferretdb-build.sh builds. Tests never skip because a server is
-// missing: they fail and say how to get it.
+// against FerretDB: the one named by DDSTORE_TEST_MONGO_URI, or else one this
+// package starts from the binary that scripts/ferretdb-build.sh builds, on
+// its SQLite backend (StartMongo) or on its PostgreSQL backend in front of a
+// throwaway PostgreSQL cluster from Debian's postgresql package
+// (StartMongoPostgres). Tests never skip because a server is missing: they
+// fail and say how to get it.
 package testenv
 
 import (
@@ -22,45 +24,86 @@ import (
 // MongoURIEnv names the variable that points tests at a running server.
 const MongoURIEnv = "DDSTORE_TEST_MONGO_URI"
 
+// MongoPostgresURIEnv names the variable that points the tests of FerretDB's
+// PostgreSQL backend at a running server.
+const MongoPostgresURIEnv = "DDSTORE_TEST_MONGO_POSTGRES_URI"
+
 // Mongo is a MongoDB-wire server for tests.
 type Mongo struct {
-	URI  string
-	cmd  *exec.Cmd
-	dir  string
-	done chan error
+	URI string
+	// Postgres is the PostgreSQL cluster under a FerretDB that
+	// StartMongoPostgres started (nil otherwise).
+	Postgres *Postgres
+	cmd      *exec.Cmd
+	dir      string
+	done     chan error
 }
 
 // StartMongo returns the server named by DDSTORE_TEST_MONGO_URI, or starts
-// FerretDB on a free loopback port. Call Stop when the tests are done.
+// FerretDB on its SQLite backend on a free loopback port. Call Stop when the
+// tests are done.
 func StartMongo() (*Mongo, error) {
 	if uri := os.Getenv(MongoURIEnv); uri != "" {
 		return &Mongo{URI: uri}, nil
-	}
-	bin, err := ferretdbBinary()
-	if err != nil {
-		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "ddstore-ferretdb-")
 	if err != nil {
 		return nil, err
 	}
-	addr, err := freeport.Addr()
+	return startFerretDB(dir, nil, "--handler=sqlite", "--sqlite-url=file:"+dir+"/")
+}
+
+// StartMongoPostgres returns the server named by
+// DDSTORE_TEST_MONGO_POSTGRES_URI, or starts a throwaway PostgreSQL cluster
+// (StartPostgres) and FerretDB on its PostgreSQL backend in front of it, as
+// FerretDB is run in production. Stop stops both.
+func StartMongoPostgres(ctx context.Context, opts PostgresOptions) (*Mongo, error) {
+	if uri := os.Getenv(MongoPostgresURIEnv); uri != "" {
+		return &Mongo{URI: uri}, nil
+	}
+	pg, err := StartPostgres(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--handler=sqlite", "--sqlite-url=file:"+dir+"/", "--state-dir="+dir,
+	dir, err := os.MkdirTemp("", "ddstore-ferretdb-")
+	if err != nil {
+		pg.Stop()
+		return nil, err
+	}
+	return startFerretDB(dir, pg, "--handler=postgresql", "--postgresql-url="+pg.URL)
+}
+
+// startFerretDB starts FerretDB with the backend flags given, its state and
+// log in dir, on a free loopback port. pg, if not nil, is stopped with it.
+func startFerretDB(dir string, pg *Postgres, backend ...string) (*Mongo, error) {
+	fail := func(err error) (*Mongo, error) {
+		pg.Stop()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	bin, err := ferretdbBinary()
+	if err != nil {
+		return fail(err)
+	}
+	addr, err := freeport.Addr()
+	if err != nil {
+		return fail(err)
+	}
+	args := append(backend, "--state-dir="+dir,
 		"--listen-addr="+addr, "--debug-addr=-", "--telemetry=disable", "--log-level=warn")
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "DO_NOT_TRACK=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	logf, err := os.Create(filepath.Join(dir, "ferretdb.log"))
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("testenv: start FerretDB: %w", err)
+		logf.Close()
+		return fail(fmt.Errorf("testenv: start FerretDB: %w", err))
 	}
-	m := &Mongo{URI: "mongodb://" + addr + "/", cmd: cmd, dir: dir, done: make(chan error, 1)}
+	m := &Mongo{URI: "mongodb://" + addr + "/", Postgres: pg, cmd: cmd, dir: dir, done: make(chan error, 1)}
 	go func() { m.done <- cmd.Wait(); logf.Close() }()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -70,7 +113,10 @@ func StartMongo() (*Mongo, error) {
 		}
 		select {
 		case err := <-m.done:
-			return nil, fmt.Errorf("testenv: FerretDB exited at start (%v); see %s", err, filepath.Join(dir, "ferretdb.log"))
+			m.done <- err
+			log, _ := os.ReadFile(filepath.Join(dir, "ferretdb.log"))
+			m.Stop()
+			return nil, fmt.Errorf("testenv: FerretDB exited at start (%v): %s", err, log)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -78,7 +124,8 @@ func StartMongo() (*Mongo, error) {
 	return nil, errors.New("testenv: FerretDB did not accept connections within 30s")
 }
 
-// Stop stops a server this package started.
+// Stop stops a server this package started, and the PostgreSQL cluster
+// under it.
 func (m *Mongo) Stop() {
 	if m == nil || m.cmd == nil {
 		return
@@ -90,7 +137,9 @@ func (m *Mongo) Stop() {
 		m.cmd.Process.Kill()
 		<-m.done
 	}
+	m.cmd = nil
 	os.RemoveAll(m.dir)
+	m.Postgres.Stop()
 }
 
 func ferretdbBinary() (string, error) {
