@@ -182,7 +182,7 @@ func TestAWSCLI(t *testing.T) {
 
 	// sync a tree twice: the second transfers nothing.
 	tree := filepath.Join(dir, "tree")
-	for i, name := range []string{"a.txt", "sub/b.bin", "sub/deeper/c.bin", "sub/deeper/d.txt", "e.bin"} {
+	for i, name := range []string{"a.txt", "sub/b.bin", "sub/deeper/c.bin", "sub/with space+plus=é.txt", "e~1.bin"} {
 		p := filepath.Join(tree, name)
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		writeRandomFile(t, p, 1000+i*300000, uint64(200+i))
@@ -197,6 +197,7 @@ func TestAWSCLI(t *testing.T) {
 	back := filepath.Join(dir, "tree.back")
 	c.run(awsCLI, "s3", "sync", "s3://awscli/tree", back)
 	sameFiles(t, filepath.Join(tree, "sub/deeper/c.bin"), filepath.Join(back, "sub/deeper/c.bin"))
+	sameFiles(t, filepath.Join(tree, "sub/with space+plus=é.txt"), filepath.Join(back, "sub/with space+plus=é.txt"))
 	c.run(awsCLI, "s3", "rm", "--recursive", "s3://awscli/tree")
 	if ls, _ := c.try(awsCLI, "s3", "ls", "s3://awscli/tree/"); strings.TrimSpace(ls) != "" {
 		t.Fatalf("after rm --recursive:\n%s", ls)
@@ -208,7 +209,7 @@ func TestRclone(t *testing.T) {
 	c := newCLIEnv(t, e, e.admin)
 	c.run(rclone, "mkdir", "dd:rclone")
 	src := filepath.Join(t.TempDir(), "src")
-	for i, name := range []string{"one.bin", "two/three.bin", "two/four.txt", "five/six/seven.bin"} {
+	for i, name := range []string{"one.bin", "two/three.bin", "two/four.txt", "five/six/seven (7)+ü.bin"} {
 		p := filepath.Join(src, name)
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		writeRandomFile(t, p, 5000+i*1500000, uint64(300+i))
