@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"fmt"
@@ -250,9 +251,15 @@ func (m *Memory) Get(_ context.Context, id chunker.ID) (chunker.Encoded, bool) {
 	return ent.e, true
 }
 
-// Add implements Tier.
+// Add implements Tier. The tier counts the memory a chunk holds, not just
+// its length: a chunk whose buffer has much more room than data (a read or
+// decode buffer) is copied to one of its own size first, so that a cache of
+// N bytes holds N bytes.
 func (m *Memory) Add(_ context.Context, e chunker.Encoded) {
-	size := int64(len(e.Data))
+	if cap(e.Data) > len(e.Data)+len(e.Data)/16 {
+		e.Data = bytes.Clone(e.Data)
+	}
+	size := int64(cap(e.Data))
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.items[e.ID]; ok {
@@ -281,11 +288,11 @@ func (m *Memory) evict() {
 		el := m.in.Back()
 		ent := el.Value.(*memEntry)
 		m.in.Remove(el)
-		m.inBytes -= int64(len(ent.e.Data))
+		m.inBytes -= int64(cap(ent.e.Data))
 		if ent.hit { // read again while in the FIFO: it is hot
 			ent.main = true
 			m.items[ent.e.ID] = m.main.PushFront(ent)
-			m.mainByte += int64(len(ent.e.Data))
+			m.mainByte += int64(cap(ent.e.Data))
 			continue
 		}
 		delete(m.items, ent.e.ID)
@@ -302,7 +309,7 @@ func (m *Memory) evict() {
 		ent := el.Value.(*memEntry)
 		m.main.Remove(el)
 		delete(m.items, ent.e.ID)
-		m.mainByte -= int64(len(ent.e.Data))
+		m.mainByte -= int64(cap(ent.e.Data))
 		m.count.evictions.Add(1)
 	}
 }
@@ -319,10 +326,10 @@ func (m *Memory) Remove(_ context.Context, id chunker.ID) {
 	delete(m.items, id)
 	if ent.main {
 		m.main.Remove(el)
-		m.mainByte -= int64(len(ent.e.Data))
+		m.mainByte -= int64(cap(ent.e.Data))
 	} else {
 		m.in.Remove(el)
-		m.inBytes -= int64(len(ent.e.Data))
+		m.inBytes -= int64(cap(ent.e.Data))
 	}
 }
 
