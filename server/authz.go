@@ -74,6 +74,8 @@ func ruleFor(method string) (rule, bool) {
 			return rule{need: auth.RoleAdmin, clients: true, audit: "repair", heavy: true}, true
 		case "Replicate":
 			return rule{need: auth.RoleAdmin, clients: true, audit: "replicate"}, true
+		case "SnapshotSave", "SnapshotRestore": // audited by their handlers (streams)
+			return rule{need: auth.RoleAdmin, clients: true, heavy: true}, true
 		}
 	}
 	return rule{}, false
