@@ -15,9 +15,11 @@ import (
 	"github.com/ddstore/ddstore/chunker"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/replica"
+	"github.com/ddstore/ddstore/server/auth"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -29,8 +31,33 @@ type federationService struct {
 
 // Filters returns this cluster's Bloom filters, or only their version when
 // the caller holds them already, with where the cluster can be reached.
+//
+// A call carrying mdFiltersChanged is a peer's notice that it committed a
+// file (taken only from that peer itself) and is answered with the version
+// only. One carrying mdFiltersFresh first brings this node up to date with
+// its leader, within half the caller's deadline (else it answers with what
+// it has).
 func (s *federationService) Filters(ctx context.Context, req *pb.FiltersRequest) (*pb.FiltersResponse, error) {
 	n := s.n
+	md, _ := metadata.FromIncomingContext(ctx)
+	if mdFirst(md, mdFiltersChanged) != "" {
+		if callerIsCluster(ctx, req.GetFromCluster()) {
+			n.peers.noticeFrom(req.GetFromCluster())
+		}
+		return &pb.FiltersResponse{Cluster: n.cfg.Cluster, Version: n.fsm.FilesVersion(), FpRate: n.cfg.FilterFPRate}, nil
+	}
+	if mdFirst(md, mdFiltersFresh) != "" {
+		wait := n.cfg.PeerTimeout / 2
+		if dl, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(dl)/2)
+		}
+		bctx, cancel := context.WithTimeout(ctx, wait)
+		err := n.readBarrier(bctx, pb.Consistency_CONSISTENCY_LINEARIZABLE)
+		cancel()
+		if err != nil {
+			n.log.Debug("filters asked fresh sent as they are", "for", req.GetFromCluster(), "err", err)
+		}
+	}
 	data, version, err := n.peers.encodedFilters()
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "encode filters: %v", err)
@@ -116,7 +143,7 @@ func (n *Node) askPeers(ctx context.Context, r route, test func(*catalog.Filters
 		n.peers.lookups.Add(1)
 	}
 	for _, p := range cands {
-		if yes, err := n.mayAsk(r, p, test); !yes {
+		if yes, err := n.mayAsk(ctx, r, p, test); !yes {
 			if err != nil {
 				notes = append(notes, peerNote(p.name, err))
 			}
@@ -138,9 +165,11 @@ func (n *Node) askPeers(ctx context.Context, r route, test func(*catalog.Filters
 
 // mayAsk decides whether a request goes to peer p: not when the filters of
 // p (and of the clusters beyond it) rule out what test asks about, nor while
-// p is down (the error says why). It counts the skip or the call.
-func (n *Node) mayAsk(r route, p *peerCluster, test func(*catalog.Filters) bool) (bool, error) {
-	if !n.peers.ignore.Load() && !p.mayHave(test, n.askedElsewhere(r)) {
+// p is down (the error says why). Filters that rule it out but may be stale
+// are checked with p first (checkStale). It counts the skip or the call.
+func (n *Node) mayAsk(ctx context.Context, r route, p *peerCluster, test func(*catalog.Filters) bool) (bool, error) {
+	if !n.peers.ignore.Load() && !p.mayHave(test, n.askedElsewhere(r)) &&
+		(!n.peers.checkStale(ctx, p) || !p.mayHave(test, n.askedElsewhere(r))) {
 		n.peers.filterSkips.Add(1)
 		return false, nil
 	}
@@ -375,7 +404,9 @@ func (n *Node) fetchFromPeers(ctx context.Context, r route, id chunker.ID) (chun
 }
 
 // forwardList asks, at once, every peer whose date filter says it may hold
-// files whose time range overlaps the asked one (every day of it), and merges their answers with the local one.
+// files whose time range overlaps the asked one (every day of it), and
+// merges their answers with the local one. Stale filters are checked with
+// their peers at once too.
 // Peers that do not answer within the peer timeout are named in the answer.
 func (n *Node) forwardList(ctx context.Context, r route, req *pb.ListRequest, local *pb.ListResponse, limit int) *pb.ListResponse {
 	cands := n.candidates(r)
@@ -396,13 +427,15 @@ func (n *Node) forwardList(ctx context.Context, r route, req *pb.ListRequest, lo
 	}
 	dates := func(f *catalog.Filters) bool { return f.MayHaveRange(want) }
 	for _, p := range cands {
-		if yes, err := n.mayAsk(r, p, dates); !yes {
-			if err != nil {
-				notes = append(notes, &pb.ClusterNote{Cluster: p.name, Error: status.Convert(err).Message()})
-			}
-			continue
-		}
 		wg.Go(func() {
+			if yes, err := n.mayAsk(ctx, r, p, dates); !yes {
+				if err != nil {
+					mu.Lock()
+					notes = append(notes, &pb.ClusterNote{Cluster: p.name, Error: status.Convert(err).Message()})
+					mu.Unlock()
+				}
+				return
+			}
 			var resp *pb.ListResponse
 			err := n.peers.call(octx, p, func(ctx context.Context, cc *grpc.ClientConn) error {
 				var err error
@@ -606,6 +639,14 @@ func (n *Node) sendChunks(ctx context.Context, r route, ids []chunker.ID, resp *
 	}
 	_, err = up.CloseAndRecv()
 	return err
+}
+
+// callerIsCluster reports whether the caller of ctx speaks for cluster
+// name: a node of that peer cluster (by its certificate), or anyone on an
+// insecure node.
+func callerIsCluster(ctx context.Context, name string) bool {
+	p, ok := auth.FromContext(ctx)
+	return ok && (p.Kind == auth.KindLocal || p.Kind == auth.KindPeer && p.Cluster == name)
 }
 
 // errNotHere tells a caller that the local catalog lacks the file.

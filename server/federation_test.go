@@ -43,6 +43,13 @@ func startFederation(t *testing.T, names ...string) map[string]*localcluster.Clu
 // clusters peers[X] as its peers, and launches them.
 func startClusters(t *testing.T, n int, names []string, peers map[string][]string) map[string]*localcluster.Cluster {
 	t.Helper()
+	return startClustersTuned(t, n, names, peers, nil)
+}
+
+// startClustersTuned is startClusters with tune applied last to every
+// node's configuration.
+func startClustersTuned(t *testing.T, n int, names []string, peers map[string][]string, tune func(*server.Config)) map[string]*localcluster.Cluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out := map[string]*localcluster.Cluster{}
@@ -70,6 +77,9 @@ func startClusters(t *testing.T, n int, names []string, peers map[string][]strin
 				c.PeerTimeout = time.Second
 				c.CacheSize = 128 << 20 // its FIFO (a quarter) holds a test file whole
 				c.RepairInterval, c.ScrubInterval, c.GCInterval = -1, -1, -1
+				if tune != nil {
+					tune(c)
+				}
 			}})
 		if err != nil {
 			t.Fatal(err)
@@ -543,5 +553,100 @@ func waitBeyond(t *testing.T, cl *localcluster.Cluster, peer, far string) {
 			t.Fatalf("%s never learned of %s through %s: %v %v", st.GetCluster(), far, peer, st.GetPeers(), err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// staleChecks sums, over a cluster's nodes, the lookups that checked stale
+// peer filters with their peer.
+func staleChecks(cl *localcluster.Cluster) (n uint64) {
+	for _, m := range cl.Members {
+		if m.Node != nil {
+			n += m.Node.StaleFilterChecks()
+		}
+	}
+	return n
+}
+
+// TestFederationFresh: a file committed in B is found through A at once
+// (stat, get, ls), with filters refreshed only every 2 s (the default): B
+// tells A's nodes of each commit before it answers, and A checks the
+// filters that rule the name out with B first. A name no cluster holds is
+// NotFound without a call to B, once A holds B's current filters.
+func TestFederationFresh(t *testing.T) {
+	fed := startClustersTuned(t, 3, []string{"A", "B"}, map[string][]string{"A": {"B"}, "B": {"A"}}, func(c *server.Config) {
+		c.FilterRefresh = 2 * time.Second
+	})
+	ca, cb := newClient(t, fed["A"]), newClient(t, fed["B"])
+	put(t, cb, "b/old.txt", "2026-02-01", strings.NewReader("before"))
+	waitFilters(t, fed, "A")
+	ctx := context.Background()
+
+	checks := staleChecks(fed["A"])
+	start := time.Now()
+	put(t, cb, "b/stat.txt", "2026-02-02", strings.NewReader("stat me"))
+	committed := time.Now()
+	resp, err := ca.Lookup(ctx, "b/stat.txt", 0)
+	if err != nil || resp.GetCluster() != "B" {
+		t.Fatalf("stat through A right after the commit in B: %v %v", resp, err)
+	}
+	t.Logf("stat: put in B %s, then found through A in %s", committed.Sub(start).Round(time.Millisecond), time.Since(committed).Round(time.Millisecond))
+
+	put(t, cb, "b/get.txt", "2026-02-03", strings.NewReader("get me"))
+	committed = time.Now()
+	var got bytes.Buffer
+	if _, err := ca.Get(ctx, "b/get.txt", &got, client.GetOptions{}); err != nil || got.String() != "get me" {
+		t.Fatalf("get through A right after the commit in B: %q %v", got.String(), err)
+	}
+	t.Logf("get: downloaded through A in %s", time.Since(committed).Round(time.Millisecond))
+
+	put(t, cb, "b/ls.txt", "2026-02-04", strings.NewReader("list me"))
+	committed = time.Now()
+	listing, err := ca.List(ctx, client.ListOptions{DateFrom: "2026-02-04", DateTo: "2026-02-04"})
+	if err != nil || len(listing.Files) != 1 || listing.Files[0].GetName() != "b/ls.txt" || listing.Files[0].GetCluster() != "B" {
+		t.Fatalf("ls through A right after the commit in B: %v (unanswered %v) %v", listing.Files, listing.Unanswered, err)
+	}
+	t.Logf("ls: listed through A in %s", time.Since(committed).Round(time.Millisecond))
+	t.Logf("%d stale-filter checks in A for 3 lookups", staleChecks(fed["A"])-checks)
+
+	// Once A's nodes hold B's current filters again (the notices started a
+	// refresh), a name B's filters rule out costs no call to B.
+	waitFilters(t, fed, "A")
+	fb := clusterFilters(t, fed["B"], leaderAddr(t, fed["B"]))
+	name := ""
+	for i := 0; name == ""; i++ {
+		if n := fmt.Sprintf("nobody/has-%d", i); !fb.MayHaveName(n) {
+			name = n
+		}
+	}
+	checks, sb := staleChecks(fed["A"]), served(fed["B"])
+	// A notice of a commit in B that does not come from B (here a node of A
+	// itself) is answered with the version only and otherwise ignored.
+	for _, addr := range fed["A"].Addrs() {
+		conn, err := fed["A"].Dial(addr, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nctx := metadata.AppendToOutgoingContext(ctx, "ddstore-filters-changed", "1")
+		resp, err := pb.NewFederationClient(conn).Filters(nctx, &pb.FiltersRequest{FromCluster: "B"})
+		conn.Close()
+		if err != nil || len(resp.GetFilters()) != 0 || resp.GetCluster() != "A" {
+			t.Fatalf("forged notice to %s: %d bytes of filters from %q, %v", addr, len(resp.GetFilters()), resp.GetCluster(), err)
+		}
+	}
+	for _, addr := range fed["A"].Addrs() {
+		c := newClient(t, fed["A"], addr)
+		start := time.Now()
+		_, err := c.Stat(ctx, name, 0)
+		took := time.Since(start)
+		if status.Code(err) != codes.NotFound {
+			t.Fatalf("stat of %s through %s: %v, want NotFound", name, addr, err)
+		}
+		t.Logf("stat of a name no cluster holds, through %s: NotFound in %s", addr, took.Round(time.Microsecond))
+		if took > time.Second {
+			t.Errorf("NotFound took %s", took)
+		}
+	}
+	if n, s := staleChecks(fed["A"])-checks, served(fed["B"])-sb; n != 0 || s != 0 {
+		t.Errorf("lookups of a name B's fresh filters rule out made %d stale-filter checks and %d calls to B", n, s)
 	}
 }

@@ -354,6 +354,7 @@ func (n *Node) commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitRes
 			return nil, err
 		}
 		n.pins.release(ids)
+		n.peers.announce(ctx) // peers look here for the name before they say NotFound
 		return &pb.CommitResponse{Manifest: pageless(applied)}, nil
 	}
 }

@@ -116,6 +116,7 @@ func (m metricsSource) Snapshot(ctx context.Context) metrics.Snapshot {
 	f := n.peers.counters()
 	s.Federation = metrics.Federation{
 		Lookups: f.GetLookups(), ForwardedCalls: f.GetPeerCalls(), FilterSkips: f.GetFilterSkips(), ServedForwarded: f.GetServedForwarded(),
+		StaleFilterChecks: n.peers.staleChecks.Load(),
 	}
 	return s
 }

@@ -16,6 +16,7 @@ import (
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -38,7 +39,16 @@ type peerCluster struct {
 	fetched    time.Time              // when filters arrived (or were confirmed current)
 	lastOK     time.Time
 	lastErr    error
-	cur        string // address that answered last
+	failedAt   time.Time // when lastErr was set
+	cur        string    // address that answered last
+
+	// Freshness (see checkStale): the peer tells this node of each commit
+	// there (noticed: when the last such notice arrived); freshAsOf is when
+	// the last refresh that asked for filters holding every commit made
+	// before it was sent; freshening is closed when the one under way ends.
+	noticed    time.Time
+	freshAsOf  time.Time
+	freshening chan struct{}
 }
 
 // addrs returns the addresses to try, best first: the one that answered
@@ -89,10 +99,28 @@ func (p *peerCluster) mayHave(test func(*catalog.Filters) bool, skip func(cluste
 func (p *peerCluster) down() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.lastErr != nil && unreachable(p.lastErr) {
+	if p.downLocked() {
 		return status.Errorf(codes.Unavailable, "unreachable at its last exchange: %s", status.Convert(p.lastErr).Message())
 	}
 	return nil
+}
+
+// downLocked reports whether the last exchange with the peer failed on
+// every address and the peer has not called since with news of a commit.
+func (p *peerCluster) downLocked() bool {
+	return p.lastErr != nil && unreachable(p.lastErr) && !p.noticed.After(p.failedAt)
+}
+
+// failed records why an exchange with the peer failed.
+func (p *peerCluster) failed(err error) {
+	p.lastErr, p.failedAt = err, time.Now()
+}
+
+// staleLocked reports whether the peer's filters may lack a file committed
+// there: none have arrived, it told of a commit after the last fresh
+// refresh began, or no refresh confirmed them within maxAge.
+func (p *peerCluster) staleLocked(now time.Time, maxAge time.Duration) bool {
+	return p.filters == nil || p.noticed.After(p.freshAsOf) || now.Sub(p.fetched) > maxAge
 }
 
 // peerSet is a node's view of every peer cluster, and its counters.
@@ -101,7 +129,8 @@ type peerSet struct {
 	peers []*peerCluster // sorted by name
 
 	lookups, peerCalls, filterSkips, served atomic.Uint64
-	ignore                                  atomic.Bool // ask every peer, whatever its filters say
+	staleChecks                             atomic.Uint64 // filters that ruled out a lookup checked with their peer first
+	ignore                                  atomic.Bool   // ask every peer, whatever its filters say
 
 	encMu      sync.Mutex
 	encVersion uint64
@@ -190,7 +219,7 @@ func (ps *peerSet) try(ctx context.Context, p *peerCluster, timeout time.Duratio
 		err = status.Errorf(codes.Unavailable, "cluster %s: no address to reach it", p.name)
 	}
 	p.mu.Lock()
-	p.lastErr = err
+	p.failed(err)
 	p.mu.Unlock()
 	return err
 }
@@ -252,15 +281,33 @@ func (ps *peerSet) refreshLoop() {
 // refresh asks the peer for its filters, sending the version held here so
 // that unchanged filters do not travel again.
 func (ps *peerSet) refresh(ctx context.Context, p *peerCluster) error {
+	return ps.pull(ctx, p, false)
+}
+
+// filtersRequest is a request for p's filters from this cluster, naming
+// the versions held here.
+func (ps *peerSet) filtersRequest(p *peerCluster) *pb.FiltersRequest {
 	req := &pb.FiltersRequest{FromCluster: ps.n.cfg.Cluster, HaveBeyond: map[string]uint64{}}
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.filters != nil {
 		req.HaveVersion = p.filters.Version
 	}
 	for name, far := range p.beyond {
 		req.HaveBeyond[name] = far.version
 	}
-	p.mu.Unlock()
+	return req
+}
+
+// pull refreshes the peer's filters. With fresh, the node that answers
+// first catches up with its cluster's leader (mdFiltersFresh), so the
+// filters hold every file committed there before the call.
+func (ps *peerSet) pull(ctx context.Context, p *peerCluster, fresh bool) error {
+	req := ps.filtersRequest(p)
+	start := time.Now()
+	if fresh {
+		ctx = metadata.AppendToOutgoingContext(ctx, mdFiltersFresh, "1")
+	}
 	var resp *pb.FiltersResponse
 	err := ps.call(ctx, p, func(ctx context.Context, cc *grpc.ClientConn) error {
 		var err error
@@ -289,7 +336,7 @@ func (ps *peerSet) refresh(ctx context.Context, p *peerCluster) error {
 			// nothing of the answer is kept, used or passed on.
 			ps.n.log.Error("peer cluster's filters refused; keeping what was held before", "cluster", p.name, "err", err)
 		}
-		p.lastErr = err
+		p.failed(err)
 		return err
 	}
 	now := time.Now()
@@ -302,7 +349,135 @@ func (ps *peerSet) refresh(ctx context.Context, p *peerCluster) error {
 	} else if p.filters != nil && p.filters.Version == resp.GetVersion() {
 		p.fetched = now
 	}
+	if fresh {
+		p.freshAsOf = start
+	}
 	return nil
+}
+
+// staleAfter is the age past which a peer's filters are checked with it
+// before they rule a lookup out, whether or not it told of a commit: two
+// refresh periods, which only a stalled or failing refresh reaches.
+func (ps *peerSet) staleAfter() time.Duration { return 2 * ps.n.cfg.FilterRefresh }
+
+// checkStale is called when p's filters rule out what a lookup asks about.
+// If they may be stale (p told this node of a commit since its last fresh
+// refresh, or they are older than staleAfter), it refreshes them from p at
+// once, bounded like every call to a peer, and reports whether it did: the
+// caller tests them again. A peer that is down is not asked; its last
+// filters stand.
+func (ps *peerSet) checkStale(ctx context.Context, p *peerCluster) bool {
+	p.mu.Lock()
+	stale := p.staleLocked(time.Now(), ps.staleAfter()) && !p.downLocked()
+	p.mu.Unlock()
+	if !stale {
+		return false
+	}
+	ps.staleChecks.Add(1)
+	if err := ps.freshen(ctx, p); err != nil {
+		ps.n.log.Debug("stale peer filters not checked", "cluster", p.name, "err", err)
+		return false
+	}
+	return true
+}
+
+// freshen makes a fresh refresh of p's filters, or waits for the one under
+// way (any number of lookups share one call), while they are stale.
+func (ps *peerSet) freshen(ctx context.Context, p *peerCluster) error {
+	for range 2 {
+		p.mu.Lock()
+		if !p.staleLocked(time.Now(), ps.staleAfter()) {
+			p.mu.Unlock()
+			return nil
+		}
+		if wait := p.freshening; wait != nil {
+			p.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for cluster %s's filters: %w", p.name, ctx.Err())
+			}
+		}
+		done := make(chan struct{})
+		p.freshening = done
+		p.mu.Unlock()
+		err := ps.pull(ctx, p, true)
+		p.mu.Lock()
+		p.freshening = nil
+		p.mu.Unlock()
+		close(done)
+		return err
+	}
+	return nil
+}
+
+// noticeFrom takes a peer's word that it has committed a file: its filters
+// held here are stale until a fresh refresh, which starts now in the
+// background (lookups in the meantime wait for it when the filters rule
+// them out). The notice of a cluster that is not a peer is ignored.
+func (ps *peerSet) noticeFrom(name string) {
+	p := ps.get(name)
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.noticed = time.Now()
+	busy := p.freshening != nil
+	p.mu.Unlock()
+	if busy {
+		return // the lookups that need fresh filters start another refresh
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), ps.n.cfg.PeerTimeout)
+		defer cancel()
+		go func() {
+			select {
+			case <-ps.n.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if err := ps.freshen(ctx, p); err != nil {
+			ps.n.log.Debug("peer cluster's filters not refreshed after its notice", "cluster", p.name, "err", err)
+		}
+	}()
+}
+
+// noticeTimeout bounds how long a commit waits for its notices to reach
+// the peers: no longer than a refresh period, after which they pull the
+// new filters anyway.
+func (ps *peerSet) noticeTimeout() time.Duration {
+	return min(ps.n.cfg.PeerTimeout, ps.n.cfg.FilterRefresh)
+}
+
+// announce tells every node of every peer cluster this node can reach that
+// this cluster has committed a file (a Filters call carrying
+// mdFiltersChanged), so that their next lookup the filters held there rule
+// out refreshes them first. It waits at most noticeTimeout; a peer that is
+// down or slower learns at its next refresh. Answers are versions only.
+func (ps *peerSet) announce(ctx context.Context) {
+	if len(ps.peers) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ps.noticeTimeout())
+	defer cancel()
+	ctx = metadata.NewOutgoingContext(ctx, metadata.Pairs(mdFiltersChanged, "1"))
+	var wg sync.WaitGroup
+	for _, p := range ps.peers {
+		if p.down() != nil {
+			continue
+		}
+		req := &pb.FiltersRequest{FromCluster: ps.n.cfg.Cluster}
+		for _, addr := range p.addrs() {
+			wg.Go(func() {
+				if _, err := pb.NewFederationClient(ps.n.conns.Peer(p.name, addr)).Filters(ctx, req); err != nil {
+					ps.n.log.Debug("peer cluster not told of a commit", "cluster", p.name, "addr", addr, "err", err)
+				}
+			})
+		}
+	}
+	wg.Wait()
 }
 
 // beyondFrom reads the clusters a peer reaches, keeping the filters held
@@ -413,6 +588,10 @@ func (ps *peerSet) counters() *pb.FederationStatus {
 		FilterSkips: ps.filterSkips.Load(), ServedForwarded: ps.served.Load(),
 	}
 }
+
+// StaleFilterChecks counts the lookups whose peer filters ruled them out
+// but were checked with the peer first, as they might be stale.
+func (n *Node) StaleFilterChecks() uint64 { return n.peers.staleChecks.Load() }
 
 // encodedFilters returns this cluster's filters, encoded, and their version.
 func (ps *peerSet) encodedFilters() ([]byte, uint64, error) {

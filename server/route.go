@@ -19,6 +19,12 @@ const (
 	mdOrigin  = "ddstore-origin"
 	mdVisited = "ddstore-visited"
 	mdHops    = "ddstore-hops"
+
+	// On a Filters call: the calling cluster has committed a file (a
+	// notice, answered with versions only), or the caller wants filters
+	// holding every file committed before the call.
+	mdFiltersChanged = "ddstore-filters-changed"
+	mdFiltersFresh   = "ddstore-filters-fresh"
 )
 
 // route is where a Files call may go: to another cluster it is meant for,

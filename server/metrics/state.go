@@ -84,6 +84,7 @@ type Peer struct {
 // Federation counts calls to and from peer clusters.
 type Federation struct {
 	Lookups, ForwardedCalls, FilterSkips, ServedForwarded uint64
+	StaleFilterChecks                                     uint64
 }
 
 // desc makes a metric description in the ddstore namespace.
@@ -99,7 +100,7 @@ type stateDescs struct {
 	cacheHits, cacheMisses, cacheEvictions, cacheErrors, cacheCorrupt, cacheSkipped, cacheServed, cacheEntries, cacheBytes *prometheus.Desc
 	healRuns, healFailures, healChecked, healBad, healRepaired, healDeleted, healUnder, healLost, healLast                 *prometheus.Desc
 	peerReachable, peerFilterVersion, peerFilterAge, peerLastContact                                                       *prometheus.Desc
-	fedLookups, fedForwarded, fedSkips, fedServed                                                                          *prometheus.Desc
+	fedLookups, fedForwarded, fedSkips, fedServed, fedStale                                                                *prometheus.Desc
 }
 
 func newStateDescs() *stateDescs {
@@ -153,6 +154,7 @@ func newStateDescs() *stateDescs {
 		fedForwarded: desc("federation_forwarded_calls_total", "Calls forwarded to peer clusters (lookups, lists, chunk reads)."),
 		fedSkips:     desc("federation_filter_skips_total", "Peer clusters not asked because their Bloom filters ruled the name or chunk out."),
 		fedServed:    desc("federation_served_forwarded_total", "Calls from peer clusters answered here."),
+		fedStale:     desc("federation_stale_filter_checks_total", "Lookups whose peer filters ruled them out but might be stale (the peer told of a commit, or they were not refreshed in two refresh periods), so the filters were refreshed from the peer first."),
 	}
 }
 
@@ -267,4 +269,5 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(d.fedForwarded, f.ForwardedCalls)
 	counter(d.fedSkips, f.FilterSkips)
 	counter(d.fedServed, f.ServedForwarded)
+	counter(d.fedStale, f.StaleFilterChecks)
 }
