@@ -131,6 +131,9 @@ func newCertCACmd() *cobra.Command {
 			if err := ca.Save(crt, key); err != nil {
 				return authError(what, err)
 			}
+			if jsonFlag(cmd) {
+				return printJSON(cmd.OutOrStdout(), certJSON{CertFile: crt, KeyFile: key, Subject: "CA of cluster " + cluster, Expires: ca.Cert.NotAfter.UTC().Format(time.RFC3339)})
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s and %s: CA of cluster %s, valid until %s\n", crt, key, cluster, day(ca.Cert.NotAfter))
 			return nil
 		},
@@ -244,11 +247,14 @@ func writePair(cmd *cobra.Command, what, out, caDir, base string, certPEM, keyPE
 	if err := auth.WriteNewFiles(crt, certPEM, key, keyPEM); err != nil {
 		return authError(what, err)
 	}
-	until := "?"
+	until, expires := "?", ""
 	if b, _ := pem.Decode(certPEM); b != nil {
 		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
-			until = day(c.NotAfter)
+			until, expires = day(c.NotAfter), c.NotAfter.UTC().Format(time.RFC3339)
 		}
+	}
+	if jsonFlag(cmd) {
+		return printJSON(cmd.OutOrStdout(), certJSON{CertFile: crt, KeyFile: key, Subject: whom, Expires: expires})
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s and %s: %s, valid until %s\n", crt, key, whom, until)
 	return nil
@@ -289,11 +295,15 @@ from now. Clients present it with --token-file or DDSTORE_TOKEN.`,
 			if err != nil {
 				return authError(what, err)
 			}
+			expires := time.Now().Add(ttl).UTC().Format(time.RFC3339)
+			if jsonFlag(cmd) {
+				return printJSON(cmd.OutOrStdout(), tokenJSON{Token: tok, Cluster: cluster, Name: name, Role: r.String(), Prefix: prefix, Expires: expires})
+			}
 			if _, err := fmt.Fprintln(cmd.OutOrStdout(), tok); err != nil {
 				return err
 			}
 			p := auth.Principal{Kind: auth.KindClient, Name: name, Role: r, Prefix: prefix}
-			fmt.Fprintf(cmd.ErrOrStderr(), "token for %s of cluster %s, valid until %s\n", p, cluster, time.Now().Add(ttl).UTC().Format(time.RFC3339))
+			fmt.Fprintf(cmd.ErrOrStderr(), "token for %s of cluster %s, valid until %s\n", p, cluster, expires)
 			return nil
 		},
 	}
@@ -305,4 +315,11 @@ from now. Clients present it with --token-file or DDSTORE_TOKEN.`,
 	f.StringVar(&caDir, "ca-dir", "certs", "directory holding ca.crt and ca.key")
 	f.DurationVar(&ttl, "ttl", 0, "how long the token is valid (required, e.g. 720h)")
 	return cmd
+}
+
+// jsonFlag reports whether the global --json flag is set, for commands made
+// without the global flags.
+func jsonFlag(cmd *cobra.Command) bool {
+	v, _ := cmd.Flags().GetBool("json")
+	return v
 }

@@ -96,7 +96,7 @@ func TestUsageErrors(t *testing.T) {
 		wantFail(t, run(t, "server", "--id", "x", "--tls-ca", "ca.crt"), 2, "all three")
 	})
 	t.Run("no server", func(t *testing.T) {
-		wantFail(t, run(t, "--addr", "127.0.0.1:1", "--timeout", "3s", "stat", "x"), 1, "unavailable")
+		wantFail(t, run(t, "--addr", "127.0.0.1:1", "--timeout", "3s", "stat", "x"), 1, "no node answered at 127.0.0.1:1 (connection refused): is the cluster running? check --addr / ddstore_addr")
 	})
 }
 
@@ -209,7 +209,7 @@ func TestCLI(t *testing.T) {
 	if log, _ := os.ReadFile(filepath.Join(dir, "cluster", "node3.log")); !strings.Contains(string(log), "shutting down") {
 		t.Fatalf("node3 log does not mention shutting down:\n%s", log)
 	}
-	if r := run(t, "--addr", first, "get", "copy.bin", out); r.code != 0 {
+	if r := run(t, "--addr", first, "get", "--force", "copy.bin", out); r.code != 0 {
 		t.Fatalf("get with one node stopped: %+v", r)
 	}
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, data) {

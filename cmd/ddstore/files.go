@@ -21,7 +21,8 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -114,7 +115,7 @@ func (g *globalFlags) session(parent context.Context, def time.Duration, fn func
 	defer c.Close()
 	ctx, cancel := g.ctx(parent, def)
 	defer cancel()
-	return fn(ctx, c)
+	return asNoAnswer(g.addr, fn(ctx, c))
 }
 
 // ctx bounds a call by --timeout, or by def when --timeout is not set.
@@ -129,14 +130,12 @@ func (g *globalFlags) ctx(parent context.Context, def time.Duration) (context.Co
 	return context.WithTimeout(parent, d)
 }
 
+// printJSON writes one of the structs of jsonout.go as one indented JSON
+// object (docs/JSON.md). Protocol buffer messages are refused: their JSON
+// (protojson) is not the documented shape.
 func printJSON(w io.Writer, v any) error {
-	if m, ok := v.(proto.Message); ok {
-		b, err := protojson.MarshalOptions{Indent: "  ", UseProtoNames: true}.Marshal(m)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
-		return err
+	if _, ok := v.(proto.Message); ok {
+		return fmt.Errorf("internal error: %T printed as protojson", v)
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -224,20 +223,27 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 					opts.Progress = func(done int64) { bar.Set64(done) }
 				}
 				var (
-					res *client.PutResult
-					err error
+					res     *client.PutResult
+					err     error
+					retried int
 				)
+				notes := newRetryLog(os.Stderr, time.Now)
 				for attempt := 0; ; attempt++ {
 					src := span.scan(name, in, &opts) // a fresh scan of each attempt's read
 					res, err = c.Put(ctx, name, src, opts)
 					if err == nil || seek == nil || attempt >= retries || !client.Retryable(err) || ctx.Err() != nil {
 						break
 					}
-					fmt.Fprintf(os.Stderr, "ddstore: put interrupted (%s); retrying, sending only what is missing\n", oneLine(err))
+					retried++
+					notes.retry(oneLine(err))
 					if _, serr := seek.Seek(0, io.SeekStart); serr != nil {
 						break
 					}
+					if !sleepCtx(ctx, retryBackoff(attempt)) {
+						break
+					}
 				}
+				notes.flush()
 				if bar != nil {
 					bar.Finish()
 				}
@@ -246,18 +252,19 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 				}
 				if g.json {
 					r := catalog.FileRange(res.Manifest)
-					return printJSON(os.Stdout, map[string]any{
-						"name": name, "size": res.Size, "chunks": res.Chunks, "chunks_sent": res.ChunksSent,
-						"bytes_sent": res.BytesSent, "seconds": res.Duration.Seconds(),
-						"blake3": hex.EncodeToString(res.Manifest.GetBlake3()), "date": res.Manifest.GetDate(),
-						"time_from": timerange.Format(r.From), "time_to": timerange.Format(r.To), "time_source": span.source(),
+					return printJSON(os.Stdout, putJSON{
+						Name: name, Size: res.Size, Chunks: res.Chunks, ChunksSent: res.ChunksSent, ChunksKnown: res.ChunksKnown,
+						BytesSent: res.BytesSent, Retries: retried, Seconds: res.Duration.Seconds(),
+						Blake3: hex.EncodeToString(res.Manifest.GetBlake3()), Date: res.Manifest.GetDate(),
+						TimeFrom: timerange.Format(r.From), TimeTo: timerange.Format(r.To), TimeSource: span.source(),
+						Created: rfc3339(res.Manifest.GetCreatedUnixNano()),
 					})
 				}
 				if s := span.found(); s != "" {
 					fmt.Println(s)
 				}
-				fmt.Printf("stored %s: %d bytes in %d chunks; sent %d chunks (%d bytes), %d already stored; %.1f MB/s\n",
-					name, res.Size, res.Chunks, res.ChunksSent, res.BytesSent, res.ChunksKnown, mbps(res.Size, res.Duration))
+				fmt.Printf("stored %s: %s in %d chunks; sent %d chunks (%s), %d already stored; %.1f MB/s\n",
+					name, humanSize(res.Size), res.Chunks, res.ChunksSent, humanSize(res.BytesSent), res.ChunksKnown, mbps(res.Size, res.Duration))
 				return nil
 			})
 		},
@@ -276,6 +283,7 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 func newGetCmd(g *globalFlags) *cobra.Command {
 	var (
 		resume   bool
+		force    bool
 		span     client.ListOptions
 		parallel int
 	)
@@ -303,6 +311,11 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 			name, path := args[0], filepath.Base(args[0])
 			if len(args) == 2 {
 				path = args[1]
+			}
+			if path != "-" && !resume && !force {
+				if _, err := os.Lstat(path); err == nil {
+					return usageError{fmt.Errorf("get: %s exists: give --force to overwrite it, or --resume to finish a partial download of %s", path, name)}
+				}
 			}
 			return g.session(cmd.Context(), 0, func(ctx context.Context, c *client.Client) error {
 				opts := client.GetOptions{Consistency: g.consistency()}
@@ -334,17 +347,22 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 					bar.Finish()
 				}
 				if err != nil {
+					if cmd.Context().Err() != nil && path != "-" && res != nil {
+						// Interrupted (Ctrl-C, SIGTERM): the verified part stays.
+						return interruptedError{fmt.Errorf("get %s: interrupted; what arrived is kept in %s: resume with ddstore get --resume %s %s",
+							name, path, shellQuote(name), shellQuote(path))}
+					}
 					return fmt.Errorf("get %s: %w", name, err)
 				}
 				size := int64(res.Manifest.GetSize())
 				if g.json {
-					return printJSON(os.Stdout, map[string]any{
-						"name": name, "path": path, "size": size, "resumed_at_chunk": res.ResumedAt,
-						"kept_bytes": res.KeptBytes, "bytes_received": res.BytesReceived, "seconds": res.Duration.Seconds(),
+					return printJSON(os.Stdout, getJSON{
+						Name: name, Path: path, Size: uint64(size), Blake3: hex.EncodeToString(res.Manifest.GetBlake3()), ResumedAtChunk: res.ResumedAt,
+						KeptBytes: res.KeptBytes, BytesReceived: res.BytesReceived, Seconds: res.Duration.Seconds(),
 					})
 				}
 				if path != "-" {
-					fmt.Fprintf(os.Stderr, "got %s: %d bytes, verified; %s%.1f MB/s\n", name, size,
+					fmt.Fprintf(os.Stderr, "got %s: %s, verified; %s%.1f MB/s\n", name, humanSize(size),
 						resumedNote(res), mbps(size-res.KeptBytes, res.Duration))
 				}
 				return nil
@@ -352,6 +370,7 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&resume, "resume", false, "keep the verified chunks of a partial FILE and fetch the rest")
+	cmd.Flags().BoolVar(&force, "force", false, "overwrite FILE if it exists (without --force or --resume an existing FILE is refused)")
 	cmd.Flags().StringVar(&span.DateFrom, "from", "", "download every file whose time range ends at or after this time (RFC 3339 or a day) into DIR")
 	cmd.Flags().StringVar(&span.DateTo, "to", "", "... and starts at or before this time (RFC 3339 or a day, its end)")
 	cmd.Flags().IntVar(&parallel, "parallel", 4, "with --from/--to: files downloaded at a time")
@@ -362,7 +381,7 @@ func resumedNote(res *client.GetResult) string {
 	if res.KeptBytes == 0 {
 		return ""
 	}
-	return fmt.Sprintf("resumed at chunk %d, kept %d bytes; ", res.ResumedAt, res.KeptBytes)
+	return fmt.Sprintf("resumed at chunk %d, kept %s; ", res.ResumedAt, humanSize(res.KeptBytes))
 }
 
 func newLsCmd(g *globalFlags) *cobra.Command {
@@ -388,12 +407,12 @@ func newLsCmd(g *globalFlags) *cobra.Command {
 					fmt.Fprintf(os.Stderr, "ddstore: ls: cluster %s did not answer; its files are missing here: %s\n", n.GetCluster(), n.GetError())
 				}
 				if g.json {
-					return printJSON(os.Stdout, &pb.ListResponse{Files: listing.Files, Unanswered: listing.Unanswered})
+					return printJSON(os.Stdout, listJSON(listing.Files, listing.Truncated, listing.Unanswered))
 				}
 				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tCLUSTER\tSIZE\tSTORED\tCHUNKS\tDATE\tRANGE\tCREATED")
 				for _, f := range listing.Files {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", f.GetName(), f.GetCluster(), f.GetSize(), f.GetStoredSize(), f.GetChunks(),
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", f.GetName(), f.GetCluster(), humanSize(int64(f.GetSize())), humanSize(int64(f.GetStoredSize())), f.GetChunks(),
 						f.GetDate(), rangeText(catalog.InfoRange(f)), time.Unix(0, f.GetCreatedUnixNano()).UTC().Format(time.RFC3339))
 				}
 				return tw.Flush()
@@ -418,10 +437,10 @@ func newStatCmd(g *globalFlags) *cobra.Command {
 				}
 				m := resp.GetManifest()
 				if g.json {
-					return printJSON(os.Stdout, m)
+					return printJSON(os.Stdout, statOf(m, resp.GetCluster()))
 				}
-				fmt.Printf("name:    %s\ncluster: %s\nsize:    %d\nstored:  %d\nchunks:  %d\nblake3:  %x\ndate:    %s\nrange:   %s\ncreated: %s\n",
-					m.GetName(), resp.GetCluster(), m.GetSize(), m.GetStoredSize(), len(m.GetChunks()), m.GetBlake3(), m.GetDate(), rangeText(catalog.FileRange(m)),
+				fmt.Printf("name:    %s\ncluster: %s\nsize:    %s (%d bytes)\nstored:  %s (%d bytes)\nchunks:  %d\nblake3:  %x\ndate:    %s\nrange:   %s\ncreated: %s\n",
+					m.GetName(), resp.GetCluster(), humanSize(int64(m.GetSize())), m.GetSize(), humanSize(int64(m.GetStoredSize())), m.GetStoredSize(), len(m.GetChunks()), m.GetBlake3(), m.GetDate(), rangeText(catalog.FileRange(m)),
 					time.Unix(0, m.GetCreatedUnixNano()).UTC().Format(time.RFC3339Nano))
 				for k, v := range m.GetMetadata() {
 					fmt.Printf("meta:    %s=%s\n", k, v)
@@ -434,13 +453,40 @@ func newStatCmd(g *globalFlags) *cobra.Command {
 
 func newRmCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "rm NAME",
-		Short: "Delete a file",
-		Args:  cobra.ExactArgs(1),
+		Use:   "rm NAME...",
+		Short: "Delete files",
+		Long: `Delete each named file. Prints one line per file removed (--json: one object
+listing removed, not_found and failed names); each name not removed gets one
+line on stderr, and the exit status is 1 if any was not removed.`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.session(cmd.Context(), 30*time.Second, func(ctx context.Context, c *client.Client) error {
-				if err := c.Delete(ctx, args[0]); err != nil {
-					return fmt.Errorf("rm %s: %w", args[0], err)
+				out := rmJSON{Removed: []string{}, NotFound: []string{}, Failed: []nameErrorJSON{}}
+				for _, name := range args {
+					err := c.Delete(ctx, name)
+					switch {
+					case err == nil:
+						out.Removed = append(out.Removed, name)
+						if !g.json {
+							fmt.Printf("removed %s\n", name)
+						}
+						continue
+					case status.Code(err) == codes.NotFound:
+						out.NotFound = append(out.NotFound, name)
+					case ctx.Err() != nil || !perFile(err):
+						return fmt.Errorf("rm %s: %w", name, err) // the cluster, not the file: no use going on
+					default:
+						out.Failed = append(out.Failed, nameErrorJSON{Name: name, Error: oneLine(err)})
+					}
+					fmt.Fprintf(os.Stderr, "ddstore: rm %s: %s\n", name, oneLine(err))
+				}
+				if g.json {
+					if err := printJSON(os.Stdout, out); err != nil {
+						return err
+					}
+				}
+				if n := len(out.NotFound) + len(out.Failed); n > 0 {
+					return reportedError{fmt.Errorf("rm: %d of %d files not removed", n, len(args))}
 				}
 				return nil
 			})
@@ -469,10 +515,10 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 					return fmt.Errorf("status: %w", err)
 				}
 				if g.json {
-					return printJSON(os.Stdout, st)
+					return printJSON(os.Stdout, statusOf(st))
 				}
-				fmt.Printf("cluster: %s  leader: %s  term: %d  replicas: %d  files: %d  bytes: %d\n",
-					st.GetCluster(), orNone(st.GetLeaderId()), st.GetTerm(), st.GetReplicas(), st.GetFiles(), st.GetBytes())
+				fmt.Printf("cluster: %s  leader: %s  term: %d  replicas: %d  files: %d  size: %s\n",
+					st.GetCluster(), orNone(st.GetLeaderId()), st.GetTerm(), st.GetReplicas(), st.GetFiles(), humanSize(int64(st.GetBytes())))
 				return printStatus(os.Stdout, st)
 			})
 		},
@@ -507,12 +553,12 @@ func printStatus(w io.Writer, st *pb.StatusResponse) error {
 			note = strings.TrimPrefix(note+"; NOT SERVING: "+why, "; ")
 		}
 		nodes = append(nodes, []any{n.GetId(), n.GetState(), n.GetApiAddr(), orNone(n.GetPublicAddr()), n.GetRaftAddr(), n.GetTerm(),
-			n.GetAppliedIndex(), n.GetCommitIndex(), n.GetStore(), n.GetChunks(), n.GetStoredBytes(), note})
+			n.GetAppliedIndex(), n.GetCommitIndex(), n.GetStore(), n.GetChunks(), humanSize(int64(n.GetStoredBytes())), note})
 		if f := n.GetFederation(); f != nil {
 			fed = append(fed, []any{n.GetId(), f.GetLookups(), f.GetPeerCalls(), f.GetFilterSkips(), f.GetServedForwarded()})
 		}
 		for _, t := range n.GetCache() {
-			cache = append(cache, []any{n.GetId(), t.GetTier(), t.GetHits(), t.GetMisses(), t.GetBytesServed(), t.GetEntries(),
+			cache = append(cache, []any{n.GetId(), t.GetTier(), t.GetHits(), t.GetMisses(), humanSize(int64(t.GetBytesServed())), t.GetEntries(),
 				t.GetEvictions(), t.GetSkipped(), t.GetErrors(), t.GetCorrupt()})
 		}
 		if l := n.GetLimits(); l != nil {
@@ -532,7 +578,7 @@ func printStatus(w io.Writer, st *pb.StatusResponse) error {
 		header string
 		rows   [][]any
 	}{
-		{"NODE\tSTATE\tAPI\tPUBLIC\tRAFT\tTERM\tAPPLIED\tCOMMIT\tSTORE\tCHUNKS\tSTORED BYTES\tNOTE", nodes},
+		{"NODE\tSTATE\tAPI\tPUBLIC\tRAFT\tTERM\tAPPLIED\tCOMMIT\tSTORE\tCHUNKS\tSTORED\tNOTE", nodes},
 		{"PEER CLUSTER\tREACHABLE\tLEADER\tLEADER ADDR\tFILTER VERSION\tFILTER AGE\tLAST CONTACT\tBEYOND\tADDRESSES\tNOTE", peers},
 		{"NODE\tLOOKUPS FORWARDED\tPEER CALLS\tFILTER SKIPS\tSERVED FOR PEERS", fed},
 		{"NODE\tCACHE TIER\tHITS\tMISSES\tBYTES SERVED\tENTRIES\tEVICTIONS\tSKIPPED\tERRORS\tCORRUPT", cache},
@@ -577,14 +623,14 @@ func newGCCmd(g *globalFlags) *cobra.Command {
 					return fmt.Errorf("gc: %w", err)
 				}
 				if g.json {
-					return printJSON(os.Stdout, resp)
+					return printJSON(os.Stdout, gcOf(resp))
 				}
 				verb := "deleted"
 				if dryRun {
 					verb = "would delete"
 				}
-				fmt.Printf("%d unreferenced chunks; %d unreferenced for longer than %s (%d bytes); %s %d copies\n",
-					resp.GetUnreferenced(), resp.GetEligible(), resp.GetGrace(), resp.GetEligibleBytes(), verb,
+				fmt.Printf("%d unreferenced chunks; %d unreferenced for longer than %s (%s); %s %d copies\n",
+					resp.GetUnreferenced(), resp.GetEligible(), resp.GetGrace(), humanSize(int64(resp.GetEligibleBytes())), verb,
 					map[bool]uint64{true: resp.GetEligible(), false: resp.GetDeletedCopies()}[dryRun])
 				if p := resp.GetPinned(); p > 0 {
 					fmt.Printf("%d unreferenced chunks spared: uploads in progress rely on them\n", p)
@@ -610,10 +656,13 @@ func newRepairCmd(g *globalFlags) *cobra.Command {
 					return fmt.Errorf("repair: %w", err)
 				}
 				if g.json {
-					return printJSON(os.Stdout, resp)
+					if err := printJSON(os.Stdout, repairOf(resp)); err != nil {
+						return err
+					}
+				} else {
+					fmt.Printf("checked %d chunks: %d under-replicated, %d copies made, %d lost\n",
+						resp.GetChunksChecked(), resp.GetUnderReplicated(), resp.GetCopiesMade(), resp.GetLost())
 				}
-				fmt.Printf("checked %d chunks: %d under-replicated, %d copies made, %d lost\n",
-					resp.GetChunksChecked(), resp.GetUnderReplicated(), resp.GetCopiesMade(), resp.GetLost())
 				if resp.GetLost() > 0 {
 					return fmt.Errorf("repair: %d chunks are on no live node", resp.GetLost())
 				}
@@ -640,6 +689,10 @@ func newJoinCmd(g *globalFlags) *cobra.Command {
 				if err := c.Join(ctx, args[0], args[1], args[2]); err != nil {
 					return fmt.Errorf("join %s: %w", args[0], err)
 				}
+				if g.json {
+					return printJSON(os.Stdout, joinJSON{ID: args[0], APIAddr: args[1], RaftAddr: args[2]})
+				}
+				fmt.Printf("node %s joined (API %s, Raft %s)\n", args[0], args[1], args[2])
 				return nil
 			})
 		},
@@ -656,6 +709,10 @@ func newLeaveCmd(g *globalFlags) *cobra.Command {
 				if err := c.Leave(ctx, args[0]); err != nil {
 					return fmt.Errorf("leave %s: %w", args[0], err)
 				}
+				if g.json {
+					return printJSON(os.Stdout, leaveJSON{ID: args[0]})
+				}
+				fmt.Printf("node %s left the cluster\n", args[0])
 				return nil
 			})
 		},
@@ -689,10 +746,10 @@ func newReplicateCmd(g *globalFlags) *cobra.Command {
 					return fmt.Errorf("replicate: %w", err)
 				}
 				if g.json {
-					return printJSON(os.Stdout, resp)
+					return printJSON(os.Stdout, replicateOf(args[0], to, resp))
 				}
-				fmt.Printf("replicated %s to cluster %s: %d chunks, %d certainly absent there (filter), %d checked exactly, %d sent (%d bytes)\n",
-					args[0], to, resp.GetChunks(), resp.GetFilterAbsent(), resp.GetChecked(), resp.GetSentChunks(), resp.GetSentBytes())
+				fmt.Printf("replicated %s to cluster %s: %d chunks, %d certainly absent there (filter), %d checked exactly, %d sent (%s)\n",
+					args[0], to, resp.GetChunks(), resp.GetFilterAbsent(), resp.GetChecked(), resp.GetSentChunks(), humanSize(int64(resp.GetSentBytes())))
 				return nil
 			})
 		},
@@ -700,4 +757,14 @@ func newReplicateCmd(g *globalFlags) *cobra.Command {
 	cmd.Flags().StringVar(&to, "to", "", "the peer cluster to copy the file to")
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a file of that name there")
 	return cmd
+}
+
+// perFile reports whether a failure concerns one file (its name, its
+// prefix's permission) rather than the cluster or the connection.
+func perFile(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Unauthenticated, codes.DeadlineExceeded, codes.Canceled:
+		return false
+	}
+	return true
 }

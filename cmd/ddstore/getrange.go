@@ -62,7 +62,7 @@ func (rg *rangeGet) run(ctx context.Context, c *client.Client, opts client.ListO
 	var (
 		wg       sync.WaitGroup
 		errMu    sync.Mutex
-		failures []string
+		failures []nameErrorJSON
 		work     = make(chan int)
 	)
 	for range max(1, rg.parallel) {
@@ -71,7 +71,7 @@ func (rg *rangeGet) run(ctx context.Context, c *client.Client, opts client.ListO
 				if err := rg.one(ctx, listing.Files[i], paths[i], st); err != nil {
 					st.failed.Add(1)
 					errMu.Lock()
-					failures = append(failures, fmt.Sprintf("%s: %s", listing.Files[i].GetName(), oneLine(err)))
+					failures = append(failures, nameErrorJSON{Name: listing.Files[i].GetName(), Error: oneLine(err)})
 					errMu.Unlock()
 				}
 			}
@@ -90,20 +90,30 @@ feed:
 	stopLine()
 	d := time.Since(start)
 	if rg.g.json {
-		printJSON(os.Stdout, map[string]any{
-			"dir": rg.dir, "files": st.files.Load(), "fetched": st.fetched.Load(), "resumed": st.resumed.Load(), "skipped": st.skipped.Load(),
-			"failed": st.failed.Load(), "bytes": st.bytes.Load(), "seconds": d.Seconds(),
+		sort.Slice(failures, func(i, j int) bool { return failures[i].Name < failures[j].Name })
+		printJSON(os.Stdout, getRangeJSON{
+			Dir: rg.dir, Files: st.files.Load(), Fetched: st.fetched.Load(), Resumed: st.resumed.Load(), Skipped: st.skipped.Load(),
+			Failed: st.failed.Load(), Bytes: st.bytes.Load(), Seconds: d.Seconds(), Failures: append([]nameErrorJSON{}, failures...),
+			Unanswered: notesJSON(listing.Unanswered),
 		})
 	} else {
-		fmt.Fprintf(os.Stderr, "got %d files into %s: %d fetched (%d resumed), %d already there and verified, %d failed; %d bytes, %.1f MB/s\n",
-			st.files.Load(), rg.dir, st.fetched.Load(), st.resumed.Load(), st.skipped.Load(), st.failed.Load(), st.bytes.Load(), mbps(st.bytes.Load(), d))
+		fmt.Fprintf(os.Stderr, "got %d files into %s: %d fetched (%d resumed), %d already there and verified, %d failed; %s, %.1f MB/s\n",
+			st.files.Load(), rg.dir, st.fetched.Load(), st.resumed.Load(), st.skipped.Load(), st.failed.Load(), humanSize(st.bytes.Load()), mbps(st.bytes.Load(), d))
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("get: stopped (%w) with %d of %d files in place; run the same command again to resume", ctx.Err(), st.skipped.Load()+st.fetched.Load(), st.files.Load())
+		err := fmt.Errorf("get: stopped (%w) with %d of %d files in place; run the same command again to resume", ctx.Err(), st.skipped.Load()+st.fetched.Load(), st.files.Load())
+		if errors.Is(ctx.Err(), context.Canceled) { // Ctrl-C or SIGTERM, not --timeout
+			return interruptedError{err}
+		}
+		return err
 	}
 	if len(failures) > 0 {
-		sort.Strings(failures)
-		return fmt.Errorf("get: %d of %d files failed (run the same command again to resume): %s", len(failures), st.files.Load(), strings.Join(failures, "; "))
+		sort.Slice(failures, func(i, j int) bool { return failures[i].Name < failures[j].Name })
+		msgs := make([]string, len(failures))
+		for i, f := range failures {
+			msgs[i] = f.Name + ": " + f.Error
+		}
+		return fmt.Errorf("get: %d of %d files failed (run the same command again to resume): %s", len(failures), st.files.Load(), strings.Join(msgs, "; "))
 	}
 	return nil
 }
@@ -242,7 +252,7 @@ func (rg *rangeGet) progressLine(st *rangeGetStats) (stop func()) {
 		if total > 0 {
 			pct = 100 * float64(got) / float64(total)
 		}
-		fmt.Fprintf(os.Stderr, "\rget: %d/%d files, %.1f/%.1f MB (%.0f%%)\x1b[K", n, st.files.Load(), float64(got)/1e6, float64(total)/1e6, pct)
+		fmt.Fprintf(os.Stderr, "\rget: %d/%d files, %s of %s (%.0f%%)\x1b[K", n, st.files.Load(), humanSize(got), humanSize(total), pct)
 	}
 	wg.Go(func() {
 		t := time.NewTicker(200 * time.Millisecond)

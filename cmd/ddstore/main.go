@@ -46,7 +46,12 @@ func main() {
 	if err == nil {
 		os.Exit(exitOK)
 	}
-	fmt.Fprintf(os.Stderr, "ddstore: %s\n", oneLine(err))
+	if !errors.As(err, new(reportedError)) {
+		fmt.Fprintf(os.Stderr, "ddstore: %s\n", oneLine(err))
+	}
+	if errors.As(err, new(interruptedError)) {
+		os.Exit(exitInterrupted)
+	}
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
 		os.Exit(exitUsage)
@@ -73,7 +78,7 @@ func oneLine(err error) string {
 	if st, ok := status.FromError(err); ok && st.Code() != codes.OK && st.Code() != codes.Unknown {
 		msg = strings.Replace(msg, "rpc error: code = "+st.Code().String()+" desc = ", strings.ToLower(codeName(st.Code()))+": ", 1)
 	}
-	return strings.Join(strings.Fields(msg+hint(msg)), " ")
+	return strings.Join(strings.Fields(tidy(msg)+hint(msg)), " ")
 }
 
 // hint adds what to do about a connection that failed in a way that names

@@ -191,7 +191,7 @@ func TestPrivateNetworkGateways(t *testing.T) {
 			LeaderID      string `json:"leader_id"`
 			LeaderAddr    string `json:"leader_addr"`
 			Reachable     bool
-			FilterVersion string `json:"filter_version"`
+			FilterVersion uint64 `json:"filter_version"`
 		}
 	}
 	r := runAs(t, asA, "--addr", viaA, "status", "--json")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -70,7 +69,7 @@ func newVersionCmd(g *globalFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b := readBuildInfo()
 			if g.json {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(b)
+				return printJSON(cmd.OutOrStdout(), b)
 			}
 			_, err := fmt.Fprintln(cmd.OutOrStdout(), b)
 			return err
