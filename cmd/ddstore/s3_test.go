@@ -137,6 +137,34 @@ func TestS3Gateway(t *testing.T) {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 
+	// HTTPS: a second gateway with a certificate (one the cluster's CA
+	// issued for 127.0.0.1), which awscli verifies with --ca-bundle.
+	certPEM, keyPEM, err := cl.CA().IssueNode(auth.NodeCert{Cluster: "ddstore", NodeID: "s3-gateway"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "s3.crt"), filepath.Join(dir, "s3.key")
+	os.WriteFile(certFile, certPEM, 0o644)
+	os.WriteFile(keyFile, keyPEM, 0o600)
+	ports, err = freeport.Get(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsListen := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	gwTLS := exec.Command(exe, "--addr", addr, "--ca", env["DDSTORE_CA"], "--cert", env["DDSTORE_CERT"], "--key", env["DDSTORE_KEY"],
+		"s3", "--listen", tlsListen, "--keys", keys, "--tls-cert", certFile, "--tls-key", keyFile)
+	gwTLS.Stdout, gwTLS.Stderr = gwLog, gwLog
+	if err := gwTLS.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { gwTLS.Process.Kill(); gwTLS.Wait() }()
+	waitListening(t, tlsListen)
+	url = "https://" + tlsListen
+	if ls := aws("--ca-bundle", env["DDSTORE_CA"], "s3", "ls", "s3://gwb/"); !strings.Contains(ls, " in.bin") {
+		t.Fatalf("aws s3 ls over HTTPS:\n%s", ls)
+	}
+	url = "http://" + listen
+
 	if v := os.Getenv("DDSTORE_S3_RSS"); v != "" {
 		size, err := ParseSize(v)
 		if err != nil {
