@@ -254,6 +254,15 @@ func TestSnapshotSaveRestore(t *testing.T) {
 		}
 	}
 	checkAll("after the restore")
+	// The copied stores hold every chunk the restored files refer to.
+	rep, err := cc.Repair(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.GetLost() != 0 || rep.GetUnderReplicated() != 0 {
+		t.Fatalf("repair after the restore: %v", rep)
+	}
+	t.Logf("repair after the restore: %v", rep)
 	// Every member holds the restored catalog, and the cluster kept its own
 	// node records (writes reach the leader at its new address).
 	for _, m := range nc.Members {
