@@ -115,6 +115,13 @@ func TestJSONOutput(t *testing.T) {
 		{"gc", []string{"gc", "--dry-run"}, nil},
 		{"gc", []string{"gc", "--now"}, nil},
 		{"repair", []string{"repair"}, nil},
+		{"snapshot", []string{"snapshot", "save", filepath.Join(dir, "a.snap")}, func(t *testing.T, v map[string]any) {
+			if v["cluster"] != "A" || num(v["files"]) != 1 {
+				t.Errorf("snapshot save: %v", v)
+			}
+		}},
+		{"snapshot", []string{"snapshot", "inspect", filepath.Join(dir, "a.snap")}, nil},
+		{"snapshot_restore", []string{"snapshot", "restore", "--force", filepath.Join(dir, "a.snap")}, nil},
 		{"token_create", []string{"token", "create", "--cluster", "A", "--role", "read", "--prefix", "wx/", "--ttl", "1h", "--ca-dir", filepath.Join(dir, "certs")}, nil},
 		{"cert", []string{"cert", "client", "--cluster", "A", "--name", "alice", "--role", "write", "--ca-dir", filepath.Join(dir, "certs"), "--out", filepath.Join(dir, "alice")}, nil},
 	}
