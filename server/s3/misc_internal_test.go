@@ -4,9 +4,11 @@ import (
 	"encoding/xml"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -188,5 +190,25 @@ func TestNames(t *testing.T) {
 		if got := checkKey("b", k) == nil; got != ok {
 			t.Errorf("key %q: valid %v; want %v", k, got, ok)
 		}
+	}
+}
+
+func TestKeepAlive(t *testing.T) {
+	rec := httptest.NewRecorder()
+	w := &responseWriter{ResponseWriter: rec}
+	k := startKeepAlive(w, 5*time.Millisecond)
+	time.Sleep(40 * time.Millisecond)
+	k.stop()
+	w.Write([]byte("<Done/>"))
+	body := rec.Body.String()
+	if rec.Code != 200 || !strings.HasPrefix(body, xml.Header) || !strings.HasSuffix(body, "<Done/>") {
+		t.Fatalf("%d %q", rec.Code, body)
+	}
+	if spaces := strings.Count(strings.TrimPrefix(body, xml.Header), " "); spaces < 2 {
+		t.Fatalf("%d spaces kept the answer alive in 40 ms at 5 ms: %q", spaces, body)
+	}
+	var v struct{ XMLName xml.Name }
+	if err := xml.Unmarshal(rec.Body.Bytes(), &v); err != nil || v.XMLName.Local != "Done" {
+		t.Fatalf("the answer does not parse: %v", err)
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/xml"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -195,25 +197,83 @@ func (g *Gateway) completeUpload(ctx context.Context, req *request) error {
 	m.Size = offset
 	etag := fmt.Sprintf("%s-%d", hex.EncodeToString(sums.Sum(nil)), len(parts))
 	meta[metaETag] = etag
-	// The whole-file hash: the parts read back, each checked against its
-	// own hash on the way.
-	h := blake3.New()
-	for _, p := range parts {
-		if _, err := req.c.Get(ctx, p.GetName(), h, client.GetOptions{}); err != nil {
-			return clusterError(fmt.Errorf("read back part %s: %w", p.GetName(), err), "InvalidPart")
-		}
-	}
-	m.Blake3 = h.Sum(nil)
-	out, err := req.c.Commit(ctx, m, client.CommitOptions{Overwrite: true})
+	// Reading the parts back takes a while for a large object: as S3 does,
+	// the answer starts now (200 and the XML declaration) and whitespace
+	// follows every few seconds, so that clients do not time out; the
+	// result, or an error document, comes at the end (SDKs and awscli read
+	// an error inside a 200 answer to this call).
+	ka := startKeepAlive(req.w, keepAliveEvery)
+	err = g.assemble(ctx, req.c, m, parts)
+	ka.stop()
 	if err != nil {
-		return clusterError(err, "NoSuchUpload")
+		e := clusterError(err, "InvalidPart")
+		g.log.Warn("s3: complete multipart upload failed", "bucket", req.bucket, "key", req.key, "upload", id, "err", err)
+		out, _ := xml.Marshal(errorBody{Code: e.Code, Message: e.Message, Resource: req.r.URL.Path, RequestID: req.id})
+		req.w.Write(out)
+		return nil
 	}
 	// The parts are referenced by the object now; their files go.
 	if err := removeUpload(ctx, req.c, req.bucket, id); err != nil {
 		g.log.Warn("s3: could not remove a completed upload's part files", "upload", id, "err", err)
 	}
-	_ = out
-	return req.writeXML(http.StatusOK, completeMultipartUploadResult{Xmlns: s3NS, Location: "/" + req.bucket + "/" + req.key, Bucket: req.bucket, Key: req.key, ETag: `"` + etag + `"`})
+	out, _ := xml.Marshal(completeMultipartUploadResult{Xmlns: s3NS, Location: "/" + req.bucket + "/" + req.key, Bucket: req.bucket, Key: req.key, ETag: `"` + etag + `"`})
+	req.w.Write(out)
+	return nil
+}
+
+// assemble computes the whole-file hash of the concatenated parts (read
+// back, each checked against its own hash on the way) and commits m.
+func (g *Gateway) assemble(ctx context.Context, c *client.Client, m *pb.FileManifest, parts []*pb.FileManifest) error {
+	h := blake3.New()
+	for _, p := range parts {
+		if _, err := c.Get(ctx, p.GetName(), h, client.GetOptions{}); err != nil {
+			return fmt.Errorf("read back part %s: %w", p.GetName(), err)
+		}
+	}
+	m.Blake3 = h.Sum(nil)
+	if _, err := c.Commit(ctx, m, client.CommitOptions{Overwrite: true}); err != nil {
+		return clusterError(err, "NoSuchUpload")
+	}
+	return nil
+}
+
+// keepAliveEvery is how often a long CompleteMultipartUpload sends a space.
+const keepAliveEvery = 5 * time.Second
+
+// keepAlive writes a space to an answer at an interval until stopped.
+type keepAlive struct {
+	done chan struct{}
+	exit chan struct{}
+}
+
+// startKeepAlive begins a 200 XML answer on w and keeps it alive.
+func startKeepAlive(w *responseWriter, every time.Duration) *keepAlive {
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(http.StatusOK)
+	io.WriteString(w, xml.Header)
+	w.Flush()
+	k := &keepAlive{done: make(chan struct{}), exit: make(chan struct{})}
+	go func() {
+		defer close(k.exit)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-k.done:
+				return
+			case <-t.C:
+				io.WriteString(w, " ")
+				w.Flush()
+			}
+		}
+	}()
+	return k
+}
+
+// stop ends the keep-alive; the answer may be written on once it returns.
+func (k *keepAlive) stop() {
+	close(k.done)
+	<-k.exit
 }
 
 // removeUpload deletes an upload's part files, then its record.
