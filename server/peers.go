@@ -49,6 +49,36 @@ type peerCluster struct {
 	noticed    time.Time
 	freshAsOf  time.Time
 	freshening chan struct{}
+	// Addresses of the peer whose last notice failed, and until when no
+	// notice goes to them (so that a dead or slow node does not hold up
+	// every commit here).
+	noticeSkip map[string]time.Time
+}
+
+// noticeAddrs returns the addresses to tell of a commit at now: all of the
+// peer's, but those whose last notice failed within noticeBackoff.
+func (p *peerCluster) noticeAddrs(now time.Time) []string {
+	addrs := p.addrs()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.DeleteFunc(addrs, func(a string) bool { return now.Before(p.noticeSkip[a]) })
+}
+
+// noticeDone records how a notice to addr went.
+func (p *peerCluster) noticeDone(addr string, err error, backoff time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err == nil {
+		delete(p.noticeSkip, addr)
+		return
+	}
+	if p.noticeSkip == nil {
+		p.noticeSkip = map[string]time.Time{}
+	}
+	if len(p.noticeSkip) > 4*maxBeyond { // addresses the peer no longer reports
+		clear(p.noticeSkip)
+	}
+	p.noticeSkip[addr] = time.Now().Add(backoff)
 }
 
 // addrs returns the addresses to try, best first: the one that answered
@@ -438,6 +468,11 @@ func (ps *peerSet) noticeFrom(name string) {
 			case <-ctx.Done():
 			}
 		}()
+		select {
+		case <-ps.n.stop:
+			return
+		default:
+		}
 		if err := ps.freshen(ctx, p); err != nil {
 			ps.n.log.Debug("peer cluster's filters not refreshed after its notice", "cluster", p.name, "err", err)
 		}
@@ -455,7 +490,10 @@ func (ps *peerSet) noticeTimeout() time.Duration {
 // this cluster has committed a file (a Filters call carrying
 // mdFiltersChanged), so that their next lookup the filters held there rule
 // out refreshes them first. It waits at most noticeTimeout; a peer that is
-// down or slower learns at its next refresh. Answers are versions only.
+// down or slower learns at its next refresh. An address whose notice
+// failed (or did not answer in time) is left out for noticeBackoff, so a
+// dead or slow node of a peer holds up at most one commit in that time.
+// Answers are versions only.
 func (ps *peerSet) announce(ctx context.Context) {
 	if len(ps.peers) == 0 {
 		return
@@ -463,22 +501,30 @@ func (ps *peerSet) announce(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ps.noticeTimeout())
 	defer cancel()
 	ctx = metadata.NewOutgoingContext(ctx, metadata.Pairs(mdFiltersChanged, "1"))
+	backoff := ps.noticeBackoff()
+	now := time.Now()
 	var wg sync.WaitGroup
 	for _, p := range ps.peers {
 		if p.down() != nil {
 			continue
 		}
 		req := &pb.FiltersRequest{FromCluster: ps.n.cfg.Cluster}
-		for _, addr := range p.addrs() {
+		for _, addr := range p.noticeAddrs(now) {
 			wg.Go(func() {
-				if _, err := pb.NewFederationClient(ps.n.conns.Peer(p.name, addr)).Filters(ctx, req); err != nil {
+				_, err := pb.NewFederationClient(ps.n.conns.Peer(p.name, addr)).Filters(ctx, req)
+				if err != nil {
 					ps.n.log.Debug("peer cluster not told of a commit", "cluster", p.name, "addr", addr, "err", err)
 				}
+				p.noticeDone(addr, err, backoff)
 			})
 		}
 	}
 	wg.Wait()
 }
+
+// noticeBackoff is how long an address whose notice failed is left out of
+// notices: ten refresh periods.
+func (ps *peerSet) noticeBackoff() time.Duration { return 10 * ps.n.cfg.FilterRefresh }
 
 // beyondFrom reads the clusters a peer reaches, keeping the filters held
 // (old) of those it says are unchanged. This cluster itself is left out.
