@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -215,15 +216,19 @@ func TestRclone(t *testing.T) {
 		writeRandomFile(t, p, 5000+i*1500000, uint64(300+i))
 	}
 	c.run(rclone, "copy", src, "dd:rclone/backup")
+	// rclone check compares MD5s: the ETags the gateway computed.
 	out := c.run(rclone, "check", src, "dd:rclone/backup")
-	_ = out
+	if !strings.Contains(out, "0 differences found") || !strings.Contains(out, "4 matching files") || strings.Contains(out, "size-only") || strings.Contains(out, "no hashes") {
+		t.Fatalf("rclone check:\n%s", out)
+	}
 	if out, err := c.try(rclone, "check", "--download", src, "dd:rclone/backup"); err != nil {
 		t.Fatalf("rclone check --download: %v\n%s", err, out)
 	}
 	// The MD5s rclone compares are the ETags the gateway computed.
 	md5s := c.run(rclone, "md5sum", "dd:rclone/backup")
-	if strings.Count(md5s, "\n") != 4 {
-		t.Fatalf("rclone md5sum:\n%s", md5s)
+	local := c.run(rclone, "md5sum", src)
+	if strings.Count(md5s, "\n") != 4 || sortedLines(md5s) != sortedLines(local) {
+		t.Fatalf("rclone md5sum of the bucket:\n%s\nof the files:\n%s", md5s, local)
 	}
 	// A changed file is found.
 	writeRandomFile(t, filepath.Join(src, "two/four.txt"), 1000, 999)
@@ -259,4 +264,10 @@ func TestS3cmd(t *testing.T) {
 		t.Fatalf("after del:\n%s", ls)
 	}
 	c.run(s3cmd, "rb", "s3://s3cmd")
+}
+
+func sortedLines(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -388,8 +389,17 @@ func TestSDKMultipart(t *testing.T) {
 	ctx := context.Background()
 	c := e.sdk(e.admin)
 	mustCreateBucket(t, c, "multi")
-	const partSize = 5 << 20
-	parts := [][]byte{randomBytes(partSize, 10), randomBytes(partSize, 11), randomBytes(partSize, 12), randomBytes(1<<20+7, 13)}
+	// 3 parts of 5 MiB and a short last one; with DDSTORE_S3_BIG=1, 1 GiB
+	// in 63 parts of 16 MiB and a short last one (the issue's size).
+	partSize, n := 5<<20, 4
+	if os.Getenv("DDSTORE_S3_BIG") != "" {
+		partSize, n = 16<<20, 64
+	}
+	var parts [][]byte
+	for i := range n - 1 {
+		parts = append(parts, randomBytes(partSize, uint64(10+i)))
+	}
+	parts = append(parts, randomBytes(1<<20+7, 9))
 	create, err := c.CreateMultipartUpload(ctx, &awss3.CreateMultipartUploadInput{Bucket: aws.String("multi"), Key: aws.String("big"),
 		ContentType: aws.String("video/mp4"), Metadata: map[string]string{"origin": "test"}})
 	if err != nil {
@@ -406,14 +416,15 @@ func TestSDKMultipart(t *testing.T) {
 	}
 	// Half the parts, then the upload is "interrupted".
 	base := e.storedBytes(t)
-	upload(1)
-	upload(2)
+	for i := 1; i <= n/2; i++ {
+		upload(i)
+	}
 	half := e.storedBytes(t) - base
 	lp, err := c.ListParts(ctx, &awss3.ListPartsInput{Bucket: aws.String("multi"), Key: aws.String("big"), UploadId: id})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(lp.Parts) != 2 || aws.ToInt64(lp.Parts[1].Size) != partSize {
+	if len(lp.Parts) != n/2 || aws.ToInt64(lp.Parts[1].Size) != int64(partSize) {
 		t.Fatalf("ListParts after two parts: %d parts", len(lp.Parts))
 	}
 	ups, err := c.ListMultipartUploads(ctx, &awss3.ListMultipartUploadsInput{Bucket: aws.String("multi")})
@@ -430,9 +441,12 @@ func TestSDKMultipart(t *testing.T) {
 		etags = append(etags, upload(n))
 	}
 	rest := e.storedBytes(t) - base - half
-	t.Logf("stored bytes (all copies): first half %d, retry of all 4 parts %d", half, rest)
-	missing := int64(len(parts[2]) + len(parts[3]))
-	if half < 2*partSize || rest > missing*3+missing/10 || rest < missing {
+	var missing int64
+	for _, p := range parts[n/2:] {
+		missing += int64(len(p))
+	}
+	t.Logf("stored bytes (all copies): first %d parts %d, then a retry of all %d parts %d; the missing parts hold %d bytes (x3 copies: %d)", n/2, half, n, rest, missing, 3*missing)
+	if half < int64(n/2*partSize) || rest > missing*3+missing/10 || rest < missing {
 		t.Fatalf("the retry of all parts added %d stored bytes; the missing parts hold %d (x3 copies)", rest, missing)
 	}
 
@@ -451,14 +465,18 @@ func TestSDKMultipart(t *testing.T) {
 		MultipartUpload: cparts(1, 2)})
 	wantCode(t, err, "NoSuchUpload", 404)
 	_, err = c.CompleteMultipartUpload(ctx, &awss3.CompleteMultipartUploadInput{Bucket: aws.String("multi"), Key: aws.String("big"), UploadId: id,
-		MultipartUpload: cparts(4, 1)})
+		MultipartUpload: cparts(n, 1)})
 	wantCode(t, err, "InvalidPartOrder", 400)
 	_, err = c.CompleteMultipartUpload(ctx, &awss3.CompleteMultipartUploadInput{Bucket: aws.String("multi"), Key: aws.String("big"), UploadId: id,
-		MultipartUpload: cparts(4, 3)})
+		MultipartUpload: cparts(n, n-1)})
 	wantCode(t, err, "InvalidPartOrder", 400)
 
 	beforeComplete := e.storedBytes(t)
-	done, err := c.CompleteMultipartUpload(ctx, &awss3.CompleteMultipartUploadInput{Bucket: aws.String("multi"), Key: aws.String("big"), UploadId: id, MultipartUpload: cparts(1, 2, 3, 4)})
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i + 1
+	}
+	done, err := c.CompleteMultipartUpload(ctx, &awss3.CompleteMultipartUploadInput{Bucket: aws.String("multi"), Key: aws.String("big"), UploadId: id, MultipartUpload: cparts(all...)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +488,7 @@ func TestSDKMultipart(t *testing.T) {
 		raw, _ := hex.DecodeString(strings.Trim(et, `"`))
 		h.Write(raw)
 	}
-	if want := fmt.Sprintf(`"%x-4"`, h.Sum(nil)); aws.ToString(done.ETag) != want {
+	if want := fmt.Sprintf(`"%x-%d"`, h.Sum(nil), n); aws.ToString(done.ETag) != want {
 		t.Fatalf("multipart ETag %s; want %s", aws.ToString(done.ETag), want)
 	}
 	whole := bytes.Join(parts, nil)
