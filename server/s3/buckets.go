@@ -219,10 +219,17 @@ func continuationToken(last string, isCP bool) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(kind + last))
 }
 
+// catalogReader is what a listing asks of the cluster (a *client.Client;
+// the unit tests give a fake).
+type catalogReader interface {
+	List(ctx context.Context, opts client.ListOptions) (*client.Listing, error)
+	Stat(ctx context.Context, name string, consistency pb.Consistency) (*pb.FileManifest, error)
+}
+
 // lister walks a bucket's names in order, page by page, and can skip past
 // every name under a prefix without listing them.
 type lister struct {
-	c      *client.Client
+	c      catalogReader
 	prefix string // full ddstore prefix
 	after  string
 	buf    []*pb.FileInfo
@@ -230,7 +237,7 @@ type lister struct {
 	page   int
 }
 
-func newLister(c *client.Client, prefix, after string, page int) *lister {
+func newLister(c catalogReader, prefix, after string, page int) *lister {
 	return &lister{c: c, prefix: prefix, after: after, more: true, page: page}
 }
 
@@ -278,7 +285,7 @@ func (g *Gateway) listObjects(ctx context.Context, req *request) error {
 }
 
 // listBucket answers a listing of a bucket.
-func listBucket(ctx context.Context, c *client.Client, bucket string, lq listQuery) (*listBucketResult, error) {
+func listBucket(ctx context.Context, c catalogReader, bucket string, lq listQuery) (*listBucketResult, error) {
 	enc := func(s string) string {
 		if lq.encodeURL {
 			return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
@@ -373,7 +380,7 @@ func listBucket(ctx context.Context, c *client.Client, bucket string, lq listQue
 // metadata, so each object's manifest is read (a stale read of the node
 // asked, several at once; a linearizable one if that node's copy is not the
 // listed version).
-func fillETags(ctx context.Context, c *client.Client, base string, objs []objectInfo, files []*pb.FileInfo) error {
+func fillETags(ctx context.Context, c catalogReader, base string, objs []objectInfo, files []*pb.FileInfo) error {
 	const parallel = 8
 	sem := make(chan struct{}, parallel)
 	errs := make(chan error, len(objs))
