@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ddstore/ddstore/catalog"
 	"github.com/ddstore/ddstore/consensus"
@@ -151,6 +152,15 @@ func (n *Node) snapshotRestore(ctx context.Context, recv snapshotfile.Recv, forc
 		return nil, status.Errorf(codes.InvalidArgument, "snapshot refused, nothing changed: it holds %d files (%d bytes), its header says %d (%d)",
 			files, bytes, f.Header.GetFiles(), f.Header.GetBytes())
 	}
+	// Refused here already when this node's catalog (after a linearizable
+	// read) holds other files; the leader checks again.
+	if err := n.readBarrier(ctx, pb.Consistency_CONSISTENCY_LINEARIZABLE); err != nil {
+		return nil, toStatus(err)
+	}
+	had, hadBytes, same := n.compareCatalog(cat)
+	if had > 0 && !*force && !same {
+		return nil, notEmpty(n.cfg.Cluster, had, hadBytes)
+	}
 	var resp *pb.SnapshotRestoreResponse
 	err = n.withLeader(ctx, func(ctx context.Context) error {
 		if n.raft.IsLeader() {
@@ -179,7 +189,44 @@ func (n *Node) snapshotRestore(ctx context.Context, recv snapshotfile.Recv, forc
 		return nil, toStatus(err)
 	}
 	resp.FromCluster, resp.FromIndex, resp.FromTerm = f.Header.GetCluster(), f.Header.GetIndex(), f.Header.GetTerm()
+	// What the catalog held when this call began: a leader that answers
+	// after a retry (the first try may have restored already) cannot know.
+	resp.ReplacedFiles = 0
+	if !same {
+		resp.ReplacedFiles = had
+	}
+	resp.Already = same
 	return resp, nil
+}
+
+// compareCatalog returns the files this node's catalog holds and whether
+// they are exactly cat's (same names, same manifests).
+func (n *Node) compareCatalog(cat *catalog.FSM) (files, bytes uint64, same bool) {
+	n.fsm.Read(func(s *catalog.State) {
+		files, bytes = s.Totals()
+		cat.Read(func(c *catalog.State) { same = sameFiles(s, c) })
+	})
+	return files, bytes, same
+}
+
+// sameFiles reports whether a and b hold the same files.
+func sameFiles(a, b *catalog.State) bool {
+	fa, ba := a.Totals()
+	if fb, bb := b.Totals(); fa != fb || ba != bb {
+		return false
+	}
+	files, _ := a.List(catalog.Query{})
+	for _, m := range files {
+		if o, ok := b.File(m.GetName()); !ok || !proto.Equal(m, o) {
+			return false
+		}
+	}
+	return true
+}
+
+func notEmpty(cluster string, files, bytes uint64) error {
+	return status.Errorf(codes.FailedPrecondition, "restore refused, nothing changed: %v: cluster %s holds %d files (%d bytes) and a restore replaces the whole catalog; give --force to replace them",
+		ErrCatalogNotEmpty, cluster, files, bytes)
 }
 
 // restoreHere installs cat on the leader: the catalog must be empty (or
@@ -194,16 +241,18 @@ func (n *Node) restoreHere(ctx context.Context, cat *catalog.FSM, force bool) (*
 	if err := n.raft.WaitApplied(ctx, index); err != nil {
 		return nil, err
 	}
-	var had, hadBytes uint64
-	var nodes []*pb.NodeInfo
-	n.fsm.Read(func(s *catalog.State) {
-		had, hadBytes = s.Totals()
-		nodes = s.Nodes()
-	})
-	if had > 0 && !force {
-		return nil, status.Errorf(codes.FailedPrecondition, "restore refused, nothing changed: %v: cluster %s holds %d files (%d bytes) and a restore replaces the whole catalog; give --force to replace them",
-			ErrCatalogNotEmpty, n.cfg.Cluster, had, hadBytes)
+	had, hadBytes, same := n.compareCatalog(cat)
+	if same {
+		// Restored already (by a try that failed as the leader changed
+		// after its restore had taken), or the same snapshot again.
+		files, bytes := snapshotfile.Totals(cat)
+		return &pb.SnapshotRestoreResponse{Index: n.fsm.LastApplied(), Term: n.raft.Status().Term, Files: files, Bytes: bytes, Already: true}, nil
 	}
+	if had > 0 && !force {
+		return nil, notEmpty(n.cfg.Cluster, had, hadBytes)
+	}
+	var nodes []*pb.NodeInfo
+	n.fsm.Read(func(s *catalog.State) { nodes = s.Nodes() })
 	var old []*pb.NodeInfo
 	cat.Read(func(s *catalog.State) { old = s.Nodes() })
 	for attempt := 0; ; attempt++ {
@@ -244,6 +293,7 @@ func (n *Node) restoreHere(ctx context.Context, cat *catalog.FSM, force bool) (*
 			continue
 		}
 		if err != nil {
+			n.log.Warn("restore failed", "index", at, "err", err)
 			return nil, fmt.Errorf("restore: %w", err)
 		}
 		files, bytes := snapshotfile.Totals(cat)

@@ -81,6 +81,22 @@ func TestSnapshotSaveRestore(t *testing.T) {
 		t.Fatalf("temporary files left: %v", leftovers)
 	}
 
+	// Any node saves (the one asked takes the snapshot, after a linearizable
+	// read): another one than the first gives the same catalog, at an index
+	// no older.
+	of, err := client.New([]string{old.Members[1].APIAddr}, old.ClientOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fhdr, _, err := of.SaveSnapshot(ctx, filepath.Join(base, "follower.snap"))
+	of.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fhdr.GetFiles() != hdr.GetFiles() || fhdr.GetBytes() != total || fhdr.GetIndex() < hdr.GetIndex() || fhdr.GetNode() == hdr.GetNode() {
+		t.Fatalf("saved through %s: %v; through %s: %v", old.Members[1].ID, fhdr, old.Members[0].ID, hdr)
+	}
+
 	// A read token may not save.
 	readTok, err := old.Token(auth.RoleRead, "", time.Hour)
 	if err != nil {
@@ -287,11 +303,17 @@ func TestSnapshotSaveRestore(t *testing.T) {
 		}
 	}
 	extra := []byte("written after the restore")
+
+	// The same snapshot again changes nothing and is no error.
+	_, resp, err = cc.RestoreSnapshot(ctx, snap, false)
+	if err != nil || !resp.GetAlready() || resp.GetFiles() != uint64(len(want)) || resp.GetReplacedFiles() != 0 {
+		t.Fatalf("restore of the same snapshot again: %v, %v; want already", resp, err)
+	}
 	if _, err := fc.Put(ctx, "after", bytes.NewReader(extra), client.PutOptions{}); err != nil {
 		t.Fatalf("put after the restore: %v", err)
 	}
 
-	// Not into a catalog that holds files, unless forced.
+	// Not into a catalog that holds other files, unless forced.
 	_, _, err = cc.RestoreSnapshot(ctx, snap, false)
 	if status.Code(errors.Unwrap(err)) != codes.FailedPrecondition && status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("restore into a non-empty catalog: %v; want FailedPrecondition", err)

@@ -39,6 +39,7 @@ type snapshotRestoreJSON struct {
 	Files         uint64 `json:"files"`
 	Bytes         uint64 `json:"bytes"`
 	ReplacedFiles uint64 `json:"replaced_files"`
+	Already       bool   `json:"already"` // the catalog already held exactly these files: nothing was done
 }
 
 func snapshotSaveOf(path string, size int64, h *pb.SnapshotHeader) snapshotSaveJSON {
@@ -93,8 +94,9 @@ func newSnapshotRestoreCmd(g *globalFlags) *cobra.Command {
 		Long: `Checks FILE whole (BLAKE3, format, every manifest in it) and only then sends
 it to the cluster, which checks it again and replaces its catalog with it
 through Raft on every node at once. The cluster keeps its own members.
-A cluster whose catalog holds files refuses unless --force (its files are
-then replaced). The chunks are not in the snapshot: give the new nodes
+A cluster whose catalog holds other files refuses unless --force (its files
+are then replaced); one that holds exactly the snapshot's files already is
+left as it is. The chunks are not in the snapshot: give the new nodes
 copies of the old nodes' chunk stores (docs/OPERATIONS.md).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -105,7 +107,13 @@ copies of the old nodes' chunk stores (docs/OPERATIONS.md).`,
 				}
 				if g.json {
 					return printJSON(os.Stdout, snapshotRestoreJSON{File: args[0], FromCluster: h.GetCluster(), FromIndex: h.GetIndex(), FromTerm: h.GetTerm(),
-						Index: resp.GetIndex(), Term: resp.GetTerm(), Files: resp.GetFiles(), Bytes: resp.GetBytes(), ReplacedFiles: resp.GetReplacedFiles()})
+						Index: resp.GetIndex(), Term: resp.GetTerm(), Files: resp.GetFiles(), Bytes: resp.GetBytes(), ReplacedFiles: resp.GetReplacedFiles(),
+						Already: resp.GetAlready()})
+				}
+				if resp.GetAlready() {
+					fmt.Printf("the catalog already holds exactly the %d files of %s (cluster %s, Raft index %d): nothing to do\n",
+						resp.GetFiles(), args[0], h.GetCluster(), h.GetIndex())
+					return nil
 				}
 				fmt.Printf("restored %s (cluster %s, Raft index %d, term %d): %d files, %d bytes, now at index %d, term %d\n",
 					args[0], h.GetCluster(), h.GetIndex(), h.GetTerm(), resp.GetFiles(), resp.GetBytes(), resp.GetIndex(), resp.GetTerm())

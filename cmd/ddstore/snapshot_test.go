@@ -21,7 +21,7 @@ import (
 // three files (one of many chunks) is saved, restored into a new cluster
 // whose nodes got copies of the old chunk directories, and every file
 // downloads byte-identical; a corrupted file, a non-empty catalog without
-// --force and a read token are refused, changing nothing.
+// --force and a read token are refused (the same snapshot again is a no-op), changing nothing.
 func TestSnapshotCLI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -166,6 +166,13 @@ func TestSnapshotCLI(t *testing.T) {
 	}
 
 	r = run(t, "snapshot", "restore", snap)
+	if r.code != 0 || !strings.Contains(r.stdout, "nothing to do") {
+		t.Fatalf("snapshot restore of the same snapshot again: %+v", r)
+	}
+	if r := run(t, "put", filepath.Join(dir, "in2"), "later"); r.code != 0 {
+		t.Fatalf("put after the restore: %+v", r)
+	}
+	r = run(t, "snapshot", "restore", snap)
 	t.Logf("non-empty: exit %d: %s", r.code, r.stderr)
 	wantFail(t, r, 1, "--force")
 	r = run(t, "--json", "snapshot", "restore", "--force", snap)
@@ -173,7 +180,7 @@ func TestSnapshotCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &restored); r.code != 0 || err != nil {
 		t.Fatalf("snapshot restore --force --json: %v %+v", err, r)
 	}
-	if restored.ReplacedFiles != 3 || restored.Files != 3 || restored.FromCluster != "old" || restored.FromIndex != saved.Index {
+	if restored.ReplacedFiles != 4 || restored.Files != 3 || restored.Already || restored.FromCluster != "old" || restored.FromIndex != saved.Index {
 		t.Fatalf("restored %+v", restored)
 	}
 	if n := filesNow(); n != 3 {

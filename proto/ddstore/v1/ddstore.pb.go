@@ -1879,6 +1879,10 @@ type SnapshotRestoreResponse struct {
 	FromCluster   string                 `protobuf:"bytes,6,opt,name=from_cluster,json=fromCluster,proto3" json:"from_cluster,omitempty"`        // the snapshot's header
 	FromIndex     uint64                 `protobuf:"varint,7,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
 	FromTerm      uint64                 `protobuf:"varint,8,opt,name=from_term,json=fromTerm,proto3" json:"from_term,omitempty"`
+	// The catalog already held exactly the snapshot's files (a restore run
+	// again, or retried after the leader changed during one): nothing was
+	// done, and this is not an error.
+	Already       bool `protobuf:"varint,9,opt,name=already,proto3" json:"already,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1967,6 +1971,13 @@ func (x *SnapshotRestoreResponse) GetFromTerm() uint64 {
 		return x.FromTerm
 	}
 	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetAlready() bool {
+	if x != nil {
+		return x.Already
+	}
+	return false
 }
 
 type ReplicateRequest struct {
@@ -5138,7 +5149,7 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x04part\"_\n" +
 	"\x16SnapshotRestoreRequest\x12/\n" +
 	"\x05piece\x18\x01 \x01(\v2\x19.ddstore.v1.SnapshotPieceR\x05piece\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"\xf5\x01\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"\x8f\x02\n" +
 	"\x17SnapshotRestoreResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x14\n" +
@@ -5148,7 +5159,8 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\ffrom_cluster\x18\x06 \x01(\tR\vfromCluster\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\a \x01(\x04R\tfromIndex\x12\x1b\n" +
-	"\tfrom_term\x18\b \x01(\x04R\bfromTerm\"T\n" +
+	"\tfrom_term\x18\b \x01(\x04R\bfromTerm\x12\x18\n" +
+	"\aalready\x18\t \x01(\bR\aalready\"T\n" +
 	"\x10ReplicateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x1c\n" +
