@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -48,6 +49,15 @@ func snapshotSaveOf(path string, size int64, h *pb.SnapshotHeader) snapshotSaveJ
 		Created: time.Unix(0, h.GetCreatedUnixNano()).UTC().Format(time.RFC3339Nano)}
 }
 
+// oneFile accepts exactly one argument, the snapshot file.
+func oneFile(cmd *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		path := strings.TrimPrefix(cmd.CommandPath(), "ddstore ")
+		return usageError{fmt.Errorf("%s: want one FILE, got %d arguments (see ddstore %s --help)", path, len(args), path)}
+	}
+	return nil
+}
+
 func newSnapshotCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "snapshot",
@@ -68,7 +78,7 @@ func newSnapshotSaveCmd(g *globalFlags) *cobra.Command {
 linearizable read: it holds every change committed before the command) and
 writes it to FILE atomically (a temporary file beside it, synced, renamed),
 checking its length and BLAKE3 as it arrives.`,
-		Args: cobra.ExactArgs(1),
+		Args: oneFile,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.session(cmd.Context(), 10*time.Minute, func(ctx context.Context, c *client.Client) error {
 				h, size, err := c.SaveSnapshot(ctx, args[0])
@@ -98,7 +108,7 @@ A cluster whose catalog holds other files refuses unless --force (its files
 are then replaced); one that holds exactly the snapshot's files already is
 left as it is. The chunks are not in the snapshot: give the new nodes
 copies of the old nodes' chunk stores (docs/OPERATIONS.md).`,
-		Args: cobra.ExactArgs(1),
+		Args: oneFile,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.session(cmd.Context(), 10*time.Minute, func(ctx context.Context, c *client.Client) error {
 				h, resp, err := c.RestoreSnapshot(ctx, args[0], force)
@@ -132,7 +142,7 @@ func newSnapshotInspectCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "inspect FILE",
 		Short: "Check a snapshot file whole and print its header (offline)",
-		Args:  cobra.ExactArgs(1),
+		Args:  oneFile,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := snapshotfile.Check(args[0])
 			if err != nil {

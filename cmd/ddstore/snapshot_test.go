@@ -187,3 +187,17 @@ func TestSnapshotCLI(t *testing.T) {
 		t.Fatalf("%v files after the forced restore", n)
 	}
 }
+
+// TestSnapshotUsage: a snapshot command without its one FILE is a usage
+// error (exit 2) naming the command; a file that is not a snapshot fails
+// inspect (exit 1).
+func TestSnapshotUsage(t *testing.T) {
+	wantFail(t, run(t, "snapshot", "save"), 2, "snapshot save: want one file")
+	wantFail(t, run(t, "snapshot", "restore", "a", "b"), 2, "snapshot restore: want one file")
+	wantFail(t, run(t, "snapshot", "restore", "--bogus", "a"), 2, "unknown flag")
+	notSnap := filepath.Join(t.TempDir(), "not.snap")
+	if err := os.WriteFile(notSnap, []byte("DDSNAP1\nnot really"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantFail(t, run(t, "snapshot", "inspect", notSnap), 1, "invalid snapshot")
+}
