@@ -26,7 +26,8 @@ import (
 // names (sqlite, the default, or postgresql) and opens a store on it. With
 // DDSTORE_GRIDFS_PG_INDEX=gin (PostgreSQL only) the GIN indexes on
 // `_jsonb->'_id'` an operator would create (testenv.IDIndexSQL) are created
-// once the store's tables exist, with plan_cache_mode=force_custom_plan.
+// once the store's tables exist, with the planner settings they need
+// (testenv.IDIndexSettings).
 func gridfsBenchBackend(b *testing.B, durable bool) (*testenv.Mongo, *GridFS, string) {
 	backend := os.Getenv("DDSTORE_GRIDFS_BACKEND")
 	if backend == "" {
@@ -36,7 +37,7 @@ func gridfsBenchBackend(b *testing.B, durable bool) (*testenv.Mongo, *GridFS, st
 	if gin && backend == "sqlite" {
 		b.Fatal("DDSTORE_GRIDFS_PG_INDEX=gin needs DDSTORE_GRIDFS_BACKEND=postgresql")
 	}
-	m := startGridFSBackend(b, backend, testenv.PostgresOptions{Durable: durable, CustomPlans: gin})
+	m := startGridFSBackend(b, backend, testenv.PostgresOptions{Durable: durable, IDIndexPlanning: gin})
 	g := openGridFS(b, m.URI)
 	desc := "FerretDB v1.24.2 on " + backend
 	if gin {
@@ -57,7 +58,8 @@ func gridfsBenchBackend(b *testing.B, durable bool) (*testenv.Mongo, *GridFS, st
 
 // BenchmarkGridFSGetGrowth measures a one-chunk Get from the GridFS store
 // as the store grows (16 MiB, 100 MiB, then DDSTORE_GRIDFS_MIB if set,
-// default 500): the first, middle and last chunk stored, each read once.
+// default 500): the first, middle and last chunk stored, each read once,
+// then 20 chunks spread over the store (median and slowest).
 // The store is filled with 1 MiB random chunks by 4 writers at once.
 // DDSTORE_GRIDFS_BACKEND and DDSTORE_GRIDFS_PG_INDEX as gridfsBenchBackend.
 //
@@ -89,8 +91,28 @@ func BenchmarkGridFSGetGrowth(b *testing.B) {
 				}
 				lat = append(lat, time.Since(t1).Round(time.Millisecond))
 			}
-			b.Logf("%4d MiB stored (last %d MiB put at %.1f MB/s): Get of first, middle, last chunk: %v",
-				len(ids), len(added), float64(len(added)<<20)/put.Seconds()/1e6, lat)
+			// Then up to 20 more chunks spread over the store (not when a
+			// read takes seconds: the three above tell that already).
+			var more []time.Duration
+			for i := range 20 {
+				if lat[0]+lat[1]+lat[2] > 3*time.Second {
+					break
+				}
+				id := ids[(2*i+1)*len(ids)/40]
+				t1 := time.Now()
+				if _, err := g.Get(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+				more = append(more, time.Since(t1))
+			}
+			spread := ""
+			if len(more) > 0 {
+				sort.Slice(more, func(i, j int) bool { return more[i] < more[j] })
+				spread = fmt.Sprintf("; %d chunks spread over the store: median %v, slowest %v", len(more),
+					more[len(more)/2].Round(time.Millisecond), more[len(more)-1].Round(time.Millisecond))
+			}
+			b.Logf("%4d MiB stored (last %d MiB put at %.1f MB/s): Get of first, middle, last chunk: %v%s",
+				len(ids), len(added), float64(len(added)<<20)/put.Seconds()/1e6, lat, spread)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -219,6 +220,9 @@ func openGridFS(t testing.TB, uri string) *GridFS {
 	}
 	t.Cleanup(func() {
 		g.Close()
+		// ctx may have run out during a long benchmark.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
 		client, err := mongo.Connect(options.Client().ApplyURI(uri))
 		if err != nil {
 			t.Logf("drop %s: %v", db, err)

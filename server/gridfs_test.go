@@ -48,7 +48,7 @@ func TestGridFSClusterPostgresLarge(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("DDSTORE_GRIDFS_CLUSTER_MIB")); err == nil && v > 0 {
 		size = int64(v) << 20
 	}
-	mongo := startMongoPostgres(t, testenv.PostgresOptions{CustomPlans: true})
+	mongo := startMongoPostgres(t, testenv.PostgresOptions{IDIndexPlanning: true})
 	testGridFSCluster(t, mongo, size, func(ctx context.Context) error { return mongo.Postgres.IndexIDs(ctx) })
 }
 

@@ -23,11 +23,20 @@ type PostgresOptions struct {
 	// Durable keeps PostgreSQL's defaults (fsync on, synchronous commit),
 	// as in production; otherwise fsync is off, which tests do not need.
 	Durable bool
-	// CustomPlans sets plan_cache_mode=force_custom_plan, so that FerretDB's
-	// prepared statements (`_jsonb->$1 @> $2`) are planned with their
-	// parameters and can match the expression indexes IndexIDs creates.
-	CustomPlans bool
+	// IDIndexPlanning sets what the GIN indexes IndexIDs creates need to be
+	// used reliably (IDIndexSettings): FerretDB's prepared statements
+	// (`_jsonb->$1 @> $2`) planned with their parameters, so that they match
+	// the indexes' expression, and no sequential scan where an index serves
+	// (the planner does not count the cost of detoasting every document a
+	// scan filters on, so it prefers a scan of a collection of a few
+	// hundred large documents, at seconds a lookup).
+	IDIndexPlanning bool
 }
+
+// IDIndexSettings are the PostgreSQL settings IDIndexPlanning applies to the
+// whole server; in production, ALTER DATABASE ... SET each of them for
+// FerretDB's database (docs/BENCHMARKS.md).
+var IDIndexSettings = []string{"plan_cache_mode=force_custom_plan", "enable_seqscan=off", "jit=off"}
 
 // Postgres is a throwaway PostgreSQL cluster: initdb in a temporary
 // directory, the postmaster on a free loopback port with trust
@@ -124,8 +133,10 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 	p.Addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	args := []string{"-D", data, "-p", strconv.Itoa(ports[0]), "-c", "listen_addresses=127.0.0.1",
 		"-c", "unix_socket_directories=" + dir, "-c", "max_connections=200", "-c", "log_min_messages=warning"}
-	if opts.CustomPlans {
-		args = append(args, "-c", "plan_cache_mode=force_custom_plan")
+	if opts.IDIndexPlanning {
+		for _, set := range IDIndexSettings {
+			args = append(args, "-c", set)
+		}
 	}
 	if !opts.Durable {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
