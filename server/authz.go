@@ -74,8 +74,10 @@ func ruleFor(method string) (rule, bool) {
 			return rule{need: auth.RoleAdmin, clients: true, audit: "repair", heavy: true}, true
 		case "Replicate":
 			return rule{need: auth.RoleAdmin, clients: true, audit: "replicate"}, true
-		case "SnapshotSave", "SnapshotRestore": // audited by their handlers (streams)
-			return rule{need: auth.RoleAdmin, clients: true, heavy: true}, true
+		case "SnapshotSave": // streams: the handler audits the calls that run
+			return rule{need: auth.RoleAdmin, clients: true, audit: "snapshot-save", heavy: true}, true
+		case "SnapshotRestore":
+			return rule{need: auth.RoleAdmin, clients: true, audit: "snapshot-restore", heavy: true}, true
 		}
 	}
 	return rule{}, false
@@ -243,8 +245,9 @@ func (g *guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 }
 
 func (g *guard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	ctx, p, _, err := g.check(ss.Context(), info.FullMethod)
+	ctx, p, r, err := g.check(ss.Context(), info.FullMethod)
 	if err != nil {
+		g.audit(r, p, nil, err, 0) // a refused call that would change something
 		return err
 	}
 	return handler(srv, &guardedStream{ServerStream: ss, ctx: ctx, p: p, g: g})
