@@ -290,7 +290,16 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get NAME [FILE] | get --from T1 --to T2 DIR",
 		Short: "Download a file (FILE - for standard output; --resume continues a partial download), or every file of a time range into DIR",
-		Args:  cobra.RangeArgs(1, 2),
+		Long: `Download NAME into FILE (default: the last part of NAME; - for standard output),
+every chunk verified. An existing FILE is refused (exit 2) unless --force
+(overwrite it) or --resume (keep its verified chunks, fetch the rest).
+Ctrl-C keeps what arrived, prints the command that resumes
+(ddstore get --resume NAME FILE) and exits 130.
+
+With --from/--to, every file of this cluster and its peers whose time range
+overlaps is downloaded into DIR; a rerun skips the files already there and
+verified, and resumes partial ones.`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if span.DateFrom != "" || span.DateTo != "" {
 				if len(args) != 1 || resume {
