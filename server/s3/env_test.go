@@ -21,14 +21,15 @@ import (
 // env is a real 3-node cluster (mutual TLS) and a gateway in front of it,
 // shared by the tests of this package that need them.
 type env struct {
-	cl       *localcluster.Cluster
-	gw       *s3.Gateway
-	url      string
-	reg      *prometheus.Registry
-	keysFile string
-	admin    s3.Key // admin role, every name
-	reader   s3.Key // read role, every name
-	weather  s3.Key // write role, names under weather/
+	cl        *localcluster.Cluster
+	gw        *s3.Gateway
+	url       string
+	reg       *prometheus.Registry
+	keysFile  string
+	admin     s3.Key // admin role, every name
+	reader    s3.Key // read role, every name
+	weather   s3.Key // write role, names under weather/
+	weather26 s3.Key // write role, names under weather/2026/ (inside the bucket weather)
 }
 
 // shared is set by TestMain when the cluster runs (not under -race).
@@ -69,7 +70,7 @@ func startEnv(dir string) (*env, error) {
 		dst    *s3.Key
 		role   auth.Role
 		prefix string
-	}{{&e.admin, auth.RoleAdmin, ""}, {&e.reader, auth.RoleRead, ""}, {&e.weather, auth.RoleWrite, "weather/"}} {
+	}{{&e.admin, auth.RoleAdmin, ""}, {&e.reader, auth.RoleRead, ""}, {&e.weather, auth.RoleWrite, "weather/"}, {&e.weather26, auth.RoleWrite, "weather/2026/"}} {
 		tok, err := cl.Token(k.role, k.prefix, time.Hour)
 		if err != nil {
 			cl.Close()

@@ -67,7 +67,7 @@ func uploadRecord(ctx context.Context, c *client.Client, bucket, key, id string)
 	m, err := c.Stat(ctx, uploadDir(bucket, id)+"upload", pb.Consistency_CONSISTENCY_LINEARIZABLE)
 	if err != nil {
 		if isNotFound(err) {
-			if _, berr := bucketExists(ctx, c, bucket); berr != nil {
+			if berr := requireBucket(ctx, c, bucket); berr != nil {
 				return nil, berr
 			}
 			return nil, errorf("NoSuchUpload", "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.")
@@ -81,7 +81,7 @@ func uploadRecord(ctx context.Context, c *client.Client, bucket, key, id string)
 }
 
 func (g *Gateway) createUpload(ctx context.Context, req *request) error {
-	if _, err := bucketExists(ctx, req.c, req.bucket); err != nil {
+	if err := requireBucket(ctx, req.c, req.bucket); err != nil {
 		return err
 	}
 	id := newUploadID()
@@ -355,7 +355,7 @@ func (g *Gateway) listParts(ctx context.Context, req *request) error {
 }
 
 func (g *Gateway) listUploads(ctx context.Context, req *request) error {
-	if _, err := bucketExists(ctx, req.c, req.bucket); err != nil {
+	if err := requireBucket(ctx, req.c, req.bucket); err != nil {
 		return err
 	}
 	q := req.r.URL.Query()

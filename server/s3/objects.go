@@ -143,7 +143,7 @@ func (g *Gateway) upload(ctx context.Context, req *request, name string, meta ma
 }
 
 func (g *Gateway) putObject(ctx context.Context, req *request) error {
-	if _, err := bucketExists(ctx, req.c, req.bucket); err != nil {
+	if err := requireBucket(ctx, req.c, req.bucket); err != nil {
 		return err
 	}
 	etag, _, err := g.upload(ctx, req, req.bucket+"/"+req.key, objectMetadata(req.r.Header))
@@ -165,7 +165,7 @@ func statObject(ctx context.Context, c *client.Client, bucket, key string) (*pb.
 	if !isNotFound(err) {
 		return nil, clusterError(err, "NoSuchKey")
 	}
-	if _, berr := bucketExists(ctx, c, bucket); berr != nil {
+	if berr := requireBucket(ctx, c, bucket); berr != nil {
 		return nil, berr
 	}
 	return nil, errorf("NoSuchKey", "The specified key does not exist.")
@@ -267,7 +267,7 @@ func (g *Gateway) deleteObject(ctx context.Context, req *request) error {
 		return clusterError(err, "NoSuchKey")
 	}
 	if err != nil {
-		if _, berr := bucketExists(ctx, req.c, req.bucket); berr != nil {
+		if berr := requireBucket(ctx, req.c, req.bucket); berr != nil {
 			return berr
 		}
 	}
@@ -283,7 +283,7 @@ func (g *Gateway) deleteObjects(ctx context.Context, req *request) error {
 	if len(dr.Objects) == 0 || len(dr.Objects) > 1000 {
 		return errorf("MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema.")
 	}
-	if _, err := bucketExists(ctx, req.c, req.bucket); err != nil {
+	if err := requireBucket(ctx, req.c, req.bucket); err != nil {
 		return err
 	}
 	res := deleteResult{Xmlns: s3NS}
@@ -333,7 +333,7 @@ func (g *Gateway) copyObject(ctx context.Context, req *request) error {
 	if e := checkKey(sb, sk); e != nil {
 		return e
 	}
-	if _, err := bucketExists(ctx, req.c, req.bucket); err != nil {
+	if err := requireBucket(ctx, req.c, req.bucket); err != nil {
 		return err
 	}
 	src, err := statObject(ctx, req.c, sb, sk)

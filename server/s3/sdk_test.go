@@ -584,6 +584,26 @@ func TestSDKAuth(t *testing.T) {
 		t.Fatalf("the weather key's ListBuckets: %v %+v", err, lb)
 	}
 
+	// A key bound to weather/2026/, inside the bucket: its objects, not the
+	// rest of the bucket.
+	w26 := e.sdk(e.weather26)
+	if _, err := w26.PutObject(ctx, &awss3.PutObjectInput{Bucket: aws.String("weather"), Key: aws.String("2026/jan"), Body: strings.NewReader("cold")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := getObject(t, w26, "weather", "2026/jan", ""); string(got) != "cold" {
+		t.Fatalf("weather/2026 key read %q", got)
+	}
+	_, err = w26.GetObject(ctx, &awss3.GetObjectInput{Bucket: aws.String("weather"), Key: aws.String("2026/none")})
+	wantCode(t, err, "NoSuchKey", 404)
+	_, err = w26.PutObject(ctx, &awss3.PutObjectInput{Bucket: aws.String("weather"), Key: aws.String("2025/jan"), Body: strings.NewReader("x")})
+	wantCode(t, err, "AccessDenied", 403)
+	_, err = w26.GetObject(ctx, &awss3.GetObjectInput{Bucket: aws.String("weather"), Key: aws.String("today")})
+	wantCode(t, err, "AccessDenied", 403)
+	l26, err := w26.ListObjectsV2(ctx, &awss3.ListObjectsV2Input{Bucket: aws.String("weather")})
+	if err != nil || len(l26.Contents) != 1 || aws.ToString(l26.Contents[0].Key) != "2026/jan" {
+		t.Fatalf("the weather/2026 key's listing of weather: %v %+v", err, l26)
+	}
+
 	// Presigned URLs: valid, tampered, expired.
 	ps := awss3.NewPresignClient(admin)
 	req, err := ps.PresignGetObject(ctx, &awss3.GetObjectInput{Bucket: aws.String("auth"), Key: aws.String("k")}, awss3.WithPresignExpires(time.Minute))
