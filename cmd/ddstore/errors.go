@@ -71,16 +71,28 @@ type noAnswer struct {
 func (e noAnswer) Unwrap() error { return e.err }
 
 func (e noAnswer) Error() string {
+	prefix, _ := e.split()
+	return prefix + e.short() + ": is the cluster running? check --addr / DDSTORE_ADDR"
+}
+
+// short says which addresses did not answer and why, without the hint.
+func (e noAnswer) short() string {
+	_, cause := e.split()
+	return "no node answered at " + e.addrs + " (" + cause + ")"
+}
+
+// split separates what the command was doing ("stat x: ") from the last
+// words of the connection error ("connection refused").
+func (e noAnswer) split() (prefix, cause string) {
 	msg := e.err.Error()
-	prefix, cause := "", msg
+	cause = msg
 	if i := strings.Index(msg, "rpc error: "); i >= 0 {
 		prefix, cause = msg[:i], msg[i:]
 	}
 	if i := strings.LastIndex(cause, ": "); i >= 0 {
 		cause = cause[i+2:]
 	}
-	cause = strings.Trim(cause, `"() `)
-	return prefix + "no node answered at " + e.addrs + " (" + cause + "): is the cluster running? check --addr / DDSTORE_ADDR"
+	return prefix, strings.Trim(cause, `"() `)
 }
 
 // asNoAnswer turns an error that says no node could be reached into a

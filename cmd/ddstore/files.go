@@ -235,7 +235,12 @@ func newPutCmd(g *globalFlags) *cobra.Command {
 						break
 					}
 					retried++
-					notes.retry(oneLine(err))
+					msg := oneLine(err)
+					var na noAnswer
+					if errors.As(asNoAnswer(g.addr, err), &na) {
+						msg = na.short()
+					}
+					notes.retry(msg)
 					if _, serr := seek.Seek(0, io.SeekStart); serr != nil {
 						break
 					}

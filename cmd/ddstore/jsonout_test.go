@@ -349,6 +349,33 @@ func TestNoNodeAnswers(t *testing.T) {
 	}
 }
 
+// TestPutRetryLines: a put whose every attempt finds no node retries three
+// times (250 ms, 500 ms, 1 s apart at least) and says so in at most one
+// line a second, then fails with the no-node hint.
+func TestPutRetryLines(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(f, []byte("some bytes"), 0o644)
+	t.Setenv("DDSTORE_CA", "")
+	t.Setenv("DDSTORE_TOKEN", "")
+	start := time.Now()
+	r := run(t, "--addr", "127.0.0.1:1", "put", "--retries", "3", f, "f")
+	took := time.Since(start)
+	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+	notices := lines[:len(lines)-1]
+	if r.code != 1 || !strings.Contains(lines[len(lines)-1], "no node answered at 127.0.0.1:1 (connection refused): is the cluster running?") {
+		t.Fatalf("put with no node: %+v", r)
+	}
+	if took < 1750*time.Millisecond || len(notices) < 1 || len(notices) > 1+int(took/time.Second) {
+		t.Fatalf("%d notice lines for 3 retries in %v:\n%s", len(notices), took, r.stderr)
+	}
+	for _, l := range notices {
+		if !strings.HasPrefix(l, "ddstore: put interrupted (no node answered at 127.0.0.1:1 (connection refused)); retrying (") && !strings.HasPrefix(l, "ddstore: put: retried ") {
+			t.Errorf("notice %q", l)
+		}
+	}
+	t.Logf("3 retries in %v: %d lines\n%s", took.Round(time.Millisecond), len(lines), r.stderr)
+}
+
 // TestRetryLog: put's retry notices are one line a second at most; those in
 // between are counted into the next line or the last one.
 func TestRetryLog(t *testing.T) {
