@@ -72,7 +72,8 @@ func TestErrorXML(t *testing.T) {
 	}{
 		{status.Error(codes.NotFound, "no such file"), "NoSuchKey", 404},
 		{status.Error(codes.PermissionDenied, "outside prefix"), "AccessDenied", 403},
-		{status.Error(codes.Unauthenticated, "token refused: token has expired"), "ExpiredToken", 400},
+		{status.Error(codes.Unauthenticated, "token refused: auth: unauthenticated: token expired (token has invalid claims: token is expired)"), "ExpiredToken", 400},
+		{status.Error(codes.Unauthenticated, "token refused: auth: unauthenticated: bad signature"), "AccessDenied", 403},
 		{status.Error(codes.Unavailable, "no leader"), "ServiceUnavailable", 503},
 		{status.Error(codes.ResourceExhausted, "too many streams"), "SlowDown", 503},
 		{errorf("EntityTooSmall", "small"), "EntityTooSmall", 400},

@@ -21,6 +21,7 @@ import (
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"github.com/ddstore/ddstore/server/auth"
 	"github.com/ddstore/ddstore/server/s3"
 )
 
@@ -603,6 +604,26 @@ func TestSDKAuth(t *testing.T) {
 	if err != nil || len(l26.Contents) != 1 || aws.ToString(l26.Contents[0].Key) != "2026/jan" {
 		t.Fatalf("the weather/2026 key's listing of weather: %v %+v", err, l26)
 	}
+
+	// A key added to the keys file while the gateway runs works at once.
+	// (An expired token's refusal, ExpiredToken, is TestErrorXML's: the
+	// nodes allow 30 s of clock skew on a token's expiry.)
+	tok, err := e.cl.Token(auth.RoleRead, "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := s3.NewKey(tok, "short-lived")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s3.AppendKey(e.keysFile, short); err != nil {
+		t.Fatal(err)
+	}
+	if got := getObject(t, e.sdk(short), "auth", "k", ""); string(got) != "secret" {
+		t.Fatalf("a new key read %q", got)
+	}
+	_, err = e.sdk(short).PutObject(ctx, &awss3.PutObjectInput{Bucket: aws.String("auth"), Key: aws.String("w"), Body: strings.NewReader("x")})
+	wantCode(t, err, "AccessDenied", 403)
 
 	// Presigned URLs: valid, tampered, expired.
 	ps := awss3.NewPresignClient(admin)
