@@ -58,9 +58,12 @@ const (
 // that every lookup it makes is by _id: a primary-key lookup on MongoDB and
 // on FerretDB alike. (The driver's GridFS reader finds chunk documents by
 // {files_id, n}, which FerretDB's SQLite backend answers by scanning the
-// collection: a one-chunk read took 9 s with 100 MiB stored.) Files stored
-// before, with driver-chosen _ids, are still read and deleted through the
-// driver.
+// collection: a one-chunk read took 9 s with 100 MiB stored.) FerretDB
+// v1.24.2 answers even an _id lookup with a scan of the collection, on its
+// SQLite and its PostgreSQL backend alike, whatever the filter's shape; on
+// PostgreSQL, the GIN indexes an operator adds as docs/BENCHMARKS.md says
+// make each lookup an index lookup. Files stored before, with driver-chosen
+// _ids, are still read and deleted through the driver.
 type GridFS struct {
 	client *mongo.Client
 	db     string
