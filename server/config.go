@@ -314,7 +314,7 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.TLS == nil && !out.Insecure {
 		for _, a := range []string{out.APIAddr, out.RaftAddr, out.Public, out.Advertise, out.HTTPAddr} {
-			if a != "" && !loopback(a) {
+			if a != "" && !Loopback(a) {
 				errs = append(errs, fmt.Errorf("%s is not a loopback address and no TLS is configured: give the node its certificates (--tls-ca, --tls-cert, --tls-key; see ddstore cert) or start it with --insecure", a))
 				break
 			}
@@ -352,8 +352,10 @@ func (c *Config) withDefaults() (Config, error) {
 	return out, nil
 }
 
-// loopback reports whether host:port names a loopback address.
-func loopback(addr string) bool {
+// Loopback reports whether host:port names a loopback address (the only
+// addresses a node, or the S3 gateway, serves in plain text without
+// --insecure).
+func Loopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false

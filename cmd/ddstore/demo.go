@@ -74,7 +74,7 @@ func runDemo(ctx context.Context, size int64, dir string, keep bool, nodeArgs []
 	defer c.Close()
 
 	in := filepath.Join(dir, "input.bin")
-	say("generating %s of random data", human(size))
+	say("generating %s of random data", humanSize(size))
 	want, err := generate(in, size)
 	if err != nil {
 		return err
@@ -89,7 +89,7 @@ func runDemo(ctx context.Context, size int64, dir string, keep bool, nodeArgs []
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
-	say("upload: %s in %d chunks, %.2fs, %.0f MB/s", human(put.Size), put.Chunks, put.Duration.Seconds(), mbps(put.Size, put.Duration))
+	say("upload: %s in %d chunks, %.2fs, %.0f MB/s", humanSize(put.Size), put.Chunks, put.Duration.Seconds(), mbps(put.Size, put.Duration))
 
 	f.Seek(0, io.SeekStart)
 	again, err := c.Put(ctx, "demo.bin", f, client.PutOptions{})
@@ -113,13 +113,13 @@ func runDemo(ctx context.Context, size int64, dir string, keep bool, nodeArgs []
 		return errors.New("the interrupted download did not stop")
 	}
 	st, _ := os.Stat(out)
-	say("download interrupted on purpose after %s", human(st.Size()))
+	say("download interrupted on purpose after %s", humanSize(st.Size()))
 	get, err := c.GetFile(ctx, "demo.bin", out, true, client.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("resumed download: %w", err)
 	}
 	say("resumed download: kept %s (chunks 0-%d verified), fetched the rest in %.2fs",
-		human(get.KeptBytes), get.ResumedAt-1, get.Duration.Seconds())
+		humanSize(get.KeptBytes), get.ResumedAt-1, get.Duration.Seconds())
 
 	full := filepath.Join(dir, "output2.bin")
 	get2, err := c.GetFile(ctx, "demo.bin", full, false, client.GetOptions{})
@@ -139,17 +139,17 @@ func runDemo(ctx context.Context, size int64, dir string, keep bool, nodeArgs []
 
 	for i := range cl.Members {
 		if rss, err := cl.PeakRSS(i); err == nil {
-			say("peak RSS %s: %s", cl.Members[i].ID, human(rss))
+			say("peak RSS %s: %s", cl.Members[i].ID, humanSize(rss))
 		}
 	}
 	if rss, err := localcluster.PeakRSS(os.Getpid()); err == nil {
-		say("peak RSS client (this process, including the file generator): %s", human(rss))
+		say("peak RSS client (this process, including the file generator): %s", humanSize(rss))
 	}
 	if err := cl.Close(); err != nil {
 		return fmt.Errorf("stopping the cluster: %w", err)
 	}
 	say("throughput: upload %.0f MB/s, download %.0f MB/s (%s, 3 nodes, R=3, one host)",
-		mbps(put.Size, put.Duration), mbps(int64(get2.Manifest.GetSize()), get2.Duration), human(size))
+		mbps(put.Size, put.Duration), mbps(int64(get2.Manifest.GetSize()), get2.Duration), humanSize(size))
 	return nil
 }
 
@@ -186,18 +186,4 @@ func hashFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	return h.Sum(nil), nil
-}
-
-// human prints a byte count in binary units.
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/server"
 	"github.com/ddstore/ddstore/server/s3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -42,7 +43,7 @@ Buckets are name prefixes: s3://bucket/key is the ddstore file "bucket/key".
 Path-style addressing only (http://host:port/bucket/key).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !loopbackAddr(listen) && (tlsCert == "" || tlsKey == "") && !insecure {
+			if !server.Loopback(listen) && (tlsCert == "" || tlsKey == "") && !insecure {
 				return usageError{fmt.Errorf("s3: --listen %s is not a loopback address and the gateway has no --tls-cert/--tls-key: S3 signatures do not hide the data; give it a certificate or start it with --insecure", listen)}
 			}
 			if (tlsCert == "") != (tlsKey == "") {
@@ -180,17 +181,4 @@ func serveS3(ctx context.Context, log *slog.Logger, gw http.Handler, reg *promet
 		msrv.Shutdown(sctx)
 	}
 	return srv.Shutdown(sctx)
-}
-
-// loopbackAddr reports whether host:port names a loopback address.
-func loopbackAddr(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

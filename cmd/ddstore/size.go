@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/ddstore/ddstore/internal/units"
 	"strconv"
 	"strings"
 )
@@ -45,21 +46,6 @@ func ParseSize(v string) (int64, error) {
 	return int64(f * mult), nil
 }
 
-// humanSize writes a byte count for people: 512 B, 1.5 KiB, 24.0 MiB,
-// 1.02 GiB (binary units; exact bytes stay in --json).
-func humanSize(n int64) string {
-	if n < 1<<10 && n > -(1<<10) {
-		return fmt.Sprintf("%d B", n)
-	}
-	f := float64(n)
-	for _, u := range []string{"KiB", "MiB", "GiB", "TiB"} {
-		f /= 1024
-		if f < 1024 && f > -1024 || u == "TiB" {
-			if f < 10 && f > -10 {
-				return fmt.Sprintf("%.2f %s", f, u)
-			}
-			return fmt.Sprintf("%.1f %s", f, u)
-		}
-	}
-	return fmt.Sprintf("%d B", n)
-}
+// humanSize writes a byte count for people (units.Bytes); exact bytes stay
+// in --json.
+func humanSize(n int64) string { return units.Bytes(n) }
