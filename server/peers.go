@@ -505,18 +505,28 @@ func (ps *peerSet) announce(ctx context.Context) {
 	now := time.Now()
 	var wg sync.WaitGroup
 	for _, p := range ps.peers {
-		if p.down() != nil {
-			continue
-		}
+		// A peer that was down at its last exchange is told too (it may
+		// have come up since: two clusters started together each find the
+		// other down at first), but the commit does not wait for it.
+		down := p.down() != nil
 		req := &pb.FiltersRequest{FromCluster: ps.n.cfg.Cluster}
 		for _, addr := range p.noticeAddrs(now) {
-			wg.Go(func() {
+			tell := func(ctx context.Context) {
 				_, err := pb.NewFederationClient(ps.n.conns.Peer(p.name, addr)).Filters(ctx, req)
 				if err != nil {
 					ps.n.log.Debug("peer cluster not told of a commit", "cluster", p.name, "addr", addr, "err", err)
 				}
 				p.noticeDone(addr, err, backoff)
-			})
+			}
+			if down {
+				go func() {
+					bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), ps.noticeTimeout())
+					defer bcancel()
+					tell(bctx)
+				}()
+				continue
+			}
+			wg.Go(func() { tell(ctx) })
 		}
 	}
 	wg.Wait()
