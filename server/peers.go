@@ -64,6 +64,18 @@ func (p *peerCluster) noticeAddrs(now time.Time) []string {
 	return slices.DeleteFunc(addrs, func(a string) bool { return now.Before(p.noticeSkip[a]) })
 }
 
+// noticePending leaves addr out of notices for d (while a notice that no
+// commit waits for is under way), so that a run of commits sends one, not
+// one each.
+func (p *peerCluster) noticePending(addr string, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.noticeSkip == nil {
+		p.noticeSkip = map[string]time.Time{}
+	}
+	p.noticeSkip[addr] = time.Now().Add(d)
+}
+
 // noticeDone records how a notice to addr went.
 func (p *peerCluster) noticeDone(addr string, err error, backoff time.Duration) {
 	p.mu.Lock()
@@ -519,6 +531,7 @@ func (ps *peerSet) announce(ctx context.Context) {
 				p.noticeDone(addr, err, backoff)
 			}
 			if down {
+				p.noticePending(addr, ps.noticeTimeout())
 				go func() {
 					bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), ps.noticeTimeout())
 					defer bcancel()

@@ -72,4 +72,14 @@ func TestNoticeBackoff(t *testing.T) {
 	if got := p.noticeAddrs(now); len(got) != 3 {
 		t.Errorf("after b2 answered, addresses told: %v, want all three", got)
 	}
+	// A notice under way that no commit waits for (the peer was down):
+	// later commits leave that address out until it ends.
+	p.noticePending("b3:1", time.Minute)
+	if got := p.noticeAddrs(time.Now()); !slices.Equal(got, []string{"b1:1", "b2:1"}) {
+		t.Errorf("with a notice to b3 under way, addresses told: %v, want b1 and b2", got)
+	}
+	p.noticeDone("b3:1", nil, time.Minute)
+	if got := p.noticeAddrs(time.Now()); len(got) != 3 {
+		t.Errorf("after b3's notice answered, addresses told: %v, want all three", got)
+	}
 }
