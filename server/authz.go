@@ -90,11 +90,12 @@ type guard struct {
 	n      *Node
 	trust  *auth.Trust // nil: insecure, every caller is trusted
 	tokens *auth.TokenVerifier
+	known  *auth.Cache // principals of chains and tokens that verified lately
 	denied atomic.Uint64 // calls refused: no or insufficient credentials
 }
 
 func newGuard(n *Node) *guard {
-	g := &guard{n: n, trust: n.cfg.TLS}
+	g := &guard{n: n, trust: n.cfg.TLS, known: auth.NewCache(4096, time.Minute)}
 	if g.trust != nil {
 		g.tokens = auth.NewTokenVerifier(n.cfg.Cluster, g.trust.CA)
 	}
@@ -112,7 +113,7 @@ func (g *guard) principal(ctx context.Context) (auth.Principal, error) {
 			if !ok {
 				return auth.Principal{}, status.Error(codes.Unauthenticated, "the authorization metadata must be \"Bearer <token>\"")
 			}
-			p, err := g.tokens.Verify(strings.TrimSpace(tok))
+			p, err := g.known.VerifyToken(g.tokens, strings.TrimSpace(tok))
 			if err != nil {
 				return auth.Principal{}, status.Errorf(codes.Unauthenticated, "token refused: %v", err)
 			}
@@ -127,7 +128,7 @@ func (g *guard) principal(ctx context.Context) (auth.Principal, error) {
 	if !ok {
 		return auth.Principal{Kind: auth.KindAnonymous}, nil
 	}
-	p, err := g.trust.Identify(info.State)
+	p, err := g.known.Identify(g.trust, info.State)
 	if err != nil {
 		return auth.Principal{}, status.Errorf(codes.Unauthenticated, "certificate refused: %v", err)
 	}

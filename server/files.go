@@ -309,27 +309,38 @@ func (n *Node) commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitRes
 		return nil, toStatus(err)
 	}
 	ids, at := distinctChunks(m)
+	// A garbage collection that finishes between the check that every chunk
+	// is stored and the commit may have deleted chunks the check found, and
+	// cleared their marks: the command carries the count of finished
+	// collections read before the check and is refused if it moved; then
+	// check again.
+	var seen uint64
+	n.fsm.Read(func(s *catalog.State) { seen = s.Collections() })
+	// Chunks sent with the commit are on R nodes once stored: when they are
+	// all the file has, storing them is the first check (seen was read
+	// before it, and the copies are pinned until the commit).
+	carried := false
 	if len(req.GetChunks()) > 0 {
-		if err := n.storeWithCommit(ctx, ids, req.GetChunks()); err != nil {
+		all, err := n.storeWithCommit(ctx, ids, req.GetChunks())
+		if err != nil {
 			return nil, toStatus(err)
 		}
+		carried = all
 	}
 	m = proto.Clone(m).(*pb.FileManifest)
 	for attempt := 1; ; attempt++ {
-		// A garbage collection that finishes between the check and the
-		// commit may have deleted chunks the check found, and cleared their
-		// marks: the command carries the count of finished collections read
-		// before the check and is refused if it moved; then check again.
 		if attempt > 1 {
 			if err := n.readBarrier(ctx, pb.Consistency_CONSISTENCY_LINEARIZABLE); err != nil {
 				return nil, toStatus(err)
 			}
+			n.fsm.Read(func(s *catalog.State) { seen = s.Collections() })
 		}
-		var seen uint64
-		n.fsm.Read(func(s *catalog.State) { seen = s.Collections() })
-		missing, err := n.underReplicated(ctx, ids)
-		if err != nil {
-			return nil, toStatus(err)
+		var missing []int
+		if attempt > 1 || !carried {
+			var err error
+			if missing, err = n.underReplicated(ctx, ids); err != nil {
+				return nil, toStatus(err)
+			}
 		}
 		if len(missing) > 0 {
 			// A retried commit whose first try landed (the client lost the
@@ -361,31 +372,40 @@ func (n *Node) commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitRes
 
 // storeWithCommit verifies the chunks a commit carries and stores each on R
 // nodes, as Upload does. Every one must be named by the manifest (ids).
-func (n *Node) storeWithCommit(ctx context.Context, ids []chunker.ID, wire []*pb.Chunk) error {
+//
+// It reports whether the chunks sent were every chunk the manifest names.
+func (n *Node) storeWithCommit(ctx context.Context, ids []chunker.ID, wire []*pb.Chunk) (all bool, err error) {
 	named := make(map[chunker.ID]bool, len(ids))
 	for _, id := range ids {
 		named[id] = true
 	}
+	sent := make(map[chunker.ID]bool, len(wire))
 	peers, copies := n.placement()
 	sess := n.repl.NewSession(ctx, n.cfg.ID, peers, copies)
 	defer sess.Close()
 	for i, w := range wire {
 		c, err := replica.FromWire(w)
 		if err != nil {
-			return status.Errorf(codes.InvalidArgument, "chunk %d sent with the commit: %v", i, err)
+			return false, status.Errorf(codes.InvalidArgument, "chunk %d sent with the commit: %v", i, err)
 		}
 		if !named[c.ID] {
-			return status.Errorf(codes.InvalidArgument, "chunk %s sent with the commit is not in its manifest", c.ID)
+			return false, status.Errorf(codes.InvalidArgument, "chunk %s sent with the commit is not in its manifest", c.ID)
 		}
 		if err := n.codecs.Verify(c); err != nil {
-			return status.Errorf(codes.InvalidArgument, "chunk %s rejected, nothing stored for it: %v", c.ID, err)
+			return false, status.Errorf(codes.InvalidArgument, "chunk %s rejected, nothing stored for it: %v", c.ID, err)
 		}
 		n.pins.add(c.ID) // before any copy is written, as in Upload
 		if _, err := sess.Store(ctx, c); err != nil {
-			return err
+			return false, err
 		}
+		sent[c.ID] = true
 	}
-	return sess.Close()
+	if err := sess.Close(); err != nil {
+		return false, err
+	}
+	// Store places min(R, nodes it knows) copies: count it as the check
+	// only when that is R.
+	return len(sent) == len(ids) && len(peers)+1 >= copies, nil
 }
 
 // committedAlready returns the file m names if the catalog, read

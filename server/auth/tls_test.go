@@ -258,16 +258,27 @@ func TestIdentify(t *testing.T) {
 			if serverErr != nil || clientErr != nil {
 				t.Fatalf("handshake: server %v, client %v", serverErr, clientErr)
 			}
-			got, err := w.a1.Identify(state)
-			if tt.err {
-				if !errors.Is(err, ErrUnauthenticated) {
-					t.Fatalf("Identify = %v, %v; want ErrUnauthenticated", got, err)
+			// The cache answers as Identify does, when it verifies and when
+			// it remembers (the second call); refusals are never kept.
+			cache := NewCache(16, time.Minute)
+			for _, identify := range []func() (Principal, error){
+				func() (Principal, error) { return w.a1.Identify(state) },
+				func() (Principal, error) { return cache.Identify(w.a1, state) },
+				func() (Principal, error) { return cache.Identify(w.a1, state) },
+			} {
+				got, err := identify()
+				if tt.err {
+					if !errors.Is(err, ErrUnauthenticated) {
+						t.Fatalf("Identify = %v, %v; want ErrUnauthenticated", got, err)
+					}
+					continue
 				}
-				t.Logf("refused: %v", err)
-				return
+				if err != nil || got != tt.want {
+					t.Fatalf("Identify = %+v, %v; want %+v", got, err, tt.want)
+				}
 			}
-			if err != nil || got != tt.want {
-				t.Fatalf("Identify = %+v, %v; want %+v", got, err, tt.want)
+			if tt.err && len(cache.m) != 0 {
+				t.Fatalf("the cache kept a refused chain")
 			}
 		})
 	}

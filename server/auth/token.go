@@ -109,14 +109,21 @@ func NewTokenVerifier(cluster string, caCert *x509.Certificate) *TokenVerifier {
 // audience or issuer, an unknown role, and an expired token (ErrTokenExpired),
 // allowing 30s of clock skew. Every error wraps ErrUnauthenticated.
 func (v *TokenVerifier) Verify(token string) (Principal, error) {
+	p, _, err := v.verify(token)
+	return p, err
+}
+
+// verify is Verify that also returns when the token stops being accepted
+// (its expiry plus the leeway).
+func (v *TokenVerifier) verify(token string) (Principal, time.Time, error) {
 	if len(token) > MaxTokenLen {
-		return Principal{}, fmt.Errorf("%w: token is %d bytes, more than %d", ErrUnauthenticated, len(token), MaxTokenLen)
+		return Principal{}, time.Time{}, fmt.Errorf("%w: token is %d bytes, more than %d", ErrUnauthenticated, len(token), MaxTokenLen)
 	}
 	if v.key == nil {
-		return Principal{}, fmt.Errorf("%w: the CA's key cannot verify ES256 tokens", ErrUnauthenticated)
+		return Principal{}, time.Time{}, fmt.Errorf("%w: the CA's key cannot verify ES256 tokens", ErrUnauthenticated)
 	}
 	if err := checkCluster(v.cluster); err != nil {
-		return Principal{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+		return Principal{}, time.Time{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
 	var claims tokenClaims
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return v.key, nil },
@@ -129,19 +136,19 @@ func (v *TokenVerifier) Verify(token string) (Principal, error) {
 	)
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return Principal{}, fmt.Errorf("%w (%v)", ErrTokenExpired, err)
+		return Principal{}, time.Time{}, fmt.Errorf("%w (%v)", ErrTokenExpired, err)
 	case err != nil:
-		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+		return Principal{}, time.Time{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
 	p := Principal{Kind: KindClient, Cluster: v.cluster, Name: claims.Subject, Prefix: claims.Prefix, Via: "token"}
 	if p.Role, err = ParseRole(claims.Role); err != nil {
-		return Principal{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+		return Principal{}, time.Time{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
 	if err := checkName("token subject", p.Name); err != nil {
-		return Principal{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+		return Principal{}, time.Time{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
 	if err := checkPrefix(p.Prefix); err != nil {
-		return Principal{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+		return Principal{}, time.Time{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
-	return p, nil
+	return p, claims.ExpiresAt.Add(tokenLeeway), nil
 }
