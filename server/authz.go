@@ -90,7 +90,7 @@ type guard struct {
 	n      *Node
 	trust  *auth.Trust // nil: insecure, every caller is trusted
 	tokens *auth.TokenVerifier
-	known  *auth.Cache // principals of chains and tokens that verified lately
+	known  *auth.Cache   // principals of chains and tokens that verified lately
 	denied atomic.Uint64 // calls refused: no or insufficient credentials
 }
 
