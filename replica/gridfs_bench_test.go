@@ -25,9 +25,9 @@ import (
 // gridfsBenchBackend starts FerretDB on the backend DDSTORE_GRIDFS_BACKEND
 // names (sqlite, the default, or postgresql) and opens a store on it. With
 // DDSTORE_GRIDFS_PG_INDEX=gin (PostgreSQL only) the GIN indexes on
-// `_jsonb->'_id'` an operator would create (testenv.IDIndexSQL) are created
-// once the store's tables exist, with the planner settings they need
-// (testenv.IDIndexSettings).
+// `_jsonb->'_id'` that `ddstore gridfs index` creates (ferretpg.EnsureIndexes,
+// through testenv.Postgres.IndexIDs) are created once the store's tables
+// exist, with the planner settings they need (ferretpg.Settings).
 func gridfsBenchBackend(b *testing.B, durable bool) (*testenv.Mongo, *GridFS, string) {
 	backend := os.Getenv("DDSTORE_GRIDFS_BACKEND")
 	if backend == "" {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/internal/freeport"
+	"github.com/ddstore/ddstore/replica/ferretpg"
 )
 
 // PostgresOptions tune the throwaway PostgreSQL cluster.
@@ -23,20 +24,18 @@ type PostgresOptions struct {
 	// Durable keeps PostgreSQL's defaults (fsync on, synchronous commit),
 	// as in production; otherwise fsync is off, which tests do not need.
 	Durable bool
-	// IDIndexPlanning sets what the GIN indexes IndexIDs creates need to be
-	// used reliably (IDIndexSettings): FerretDB's prepared statements
-	// (`_jsonb->$1 @> $2`) planned with their parameters, so that they match
-	// the indexes' expression, and no sequential scan where an index serves
-	// (the planner does not count the cost of detoasting every document a
-	// scan filters on, so it prefers a scan of a collection of a few
-	// hundred large documents, at seconds a lookup).
+	// IDIndexPlanning sets, on the whole server from its start, the
+	// settings the GIN indexes IndexIDs creates need to be used reliably
+	// (ferretpg.Settings): FerretDB's prepared statements (`_jsonb->$1 @>
+	// $2`) planned with their parameters, so that they match the indexes'
+	// expression, and no sequential scan where an index serves (the planner
+	// does not count the cost of detoasting every document a scan filters
+	// on, so it prefers a scan of a collection of a few hundred large
+	// documents, at seconds a lookup). IndexIDs also sets them on the
+	// database, as in production, but FerretDB's connections opened before
+	// would keep the defaults.
 	IDIndexPlanning bool
 }
-
-// IDIndexSettings are the PostgreSQL settings IDIndexPlanning applies to the
-// whole server; in production, ALTER DATABASE ... SET each of them for
-// FerretDB's database (docs/BENCHMARKS.md).
-var IDIndexSettings = []string{"plan_cache_mode=force_custom_plan", "enable_seqscan=off", "jit=off"}
 
 // Postgres is a throwaway PostgreSQL cluster: initdb in a temporary
 // directory, the postmaster on a free loopback port with trust
@@ -134,8 +133,8 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 	args := []string{"-D", data, "-p", strconv.Itoa(ports[0]), "-c", "listen_addresses=127.0.0.1",
 		"-c", "unix_socket_directories=" + dir, "-c", "max_connections=200", "-c", "log_min_messages=warning"}
 	if opts.IDIndexPlanning {
-		for _, set := range IDIndexSettings {
-			args = append(args, "-c", set)
+		for _, set := range ferretpg.Settings() {
+			args = append(args, "-c", set.String())
 		}
 	}
 	if !opts.Durable {
@@ -227,30 +226,18 @@ func (p *Postgres) SQL(ctx context.Context, db, sql string) (string, error) {
 	return string(out), nil
 }
 
-// IndexIDs creates, on every collection table FerretDB made in database
-// ferretdb that lacks one, a GIN index on the expression FerretDB's
-// PostgreSQL backend filters _id with (`_jsonb->'_id' @> '"..."'`, which
-// its own btree index on `_jsonb->'_id'` cannot serve), and analyzes the
-// table. This is what an operator runs in production (see
-// docs/BENCHMARKS.md); FerretDB does not know the index and needs no change.
+// IndexIDs runs ferretpg.EnsureIndexes on database ferretdb, as `ddstore
+// gridfs index` does in production: a GIN index on the expression FerretDB's
+// PostgreSQL backend filters _id with (`_jsonb->'_id' @> '"..."'`, which its
+// own btree index on `_jsonb->'_id'` cannot serve) on every collection table
+// FerretDB made that lacks one, each table analyzed, and the database
+// settings. FerretDB does not know the indexes and needs no change.
 func (p *Postgres) IndexIDs(ctx context.Context) error {
-	_, err := p.SQL(ctx, "ferretdb", IDIndexSQL)
-	return err
+	if _, err := ferretpg.EnsureIndexes(ctx, p.URL, ferretpg.Options{Analyze: true}); err != nil {
+		return fmt.Errorf("testenv: %w", err)
+	}
+	return nil
 }
-
-// IDIndexSQL creates the indexes IndexIDs describes; psql runs it as is.
-const IDIndexSQL = `DO $$
-DECLARE r record;
-BEGIN
-  FOR r IN SELECT table_schema AS s, table_name AS t FROM information_schema.columns
-      WHERE column_name = '_jsonb' AND table_name NOT LIKE '\_ferretdb%'
-      AND table_schema NOT IN ('pg_catalog', 'information_schema')
-  LOOP
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb->''_id'') jsonb_path_ops)',
-      left(r.t, 48) || '_id_gin', r.s, r.t);
-    EXECUTE format('ANALYZE %I.%I', r.s, r.t);
-  END LOOP;
-END $$;`
 
 func portOf(addr string) string {
 	_, port, _ := net.SplitHostPort(addr)
