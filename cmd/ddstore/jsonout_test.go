@@ -31,6 +31,8 @@ func runEnv(t *testing.T, env map[string]string, args ...string) result {
 // plain-text three-node cluster for join and leave), and checks each
 // output against its definition in docs/json-schema.json: one object,
 // hex hashes, numbers as numbers, every field present, RFC 3339 UTC times.
+// (gridfs index --json is checked the same way by TestGridFSIndex, which
+// starts the PostgreSQL and FerretDB it needs.)
 func TestJSONOutput(t *testing.T) {
 	schema := loadSchema(t)
 	fed := startMesh(t, "A", "B")

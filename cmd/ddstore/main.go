@@ -150,7 +150,7 @@ func newRoot() *cobra.Command {
 		newStatusCmd(g), newJoinCmd(g), newLeaveCmd(g), newGCCmd(g), newRepairCmd(g),
 		newDemoCmd(), newBenchCmd(g),
 		newCertCmd(), newTokenCmd(), newS3Cmd(g), newVersionCmd(g),
-		newSnapshotCmd(g),
+		newSnapshotCmd(g), newGridFSCmd(g),
 	)
 	root.Version = readBuildInfo().String()
 	root.SetVersionTemplate("{{.Version}}\n")

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ddstore/ddstore/replica/ferretpg"
 	"github.com/ddstore/ddstore/server"
 	"github.com/ddstore/ddstore/server/auth"
 	"github.com/spf13/cobra"
@@ -28,6 +29,7 @@ func newServerCmd() *cobra.Command {
 		configFile string
 		logLevel   string
 		logFormat  string
+		ferretPG   string
 		sec        securityFlags
 	)
 	cmd := &cobra.Command{
@@ -64,6 +66,8 @@ Start a new cluster with --bootstrap on its first node; start the others with
 				return usageError{fmt.Errorf("--store %q: want local, pack or gridfs", cfg.Store)}
 			case cfg.Store == "gridfs" && cfg.MongoURI == "":
 				return usageError{errors.New("--store gridfs needs --mongo-uri")}
+			case ferretPG != "" && cfg.Store != "gridfs":
+				return usageError{errors.New("--ferretdb-postgres is for --store gridfs on FerretDB")}
 			case cfg.Replicas < 1:
 				return usageError{fmt.Errorf("--replicas %d: want at least 1", cfg.Replicas)}
 			case cfg.ID == "":
@@ -78,7 +82,7 @@ Start a new cluster with --bootstrap on its first node; start the others with
 			if abs, err := filepath.Abs(cfg.DataDir); err == nil {
 				cfg.DataDir = abs // logged and reported as the node will use it
 			}
-			return runServer(cmd.Context(), cfg)
+			return runServer(cmd.Context(), cfg, ferretPG)
 		},
 	}
 	f := cmd.Flags()
@@ -109,6 +113,7 @@ Start a new cluster with --bootstrap on its first node; start the others with
 	f.StringVar(&cfg.Store, "store", "local", "chunk store: local (a file per chunk), pack (chunks appended to pack files, one fsync for many writes; converts a local store's directory at first start, one way) or gridfs")
 	f.StringVar(&cfg.MongoURI, "mongo-uri", "", "MongoDB URI for the gridfs store")
 	f.StringVar(&cfg.MongoDB, "mongo-db", "", "MongoDB database for the gridfs store (default ddstore_<id>)")
+	f.StringVar(&ferretPG, "ferretdb-postgres", "", "FerretDB's PostgreSQL database (postgres://user@host/ferretdb) when --mongo-uri is FerretDB on PostgreSQL: once the store is open, give its tables the indexes reads need, as ddstore gridfs index does")
 	f.IntVar(&cfg.Replicas, "replicas", 3, "copies of each chunk (capped at the cluster size)")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long open streams may finish at shutdown")
 	f.Int64Var(&cfg.CacheSize, "cache-size", 256<<20, "bytes of the in-process chunk cache (0 disables it)")
@@ -283,7 +288,7 @@ func applyEnvAndFile(fs *pflag.FlagSet, file string) error {
 	return nil
 }
 
-func runServer(ctx context.Context, cfg server.Config) error {
+func runServer(ctx context.Context, cfg server.Config, ferretPG string) error {
 	// The in-process cache tier is live heap on top of the bounded working
 	// set: raise the soft heap limit by its size, or the garbage collector
 	// would run without pause once the cache fills. Not by more: the heap
@@ -306,9 +311,49 @@ func runServer(ctx context.Context, cfg server.Config) error {
 	if err != nil {
 		return err
 	}
+	indexed := make(chan struct{})
+	if ferretPG != "" { // the store has created its collections: index them
+		go func() {
+			defer close(indexed)
+			ensureFerretIndexes(ctx, cfg.Logger.With("node", cfg.ID), ferretPG)
+		}()
+	} else {
+		close(indexed)
+	}
 	<-ctx.Done()
 	cfg.Logger.Info("signal received; shutting down")
+	<-indexed // cancelled with ctx
 	return n.Close()
+}
+
+// ensureFerretIndexes runs ferretpg.EnsureIndexes on FerretDB's PostgreSQL
+// database at dsn and logs what it did. A failure is logged, not fatal: the
+// node serves without the indexes, only slower.
+func ensureFerretIndexes(ctx context.Context, log *slog.Logger, dsn string) {
+	t0 := time.Now()
+	rep, err := ferretpg.EnsureIndexes(ctx, dsn, ferretpg.Options{})
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error("gridfs: FerretDB's PostgreSQL indexes not made; reads scan whole collections (run ddstore gridfs index)", "err", err)
+		}
+		return
+	}
+	names := func(ts []ferretpg.Table) []string {
+		out := make([]string, len(ts))
+		for i, t := range ts {
+			out[i] = t.String()
+		}
+		return out
+	}
+	log.Info("gridfs: FerretDB's PostgreSQL indexes in place", "database", rep.Database, "indexed", names(rep.Indexed),
+		"rebuilt", names(rep.Rebuilt), "existing", len(rep.Existing), "took", time.Since(t0).Round(time.Millisecond).String())
+	if len(rep.SettingsChanged) > 0 {
+		settings := make([]string, len(rep.SettingsChanged))
+		for i, s := range rep.SettingsChanged {
+			settings[i] = s.String()
+		}
+		log.Warn("gridfs: database settings set for FerretDB's indexes: restart FerretDB so that its connections use them", "database", rep.Database, "settings", settings)
+	}
 }
 
 // defaultDataRoot is where nodes keep their data when --data-dir is not
