@@ -186,18 +186,26 @@ func requestNames(req any) []string {
 }
 
 // scope checks that a request stays inside the caller's prefix; a listing
-// is narrowed to it.
+// (List, DownloadRange) is narrowed to it.
 func scope(p auth.Principal, req any) error {
 	if p.Prefix == "" {
 		return nil
 	}
-	if l, ok := req.(*pb.ListRequest); ok {
+	// A listing, or the download of what one lists (DownloadRange).
+	var prefix *string
+	switch l := req.(type) {
+	case *pb.ListRequest:
+		prefix = &l.Prefix
+	case *pb.DownloadRangeRequest:
+		prefix = &l.Prefix
+	}
+	if prefix != nil {
 		switch {
-		case strings.HasPrefix(l.GetPrefix(), p.Prefix):
-		case strings.HasPrefix(p.Prefix, l.GetPrefix()):
-			l.Prefix = p.Prefix
+		case strings.HasPrefix(*prefix, p.Prefix):
+		case strings.HasPrefix(p.Prefix, *prefix):
+			*prefix = p.Prefix
 		default:
-			return status.Errorf(codes.PermissionDenied, "%s may list only names under %q, not %q", p, p.Prefix, l.GetPrefix())
+			return status.Errorf(codes.PermissionDenied, "%s may list only names under %q, not %q", p, p.Prefix, *prefix)
 		}
 		return nil
 	}

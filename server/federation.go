@@ -300,7 +300,7 @@ func (n *Node) openPeerDownload(ctx context.Context, p *peerCluster, req *pb.Dow
 // relayDownload passes a peer's download on, message by message, checking
 // each chunk against its ID and its place in the manifest, so that nothing
 // corrupt is passed on and nothing is held whole.
-func (n *Node) relayDownload(pd peerDownload, req *pb.DownloadRequest, out pb.Files_DownloadServer) error {
+func (n *Node) relayDownload(pd peerDownload, req *pb.DownloadRequest, out downloadSink) error {
 	m := pd.first.GetManifest()
 	for len(m.GetChunks()) < int(pd.first.GetChunksTotal()) {
 		page, err := pd.s.Recv()

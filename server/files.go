@@ -468,19 +468,30 @@ func (n *Node) lookup(ctx context.Context, name string, c pb.Consistency) (*pb.F
 // A file the catalog lacks is found through the peers' filters and its
 // chunks fetched from the peer that has it, through this node's cache tiers.
 func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_DownloadServer) error {
-	n := f.n
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	r, err := n.route(ctx)
+	r, err := f.n.route(stream.Context())
 	if err != nil {
 		return err
 	}
+	return f.n.download(stream.Context(), r, req, stream)
+}
+
+// downloadSink is where a download's messages go: a Download stream, or a
+// DownloadRange stream that wraps each one with its file's place.
+type downloadSink interface {
+	Send(*pb.DownloadResponse) error
+}
+
+// download is Download's body, routed by r: it sends the file's manifest,
+// then its chunks from start_index on, to out.
+func (n *Node) download(ctx context.Context, r route, req *pb.DownloadRequest, out downloadSink) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if r.peer != nil {
 		pd, err := n.openPeerDownload(n.outgoing(ctx, r), r.peer, req)
 		if err != nil {
 			return err
 		}
-		return n.relayDownload(pd, req, stream)
+		return n.relayDownload(pd, req, out)
 	}
 	m, err := n.lookup(ctx, req.GetName(), req.GetConsistency())
 	cluster, via := n.cfg.Cluster, (*peerCluster)(nil)
@@ -500,7 +511,7 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 	if start > len(chunks) {
 		return status.Errorf(codes.OutOfRange, "start index %d is past the end of %q, which has %d chunks", start, m.GetName(), len(chunks))
 	}
-	if err := sendManifest(stream, m, cluster); err != nil {
+	if err := sendManifest(out, m, cluster); err != nil {
 		return err
 	}
 	peers, _ := n.placement()
@@ -550,7 +561,7 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 			}
 			return toStatus(fmt.Errorf("file %q, chunk %d: %w", m.GetName(), i, r.err))
 		}
-		err := stream.Send(&pb.DownloadResponse{Index: uint32(i), Chunk: replica.ToWire(r.c)})
+		err := out.Send(&pb.DownloadResponse{Index: uint32(i), Chunk: replica.ToWire(r.c)})
 		queued()
 		queued = r.release
 		if err != nil {
@@ -564,7 +575,7 @@ func (f *filesService) Download(req *pb.DownloadRequest, stream pb.Files_Downloa
 
 // sendManifest starts a download: the manifest in one message, or in pages
 // when its chunk list does not fit in one.
-func sendManifest(stream pb.Files_DownloadServer, m *pb.FileManifest, cluster string) error {
+func sendManifest(stream downloadSink, m *pb.FileManifest, cluster string) error {
 	for i, page := range pb.ManifestPages(m) {
 		msg := &pb.DownloadResponse{Manifest: page}
 		if i == 0 {
@@ -622,8 +633,13 @@ func (f *filesService) List(ctx context.Context, req *pb.ListRequest) (*pb.ListR
 	if err != nil {
 		return nil, err
 	}
+	return f.n.list(ctx, r, req)
+}
+
+// list is List's body, routed by r: one page of the listing.
+func (n *Node) list(ctx context.Context, r route, req *pb.ListRequest) (*pb.ListResponse, error) {
 	if r.peer != nil {
-		return proxyUnary(ctx, f.n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.ListResponse, error) { return fc.List(ctx, req) })
+		return proxyUnary(ctx, n, r, func(ctx context.Context, fc pb.FilesClient) (*pb.ListResponse, error) { return fc.List(ctx, req) })
 	}
 	want, err := catalog.QueryRange(req.GetDateFrom(), req.GetDateTo(), req.TimeFromUnixNano, req.TimeToUnixNano)
 	if err != nil {
@@ -636,11 +652,11 @@ func (f *filesService) List(ctx context.Context, req *pb.ListRequest) (*pb.ListR
 	case limit > listMax:
 		limit = listMax
 	}
-	if err := f.n.readBarrier(ctx, req.GetConsistency()); err != nil {
+	if err := n.readBarrier(ctx, req.GetConsistency()); err != nil {
 		return nil, toStatus(err)
 	}
 	resp := &pb.ListResponse{}
-	f.n.fsm.Read(func(s *catalog.State) {
+	n.fsm.Read(func(s *catalog.State) {
 		files, truncated := s.List(catalog.Query{
 			Prefix: req.GetPrefix(), StartAfter: req.GetStartAfter(), Limit: limit,
 			Time: &want,
@@ -648,11 +664,11 @@ func (f *filesService) List(ctx context.Context, req *pb.ListRequest) (*pb.ListR
 		resp.Truncated = truncated
 		for _, m := range files {
 			fi := FileInfo(m)
-			fi.Cluster = f.n.cfg.Cluster
+			fi.Cluster = n.cfg.Cluster
 			resp.Files = append(resp.Files, fi)
 		}
 	})
-	return f.n.forwardList(ctx, r, req, resp, limit), nil
+	return n.forwardList(ctx, r, req, resp, limit), nil
 }
 
 // FileInfo summarises a manifest for listings.

@@ -206,7 +206,7 @@ func transferKinds(full string) (in, out string) {
 	switch full {
 	case pb.Files_Upload_FullMethodName, pb.Files_Commit_FullMethodName, pb.Files_CommitParts_FullMethodName:
 		in = "upload"
-	case pb.Files_Download_FullMethodName:
+	case pb.Files_Download_FullMethodName, pb.Files_DownloadRange_FullMethodName:
 		out = "download"
 	case pb.Node_PutChunks_FullMethodName:
 		in = "replication"

@@ -21,7 +21,8 @@
 //     many more times it may be forwarded. A request is never sent to a
 //     visited cluster; with ddstore-hops 0 it is not forwarded at all.
 // Stat, Download and List of what the local catalog lacks are forwarded to
-// the peer clusters whose Bloom filters say they may hold it.
+// the peer clusters whose Bloom filters say they may hold it; DownloadRange
+// lists and downloads the same way.
 //
 // Chunk IDs are the 32-byte BLAKE3-256 hash of the chunk's uncompressed bytes.
 
@@ -1021,6 +1022,179 @@ func (x *DownloadResponse) GetChunksTotal() uint32 {
 	return 0
 }
 
+type DownloadRangeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The time range, in Unix nanoseconds, inclusive at both ends, with the
+	// meaning of ListRequest's: files whose range (see FileManifest) overlaps
+	// it. Either end may be unset (open), not both; a reversed range, or one
+	// with neither end, is InvalidArgument.
+	TimeFromUnixNano *int64      `protobuf:"varint,1,opt,name=time_from_unix_nano,json=timeFromUnixNano,proto3,oneof" json:"time_from_unix_nano,omitempty"`
+	TimeToUnixNano   *int64      `protobuf:"varint,2,opt,name=time_to_unix_nano,json=timeToUnixNano,proto3,oneof" json:"time_to_unix_nano,omitempty"`
+	Prefix           string      `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`                                        // only names that start with it
+	Consistency      Consistency `protobuf:"varint,4,opt,name=consistency,proto3,enum=ddstore.v1.Consistency" json:"consistency,omitempty"` // of the listing and of each file's manifest
+	Verify           bool        `protobuf:"varint,5,opt,name=verify,proto3" json:"verify,omitempty"`                                       // as DownloadRequest.verify, for every file
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *DownloadRangeRequest) Reset() {
+	*x = DownloadRangeRequest{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadRangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadRangeRequest) ProtoMessage() {}
+
+func (x *DownloadRangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadRangeRequest.ProtoReflect.Descriptor instead.
+func (*DownloadRangeRequest) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DownloadRangeRequest) GetTimeFromUnixNano() int64 {
+	if x != nil && x.TimeFromUnixNano != nil {
+		return *x.TimeFromUnixNano
+	}
+	return 0
+}
+
+func (x *DownloadRangeRequest) GetTimeToUnixNano() int64 {
+	if x != nil && x.TimeToUnixNano != nil {
+		return *x.TimeToUnixNano
+	}
+	return 0
+}
+
+func (x *DownloadRangeRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *DownloadRangeRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+func (x *DownloadRangeRequest) GetVerify() bool {
+	if x != nil {
+		return x.Verify
+	}
+	return false
+}
+
+// DownloadRangeResponse is one message of a DownloadRange stream.
+//
+// The node first lists the range as List does (this cluster and the peer
+// clusters whose date filters may hold matches, every page), then streams
+// the files one at a time, in the listing's order: for each, exactly the
+// messages Download streams for it from chunk 0 (its first part carries
+// the manifest, possibly in pages, with cluster and chunks_total; then
+// every chunk in order, index counting from 0), each wrapped with the
+// file's place in the listing. A file of a peer cluster is fetched from
+// that cluster, each chunk checked on the way, as Download does; one of a
+// cluster beyond a peer, through that peer as a call meant for it (one
+// further away is looked up as Download looks up a name: should a nearer
+// cluster hold a file of that name too, the stream ends there with
+// FailedPrecondition rather than send the wrong file). The
+// client checks each chunk against its ID and each file against its
+// whole-file BLAKE3, as after Download.
+//
+// A file the listing named that is gone when its turn comes (deleted in
+// between: its download finds no such file) is skipped: its file_index
+// never appears. A file replaced in between comes as its current version
+// (its manifest says which). Any other failure ends the stream with that
+// error, as it would end the file's Download (the files before it came
+// whole). Authorization is that of List and Download together: the read
+// role, and a caller limited to a name prefix gets only files under it.
+type DownloadRangeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's place in the listing: 0, 1, 2, ... (by name, then cluster);
+	// the same for every message of one file, and increasing. A gap is a
+	// file skipped because it vanished.
+	FileIndex uint32 `protobuf:"varint,1,opt,name=file_index,json=fileIndex,proto3" json:"file_index,omitempty"`
+	// One message of the file's Download: the manifest (first part: with
+	// cluster and chunks_total), a page of it, or a chunk.
+	Part *DownloadResponse `protobuf:"bytes,2,opt,name=part,proto3" json:"part,omitempty"`
+	// First message of the stream only: the peer clusters that may hold
+	// matches but did not answer the listing (their files are missing). When
+	// no file is sent, the stream is this one message without part, or,
+	// with every peer answering, empty.
+	Unanswered    []*ClusterNote `protobuf:"bytes,3,rep,name=unanswered,proto3" json:"unanswered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadRangeResponse) Reset() {
+	*x = DownloadRangeResponse{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadRangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadRangeResponse) ProtoMessage() {}
+
+func (x *DownloadRangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadRangeResponse.ProtoReflect.Descriptor instead.
+func (*DownloadRangeResponse) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DownloadRangeResponse) GetFileIndex() uint32 {
+	if x != nil {
+		return x.FileIndex
+	}
+	return 0
+}
+
+func (x *DownloadRangeResponse) GetPart() *DownloadResponse {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *DownloadRangeResponse) GetUnanswered() []*ClusterNote {
+	if x != nil {
+		return x.Unanswered
+	}
+	return nil
+}
+
 type StatRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1034,7 +1208,7 @@ type StatRequest struct {
 
 func (x *StatRequest) Reset() {
 	*x = StatRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[13]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1220,7 @@ func (x *StatRequest) String() string {
 func (*StatRequest) ProtoMessage() {}
 
 func (x *StatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[13]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1233,7 @@ func (x *StatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatRequest.ProtoReflect.Descriptor instead.
 func (*StatRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{13}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StatRequest) GetName() string {
@@ -1096,7 +1270,7 @@ type StatResponse struct {
 
 func (x *StatResponse) Reset() {
 	*x = StatResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[14]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1282,7 @@ func (x *StatResponse) String() string {
 func (*StatResponse) ProtoMessage() {}
 
 func (x *StatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[14]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1295,7 @@ func (x *StatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatResponse.ProtoReflect.Descriptor instead.
 func (*StatResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{14}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatResponse) GetManifest() *FileManifest {
@@ -1165,7 +1339,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[15]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1351,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[15]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1364,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{15}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -1269,7 +1443,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1455,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[16]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1468,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{16}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FileInfo) GetName() string {
@@ -1378,7 +1552,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1564,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[17]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1577,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{17}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListResponse) GetFiles() []*FileInfo {
@@ -1438,7 +1612,7 @@ type ClusterNote struct {
 
 func (x *ClusterNote) Reset() {
 	*x = ClusterNote{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1624,7 @@ func (x *ClusterNote) String() string {
 func (*ClusterNote) ProtoMessage() {}
 
 func (x *ClusterNote) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[18]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1637,7 @@ func (x *ClusterNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNote.ProtoReflect.Descriptor instead.
 func (*ClusterNote) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{18}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClusterNote) GetCluster() string {
@@ -1489,7 +1663,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1675,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[19]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1688,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{19}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeleteRequest) GetName() string {
@@ -1532,7 +1706,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1718,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[20]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1731,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{20}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{22}
 }
 
 type SnapshotSaveRequest struct {
@@ -1568,7 +1742,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1754,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[21]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1767,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{21}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
 }
 
 // SnapshotHeader describes a saved catalog snapshot. It travels encoded
@@ -1616,7 +1790,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1802,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[22]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1815,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{22}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1733,7 +1907,7 @@ type SnapshotPiece struct {
 
 func (x *SnapshotPiece) Reset() {
 	*x = SnapshotPiece{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +1919,7 @@ func (x *SnapshotPiece) String() string {
 func (*SnapshotPiece) ProtoMessage() {}
 
 func (x *SnapshotPiece) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[23]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +1932,7 @@ func (x *SnapshotPiece) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotPiece.ProtoReflect.Descriptor instead.
 func (*SnapshotPiece) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{23}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SnapshotPiece) GetPart() isSnapshotPiece_Part {
@@ -1827,7 +2001,7 @@ type SnapshotRestoreRequest struct {
 
 func (x *SnapshotRestoreRequest) Reset() {
 	*x = SnapshotRestoreRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +2013,7 @@ func (x *SnapshotRestoreRequest) String() string {
 func (*SnapshotRestoreRequest) ProtoMessage() {}
 
 func (x *SnapshotRestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[24]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +2026,7 @@ func (x *SnapshotRestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{24}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SnapshotRestoreRequest) GetPiece() *SnapshotPiece {
@@ -1889,7 +2063,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +2075,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[25]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +2088,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{25}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -1991,7 +2165,7 @@ type ReplicateRequest struct {
 
 func (x *ReplicateRequest) Reset() {
 	*x = ReplicateRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2177,7 @@ func (x *ReplicateRequest) String() string {
 func (*ReplicateRequest) ProtoMessage() {}
 
 func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[26]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2190,7 @@ func (x *ReplicateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{26}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReplicateRequest) GetName() string {
@@ -2054,7 +2228,7 @@ type ReplicateResponse struct {
 
 func (x *ReplicateResponse) Reset() {
 	*x = ReplicateResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2066,7 +2240,7 @@ func (x *ReplicateResponse) String() string {
 func (*ReplicateResponse) ProtoMessage() {}
 
 func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[27]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2079,7 +2253,7 @@ func (x *ReplicateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{27}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReplicateResponse) GetManifest() *FileManifest {
@@ -2132,7 +2306,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2318,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[28]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2331,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{28}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
 }
 
 type NodeStatus struct {
@@ -2189,7 +2363,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2375,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[29]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2388,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{29}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -2360,7 +2534,7 @@ type LimitStatus struct {
 
 func (x *LimitStatus) Reset() {
 	*x = LimitStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2546,7 @@ func (x *LimitStatus) String() string {
 func (*LimitStatus) ProtoMessage() {}
 
 func (x *LimitStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[30]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2559,7 @@ func (x *LimitStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitStatus.ProtoReflect.Descriptor instead.
 func (*LimitStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{30}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LimitStatus) GetOpenStreams() uint64 {
@@ -2458,7 +2632,7 @@ type FederationStatus struct {
 
 func (x *FederationStatus) Reset() {
 	*x = FederationStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2470,7 +2644,7 @@ func (x *FederationStatus) String() string {
 func (*FederationStatus) ProtoMessage() {}
 
 func (x *FederationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[31]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2483,7 +2657,7 @@ func (x *FederationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationStatus.ProtoReflect.Descriptor instead.
 func (*FederationStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{31}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *FederationStatus) GetLookups() uint64 {
@@ -2533,7 +2707,7 @@ type CacheTierStatus struct {
 
 func (x *CacheTierStatus) Reset() {
 	*x = CacheTierStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +2719,7 @@ func (x *CacheTierStatus) String() string {
 func (*CacheTierStatus) ProtoMessage() {}
 
 func (x *CacheTierStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[32]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +2732,7 @@ func (x *CacheTierStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheTierStatus.ProtoReflect.Descriptor instead.
 func (*CacheTierStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{32}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CacheTierStatus) GetTier() string {
@@ -2647,7 +2821,7 @@ type HealStatus struct {
 
 func (x *HealStatus) Reset() {
 	*x = HealStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +2833,7 @@ func (x *HealStatus) String() string {
 func (*HealStatus) ProtoMessage() {}
 
 func (x *HealStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[33]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +2846,7 @@ func (x *HealStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealStatus.ProtoReflect.Descriptor instead.
 func (*HealStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{33}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *HealStatus) GetScrubbedChunks() uint64 {
@@ -2733,7 +2907,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2745,7 +2919,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[34]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2758,7 +2932,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{34}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *StatusResponse) GetLeaderId() string {
@@ -2837,7 +3011,7 @@ type PeerClusterStatus struct {
 
 func (x *PeerClusterStatus) Reset() {
 	*x = PeerClusterStatus{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2849,7 +3023,7 @@ func (x *PeerClusterStatus) String() string {
 func (*PeerClusterStatus) ProtoMessage() {}
 
 func (x *PeerClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[35]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2862,7 +3036,7 @@ func (x *PeerClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerClusterStatus.ProtoReflect.Descriptor instead.
 func (*PeerClusterStatus) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{35}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PeerClusterStatus) GetName() string {
@@ -2953,7 +3127,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2965,7 +3139,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[36]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2978,7 +3152,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{36}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -3010,7 +3184,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3022,7 +3196,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[37]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3035,7 +3209,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{37}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
 }
 
 type LeaveRequest struct {
@@ -3047,7 +3221,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3059,7 +3233,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[38]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3072,7 +3246,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{38}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LeaveRequest) GetId() string {
@@ -3090,7 +3264,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3276,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[39]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3289,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{39}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
 }
 
 type ListChunksRequest struct {
@@ -3126,7 +3300,7 @@ type ListChunksRequest struct {
 
 func (x *ListChunksRequest) Reset() {
 	*x = ListChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3138,7 +3312,7 @@ func (x *ListChunksRequest) String() string {
 func (*ListChunksRequest) ProtoMessage() {}
 
 func (x *ListChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[40]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3151,7 +3325,7 @@ func (x *ListChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChunksRequest.ProtoReflect.Descriptor instead.
 func (*ListChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{40}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
 }
 
 type ListChunksResponse struct {
@@ -3168,7 +3342,7 @@ type ListChunksResponse struct {
 
 func (x *ListChunksResponse) Reset() {
 	*x = ListChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3180,7 +3354,7 @@ func (x *ListChunksResponse) String() string {
 func (*ListChunksResponse) ProtoMessage() {}
 
 func (x *ListChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[41]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3193,7 +3367,7 @@ func (x *ListChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChunksResponse.ProtoReflect.Descriptor instead.
 func (*ListChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{41}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListChunksResponse) GetIds() [][]byte {
@@ -3226,7 +3400,7 @@ type DeleteChunksRequest struct {
 
 func (x *DeleteChunksRequest) Reset() {
 	*x = DeleteChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3238,7 +3412,7 @@ func (x *DeleteChunksRequest) String() string {
 func (*DeleteChunksRequest) ProtoMessage() {}
 
 func (x *DeleteChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[42]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3251,7 +3425,7 @@ func (x *DeleteChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{42}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DeleteChunksRequest) GetIds() [][]byte {
@@ -3270,7 +3444,7 @@ type DeleteChunksResponse struct {
 
 func (x *DeleteChunksResponse) Reset() {
 	*x = DeleteChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3282,7 +3456,7 @@ func (x *DeleteChunksResponse) String() string {
 func (*DeleteChunksResponse) ProtoMessage() {}
 
 func (x *DeleteChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[43]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3295,7 +3469,7 @@ func (x *DeleteChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{43}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DeleteChunksResponse) GetDeleted() uint64 {
@@ -3319,7 +3493,7 @@ type CollectRequest struct {
 
 func (x *CollectRequest) Reset() {
 	*x = CollectRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3331,7 +3505,7 @@ func (x *CollectRequest) String() string {
 func (*CollectRequest) ProtoMessage() {}
 
 func (x *CollectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[44]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3344,7 +3518,7 @@ func (x *CollectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectRequest.ProtoReflect.Descriptor instead.
 func (*CollectRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{44}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CollectRequest) GetDryRun() bool {
@@ -3377,7 +3551,7 @@ type CollectResponse struct {
 
 func (x *CollectResponse) Reset() {
 	*x = CollectResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3389,7 +3563,7 @@ func (x *CollectResponse) String() string {
 func (*CollectResponse) ProtoMessage() {}
 
 func (x *CollectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[45]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3402,7 +3576,7 @@ func (x *CollectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectResponse.ProtoReflect.Descriptor instead.
 func (*CollectResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{45}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CollectResponse) GetUnreferenced() uint64 {
@@ -3469,7 +3643,7 @@ type RepairRequest struct {
 
 func (x *RepairRequest) Reset() {
 	*x = RepairRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3481,7 +3655,7 @@ func (x *RepairRequest) String() string {
 func (*RepairRequest) ProtoMessage() {}
 
 func (x *RepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[46]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3494,7 +3668,7 @@ func (x *RepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
 func (*RepairRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{46}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
 }
 
 type RepairResponse struct {
@@ -3509,7 +3683,7 @@ type RepairResponse struct {
 
 func (x *RepairResponse) Reset() {
 	*x = RepairResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3521,7 +3695,7 @@ func (x *RepairResponse) String() string {
 func (*RepairResponse) ProtoMessage() {}
 
 func (x *RepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[47]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3534,7 +3708,7 @@ func (x *RepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairResponse.ProtoReflect.Descriptor instead.
 func (*RepairResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{47}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RepairResponse) GetChunksChecked() uint64 {
@@ -3577,7 +3751,7 @@ type FiltersRequest struct {
 
 func (x *FiltersRequest) Reset() {
 	*x = FiltersRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3589,7 +3763,7 @@ func (x *FiltersRequest) String() string {
 func (*FiltersRequest) ProtoMessage() {}
 
 func (x *FiltersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[48]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3602,7 +3776,7 @@ func (x *FiltersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiltersRequest.ProtoReflect.Descriptor instead.
 func (*FiltersRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{48}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *FiltersRequest) GetFromCluster() string {
@@ -3642,7 +3816,7 @@ type BeyondFilters struct {
 
 func (x *BeyondFilters) Reset() {
 	*x = BeyondFilters{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3654,7 +3828,7 @@ func (x *BeyondFilters) String() string {
 func (*BeyondFilters) ProtoMessage() {}
 
 func (x *BeyondFilters) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[49]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3667,7 +3841,7 @@ func (x *BeyondFilters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeyondFilters.ProtoReflect.Descriptor instead.
 func (*BeyondFilters) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{49}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *BeyondFilters) GetCluster() string {
@@ -3716,7 +3890,7 @@ type FiltersResponse struct {
 
 func (x *FiltersResponse) Reset() {
 	*x = FiltersResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3728,7 +3902,7 @@ func (x *FiltersResponse) String() string {
 func (*FiltersResponse) ProtoMessage() {}
 
 func (x *FiltersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[50]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3741,7 +3915,7 @@ func (x *FiltersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FiltersResponse.ProtoReflect.Descriptor instead.
 func (*FiltersResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{50}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *FiltersResponse) GetCluster() string {
@@ -3809,7 +3983,7 @@ type ProposeRequest struct {
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3821,7 +3995,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[51]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3834,7 +4008,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{51}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ProposeRequest) GetCommand() []byte {
@@ -3853,7 +4027,7 @@ type ProposeResponse struct {
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3865,7 +4039,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[52]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3878,7 +4052,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{52}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ProposeResponse) GetManifest() *FileManifest {
@@ -3896,7 +4070,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3908,7 +4082,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[53]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3921,7 +4095,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{53}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{55}
 }
 
 type ReadIndexResponse struct {
@@ -3933,7 +4107,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3945,7 +4119,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[54]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3958,7 +4132,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{54}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -3977,7 +4151,7 @@ type HasChunksRequest struct {
 
 func (x *HasChunksRequest) Reset() {
 	*x = HasChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3989,7 +4163,7 @@ func (x *HasChunksRequest) String() string {
 func (*HasChunksRequest) ProtoMessage() {}
 
 func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[55]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4002,7 +4176,7 @@ func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksRequest.ProtoReflect.Descriptor instead.
 func (*HasChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{55}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *HasChunksRequest) GetIds() [][]byte {
@@ -4021,7 +4195,7 @@ type HasChunksResponse struct {
 
 func (x *HasChunksResponse) Reset() {
 	*x = HasChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4033,7 +4207,7 @@ func (x *HasChunksResponse) String() string {
 func (*HasChunksResponse) ProtoMessage() {}
 
 func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[56]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4046,7 +4220,7 @@ func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksResponse.ProtoReflect.Descriptor instead.
 func (*HasChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{56}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *HasChunksResponse) GetHas() []bool {
@@ -4065,7 +4239,7 @@ type PutChunksRequest struct {
 
 func (x *PutChunksRequest) Reset() {
 	*x = PutChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4077,7 +4251,7 @@ func (x *PutChunksRequest) String() string {
 func (*PutChunksRequest) ProtoMessage() {}
 
 func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4090,7 +4264,7 @@ func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksRequest.ProtoReflect.Descriptor instead.
 func (*PutChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *PutChunksRequest) GetChunk() *Chunk {
@@ -4110,7 +4284,7 @@ type PutChunksResponse struct {
 
 func (x *PutChunksResponse) Reset() {
 	*x = PutChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4122,7 +4296,7 @@ func (x *PutChunksResponse) String() string {
 func (*PutChunksResponse) ProtoMessage() {}
 
 func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4135,7 +4309,7 @@ func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksResponse.ProtoReflect.Descriptor instead.
 func (*PutChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *PutChunksResponse) GetId() []byte {
@@ -4161,7 +4335,7 @@ type GetChunkRequest struct {
 
 func (x *GetChunkRequest) Reset() {
 	*x = GetChunkRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4173,7 +4347,7 @@ func (x *GetChunkRequest) String() string {
 func (*GetChunkRequest) ProtoMessage() {}
 
 func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4186,7 +4360,7 @@ func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkRequest.ProtoReflect.Descriptor instead.
 func (*GetChunkRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetChunkRequest) GetId() []byte {
@@ -4205,7 +4379,7 @@ type GetChunkResponse struct {
 
 func (x *GetChunkResponse) Reset() {
 	*x = GetChunkResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4217,7 +4391,7 @@ func (x *GetChunkResponse) String() string {
 func (*GetChunkResponse) ProtoMessage() {}
 
 func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4230,7 +4404,7 @@ func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkResponse.ProtoReflect.Descriptor instead.
 func (*GetChunkResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetChunkResponse) GetChunk() *Chunk {
@@ -4248,7 +4422,7 @@ type LocalStatusRequest struct {
 
 func (x *LocalStatusRequest) Reset() {
 	*x = LocalStatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4260,7 +4434,7 @@ func (x *LocalStatusRequest) String() string {
 func (*LocalStatusRequest) ProtoMessage() {}
 
 func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4273,7 +4447,7 @@ func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalStatusRequest.ProtoReflect.Descriptor instead.
 func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{63}
 }
 
 // Command is one entry of the Raft log. Apply is a pure function of the
@@ -4296,7 +4470,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4308,7 +4482,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4321,7 +4495,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -4458,7 +4632,7 @@ type MarkUnreferenced struct {
 
 func (x *MarkUnreferenced) Reset() {
 	*x = MarkUnreferenced{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4470,7 +4644,7 @@ func (x *MarkUnreferenced) String() string {
 func (*MarkUnreferenced) ProtoMessage() {}
 
 func (x *MarkUnreferenced) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4483,7 +4657,7 @@ func (x *MarkUnreferenced) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkUnreferenced.ProtoReflect.Descriptor instead.
 func (*MarkUnreferenced) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{63}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *MarkUnreferenced) GetIds() [][]byte {
@@ -4519,7 +4693,7 @@ type CollectChunks struct {
 
 func (x *CollectChunks) Reset() {
 	*x = CollectChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4531,7 +4705,7 @@ func (x *CollectChunks) String() string {
 func (*CollectChunks) ProtoMessage() {}
 
 func (x *CollectChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4544,7 +4718,7 @@ func (x *CollectChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectChunks.ProtoReflect.Descriptor instead.
 func (*CollectChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{64}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CollectChunks) GetIds() [][]byte {
@@ -4565,7 +4739,7 @@ type ForgetChunks struct {
 
 func (x *ForgetChunks) Reset() {
 	*x = ForgetChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4577,7 +4751,7 @@ func (x *ForgetChunks) String() string {
 func (*ForgetChunks) ProtoMessage() {}
 
 func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4590,7 +4764,7 @@ func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetChunks.ProtoReflect.Descriptor instead.
 func (*ForgetChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{65}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ForgetChunks) GetIds() [][]byte {
@@ -4617,7 +4791,7 @@ type PutFile struct {
 
 func (x *PutFile) Reset() {
 	*x = PutFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4629,7 +4803,7 @@ func (x *PutFile) String() string {
 func (*PutFile) ProtoMessage() {}
 
 func (x *PutFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4642,7 +4816,7 @@ func (x *PutFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFile.ProtoReflect.Descriptor instead.
 func (*PutFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{66}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *PutFile) GetManifest() *FileManifest {
@@ -4682,7 +4856,7 @@ type DeleteFile struct {
 
 func (x *DeleteFile) Reset() {
 	*x = DeleteFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4694,7 +4868,7 @@ func (x *DeleteFile) String() string {
 func (*DeleteFile) ProtoMessage() {}
 
 func (x *DeleteFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4707,7 +4881,7 @@ func (x *DeleteFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFile.ProtoReflect.Descriptor instead.
 func (*DeleteFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{67}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *DeleteFile) GetName() string {
@@ -4729,7 +4903,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[68]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4741,7 +4915,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[68]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4754,7 +4928,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{68}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -4794,7 +4968,7 @@ type SetNode struct {
 
 func (x *SetNode) Reset() {
 	*x = SetNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[69]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4806,7 +4980,7 @@ func (x *SetNode) String() string {
 func (*SetNode) ProtoMessage() {}
 
 func (x *SetNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[69]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4819,7 +4993,7 @@ func (x *SetNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNode.ProtoReflect.Descriptor instead.
 func (*SetNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{69}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *SetNode) GetNode() *NodeInfo {
@@ -4838,7 +5012,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[70]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4850,7 +5024,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[70]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4863,7 +5037,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{70}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *RemoveNode) GetId() string {
@@ -4890,7 +5064,7 @@ type CatalogSnapshot struct {
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[71]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4902,7 +5076,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[71]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4915,7 +5089,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{71}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *CatalogSnapshot) GetFiles() []*FileManifest {
@@ -4963,7 +5137,7 @@ type UnreferencedChunk struct {
 
 func (x *UnreferencedChunk) Reset() {
 	*x = UnreferencedChunk{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[72]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4975,7 +5149,7 @@ func (x *UnreferencedChunk) String() string {
 func (*UnreferencedChunk) ProtoMessage() {}
 
 func (x *UnreferencedChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[72]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4988,7 +5162,7 @@ func (x *UnreferencedChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnreferencedChunk.ProtoReflect.Descriptor instead.
 func (*UnreferencedChunk) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{72}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *UnreferencedChunk) GetId() []byte {
@@ -5082,7 +5256,22 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12'\n" +
 	"\x05chunk\x18\x03 \x01(\v2\x11.ddstore.v1.ChunkR\x05chunk\x12\x18\n" +
 	"\acluster\x18\x04 \x01(\tR\acluster\x12!\n" +
-	"\fchunks_total\x18\x05 \x01(\rR\vchunksTotal\"}\n" +
+	"\fchunks_total\x18\x05 \x01(\rR\vchunksTotal\"\x93\x02\n" +
+	"\x14DownloadRangeRequest\x122\n" +
+	"\x13time_from_unix_nano\x18\x01 \x01(\x03H\x00R\x10timeFromUnixNano\x88\x01\x01\x12.\n" +
+	"\x11time_to_unix_nano\x18\x02 \x01(\x03H\x01R\x0etimeToUnixNano\x88\x01\x01\x12\x16\n" +
+	"\x06prefix\x18\x03 \x01(\tR\x06prefix\x129\n" +
+	"\vconsistency\x18\x04 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\x12\x16\n" +
+	"\x06verify\x18\x05 \x01(\bR\x06verifyB\x16\n" +
+	"\x14_time_from_unix_nanoB\x14\n" +
+	"\x12_time_to_unix_nano\"\xa1\x01\n" +
+	"\x15DownloadRangeResponse\x12\x1d\n" +
+	"\n" +
+	"file_index\x18\x01 \x01(\rR\tfileIndex\x120\n" +
+	"\x04part\x18\x02 \x01(\v2\x1c.ddstore.v1.DownloadResponseR\x04part\x127\n" +
+	"\n" +
+	"unanswered\x18\x03 \x03(\v2\x17.ddstore.v1.ClusterNoteR\n" +
+	"unanswered\"}\n" +
 	"\vStatRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\vconsistency\x18\x02 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\x12\x1f\n" +
@@ -5397,13 +5586,14 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"CODEC_ZSTD\x10\x01*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x012\xa9\x04\n" +
+	"\x11CONSISTENCY_STALE\x10\x012\x81\x05\n" +
 	"\x05Files\x12A\n" +
 	"\x06Upload\x12\x19.ddstore.v1.UploadRequest\x1a\x1a.ddstore.v1.UploadResponse(\x01\x12T\n" +
 	"\rMissingChunks\x12 .ddstore.v1.MissingChunksRequest\x1a!.ddstore.v1.MissingChunksResponse\x12?\n" +
 	"\x06Commit\x12\x19.ddstore.v1.CommitRequest\x1a\x1a.ddstore.v1.CommitResponse\x12F\n" +
 	"\vCommitParts\x12\x19.ddstore.v1.CommitRequest\x1a\x1a.ddstore.v1.CommitResponse(\x01\x12G\n" +
-	"\bDownload\x12\x1b.ddstore.v1.DownloadRequest\x1a\x1c.ddstore.v1.DownloadResponse0\x01\x129\n" +
+	"\bDownload\x12\x1b.ddstore.v1.DownloadRequest\x1a\x1c.ddstore.v1.DownloadResponse0\x01\x12V\n" +
+	"\rDownloadRange\x12 .ddstore.v1.DownloadRangeRequest\x1a!.ddstore.v1.DownloadRangeResponse0\x01\x129\n" +
 	"\x04Stat\x12\x17.ddstore.v1.StatRequest\x1a\x18.ddstore.v1.StatResponse\x129\n" +
 	"\x04List\x12\x17.ddstore.v1.ListRequest\x1a\x18.ddstore.v1.ListResponse\x12?\n" +
 	"\x06Delete\x12\x19.ddstore.v1.DeleteRequest\x1a\x1a.ddstore.v1.DeleteResponse2\xbe\x04\n" +
@@ -5415,13 +5605,14 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x06Repair\x12\x19.ddstore.v1.RepairRequest\x1a\x1a.ddstore.v1.RepairResponse\x12H\n" +
 	"\tReplicate\x12\x1c.ddstore.v1.ReplicateRequest\x1a\x1d.ddstore.v1.ReplicateResponse\x12L\n" +
 	"\fSnapshotSave\x12\x1f.ddstore.v1.SnapshotSaveRequest\x1a\x19.ddstore.v1.SnapshotPiece0\x01\x12\\\n" +
-	"\x0fSnapshotRestore\x12\".ddstore.v1.SnapshotRestoreRequest\x1a#.ddstore.v1.SnapshotRestoreResponse(\x012\xa7\x05\n" +
+	"\x0fSnapshotRestore\x12\".ddstore.v1.SnapshotRestoreRequest\x1a#.ddstore.v1.SnapshotRestoreResponse(\x012\xf0\x05\n" +
 	"\x04Node\x12B\n" +
 	"\aPropose\x12\x1a.ddstore.v1.ProposeRequest\x1a\x1b.ddstore.v1.ProposeResponse\x12I\n" +
 	"\fProposeParts\x12\x1a.ddstore.v1.ProposeRequest\x1a\x1b.ddstore.v1.ProposeResponse(\x01\x12H\n" +
 	"\tReadIndex\x12\x1c.ddstore.v1.ReadIndexRequest\x1a\x1d.ddstore.v1.ReadIndexResponse\x12H\n" +
 	"\tHasChunks\x12\x1c.ddstore.v1.HasChunksRequest\x1a\x1d.ddstore.v1.HasChunksResponse\x12L\n" +
-	"\tPutChunks\x12\x1c.ddstore.v1.PutChunksRequest\x1a\x1d.ddstore.v1.PutChunksResponse(\x010\x01\x12E\n" +
+	"\tPutChunks\x12\x1c.ddstore.v1.PutChunksRequest\x1a\x1d.ddstore.v1.PutChunksResponse(\x010\x01\x12G\n" +
+	"\bPutChunk\x12\x1c.ddstore.v1.PutChunksRequest\x1a\x1d.ddstore.v1.PutChunksResponse\x12E\n" +
 	"\bGetChunk\x12\x1b.ddstore.v1.GetChunkRequest\x1a\x1c.ddstore.v1.GetChunkResponse\x12E\n" +
 	"\vLocalStatus\x12\x1e.ddstore.v1.LocalStatusRequest\x1a\x16.ddstore.v1.NodeStatus\x12M\n" +
 	"\n" +
@@ -5445,7 +5636,7 @@ func file_ddstore_v1_ddstore_proto_rawDescGZIP() []byte {
 }
 
 var file_ddstore_v1_ddstore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
+var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(Codec)(0),                      // 0: ddstore.v1.Codec
 	(Consistency)(0),                // 1: ddstore.v1.Consistency
@@ -5462,77 +5653,79 @@ var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(*CommitResponse)(nil),          // 12: ddstore.v1.CommitResponse
 	(*DownloadRequest)(nil),         // 13: ddstore.v1.DownloadRequest
 	(*DownloadResponse)(nil),        // 14: ddstore.v1.DownloadResponse
-	(*StatRequest)(nil),             // 15: ddstore.v1.StatRequest
-	(*StatResponse)(nil),            // 16: ddstore.v1.StatResponse
-	(*ListRequest)(nil),             // 17: ddstore.v1.ListRequest
-	(*FileInfo)(nil),                // 18: ddstore.v1.FileInfo
-	(*ListResponse)(nil),            // 19: ddstore.v1.ListResponse
-	(*ClusterNote)(nil),             // 20: ddstore.v1.ClusterNote
-	(*DeleteRequest)(nil),           // 21: ddstore.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 22: ddstore.v1.DeleteResponse
-	(*SnapshotSaveRequest)(nil),     // 23: ddstore.v1.SnapshotSaveRequest
-	(*SnapshotHeader)(nil),          // 24: ddstore.v1.SnapshotHeader
-	(*SnapshotPiece)(nil),           // 25: ddstore.v1.SnapshotPiece
-	(*SnapshotRestoreRequest)(nil),  // 26: ddstore.v1.SnapshotRestoreRequest
-	(*SnapshotRestoreResponse)(nil), // 27: ddstore.v1.SnapshotRestoreResponse
-	(*ReplicateRequest)(nil),        // 28: ddstore.v1.ReplicateRequest
-	(*ReplicateResponse)(nil),       // 29: ddstore.v1.ReplicateResponse
-	(*StatusRequest)(nil),           // 30: ddstore.v1.StatusRequest
-	(*NodeStatus)(nil),              // 31: ddstore.v1.NodeStatus
-	(*LimitStatus)(nil),             // 32: ddstore.v1.LimitStatus
-	(*FederationStatus)(nil),        // 33: ddstore.v1.FederationStatus
-	(*CacheTierStatus)(nil),         // 34: ddstore.v1.CacheTierStatus
-	(*HealStatus)(nil),              // 35: ddstore.v1.HealStatus
-	(*StatusResponse)(nil),          // 36: ddstore.v1.StatusResponse
-	(*PeerClusterStatus)(nil),       // 37: ddstore.v1.PeerClusterStatus
-	(*JoinRequest)(nil),             // 38: ddstore.v1.JoinRequest
-	(*JoinResponse)(nil),            // 39: ddstore.v1.JoinResponse
-	(*LeaveRequest)(nil),            // 40: ddstore.v1.LeaveRequest
-	(*LeaveResponse)(nil),           // 41: ddstore.v1.LeaveResponse
-	(*ListChunksRequest)(nil),       // 42: ddstore.v1.ListChunksRequest
-	(*ListChunksResponse)(nil),      // 43: ddstore.v1.ListChunksResponse
-	(*DeleteChunksRequest)(nil),     // 44: ddstore.v1.DeleteChunksRequest
-	(*DeleteChunksResponse)(nil),    // 45: ddstore.v1.DeleteChunksResponse
-	(*CollectRequest)(nil),          // 46: ddstore.v1.CollectRequest
-	(*CollectResponse)(nil),         // 47: ddstore.v1.CollectResponse
-	(*RepairRequest)(nil),           // 48: ddstore.v1.RepairRequest
-	(*RepairResponse)(nil),          // 49: ddstore.v1.RepairResponse
-	(*FiltersRequest)(nil),          // 50: ddstore.v1.FiltersRequest
-	(*BeyondFilters)(nil),           // 51: ddstore.v1.BeyondFilters
-	(*FiltersResponse)(nil),         // 52: ddstore.v1.FiltersResponse
-	(*ProposeRequest)(nil),          // 53: ddstore.v1.ProposeRequest
-	(*ProposeResponse)(nil),         // 54: ddstore.v1.ProposeResponse
-	(*ReadIndexRequest)(nil),        // 55: ddstore.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),       // 56: ddstore.v1.ReadIndexResponse
-	(*HasChunksRequest)(nil),        // 57: ddstore.v1.HasChunksRequest
-	(*HasChunksResponse)(nil),       // 58: ddstore.v1.HasChunksResponse
-	(*PutChunksRequest)(nil),        // 59: ddstore.v1.PutChunksRequest
-	(*PutChunksResponse)(nil),       // 60: ddstore.v1.PutChunksResponse
-	(*GetChunkRequest)(nil),         // 61: ddstore.v1.GetChunkRequest
-	(*GetChunkResponse)(nil),        // 62: ddstore.v1.GetChunkResponse
-	(*LocalStatusRequest)(nil),      // 63: ddstore.v1.LocalStatusRequest
-	(*Command)(nil),                 // 64: ddstore.v1.Command
-	(*MarkUnreferenced)(nil),        // 65: ddstore.v1.MarkUnreferenced
-	(*CollectChunks)(nil),           // 66: ddstore.v1.CollectChunks
-	(*ForgetChunks)(nil),            // 67: ddstore.v1.ForgetChunks
-	(*PutFile)(nil),                 // 68: ddstore.v1.PutFile
-	(*DeleteFile)(nil),              // 69: ddstore.v1.DeleteFile
-	(*NodeInfo)(nil),                // 70: ddstore.v1.NodeInfo
-	(*SetNode)(nil),                 // 71: ddstore.v1.SetNode
-	(*RemoveNode)(nil),              // 72: ddstore.v1.RemoveNode
-	(*CatalogSnapshot)(nil),         // 73: ddstore.v1.CatalogSnapshot
-	(*UnreferencedChunk)(nil),       // 74: ddstore.v1.UnreferencedChunk
-	nil,                             // 75: ddstore.v1.FileManifest.MetadataEntry
-	nil,                             // 76: ddstore.v1.UploadIntent.MetadataEntry
-	nil,                             // 77: ddstore.v1.FiltersRequest.HaveBeyondEntry
+	(*DownloadRangeRequest)(nil),    // 15: ddstore.v1.DownloadRangeRequest
+	(*DownloadRangeResponse)(nil),   // 16: ddstore.v1.DownloadRangeResponse
+	(*StatRequest)(nil),             // 17: ddstore.v1.StatRequest
+	(*StatResponse)(nil),            // 18: ddstore.v1.StatResponse
+	(*ListRequest)(nil),             // 19: ddstore.v1.ListRequest
+	(*FileInfo)(nil),                // 20: ddstore.v1.FileInfo
+	(*ListResponse)(nil),            // 21: ddstore.v1.ListResponse
+	(*ClusterNote)(nil),             // 22: ddstore.v1.ClusterNote
+	(*DeleteRequest)(nil),           // 23: ddstore.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 24: ddstore.v1.DeleteResponse
+	(*SnapshotSaveRequest)(nil),     // 25: ddstore.v1.SnapshotSaveRequest
+	(*SnapshotHeader)(nil),          // 26: ddstore.v1.SnapshotHeader
+	(*SnapshotPiece)(nil),           // 27: ddstore.v1.SnapshotPiece
+	(*SnapshotRestoreRequest)(nil),  // 28: ddstore.v1.SnapshotRestoreRequest
+	(*SnapshotRestoreResponse)(nil), // 29: ddstore.v1.SnapshotRestoreResponse
+	(*ReplicateRequest)(nil),        // 30: ddstore.v1.ReplicateRequest
+	(*ReplicateResponse)(nil),       // 31: ddstore.v1.ReplicateResponse
+	(*StatusRequest)(nil),           // 32: ddstore.v1.StatusRequest
+	(*NodeStatus)(nil),              // 33: ddstore.v1.NodeStatus
+	(*LimitStatus)(nil),             // 34: ddstore.v1.LimitStatus
+	(*FederationStatus)(nil),        // 35: ddstore.v1.FederationStatus
+	(*CacheTierStatus)(nil),         // 36: ddstore.v1.CacheTierStatus
+	(*HealStatus)(nil),              // 37: ddstore.v1.HealStatus
+	(*StatusResponse)(nil),          // 38: ddstore.v1.StatusResponse
+	(*PeerClusterStatus)(nil),       // 39: ddstore.v1.PeerClusterStatus
+	(*JoinRequest)(nil),             // 40: ddstore.v1.JoinRequest
+	(*JoinResponse)(nil),            // 41: ddstore.v1.JoinResponse
+	(*LeaveRequest)(nil),            // 42: ddstore.v1.LeaveRequest
+	(*LeaveResponse)(nil),           // 43: ddstore.v1.LeaveResponse
+	(*ListChunksRequest)(nil),       // 44: ddstore.v1.ListChunksRequest
+	(*ListChunksResponse)(nil),      // 45: ddstore.v1.ListChunksResponse
+	(*DeleteChunksRequest)(nil),     // 46: ddstore.v1.DeleteChunksRequest
+	(*DeleteChunksResponse)(nil),    // 47: ddstore.v1.DeleteChunksResponse
+	(*CollectRequest)(nil),          // 48: ddstore.v1.CollectRequest
+	(*CollectResponse)(nil),         // 49: ddstore.v1.CollectResponse
+	(*RepairRequest)(nil),           // 50: ddstore.v1.RepairRequest
+	(*RepairResponse)(nil),          // 51: ddstore.v1.RepairResponse
+	(*FiltersRequest)(nil),          // 52: ddstore.v1.FiltersRequest
+	(*BeyondFilters)(nil),           // 53: ddstore.v1.BeyondFilters
+	(*FiltersResponse)(nil),         // 54: ddstore.v1.FiltersResponse
+	(*ProposeRequest)(nil),          // 55: ddstore.v1.ProposeRequest
+	(*ProposeResponse)(nil),         // 56: ddstore.v1.ProposeResponse
+	(*ReadIndexRequest)(nil),        // 57: ddstore.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),       // 58: ddstore.v1.ReadIndexResponse
+	(*HasChunksRequest)(nil),        // 59: ddstore.v1.HasChunksRequest
+	(*HasChunksResponse)(nil),       // 60: ddstore.v1.HasChunksResponse
+	(*PutChunksRequest)(nil),        // 61: ddstore.v1.PutChunksRequest
+	(*PutChunksResponse)(nil),       // 62: ddstore.v1.PutChunksResponse
+	(*GetChunkRequest)(nil),         // 63: ddstore.v1.GetChunkRequest
+	(*GetChunkResponse)(nil),        // 64: ddstore.v1.GetChunkResponse
+	(*LocalStatusRequest)(nil),      // 65: ddstore.v1.LocalStatusRequest
+	(*Command)(nil),                 // 66: ddstore.v1.Command
+	(*MarkUnreferenced)(nil),        // 67: ddstore.v1.MarkUnreferenced
+	(*CollectChunks)(nil),           // 68: ddstore.v1.CollectChunks
+	(*ForgetChunks)(nil),            // 69: ddstore.v1.ForgetChunks
+	(*PutFile)(nil),                 // 70: ddstore.v1.PutFile
+	(*DeleteFile)(nil),              // 71: ddstore.v1.DeleteFile
+	(*NodeInfo)(nil),                // 72: ddstore.v1.NodeInfo
+	(*SetNode)(nil),                 // 73: ddstore.v1.SetNode
+	(*RemoveNode)(nil),              // 74: ddstore.v1.RemoveNode
+	(*CatalogSnapshot)(nil),         // 75: ddstore.v1.CatalogSnapshot
+	(*UnreferencedChunk)(nil),       // 76: ddstore.v1.UnreferencedChunk
+	nil,                             // 77: ddstore.v1.FileManifest.MetadataEntry
+	nil,                             // 78: ddstore.v1.UploadIntent.MetadataEntry
+	nil,                             // 79: ddstore.v1.FiltersRequest.HaveBeyondEntry
 }
 var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	0,  // 0: ddstore.v1.Chunk.codec:type_name -> ddstore.v1.Codec
 	3,  // 1: ddstore.v1.FileManifest.chunks:type_name -> ddstore.v1.ChunkRef
-	75, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
+	77, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
 	2,  // 3: ddstore.v1.UploadRequest.chunk:type_name -> ddstore.v1.Chunk
 	8,  // 4: ddstore.v1.MissingChunksRequest.intent:type_name -> ddstore.v1.UploadIntent
-	76, // 5: ddstore.v1.UploadIntent.metadata:type_name -> ddstore.v1.UploadIntent.MetadataEntry
+	78, // 5: ddstore.v1.UploadIntent.metadata:type_name -> ddstore.v1.UploadIntent.MetadataEntry
 	9,  // 6: ddstore.v1.MissingChunksResponse.current:type_name -> ddstore.v1.FileVersion
 	4,  // 7: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
 	9,  // 8: ddstore.v1.CommitRequest.replaces:type_name -> ddstore.v1.FileVersion
@@ -5541,96 +5734,103 @@ var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	1,  // 11: ddstore.v1.DownloadRequest.consistency:type_name -> ddstore.v1.Consistency
 	4,  // 12: ddstore.v1.DownloadResponse.manifest:type_name -> ddstore.v1.FileManifest
 	2,  // 13: ddstore.v1.DownloadResponse.chunk:type_name -> ddstore.v1.Chunk
-	1,  // 14: ddstore.v1.StatRequest.consistency:type_name -> ddstore.v1.Consistency
-	4,  // 15: ddstore.v1.StatResponse.manifest:type_name -> ddstore.v1.FileManifest
-	1,  // 16: ddstore.v1.ListRequest.consistency:type_name -> ddstore.v1.Consistency
-	18, // 17: ddstore.v1.ListResponse.files:type_name -> ddstore.v1.FileInfo
-	20, // 18: ddstore.v1.ListResponse.unanswered:type_name -> ddstore.v1.ClusterNote
-	25, // 19: ddstore.v1.SnapshotRestoreRequest.piece:type_name -> ddstore.v1.SnapshotPiece
-	4,  // 20: ddstore.v1.ReplicateResponse.manifest:type_name -> ddstore.v1.FileManifest
-	34, // 21: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
-	35, // 22: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
-	33, // 23: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
-	32, // 24: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
-	31, // 25: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
-	37, // 26: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
-	77, // 27: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
-	51, // 28: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
-	4,  // 29: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
-	2,  // 30: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
-	2,  // 31: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
-	68, // 32: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
-	69, // 33: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
-	71, // 34: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
-	72, // 35: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
-	66, // 36: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
-	67, // 37: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
-	65, // 38: ddstore.v1.Command.mark_unreferenced:type_name -> ddstore.v1.MarkUnreferenced
-	4,  // 39: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
-	9,  // 40: ddstore.v1.PutFile.replaces:type_name -> ddstore.v1.FileVersion
-	70, // 41: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
-	4,  // 42: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
-	70, // 43: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
-	74, // 44: ddstore.v1.CatalogSnapshot.unreferenced:type_name -> ddstore.v1.UnreferencedChunk
-	5,  // 45: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
-	7,  // 46: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
-	11, // 47: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
-	11, // 48: ddstore.v1.Files.CommitParts:input_type -> ddstore.v1.CommitRequest
-	13, // 49: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
-	15, // 50: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
-	17, // 51: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
-	21, // 52: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
-	30, // 53: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
-	38, // 54: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
-	40, // 55: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
-	46, // 56: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
-	48, // 57: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
-	28, // 58: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
-	23, // 59: ddstore.v1.Cluster.SnapshotSave:input_type -> ddstore.v1.SnapshotSaveRequest
-	26, // 60: ddstore.v1.Cluster.SnapshotRestore:input_type -> ddstore.v1.SnapshotRestoreRequest
-	53, // 61: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
-	53, // 62: ddstore.v1.Node.ProposeParts:input_type -> ddstore.v1.ProposeRequest
-	55, // 63: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
-	57, // 64: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
-	59, // 65: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
-	61, // 66: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	63, // 67: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
-	42, // 68: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
-	44, // 69: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
-	50, // 70: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
-	61, // 71: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	6,  // 72: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
-	10, // 73: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
-	12, // 74: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
-	12, // 75: ddstore.v1.Files.CommitParts:output_type -> ddstore.v1.CommitResponse
-	14, // 76: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
-	16, // 77: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
-	19, // 78: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
-	22, // 79: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
-	36, // 80: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
-	39, // 81: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
-	41, // 82: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
-	47, // 83: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
-	49, // 84: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
-	29, // 85: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
-	25, // 86: ddstore.v1.Cluster.SnapshotSave:output_type -> ddstore.v1.SnapshotPiece
-	27, // 87: ddstore.v1.Cluster.SnapshotRestore:output_type -> ddstore.v1.SnapshotRestoreResponse
-	54, // 88: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
-	54, // 89: ddstore.v1.Node.ProposeParts:output_type -> ddstore.v1.ProposeResponse
-	56, // 90: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
-	58, // 91: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
-	60, // 92: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
-	62, // 93: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	31, // 94: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
-	43, // 95: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
-	45, // 96: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
-	52, // 97: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
-	62, // 98: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	72, // [72:99] is the sub-list for method output_type
-	45, // [45:72] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	1,  // 14: ddstore.v1.DownloadRangeRequest.consistency:type_name -> ddstore.v1.Consistency
+	14, // 15: ddstore.v1.DownloadRangeResponse.part:type_name -> ddstore.v1.DownloadResponse
+	22, // 16: ddstore.v1.DownloadRangeResponse.unanswered:type_name -> ddstore.v1.ClusterNote
+	1,  // 17: ddstore.v1.StatRequest.consistency:type_name -> ddstore.v1.Consistency
+	4,  // 18: ddstore.v1.StatResponse.manifest:type_name -> ddstore.v1.FileManifest
+	1,  // 19: ddstore.v1.ListRequest.consistency:type_name -> ddstore.v1.Consistency
+	20, // 20: ddstore.v1.ListResponse.files:type_name -> ddstore.v1.FileInfo
+	22, // 21: ddstore.v1.ListResponse.unanswered:type_name -> ddstore.v1.ClusterNote
+	27, // 22: ddstore.v1.SnapshotRestoreRequest.piece:type_name -> ddstore.v1.SnapshotPiece
+	4,  // 23: ddstore.v1.ReplicateResponse.manifest:type_name -> ddstore.v1.FileManifest
+	36, // 24: ddstore.v1.NodeStatus.cache:type_name -> ddstore.v1.CacheTierStatus
+	37, // 25: ddstore.v1.NodeStatus.heal:type_name -> ddstore.v1.HealStatus
+	35, // 26: ddstore.v1.NodeStatus.federation:type_name -> ddstore.v1.FederationStatus
+	34, // 27: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
+	33, // 28: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
+	39, // 29: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
+	79, // 30: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
+	53, // 31: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
+	4,  // 32: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
+	2,  // 33: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
+	2,  // 34: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
+	70, // 35: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
+	71, // 36: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
+	73, // 37: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
+	74, // 38: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
+	68, // 39: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
+	69, // 40: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
+	67, // 41: ddstore.v1.Command.mark_unreferenced:type_name -> ddstore.v1.MarkUnreferenced
+	4,  // 42: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
+	9,  // 43: ddstore.v1.PutFile.replaces:type_name -> ddstore.v1.FileVersion
+	72, // 44: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
+	4,  // 45: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
+	72, // 46: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
+	76, // 47: ddstore.v1.CatalogSnapshot.unreferenced:type_name -> ddstore.v1.UnreferencedChunk
+	5,  // 48: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
+	7,  // 49: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
+	11, // 50: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
+	11, // 51: ddstore.v1.Files.CommitParts:input_type -> ddstore.v1.CommitRequest
+	13, // 52: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
+	15, // 53: ddstore.v1.Files.DownloadRange:input_type -> ddstore.v1.DownloadRangeRequest
+	17, // 54: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
+	19, // 55: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
+	23, // 56: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
+	32, // 57: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
+	40, // 58: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
+	42, // 59: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
+	48, // 60: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
+	50, // 61: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
+	30, // 62: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
+	25, // 63: ddstore.v1.Cluster.SnapshotSave:input_type -> ddstore.v1.SnapshotSaveRequest
+	28, // 64: ddstore.v1.Cluster.SnapshotRestore:input_type -> ddstore.v1.SnapshotRestoreRequest
+	55, // 65: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
+	55, // 66: ddstore.v1.Node.ProposeParts:input_type -> ddstore.v1.ProposeRequest
+	57, // 67: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
+	59, // 68: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
+	61, // 69: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
+	61, // 70: ddstore.v1.Node.PutChunk:input_type -> ddstore.v1.PutChunksRequest
+	63, // 71: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	65, // 72: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
+	44, // 73: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
+	46, // 74: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
+	52, // 75: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
+	63, // 76: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	6,  // 77: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
+	10, // 78: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
+	12, // 79: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
+	12, // 80: ddstore.v1.Files.CommitParts:output_type -> ddstore.v1.CommitResponse
+	14, // 81: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
+	16, // 82: ddstore.v1.Files.DownloadRange:output_type -> ddstore.v1.DownloadRangeResponse
+	18, // 83: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
+	21, // 84: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
+	24, // 85: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
+	38, // 86: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
+	41, // 87: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
+	43, // 88: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
+	49, // 89: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
+	51, // 90: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
+	31, // 91: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
+	27, // 92: ddstore.v1.Cluster.SnapshotSave:output_type -> ddstore.v1.SnapshotPiece
+	29, // 93: ddstore.v1.Cluster.SnapshotRestore:output_type -> ddstore.v1.SnapshotRestoreResponse
+	56, // 94: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
+	56, // 95: ddstore.v1.Node.ProposeParts:output_type -> ddstore.v1.ProposeResponse
+	58, // 96: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
+	60, // 97: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
+	62, // 98: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
+	62, // 99: ddstore.v1.Node.PutChunk:output_type -> ddstore.v1.PutChunksResponse
+	64, // 100: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	33, // 101: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
+	45, // 102: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
+	47, // 103: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
+	54, // 104: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
+	64, // 105: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	77, // [77:106] is the sub-list for method output_type
+	48, // [48:77] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_ddstore_v1_ddstore_proto_init() }
@@ -5639,13 +5839,14 @@ func file_ddstore_v1_ddstore_proto_init() {
 		return
 	}
 	file_ddstore_v1_ddstore_proto_msgTypes[2].OneofWrappers = []any{}
-	file_ddstore_v1_ddstore_proto_msgTypes[15].OneofWrappers = []any{}
-	file_ddstore_v1_ddstore_proto_msgTypes[23].OneofWrappers = []any{
+	file_ddstore_v1_ddstore_proto_msgTypes[13].OneofWrappers = []any{}
+	file_ddstore_v1_ddstore_proto_msgTypes[17].OneofWrappers = []any{}
+	file_ddstore_v1_ddstore_proto_msgTypes[25].OneofWrappers = []any{
 		(*SnapshotPiece_Header)(nil),
 		(*SnapshotPiece_Data)(nil),
 		(*SnapshotPiece_Blake3)(nil),
 	}
-	file_ddstore_v1_ddstore_proto_msgTypes[62].OneofWrappers = []any{
+	file_ddstore_v1_ddstore_proto_msgTypes[64].OneofWrappers = []any{
 		(*Command_PutFile)(nil),
 		(*Command_DeleteFile)(nil),
 		(*Command_SetNode)(nil),
@@ -5654,14 +5855,14 @@ func file_ddstore_v1_ddstore_proto_init() {
 		(*Command_ForgetChunks)(nil),
 		(*Command_MarkUnreferenced)(nil),
 	}
-	file_ddstore_v1_ddstore_proto_msgTypes[66].OneofWrappers = []any{}
+	file_ddstore_v1_ddstore_proto_msgTypes[68].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ddstore_v1_ddstore_proto_rawDesc), len(file_ddstore_v1_ddstore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   76,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

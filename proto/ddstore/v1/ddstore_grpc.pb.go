@@ -21,7 +21,8 @@
 //     many more times it may be forwarded. A request is never sent to a
 //     visited cluster; with ddstore-hops 0 it is not forwarded at all.
 // Stat, Download and List of what the local catalog lacks are forwarded to
-// the peer clusters whose Bloom filters say they may hold it.
+// the peer clusters whose Bloom filters say they may hold it; DownloadRange
+// lists and downloads the same way.
 //
 // Chunk IDs are the 32-byte BLAKE3-256 hash of the chunk's uncompressed bytes.
 
@@ -51,6 +52,7 @@ const (
 	Files_Commit_FullMethodName        = "/ddstore.v1.Files/Commit"
 	Files_CommitParts_FullMethodName   = "/ddstore.v1.Files/CommitParts"
 	Files_Download_FullMethodName      = "/ddstore.v1.Files/Download"
+	Files_DownloadRange_FullMethodName = "/ddstore.v1.Files/DownloadRange"
 	Files_Stat_FullMethodName          = "/ddstore.v1.Files/Stat"
 	Files_List_FullMethodName          = "/ddstore.v1.Files/List"
 	Files_Delete_FullMethodName        = "/ddstore.v1.Files/Delete"
@@ -78,6 +80,12 @@ type FilesClient interface {
 	// Download streams a file's chunks from start_index on. The first message
 	// carries the manifest.
 	Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error)
+	// DownloadRange streams every file whose time range overlaps the asked
+	// one, of this cluster and of the peer clusters, in one call: the files
+	// List finds for the same range and prefix (every page of it, by name,
+	// then cluster), each as its Download would stream it, one file after
+	// the other. See DownloadRangeRequest and DownloadRangeResponse.
+	DownloadRange(ctx context.Context, in *DownloadRangeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadRangeResponse], error)
 	Stat(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatResponse, error)
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
@@ -156,6 +164,25 @@ func (c *filesClient) Download(ctx context.Context, in *DownloadRequest, opts ..
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Files_DownloadClient = grpc.ServerStreamingClient[DownloadResponse]
 
+func (c *filesClient) DownloadRange(ctx context.Context, in *DownloadRangeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadRangeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Files_ServiceDesc.Streams[3], Files_DownloadRange_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DownloadRangeRequest, DownloadRangeResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Files_DownloadRangeClient = grpc.ServerStreamingClient[DownloadRangeResponse]
+
 func (c *filesClient) Stat(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StatResponse)
@@ -208,6 +235,12 @@ type FilesServer interface {
 	// Download streams a file's chunks from start_index on. The first message
 	// carries the manifest.
 	Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error
+	// DownloadRange streams every file whose time range overlaps the asked
+	// one, of this cluster and of the peer clusters, in one call: the files
+	// List finds for the same range and prefix (every page of it, by name,
+	// then cluster), each as its Download would stream it, one file after
+	// the other. See DownloadRangeRequest and DownloadRangeResponse.
+	DownloadRange(*DownloadRangeRequest, grpc.ServerStreamingServer[DownloadRangeResponse]) error
 	Stat(context.Context, *StatRequest) (*StatResponse, error)
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
@@ -235,6 +268,9 @@ func (UnimplementedFilesServer) CommitParts(grpc.ClientStreamingServer[CommitReq
 }
 func (UnimplementedFilesServer) Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error {
 	return status.Error(codes.Unimplemented, "method Download not implemented")
+}
+func (UnimplementedFilesServer) DownloadRange(*DownloadRangeRequest, grpc.ServerStreamingServer[DownloadRangeResponse]) error {
+	return status.Error(codes.Unimplemented, "method DownloadRange not implemented")
 }
 func (UnimplementedFilesServer) Stat(context.Context, *StatRequest) (*StatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stat not implemented")
@@ -326,6 +362,17 @@ func _Files_Download_Handler(srv interface{}, stream grpc.ServerStream) error {
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Files_DownloadServer = grpc.ServerStreamingServer[DownloadResponse]
+
+func _Files_DownloadRange_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(DownloadRangeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(FilesServer).DownloadRange(m, &grpc.GenericServerStream[DownloadRangeRequest, DownloadRangeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Files_DownloadRangeServer = grpc.ServerStreamingServer[DownloadRangeResponse]
 
 func _Files_Stat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StatRequest)
@@ -423,6 +470,11 @@ var Files_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Download",
 			Handler:       _Files_Download_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "DownloadRange",
+			Handler:       _Files_DownloadRange_Handler,
 			ServerStreams: true,
 		},
 	},
@@ -844,6 +896,7 @@ const (
 	Node_ReadIndex_FullMethodName    = "/ddstore.v1.Node/ReadIndex"
 	Node_HasChunks_FullMethodName    = "/ddstore.v1.Node/HasChunks"
 	Node_PutChunks_FullMethodName    = "/ddstore.v1.Node/PutChunks"
+	Node_PutChunk_FullMethodName     = "/ddstore.v1.Node/PutChunk"
 	Node_GetChunk_FullMethodName     = "/ddstore.v1.Node/GetChunk"
 	Node_LocalStatus_FullMethodName  = "/ddstore.v1.Node/LocalStatus"
 	Node_ListChunks_FullMethodName   = "/ddstore.v1.Node/ListChunks"
@@ -868,6 +921,10 @@ type NodeClient interface {
 	// PutChunks streams chunk copies to a node; each is verified and stored
 	// durably before it is acknowledged, in order.
 	PutChunks(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PutChunksRequest, PutChunksResponse], error)
+	// PutChunk stores one chunk copy as one message of PutChunks would: for
+	// the chunk a small file's commit carries, one round trip instead of a
+	// stream's opening, acknowledgement and close.
+	PutChunk(ctx context.Context, in *PutChunksRequest, opts ...grpc.CallOption) (*PutChunksResponse, error)
 	GetChunk(ctx context.Context, in *GetChunkRequest, opts ...grpc.CallOption) (*GetChunkResponse, error)
 	LocalStatus(ctx context.Context, in *LocalStatusRequest, opts ...grpc.CallOption) (*NodeStatus, error)
 	// ListChunks streams the IDs of every chunk in the node's store.
@@ -941,6 +998,16 @@ func (c *nodeClient) PutChunks(ctx context.Context, opts ...grpc.CallOption) (gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Node_PutChunksClient = grpc.BidiStreamingClient[PutChunksRequest, PutChunksResponse]
 
+func (c *nodeClient) PutChunk(ctx context.Context, in *PutChunksRequest, opts ...grpc.CallOption) (*PutChunksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutChunksResponse)
+	err := c.cc.Invoke(ctx, Node_PutChunk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *nodeClient) GetChunk(ctx context.Context, in *GetChunkRequest, opts ...grpc.CallOption) (*GetChunkResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetChunkResponse)
@@ -1008,6 +1075,10 @@ type NodeServer interface {
 	// PutChunks streams chunk copies to a node; each is verified and stored
 	// durably before it is acknowledged, in order.
 	PutChunks(grpc.BidiStreamingServer[PutChunksRequest, PutChunksResponse]) error
+	// PutChunk stores one chunk copy as one message of PutChunks would: for
+	// the chunk a small file's commit carries, one round trip instead of a
+	// stream's opening, acknowledgement and close.
+	PutChunk(context.Context, *PutChunksRequest) (*PutChunksResponse, error)
 	GetChunk(context.Context, *GetChunkRequest) (*GetChunkResponse, error)
 	LocalStatus(context.Context, *LocalStatusRequest) (*NodeStatus, error)
 	// ListChunks streams the IDs of every chunk in the node's store.
@@ -1039,6 +1110,9 @@ func (UnimplementedNodeServer) HasChunks(context.Context, *HasChunksRequest) (*H
 }
 func (UnimplementedNodeServer) PutChunks(grpc.BidiStreamingServer[PutChunksRequest, PutChunksResponse]) error {
 	return status.Error(codes.Unimplemented, "method PutChunks not implemented")
+}
+func (UnimplementedNodeServer) PutChunk(context.Context, *PutChunksRequest) (*PutChunksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutChunk not implemented")
 }
 func (UnimplementedNodeServer) GetChunk(context.Context, *GetChunkRequest) (*GetChunkResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetChunk not implemented")
@@ -1141,6 +1215,24 @@ func _Node_PutChunks_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Node_PutChunksServer = grpc.BidiStreamingServer[PutChunksRequest, PutChunksResponse]
 
+func _Node_PutChunk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutChunksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).PutChunk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_PutChunk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).PutChunk(ctx, req.(*PutChunksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Node_GetChunk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetChunkRequest)
 	if err := dec(in); err != nil {
@@ -1224,6 +1316,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "HasChunks",
 			Handler:    _Node_HasChunks_Handler,
+		},
+		{
+			MethodName: "PutChunk",
+			Handler:    _Node_PutChunk_Handler,
 		},
 		{
 			MethodName: "GetChunk",
