@@ -159,16 +159,27 @@ func (p *Pack) rollLocked() (*packFile, error) {
 // collection can give space back: 256 KiB, about 4,000 tombstones.
 const packReserve = 256 << 10
 
+// allocStep is how far past what it needs reserve allocates when it can.
+const allocStep = 4 << 20
+
 // reserve makes sure the pack's blocks are allocated up to end (fallocate,
 // keeping the file's size), so that writes below end cannot fail for want
 // of space. On a file system that cannot preallocate it does nothing.
 // Guarded by appendMu.
+//
+// It allocates allocStep more than asked when it can, so that a run of small
+// records costs one fallocate, not one each.
 func (pf *packFile) reserve(end int64) error {
 	if end <= pf.allocEnd || pf.noAlloc {
 		return nil
 	}
 	off := pf.size.Load()
-	err := unix.Fallocate(int(pf.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, end-off)
+	err := unix.Fallocate(int(pf.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, end+allocStep-off)
+	if err == nil {
+		end += allocStep
+	} else if errors.Is(err, unix.ENOSPC) {
+		err = unix.Fallocate(int(pf.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, end-off)
+	}
 	switch {
 	case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
 		pf.noAlloc = true

@@ -709,9 +709,20 @@ func TestPackDiskFull(t *testing.T) {
 	if _, err := fs.Fill("ballast"); err != nil {
 		t.Fatal(err)
 	}
-	c := randomChunk(t, codecs, 1<<20)
-	if _, err := p.Put(ctx, c); !errors.Is(err, ErrNoSpace) {
-		t.Fatalf("Put on a full disk: %v, want ErrNoSpace", err)
+	// The pack allocates allocStep ahead of its writes when it can: Puts
+	// fill what it holds already, then fail.
+	held := map[chunker.ID]chunker.Encoded{first.ID: first}
+	var c chunker.Encoded
+	for i := 0; ; i++ {
+		c = randomChunk(t, codecs, 1<<20)
+		_, err := p.Put(ctx, c)
+		if errors.Is(err, ErrNoSpace) {
+			break
+		}
+		if err != nil || i > allocStep>>20 {
+			t.Fatalf("Put %d on a full disk: %v, want ErrNoSpace once the %d MiB allocated ahead are used", i+1, err, allocStep>>20)
+		}
+		held[c.ID] = c
 	}
 	if ok, _ := p.Has(ctx, c.ID); ok {
 		t.Error("a failed Put left the chunk behind")
@@ -719,8 +730,8 @@ func TestPackDiskFull(t *testing.T) {
 	if err := p.CheckSpace(ctx); !errors.Is(err, ErrNoSpace) {
 		t.Errorf("CheckSpace on a full disk: %v, want ErrNoSpace", err)
 	}
-	if u, _ := p.Usage(ctx); u.Chunks != 1 {
-		t.Errorf("usage counts %d chunks after failed puts, want 1", u.Chunks)
+	if u, _ := p.Usage(ctx); u.Chunks != uint64(len(held)) {
+		t.Errorf("usage counts %d chunks after failed puts, want %d", u.Chunks, len(held))
 	}
 	if err := fs.Shrink("ballast", 0); err != nil {
 		t.Fatal(err)
@@ -731,8 +742,9 @@ func TestPackDiskFull(t *testing.T) {
 	if w, err := p.Put(ctx, c); err != nil || !w {
 		t.Fatalf("Put after space was freed: written %v, %v", w, err)
 	}
+	held[c.ID] = c
 	p = reopenPack(t, p, opts)
-	checkHolds(t, p, map[chunker.ID]chunker.Encoded{first.ID: first, c.ID: c})
+	checkHolds(t, p, held)
 }
 
 // TestPackCloseDuringCompaction: Close stops a background compaction in

@@ -180,7 +180,8 @@ type Session struct {
 	cancel  context.CancelFunc
 	self    string // this node's ID, ranked with the peers
 	peers   []Peer
-	copies  int // R
+	copies  int  // R
+	unary   bool // each copy in one PutChunk call, no streams
 	mu      sync.Mutex
 	streams map[string]*peerStream
 }
@@ -192,6 +193,15 @@ type Session struct {
 func (r *Replicator) NewSession(ctx context.Context, self string, peers []Peer, copies int) *Session {
 	ctx, cancel := context.WithCancel(ctx)
 	return &Session{r: r, ctx: ctx, cancel: cancel, self: self, peers: peers, copies: copies, streams: map[string]*peerStream{}}
+}
+
+// NewCommitSession is NewSession for the few chunks a commit carries: each
+// copy travels in one PutChunk call instead of on a stream, which saves a
+// small file's put the opening and the close of a stream per peer.
+func (r *Replicator) NewCommitSession(ctx context.Context, self string, peers []Peer, copies int) *Session {
+	s := r.NewSession(ctx, self, peers, copies)
+	s.unary = true
+	return s
 }
 
 // Store writes c to the first R nodes of its rendezvous order (nodes that
@@ -251,6 +261,9 @@ func (s *Session) Store(ctx context.Context, c chunker.Encoded) (written bool, e
 }
 
 func (s *Session) put(ctx context.Context, p Peer, c chunker.Encoded) (bool, error) {
+	if s.unary {
+		return s.putCall(ctx, p, c)
+	}
 	s.mu.Lock()
 	ps := s.streams[p.ID]
 	if ps == nil {
@@ -269,6 +282,22 @@ func (s *Session) put(ctx context.Context, p Peer, c chunker.Encoded) (bool, err
 		ps.failedPut.Store(true)
 	}
 	return w, err
+}
+
+// putCall stores one copy on p in one PutChunk call, given as long as a
+// stream would have to open and acknowledge it.
+func (s *Session) putCall(ctx context.Context, p Peer, c chunker.Encoded) (bool, error) {
+	limit := s.r.callTimeout() + s.r.ackTimeout()
+	cctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	resp, err := p.Client.PutChunk(cctx, &pb.PutChunksRequest{Chunk: ToWire(c)})
+	if err != nil {
+		if ctx.Err() == nil && cctx.Err() != nil {
+			err = fmt.Errorf("%w: node %s did not store a copy within %s", ErrNoProgress, p.ID, limit)
+		}
+		return false, err
+	}
+	return resp.GetWritten(), nil
 }
 
 // Close ends the session's streams, waiting for outstanding copies. A

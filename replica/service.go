@@ -126,6 +126,20 @@ type putResult struct {
 	err     error
 }
 
+// PutChunk stores one chunk copy, verified, as one message of PutChunks
+// would.
+func (s *ChunkService) PutChunk(ctx context.Context, req *pb.PutChunksRequest) (*pb.PutChunksResponse, error) {
+	c, err := FromWire(req.GetChunk())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	r := s.verifyAndPut(ctx, c)
+	if r.err != nil {
+		return nil, Status(r.err)
+	}
+	return &pb.PutChunksResponse{Id: c.ID[:], Written: r.written}, nil
+}
+
 func (s *ChunkService) verifyAndPut(ctx context.Context, c chunker.Encoded) putResult {
 	if ok, err := s.Store.Has(ctx, c.ID); err == nil && ok {
 		return putResult{}

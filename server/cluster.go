@@ -324,6 +324,10 @@ func (s *nodeService) PutChunks(stream pb.Node_PutChunksServer) error {
 	return s.chunks.PutChunks(stream)
 }
 
+func (s *nodeService) PutChunk(ctx context.Context, req *pb.PutChunksRequest) (*pb.PutChunksResponse, error) {
+	return s.chunks.PutChunk(ctx, req)
+}
+
 func (s *nodeService) ListChunks(_ *pb.ListChunksRequest, stream pb.Node_ListChunksServer) error {
 	resp := &pb.ListChunksResponse{}
 	flush := func() error {

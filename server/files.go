@@ -381,7 +381,7 @@ func (n *Node) storeWithCommit(ctx context.Context, ids []chunker.ID, wire []*pb
 	}
 	sent := make(map[chunker.ID]bool, len(wire))
 	peers, copies := n.placement()
-	sess := n.repl.NewSession(ctx, n.cfg.ID, peers, copies)
+	sess := n.repl.NewCommitSession(ctx, n.cfg.ID, peers, copies)
 	defer sess.Close()
 	for i, w := range wire {
 		c, err := replica.FromWire(w)

@@ -111,6 +111,8 @@ func (c caller) every(t *testing.T) map[string]codes.Code {
 		_, err = pc.Recv()
 	}
 	unary("Node/PutChunks", err)
+	_, err = node.PutChunk(ctx, &pb.PutChunksRequest{Chunk: &pb.Chunk{Id: id}})
+	unary("Node/PutChunk", err)
 	_, err = node.GetChunk(ctx, &pb.GetChunkRequest{Id: id})
 	unary("Node/GetChunk", err)
 	_, err = node.LocalStatus(ctx, &pb.LocalStatusRequest{})
