@@ -42,8 +42,8 @@ type Config struct {
 	Clients    int      // clients at once in the concurrency scenario; default 4
 	SmallFiles int      // files in the small-files scenario; default 2000
 	SmallSize  int64    // their size; default 4 KiB
-	// Store is the chunk store of the local clusters' nodes: "local"
-	// (default) or "pack".
+	// Store is the chunk store of the local clusters' nodes: "pack"
+	// (default) or "local".
 	Store    string
 	MongoURI string // also measure the GridFS store and direct GridFS against it
 	// Memcached lists memcached servers for the local nodes' second cache

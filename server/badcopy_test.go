@@ -21,7 +21,7 @@ import (
 // ends byte-identical. The damage is in the chunk's data, past the header,
 // so nothing but the hash can tell.
 func TestDownloadFindsBadCopy(t *testing.T) {
-	cl := startCluster(t, localcluster.Options{Tune: func(c *server.Config) {
+	cl := startCluster(t, localcluster.Options{Store: "local", Tune: func(c *server.Config) { // corrupts a chunk file
 		manualHealing(time.Hour)(c)
 		c.CacheSize = -1 // the copy on disk is what the node reads
 	}})

@@ -106,7 +106,7 @@ type Config struct {
 	// principal) may hold; default a quarter of it, at least 32 MiB.
 	StreamMemoryPerCaller int64
 
-	Store    string // "local" (default), "pack" (local pack files, group commit) or "gridfs"
+	Store    string // "pack" (default: pack files on the local disk, group commit), "local" (a file per chunk) or "gridfs"
 	MongoURI string // for the gridfs store
 	MongoDB  string // database name; default "ddstore_<id>"
 	Replicas int    // R: copies of each chunk; default 3, capped at cluster size
@@ -236,7 +236,7 @@ func (c *Config) withDefaults() (Config, error) {
 		out.HopLimit = 3
 	}
 	if out.Store == "" {
-		out.Store = "local"
+		out.Store = "pack"
 	}
 	switch out.Store {
 	case "local", "pack":
@@ -245,7 +245,7 @@ func (c *Config) withDefaults() (Config, error) {
 			errs = append(errs, errors.New("the gridfs store needs a MongoDB URI (--mongo-uri)"))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("unknown store %q (want local or gridfs)", out.Store))
+		errs = append(errs, fmt.Errorf("unknown store %q (want pack, local or gridfs)", out.Store))
 	}
 	if out.MongoDB == "" {
 		out.MongoDB = "ddstore_" + out.ID

@@ -26,23 +26,25 @@ import (
 // nodes (R=2 on 4), through the full node as well as through the others.
 // Once space is freed the node serves again by itself.
 func TestDiskFull(t *testing.T) {
-	for _, tc := range []struct {
-		name          string
-		nodes, copies int
-		putsWhileFull bool // puts succeed while the node is full
-	}{
-		{"R=3 on 3 nodes", 3, 3, false},
-		{"R=2 on 4 nodes", 4, 2, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) { testDiskFull(t, tc.nodes, tc.copies, tc.putsWhileFull) })
+	for _, store := range []string{"pack", "local"} {
+		for _, tc := range []struct {
+			name          string
+			nodes, copies int
+			putsWhileFull bool // puts succeed while the node is full
+		}{
+			{"R=3 on 3 nodes", 3, 3, false},
+			{"R=2 on 4 nodes", 4, 2, true},
+		} {
+			t.Run(store+"/"+tc.name, func(t *testing.T) { testDiskFull(t, store, tc.nodes, tc.copies, tc.putsWhileFull) })
+		}
 	}
 }
 
-func testDiskFull(t *testing.T, nodes, copies int, putsWhileFull bool) {
+func testDiskFull(t *testing.T, store string, nodes, copies int, putsWhileFull bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cl, err := localcluster.New(localcluster.Options{
-		Nodes: nodes, Replicas: copies, Dir: t.TempDir(), Fast: true,
+		Nodes: nodes, Replicas: copies, Dir: t.TempDir(), Fast: true, Store: store,
 		Tune: func(c *server.Config) {
 			manualHealing(time.Hour)(c)
 			c.CacheSize = 0
@@ -147,7 +149,9 @@ func testDiskFull(t *testing.T, nodes, copies int, putsWhileFull bool) {
 		}
 		t.Logf("put %s failed in %s: %v", name, d.Round(time.Millisecond), err)
 	}
-	if u, err := victim.Node.Store().Usage(ctx); err != nil || u.Chunks != before.Chunks {
+	// A pack store may still write into the blocks it allocated ahead
+	// (4 MiB) before the disk filled: room it holds, not room it takes.
+	if u, err := victim.Node.Store().Usage(ctx); err != nil || (u.Chunks != before.Chunks && store != "pack") {
 		t.Errorf("the full node's store went from %d to %d chunks (%v)", before.Chunks, u.Chunks, err)
 	}
 

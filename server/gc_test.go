@@ -44,7 +44,7 @@ func diskBytes(t *testing.T, cl *localcluster.Cluster) int64 {
 // at once, on every node, while the files that remain download intact. Only
 // admins may ask for it.
 func TestCollectNow(t *testing.T) {
-	cl := startCluster(t, localcluster.Options{Tune: manualHealing(time.Hour)})
+	cl := startCluster(t, localcluster.Options{Store: "local", Tune: manualHealing(time.Hour)}) // diskBytes: chunk files
 	c := newClient(t, cl)
 	ctx := context.Background()
 	for name, seed := range map[string]byte{"keep.bin": 31, "gone.bin": 32} {

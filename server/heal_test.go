@@ -142,7 +142,7 @@ func TestCacheTiers(t *testing.T) {
 // TestScrubAndRepair: a chunk corrupted on disk on one node is found by
 // scrub and rewritten from a good copy; downloads stay correct meanwhile.
 func TestScrubAndRepair(t *testing.T) {
-	cl := startCluster(t, localcluster.Options{Tune: manualHealing(time.Hour)})
+	cl := startCluster(t, localcluster.Options{Store: "local", Tune: manualHealing(time.Hour)}) // corrupts chunk files
 	c := newClient(t, cl)
 	ctx := context.Background()
 	const size = 24 << 20

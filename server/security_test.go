@@ -71,11 +71,22 @@ func (c caller) every(t *testing.T) map[string]codes.Code {
 	unary("Files/MissingChunks", err)
 	_, err = files.Commit(ctx, &pb.CommitRequest{Manifest: &pb.FileManifest{Name: "x"}})
 	unary("Files/Commit", err)
+	cp, err := files.CommitParts(ctx)
+	if err == nil {
+		_, err = cp.CloseAndRecv()
+	}
+	unary("Files/CommitParts", err)
 	dl, err := files.Download(ctx, &pb.DownloadRequest{Name: "x"})
 	if err == nil {
 		_, err = dl.Recv()
 	}
 	unary("Files/Download", err)
+	from := int64(0)
+	dr, err := files.DownloadRange(ctx, &pb.DownloadRangeRequest{TimeFromUnixNano: &from})
+	if err == nil {
+		_, err = dr.Recv()
+	}
+	unary("Files/DownloadRange", err)
 	_, err = files.Stat(ctx, &pb.StatRequest{Name: "x"})
 	unary("Files/Stat", err)
 	_, err = files.List(ctx, &pb.ListRequest{})

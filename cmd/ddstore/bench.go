@@ -143,7 +143,7 @@ instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
 	f.BoolVar(&cfg.FederationOnly, "federation-only", false, "run only the federation scenario (three local clusters)")
 	f.BoolVar(&cfg.S3Only, "s3-only", false, "run only the S3 gateway scenario (size: the largest of --sizes up to 1GiB)")
 	f.BoolVar(&cfg.TLSOnly, "tls-only", false, "run only the TLS scenario (a mutual-TLS and an insecure local cluster; size: the largest of --sizes up to 1GiB)")
-	f.StringVar(&cfg.Store, "store", "", "chunk store of the local clusters' nodes: local (default) or pack")
+	f.StringVar(&cfg.Store, "store", "", "chunk store of the local clusters' nodes: pack (default) or local")
 	f.StringVar(&cfg.Dir, "dir", "", "work directory for generated files and local clusters (default: a temporary one)")
 	f.StringVar(&out, "out", "", "write results.json and throughput.svg into this directory")
 	return cmd

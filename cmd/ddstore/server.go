@@ -63,7 +63,7 @@ Start a new cluster with --bootstrap on its first node; start the others with
 			}
 			switch {
 			case cfg.Store != "local" && cfg.Store != "pack" && cfg.Store != "gridfs":
-				return usageError{fmt.Errorf("--store %q: want local, pack or gridfs", cfg.Store)}
+				return usageError{fmt.Errorf("--store %q: want pack, local or gridfs", cfg.Store)}
 			case cfg.Store == "gridfs" && cfg.MongoURI == "":
 				return usageError{errors.New("--store gridfs needs --mongo-uri")}
 			case ferretPG != "" && cfg.Store != "gridfs":
@@ -110,7 +110,7 @@ Start a new cluster with --bootstrap on its first node; start the others with
 	f.DurationVar(&cfg.LeaderLeaseTimeout, "raft-leader-lease", server.DefaultLeaderLeaseTimeout, "a leader that reaches no majority for this long steps down (at most --raft-heartbeat-timeout)")
 	f.IntVar(&cfg.HopLimit, "hop-limit", 3, "how many times a request may pass from cluster to cluster")
 	f.BoolVar(&cfg.AlwaysMaybe, "ignore-filters", false, "ask every peer cluster, whatever its filters say (for measurements)")
-	f.StringVar(&cfg.Store, "store", "local", "chunk store: local (a file per chunk), pack (chunks appended to pack files, one fsync for many writes; converts a local store's directory at first start, one way) or gridfs")
+	f.StringVar(&cfg.Store, "store", "pack", "chunk store: pack (chunks appended to pack files, one fsync for many writes; converts a directory of the local store at first start, one way), local (a file per chunk) or gridfs")
 	f.StringVar(&cfg.MongoURI, "mongo-uri", "", "MongoDB URI for the gridfs store")
 	f.StringVar(&cfg.MongoDB, "mongo-db", "", "MongoDB database for the gridfs store (default ddstore_<id>)")
 	f.StringVar(&ferretPG, "ferretdb-postgres", "", "FerretDB's PostgreSQL database (postgres://user@host/ferretdb) when --mongo-uri is FerretDB on PostgreSQL: once the store is open, give its tables the indexes reads need, as ddstore gridfs index does")

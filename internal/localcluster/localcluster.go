@@ -32,7 +32,7 @@ type Options struct {
 	Nodes    int    // default 3
 	Dir      string // data directories go under it (required)
 	Replicas int    // R; default 3
-	Store    string // "local" (default) or "gridfs"
+	Store    string // "pack" (default), "local" or "gridfs"
 	MongoURI string // for gridfs: each node gets its own database
 	// Exe, when set, is a ddstore binary: nodes run as child processes
 	// ("Exe server ...") logging to Dir/<id>.log. Otherwise they run here.
@@ -239,7 +239,7 @@ func (c *Cluster) StartNode(ctx context.Context, i int) error {
 		return nil
 	}
 	args := []string{"server", "--id", cfg.ID, "--listen", cfg.APIAddr, "--raft-addr", cfg.RaftAddr,
-		"--data-dir", cfg.DataDir, "--replicas", strconv.Itoa(cfg.Replicas), "--store", orDefault(cfg.Store, "local"),
+		"--data-dir", cfg.DataDir, "--replicas", strconv.Itoa(cfg.Replicas), "--store", orDefault(cfg.Store, "pack"),
 		"--shutdown-grace", cfg.ShutdownGrace.String()}
 	if cfg.Bootstrap {
 		args = append(args, "--bootstrap")
