@@ -1,0 +1,78 @@
+package consensus
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestReadIndexNeedsMajority: after the first read of a term (a barrier),
+// reads confirm leadership with a heartbeat round instead of a log entry;
+// a leader cut off from its majority gives no read index, and the index a
+// read gets covers every write applied before it.
+func TestReadIndexNeedsMajority(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	ms := make([]*member, 3)
+	for i := range ms {
+		ms[i] = &member{cfg: Config{
+			ID: fmt.Sprintf("n%d", i+1), RaftAddr: freeAddr(t), Dir: filepath.Join(dir, fmt.Sprint(i)),
+			Bootstrap:        i == 0,
+			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 200 * time.Millisecond,
+		}}
+		ms[i].open(t)
+	}
+	defer func() {
+		for _, m := range ms {
+			if m.node != nil {
+				m.node.Close()
+			}
+		}
+	}()
+	leader := ms[0].node
+	if _, err := leader.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[1:] {
+		if err := leader.AddVoter(ctx, m.cfg.ID, m.cfg.RaftAddr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logged := func() uint64 { return leader.raft.LastIndex() }
+	for i := range uint64(5) {
+		if _, err := leader.Apply(ctx, cmd(i)); err != nil {
+			t.Fatal(err)
+		}
+		// The first read of the term runs a barrier; the next ones write
+		// nothing to the log and still cover the write just applied.
+		for range 3 {
+			before := logged()
+			idx, err := leader.ReadIndex(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if applied := ms[0].fsm.LastApplied(); idx < applied {
+				t.Fatalf("read index %d is behind the applied write %d", idx, applied)
+			}
+			if i > 0 && logged() != before {
+				t.Fatalf("a read in a verified term wrote to the log: last index %d -> %d", before, logged())
+			}
+		}
+	}
+
+	// Both followers stop: the leader cannot show it still leads.
+	for _, m := range ms[1:] {
+		m.node.Close()
+		m.node = nil
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer rcancel()
+	if idx, err := leader.ReadIndex(rctx); err == nil {
+		t.Fatalf("ReadIndex without a majority = %d, want an error", idx)
+	} else {
+		t.Logf("without a majority: %v", err)
+	}
+}
