@@ -151,6 +151,9 @@ type download struct {
 	// partial: only part of the file is fetched (a range), so the whole-file
 	// hash cannot be checked; each chunk still is, against its ID.
 	partial bool
+	// end, when above 0, is the index after the last chunk wanted (a
+	// range): no chunk past it is received.
+	end int
 }
 
 func (d *download) run(ctx context.Context, index int, offset int64) error {
@@ -236,7 +239,11 @@ func (d *download) stream(parent context.Context, files pb.FilesClient, addr str
 	recvErr := make(chan error, 1)
 	go func() {
 		defer close(slots)
-		for want := index; want < len(refs); want++ {
+		last := len(refs)
+		if d.end > 0 {
+			last = min(last, d.end)
+		}
+		for want := index; want < last; want++ {
 			msg, err := s.Recv()
 			dog.tick()
 			if err == io.EOF {

@@ -41,6 +41,11 @@ func (c *Client) GetRange(ctx context.Context, m *pb.FileManifest, off, n int64,
 	chunkOff := int64(refs[index].GetOffset())
 	rw := &rangeWriter{w: w, skip: off - chunkOff, left: n, stop: off+n < size}
 	d := &download{c: c, name: m.GetName(), w: rw, opts: opts, hash: blake3.New(), expect: m, partial: index > 0 || off+n < size}
+	// The chunk after the one holding the range's last byte: the stream
+	// is read no further.
+	d.end = sort.Search(len(refs), func(i int) bool {
+		return int64(refs[i].GetOffset()) >= off+n
+	})
 	d.res = &GetResult{ResumedAt: index}
 	err := d.run(ctx, index, chunkOff)
 	if err != nil && !errors.Is(err, errRangeDone) {
