@@ -61,8 +61,9 @@ const (
 // collection: a one-chunk read took 9 s with 100 MiB stored.) FerretDB
 // v1.24.2 answers even an _id lookup with a scan of the collection, on its
 // SQLite and its PostgreSQL backend alike, whatever the filter's shape; on
-// PostgreSQL, the GIN indexes an operator adds as docs/BENCHMARKS.md says
-// make each lookup an index lookup. Files stored before, with driver-chosen
+// PostgreSQL, the GIN indexes that ferretpg.EnsureIndexes makes (`ddstore
+// gridfs index`, or a node's --ferretdb-postgres) make each lookup an index
+// lookup. Files stored before, with driver-chosen
 // _ids, are still read and deleted through the driver.
 type GridFS struct {
 	client *mongo.Client

@@ -34,7 +34,8 @@ func TestGridFSCluster(t *testing.T) {
 // TestGridFSClusterPostgresLarge: a large file (256 MiB, or
 // DDSTORE_GRIDFS_CLUSTER_MIB; 32 MiB under the race detector) uploads to and downloads byte-identical from a
 // 3-node cluster on FerretDB's PostgreSQL backend with the GIN indexes on
-// `_jsonb->'_id'` that docs/BENCHMARKS.md tells operators to create: without
+// `_jsonb->'_id'` that ferretpg.EnsureIndexes makes (as `ddstore gridfs
+// index` does): without
 // them every chunk read scans its node's whole collection (FerretDB v1.24.2
 // never uses its own _id index there), and reading a 1 GiB file would take
 // hours.
