@@ -13,9 +13,14 @@ import (
 // own term (a barrier, the first read of each term), its FSM holds every
 // write acknowledged so far; a read then takes the leader's applied index
 // and confirms with a heartbeat round that a majority still follows it
-// (VerifyLeader), with no log entry written. Concurrent readers share one
-// round, so a burst of reads costs one round trip; a read that arrives
-// while a round runs waits for the next one, which starts after it.
+// (VerifyLeader, as Consul's consistent reads do), with no log entry
+// written. VerifyLeader may count the answer to a heartbeat already in
+// flight when the round began, so a leader cut off a moment before can
+// still answer one round: for a read to miss a write, a new leader would
+// have to be elected and commit while that answer was on its way.
+// Concurrent readers share one round, so a burst of reads costs one round
+// trip; a read that arrives while a round runs waits for the next one,
+// which starts after it.
 type readBatcher struct {
 	r        *raft.Raft
 	fsm      FSM
