@@ -96,29 +96,44 @@ func (m *member) open(t *testing.T) {
 	m.node = n
 }
 
+// startMembers opens n members on loopback, with fast elections and member
+// 0 bootstrapping; tune, if given, adjusts each one's config before it
+// opens. The members still open are closed when the test ends.
+func startMembers(t *testing.T, n int, tune func(i int, c *Config)) []*member {
+	t.Helper()
+	dir := t.TempDir()
+	ms := make([]*member, n)
+	for i := range ms {
+		cfg := Config{
+			ID: fmt.Sprintf("n%d", i+1), RaftAddr: freeAddr(t), Dir: filepath.Join(dir, fmt.Sprint(i)),
+			Bootstrap:        i == 0,
+			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 200 * time.Millisecond,
+		}
+		if tune != nil {
+			tune(i, &cfg)
+		}
+		ms[i] = &member{cfg: cfg}
+		ms[i].open(t)
+	}
+	t.Cleanup(func() {
+		for _, m := range ms {
+			if m.node != nil {
+				m.node.Close()
+			}
+		}
+	})
+	return ms
+}
+
 // TestCluster: three members on loopback bootstrap, replicate, serve
 // linearizable read indexes on followers, elect a new leader when the leader
 // stops, and restore from snapshot plus log after a full restart.
 func TestCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	ms := make([]*member, 3)
-	for i := range ms {
-		ms[i] = &member{cfg: Config{
-			ID: fmt.Sprintf("n%d", i+1), RaftAddr: freeAddr(t), Dir: filepath.Join(dir, fmt.Sprint(i)),
-			Bootstrap: i == 0, SnapshotThreshold: 50, SnapshotInterval: 200 * time.Millisecond,
-			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 200 * time.Millisecond,
-		}}
-		ms[i].open(t)
-	}
-	defer func() {
-		for _, m := range ms {
-			if m.node != nil {
-				m.node.Close()
-			}
-		}
-	}()
+	ms := startMembers(t, 3, func(_ int, c *Config) {
+		c.SnapshotThreshold, c.SnapshotInterval = 50, 200*time.Millisecond
+	})
 	if _, err := ms[0].node.WaitLeader(ctx); err != nil {
 		t.Fatal(err)
 	}

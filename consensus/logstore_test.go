@@ -3,7 +3,6 @@ package consensus
 import (
 	"context"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -48,24 +47,12 @@ func testLogDiskFull(t *testing.T, entry int, slack int64) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fs.Unmount() })
-	ms := make([]*member, 3)
-	for i := range ms {
-		d := filepath.Join(dir, fmt.Sprint(i))
+	ms := startMembers(t, 3, func(i int, c *Config) {
 		if i == 2 {
-			d = filepath.Join(fs.Dir, "raft")
+			c.Dir = filepath.Join(fs.Dir, "raft")
 		}
-		ms[i] = &member{cfg: Config{
-			ID: fmt.Sprintf("n%d", i+1), RaftAddr: freeAddr(t), Dir: d, Bootstrap: i == 0,
-			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 200 * time.Millisecond,
-			LogSegmentSize: 1 << 20,
-		}}
-		ms[i].open(t)
-	}
-	defer func() {
-		for _, m := range ms {
-			m.node.Close()
-		}
-	}()
+		c.LogSegmentSize = 1 << 20
+	})
 	if _, err := ms[0].node.WaitLeader(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,6 @@ package consensus
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -15,23 +13,7 @@ import (
 func TestReadIndexNeedsMajority(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	ms := make([]*member, 3)
-	for i := range ms {
-		ms[i] = &member{cfg: Config{
-			ID: fmt.Sprintf("n%d", i+1), RaftAddr: freeAddr(t), Dir: filepath.Join(dir, fmt.Sprint(i)),
-			Bootstrap:        i == 0,
-			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLeaseTimeout: 200 * time.Millisecond,
-		}}
-		ms[i].open(t)
-	}
-	defer func() {
-		for _, m := range ms {
-			if m.node != nil {
-				m.node.Close()
-			}
-		}
-	}()
+	ms := startMembers(t, 3, nil)
 	leader := ms[0].node
 	if _, err := leader.WaitLeader(ctx); err != nil {
 		t.Fatal(err)
