@@ -69,6 +69,12 @@ type Config struct {
 	// proves itself to the others and checks them. Without them Raft runs
 	// over plain TCP, which accepts anyone who reaches the port.
 	ServerTLS, DialTLS *tls.Config
+
+	// TermOf, when set, lets the leader serve reads without a log entry:
+	// a read round asks the other voters for their terms (each answering
+	// with Node.Term) instead of writing a barrier. Without it every read
+	// round is a barrier.
+	TermOf TermOf
 }
 
 // Node is one running Raft member.
@@ -176,7 +182,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("consensus: start raft: %w", err)
 	}
 	n.raft = r
-	n.reads = newReadBatcher(r, cfg.FSM)
+	n.reads = newReadBatcher(r, rc.LocalID, cfg.FSM, logStore, cfg.TermOf, rc.HeartbeatTimeout)
 	obs := make(chan raft.Observation, 16)
 	n.observer = raft.NewObserver(obs, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
@@ -338,14 +344,18 @@ func (n *Node) Apply(ctx context.Context, cmd []byte) (any, error) {
 
 // ReadIndex returns an index such that a node whose FSM has applied it has
 // seen every command committed before ReadIndex was called. Only the leader
-// answers: it confirms its leadership with a quorum (coalescing concurrent
-// calls into one barrier) first.
+// answers: it confirms its leadership with a majority first, coalescing
+// concurrent calls into one round (see readBatcher).
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	if !n.IsLeader() {
 		return 0, ErrNotLeader
 	}
 	return n.reads.readIndex(ctx)
 }
+
+// Term returns this member's current Raft term: what a leader's read round
+// asks the other voters (see Config.TermOf).
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
 
 // WaitApplied waits until the local FSM has applied index. While this
 // member's log cannot be written it cannot catch up, so it fails at once

@@ -8,17 +8,42 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// readBatcher serves read indexes on the leader. A read index must come from a
-// barrier that started after the read arrived; concurrent readers share one
-// barrier so that a burst of reads costs one Raft round trip.
+// TermOf asks the voter with the given ID and Raft address for its current
+// term. A leader's read rounds use the answers as proof that no newer
+// leader exists; see Config.TermOf.
+type TermOf func(ctx context.Context, id, raftAddr string) (uint64, error)
+
+// readBatcher serves read indexes on the leader, as the Raft thesis's
+// ReadIndex (section 6.4) does. Concurrent readers share one round, so a
+// burst of reads costs one round trip; a read that arrives while a round
+// runs waits for the next one, which starts after it.
+//
+// The first round of each term is a barrier: once the leader has applied
+// an entry of its own term, its commit index covers every write
+// acknowledged by any leader before it. Later rounds in the same term write
+// nothing to the log: the read index is the leader's commit index, taken
+// when the round starts, once a majority of voters (the leader counted)
+// have answered, after that moment, that their term is not newer than the
+// leader's (readers wait for the last command at or before it: see
+// lastCommand). Terms only grow, and a newer leader needs a majority at its
+// newer term both to be elected and to commit, so no such majority existed
+// when the round began. The answers are fresh RPCs made for this round,
+// never replies to heartbeats already in flight (which hashicorp/raft's
+// VerifyLeader may count). A round that cannot gather its majority quickly
+// falls back to a barrier, which also gives its errors.
 type readBatcher struct {
-	r    *raft.Raft
-	fsm  FSM
-	mu   sync.Mutex
-	wait []chan readResult // readers waiting for the next barrier
-	busy bool              // a barrier is running
-	done chan struct{}
-	once sync.Once
+	r        *raft.Raft
+	id       raft.ServerID // this member
+	fsm      FSM
+	logs     raft.LogStore
+	termOf   TermOf        // nil: every round is a barrier
+	wait     time.Duration // how long a round waits for terms before a barrier
+	verified uint64        // term in which a barrier succeeded; only run touches it
+	mu       sync.Mutex
+	waiting  []chan readResult // readers waiting for the next round
+	busy     bool              // a round is running
+	done     chan struct{}
+	once     sync.Once
 }
 
 type readResult struct {
@@ -26,8 +51,8 @@ type readResult struct {
 	err   error
 }
 
-func newReadBatcher(r *raft.Raft, fsm FSM) *readBatcher {
-	return &readBatcher{r: r, fsm: fsm, done: make(chan struct{})}
+func newReadBatcher(r *raft.Raft, id raft.ServerID, fsm FSM, logs raft.LogStore, termOf TermOf, wait time.Duration) *readBatcher {
+	return &readBatcher{r: r, id: id, fsm: fsm, logs: logs, termOf: termOf, wait: wait, done: make(chan struct{})}
 }
 
 func (b *readBatcher) close() { b.once.Do(func() { close(b.done) }) }
@@ -35,7 +60,7 @@ func (b *readBatcher) close() { b.once.Do(func() { close(b.done) }) }
 func (b *readBatcher) readIndex(ctx context.Context) (uint64, error) {
 	ch := make(chan readResult, 1)
 	b.mu.Lock()
-	b.wait = append(b.wait, ch)
+	b.waiting = append(b.waiting, ch)
 	if !b.busy {
 		b.busy = true
 		go b.run()
@@ -51,28 +76,118 @@ func (b *readBatcher) readIndex(ctx context.Context) (uint64, error) {
 	}
 }
 
-// run starts barriers while readers are waiting. Readers that arrive while a
-// barrier runs wait for the next one.
+// run starts rounds while readers are waiting. Readers that arrive while a
+// round runs wait for the next one.
 func (b *readBatcher) run() {
 	for {
 		b.mu.Lock()
-		batch := b.wait
-		b.wait = nil
+		batch := b.waiting
+		b.waiting = nil
 		if len(batch) == 0 {
 			b.busy = false
 			b.mu.Unlock()
 			return
 		}
 		b.mu.Unlock()
-		// After the barrier, the leader's FSM has applied every command
-		// committed before it; its last applied index is the read index.
-		err := mapErr(b.r.Barrier(10 * time.Second).Error())
-		res := readResult{err: err}
-		if err == nil {
-			res.index = b.fsm.LastApplied()
-		}
+		res := b.round()
 		for _, ch := range batch {
 			ch <- res
 		}
 	}
+}
+
+// round finds one read index.
+func (b *readBatcher) round() readResult {
+	term := b.r.CurrentTerm()
+	if b.termOf != nil && term == b.verified {
+		// Taken after every waiting read arrived.
+		commit := b.r.CommitIndex()
+		if b.confirm(term) {
+			if index, ok := b.lastCommand(commit); ok {
+				return readResult{index: index}
+			}
+		}
+	}
+	// After the barrier, the leader's FSM has applied every command
+	// committed before it; its last applied index is the read index.
+	if err := mapErr(b.r.Barrier(10 * time.Second).Error()); err != nil {
+		return readResult{err: err}
+	}
+	if b.r.CurrentTerm() == term {
+		b.verified = term
+	}
+	return readResult{index: b.fsm.LastApplied()}
+}
+
+// lastCommand turns a commit index into a read index: the index of the
+// last command at or before it. Only commands reach the FSM (Raft's no-op,
+// barrier and configuration entries do not), so a reader waits for the FSM
+// to apply that one. ok is false when the log cannot tell (an entry gone, or
+// a long run of entries that are not commands): the caller writes a
+// barrier instead.
+func (b *readBatcher) lastCommand(commit uint64) (index uint64, ok bool) {
+	applied := b.fsm.LastApplied()
+	var l raft.Log
+	for i := commit; i > applied; i-- {
+		if commit-i >= 64 || b.logs.GetLog(i, &l) != nil {
+			return 0, false
+		}
+		if l.Type == raft.LogCommand {
+			return i, true
+		}
+	}
+	return applied, true
+}
+
+// confirm reports whether a majority of the voters, this leader counted,
+// answered that their term is at most term, and this member still leads in
+// term afterwards.
+func (b *readBatcher) confirm(term uint64) bool {
+	f := b.r.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	var others []raft.Server
+	voters := 0
+	selfVoter := false
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if s.ID == b.id {
+			selfVoter = true
+			continue
+		}
+		others = append(others, s)
+	}
+	need := voters/2 + 1
+	if selfVoter {
+		need--
+	}
+	if need > len(others) {
+		return false
+	}
+	ok := need <= 0
+	if !ok {
+		ctx, cancel := context.WithTimeout(context.Background(), b.wait)
+		defer cancel()
+		answers := make(chan bool, len(others))
+		for _, s := range others {
+			go func() {
+				t, err := b.termOf(ctx, string(s.ID), string(s.Address))
+				answers <- err == nil && t <= term
+			}()
+		}
+		yes, no := 0, 0
+		for yes < need && no <= len(others)-need {
+			if <-answers {
+				yes++
+			} else {
+				no++
+			}
+		}
+		ok = yes >= need
+	}
+	return ok && b.r.CurrentTerm() == term && b.r.State() == raft.Leader
 }

@@ -304,6 +304,10 @@ func (s *nodeService) ReadIndex(ctx context.Context, _ *pb.ReadIndexRequest) (*p
 	return &pb.ReadIndexResponse{Index: idx}, nil
 }
 
+func (s *nodeService) Term(context.Context, *pb.TermRequest) (*pb.TermResponse, error) {
+	return &pb.TermResponse{Term: s.n.raft.Term()}, nil
+}
+
 func (s *nodeService) LocalStatus(ctx context.Context, _ *pb.LocalStatusRequest) (*pb.NodeStatus, error) {
 	return s.n.localStatus(ctx), nil
 }

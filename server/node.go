@@ -153,6 +153,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
 		SnapshotThreshold:  cfg.SnapshotThreshold,
 		LogSegmentSize:     cfg.RaftLogSegmentSize,
+		TermOf:             n.termOf,
 	}
 	if cfg.TLS != nil {
 		rc.ServerTLS, rc.DialTLS = cfg.TLS.RaftServerTLS(), cfg.TLS.DialNodeTLS()

@@ -168,6 +168,25 @@ func (n *Node) readBarrier(ctx context.Context, c pb.Consistency) error {
 	return n.raft.WaitApplied(ctx, index)
 }
 
+// termOf asks the cluster member id for its Raft term over its internal API
+// (the leader's read rounds; see consensus.Config.TermOf).
+func (n *Node) termOf(ctx context.Context, id, _ string) (uint64, error) {
+	var addr string
+	n.fsm.Read(func(s *catalog.State) {
+		if info, ok := s.Node(id); ok {
+			addr = info.GetApiAddr()
+		}
+	})
+	if addr == "" {
+		return 0, fmt.Errorf("server: no API address known for member %s", id)
+	}
+	resp, err := pb.NewNodeClient(n.conns.Get(addr)).Term(ctx, &pb.TermRequest{})
+	if err != nil {
+		return 0, err
+	}
+	return resp.GetTerm(), nil
+}
+
 // withLeader runs fn, retrying with backoff while the cluster has no leader or
 // the leader moved, until ctx ends or leaderWait passes. Any other error is
 // returned at once.

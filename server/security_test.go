@@ -114,6 +114,8 @@ func (c caller) every(t *testing.T) map[string]codes.Code {
 	unary("Node/Propose", err)
 	_, err = node.ReadIndex(ctx, &pb.ReadIndexRequest{})
 	unary("Node/ReadIndex", err)
+	_, err = node.Term(ctx, &pb.TermRequest{})
+	unary("Node/Term", err)
 	_, err = node.HasChunks(ctx, &pb.HasChunksRequest{Ids: [][]byte{id}})
 	unary("Node/HasChunks", err)
 	pc, err := node.PutChunks(ctx)

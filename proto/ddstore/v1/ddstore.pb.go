@@ -4142,6 +4142,86 @@ func (x *ReadIndexResponse) GetIndex() uint64 {
 	return 0
 }
 
+type TermRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TermRequest) Reset() {
+	*x = TermRequest{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TermRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TermRequest) ProtoMessage() {}
+
+func (x *TermRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TermRequest.ProtoReflect.Descriptor instead.
+func (*TermRequest) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
+}
+
+type TermResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Term          uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TermResponse) Reset() {
+	*x = TermResponse{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TermResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TermResponse) ProtoMessage() {}
+
+func (x *TermResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TermResponse.ProtoReflect.Descriptor instead.
+func (*TermResponse) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *TermResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
 type HasChunksRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ids           [][]byte               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
@@ -4151,7 +4231,7 @@ type HasChunksRequest struct {
 
 func (x *HasChunksRequest) Reset() {
 	*x = HasChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4163,7 +4243,7 @@ func (x *HasChunksRequest) String() string {
 func (*HasChunksRequest) ProtoMessage() {}
 
 func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[57]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4176,7 +4256,7 @@ func (x *HasChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksRequest.ProtoReflect.Descriptor instead.
 func (*HasChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{57}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *HasChunksRequest) GetIds() [][]byte {
@@ -4195,7 +4275,7 @@ type HasChunksResponse struct {
 
 func (x *HasChunksResponse) Reset() {
 	*x = HasChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4207,7 +4287,7 @@ func (x *HasChunksResponse) String() string {
 func (*HasChunksResponse) ProtoMessage() {}
 
 func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[58]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4220,7 +4300,7 @@ func (x *HasChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasChunksResponse.ProtoReflect.Descriptor instead.
 func (*HasChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{58}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *HasChunksResponse) GetHas() []bool {
@@ -4239,7 +4319,7 @@ type PutChunksRequest struct {
 
 func (x *PutChunksRequest) Reset() {
 	*x = PutChunksRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4251,7 +4331,7 @@ func (x *PutChunksRequest) String() string {
 func (*PutChunksRequest) ProtoMessage() {}
 
 func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[59]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4264,7 +4344,7 @@ func (x *PutChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksRequest.ProtoReflect.Descriptor instead.
 func (*PutChunksRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{59}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *PutChunksRequest) GetChunk() *Chunk {
@@ -4284,7 +4364,7 @@ type PutChunksResponse struct {
 
 func (x *PutChunksResponse) Reset() {
 	*x = PutChunksResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4296,7 +4376,7 @@ func (x *PutChunksResponse) String() string {
 func (*PutChunksResponse) ProtoMessage() {}
 
 func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[60]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4309,7 +4389,7 @@ func (x *PutChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunksResponse.ProtoReflect.Descriptor instead.
 func (*PutChunksResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{60}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *PutChunksResponse) GetId() []byte {
@@ -4335,7 +4415,7 @@ type GetChunkRequest struct {
 
 func (x *GetChunkRequest) Reset() {
 	*x = GetChunkRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4347,7 +4427,7 @@ func (x *GetChunkRequest) String() string {
 func (*GetChunkRequest) ProtoMessage() {}
 
 func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[61]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4360,7 +4440,7 @@ func (x *GetChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkRequest.ProtoReflect.Descriptor instead.
 func (*GetChunkRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{61}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetChunkRequest) GetId() []byte {
@@ -4379,7 +4459,7 @@ type GetChunkResponse struct {
 
 func (x *GetChunkResponse) Reset() {
 	*x = GetChunkResponse{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4391,7 +4471,7 @@ func (x *GetChunkResponse) String() string {
 func (*GetChunkResponse) ProtoMessage() {}
 
 func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[62]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4404,7 +4484,7 @@ func (x *GetChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunkResponse.ProtoReflect.Descriptor instead.
 func (*GetChunkResponse) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{62}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GetChunkResponse) GetChunk() *Chunk {
@@ -4422,7 +4502,7 @@ type LocalStatusRequest struct {
 
 func (x *LocalStatusRequest) Reset() {
 	*x = LocalStatusRequest{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4434,7 +4514,7 @@ func (x *LocalStatusRequest) String() string {
 func (*LocalStatusRequest) ProtoMessage() {}
 
 func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[63]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4447,7 +4527,7 @@ func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalStatusRequest.ProtoReflect.Descriptor instead.
 func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{63}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{65}
 }
 
 // Command is one entry of the Raft log. Apply is a pure function of the
@@ -4470,7 +4550,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4482,7 +4562,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[64]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4495,7 +4575,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{64}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -4632,7 +4712,7 @@ type MarkUnreferenced struct {
 
 func (x *MarkUnreferenced) Reset() {
 	*x = MarkUnreferenced{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4644,7 +4724,7 @@ func (x *MarkUnreferenced) String() string {
 func (*MarkUnreferenced) ProtoMessage() {}
 
 func (x *MarkUnreferenced) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[65]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4657,7 +4737,7 @@ func (x *MarkUnreferenced) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkUnreferenced.ProtoReflect.Descriptor instead.
 func (*MarkUnreferenced) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{65}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *MarkUnreferenced) GetIds() [][]byte {
@@ -4693,7 +4773,7 @@ type CollectChunks struct {
 
 func (x *CollectChunks) Reset() {
 	*x = CollectChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4705,7 +4785,7 @@ func (x *CollectChunks) String() string {
 func (*CollectChunks) ProtoMessage() {}
 
 func (x *CollectChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[66]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4718,7 +4798,7 @@ func (x *CollectChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectChunks.ProtoReflect.Descriptor instead.
 func (*CollectChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{66}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *CollectChunks) GetIds() [][]byte {
@@ -4739,7 +4819,7 @@ type ForgetChunks struct {
 
 func (x *ForgetChunks) Reset() {
 	*x = ForgetChunks{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4751,7 +4831,7 @@ func (x *ForgetChunks) String() string {
 func (*ForgetChunks) ProtoMessage() {}
 
 func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[67]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4764,7 +4844,7 @@ func (x *ForgetChunks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetChunks.ProtoReflect.Descriptor instead.
 func (*ForgetChunks) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{67}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ForgetChunks) GetIds() [][]byte {
@@ -4791,7 +4871,7 @@ type PutFile struct {
 
 func (x *PutFile) Reset() {
 	*x = PutFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[68]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4803,7 +4883,7 @@ func (x *PutFile) String() string {
 func (*PutFile) ProtoMessage() {}
 
 func (x *PutFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[68]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4816,7 +4896,7 @@ func (x *PutFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFile.ProtoReflect.Descriptor instead.
 func (*PutFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{68}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *PutFile) GetManifest() *FileManifest {
@@ -4856,7 +4936,7 @@ type DeleteFile struct {
 
 func (x *DeleteFile) Reset() {
 	*x = DeleteFile{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[69]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4868,7 +4948,7 @@ func (x *DeleteFile) String() string {
 func (*DeleteFile) ProtoMessage() {}
 
 func (x *DeleteFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[69]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4881,7 +4961,7 @@ func (x *DeleteFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFile.ProtoReflect.Descriptor instead.
 func (*DeleteFile) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{69}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *DeleteFile) GetName() string {
@@ -4903,7 +4983,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[70]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4915,7 +4995,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[70]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4928,7 +5008,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{70}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -4968,7 +5048,7 @@ type SetNode struct {
 
 func (x *SetNode) Reset() {
 	*x = SetNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[71]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4980,7 +5060,7 @@ func (x *SetNode) String() string {
 func (*SetNode) ProtoMessage() {}
 
 func (x *SetNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[71]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4993,7 +5073,7 @@ func (x *SetNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNode.ProtoReflect.Descriptor instead.
 func (*SetNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{71}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *SetNode) GetNode() *NodeInfo {
@@ -5012,7 +5092,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[72]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5024,7 +5104,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[72]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5037,7 +5117,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{72}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *RemoveNode) GetId() string {
@@ -5064,7 +5144,7 @@ type CatalogSnapshot struct {
 
 func (x *CatalogSnapshot) Reset() {
 	*x = CatalogSnapshot{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[73]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5076,7 +5156,7 @@ func (x *CatalogSnapshot) String() string {
 func (*CatalogSnapshot) ProtoMessage() {}
 
 func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[73]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5089,7 +5169,7 @@ func (x *CatalogSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogSnapshot.ProtoReflect.Descriptor instead.
 func (*CatalogSnapshot) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{73}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CatalogSnapshot) GetFiles() []*FileManifest {
@@ -5137,7 +5217,7 @@ type UnreferencedChunk struct {
 
 func (x *UnreferencedChunk) Reset() {
 	*x = UnreferencedChunk{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[74]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5149,7 +5229,7 @@ func (x *UnreferencedChunk) String() string {
 func (*UnreferencedChunk) ProtoMessage() {}
 
 func (x *UnreferencedChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[74]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5162,7 +5242,7 @@ func (x *UnreferencedChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnreferencedChunk.ProtoReflect.Descriptor instead.
 func (*UnreferencedChunk) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{74}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *UnreferencedChunk) GetId() []byte {
@@ -5515,7 +5595,10 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\"\x12\n" +
 	"\x10ReadIndexRequest\")\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"$\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\r\n" +
+	"\vTermRequest\"\"\n" +
+	"\fTermResponse\x12\x12\n" +
+	"\x04term\x18\x01 \x01(\x04R\x04term\"$\n" +
 	"\x10HasChunksRequest\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\fR\x03ids\"%\n" +
 	"\x11HasChunksResponse\x12\x10\n" +
@@ -5605,11 +5688,12 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x06Repair\x12\x19.ddstore.v1.RepairRequest\x1a\x1a.ddstore.v1.RepairResponse\x12H\n" +
 	"\tReplicate\x12\x1c.ddstore.v1.ReplicateRequest\x1a\x1d.ddstore.v1.ReplicateResponse\x12L\n" +
 	"\fSnapshotSave\x12\x1f.ddstore.v1.SnapshotSaveRequest\x1a\x19.ddstore.v1.SnapshotPiece0\x01\x12\\\n" +
-	"\x0fSnapshotRestore\x12\".ddstore.v1.SnapshotRestoreRequest\x1a#.ddstore.v1.SnapshotRestoreResponse(\x012\xf0\x05\n" +
+	"\x0fSnapshotRestore\x12\".ddstore.v1.SnapshotRestoreRequest\x1a#.ddstore.v1.SnapshotRestoreResponse(\x012\xab\x06\n" +
 	"\x04Node\x12B\n" +
 	"\aPropose\x12\x1a.ddstore.v1.ProposeRequest\x1a\x1b.ddstore.v1.ProposeResponse\x12I\n" +
 	"\fProposeParts\x12\x1a.ddstore.v1.ProposeRequest\x1a\x1b.ddstore.v1.ProposeResponse(\x01\x12H\n" +
-	"\tReadIndex\x12\x1c.ddstore.v1.ReadIndexRequest\x1a\x1d.ddstore.v1.ReadIndexResponse\x12H\n" +
+	"\tReadIndex\x12\x1c.ddstore.v1.ReadIndexRequest\x1a\x1d.ddstore.v1.ReadIndexResponse\x129\n" +
+	"\x04Term\x12\x17.ddstore.v1.TermRequest\x1a\x18.ddstore.v1.TermResponse\x12H\n" +
 	"\tHasChunks\x12\x1c.ddstore.v1.HasChunksRequest\x1a\x1d.ddstore.v1.HasChunksResponse\x12L\n" +
 	"\tPutChunks\x12\x1c.ddstore.v1.PutChunksRequest\x1a\x1d.ddstore.v1.PutChunksResponse(\x010\x01\x12G\n" +
 	"\bPutChunk\x12\x1c.ddstore.v1.PutChunksRequest\x1a\x1d.ddstore.v1.PutChunksResponse\x12E\n" +
@@ -5636,7 +5720,7 @@ func file_ddstore_v1_ddstore_proto_rawDescGZIP() []byte {
 }
 
 var file_ddstore_v1_ddstore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
 var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(Codec)(0),                      // 0: ddstore.v1.Codec
 	(Consistency)(0),                // 1: ddstore.v1.Consistency
@@ -5697,35 +5781,37 @@ var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(*ProposeResponse)(nil),         // 56: ddstore.v1.ProposeResponse
 	(*ReadIndexRequest)(nil),        // 57: ddstore.v1.ReadIndexRequest
 	(*ReadIndexResponse)(nil),       // 58: ddstore.v1.ReadIndexResponse
-	(*HasChunksRequest)(nil),        // 59: ddstore.v1.HasChunksRequest
-	(*HasChunksResponse)(nil),       // 60: ddstore.v1.HasChunksResponse
-	(*PutChunksRequest)(nil),        // 61: ddstore.v1.PutChunksRequest
-	(*PutChunksResponse)(nil),       // 62: ddstore.v1.PutChunksResponse
-	(*GetChunkRequest)(nil),         // 63: ddstore.v1.GetChunkRequest
-	(*GetChunkResponse)(nil),        // 64: ddstore.v1.GetChunkResponse
-	(*LocalStatusRequest)(nil),      // 65: ddstore.v1.LocalStatusRequest
-	(*Command)(nil),                 // 66: ddstore.v1.Command
-	(*MarkUnreferenced)(nil),        // 67: ddstore.v1.MarkUnreferenced
-	(*CollectChunks)(nil),           // 68: ddstore.v1.CollectChunks
-	(*ForgetChunks)(nil),            // 69: ddstore.v1.ForgetChunks
-	(*PutFile)(nil),                 // 70: ddstore.v1.PutFile
-	(*DeleteFile)(nil),              // 71: ddstore.v1.DeleteFile
-	(*NodeInfo)(nil),                // 72: ddstore.v1.NodeInfo
-	(*SetNode)(nil),                 // 73: ddstore.v1.SetNode
-	(*RemoveNode)(nil),              // 74: ddstore.v1.RemoveNode
-	(*CatalogSnapshot)(nil),         // 75: ddstore.v1.CatalogSnapshot
-	(*UnreferencedChunk)(nil),       // 76: ddstore.v1.UnreferencedChunk
-	nil,                             // 77: ddstore.v1.FileManifest.MetadataEntry
-	nil,                             // 78: ddstore.v1.UploadIntent.MetadataEntry
-	nil,                             // 79: ddstore.v1.FiltersRequest.HaveBeyondEntry
+	(*TermRequest)(nil),             // 59: ddstore.v1.TermRequest
+	(*TermResponse)(nil),            // 60: ddstore.v1.TermResponse
+	(*HasChunksRequest)(nil),        // 61: ddstore.v1.HasChunksRequest
+	(*HasChunksResponse)(nil),       // 62: ddstore.v1.HasChunksResponse
+	(*PutChunksRequest)(nil),        // 63: ddstore.v1.PutChunksRequest
+	(*PutChunksResponse)(nil),       // 64: ddstore.v1.PutChunksResponse
+	(*GetChunkRequest)(nil),         // 65: ddstore.v1.GetChunkRequest
+	(*GetChunkResponse)(nil),        // 66: ddstore.v1.GetChunkResponse
+	(*LocalStatusRequest)(nil),      // 67: ddstore.v1.LocalStatusRequest
+	(*Command)(nil),                 // 68: ddstore.v1.Command
+	(*MarkUnreferenced)(nil),        // 69: ddstore.v1.MarkUnreferenced
+	(*CollectChunks)(nil),           // 70: ddstore.v1.CollectChunks
+	(*ForgetChunks)(nil),            // 71: ddstore.v1.ForgetChunks
+	(*PutFile)(nil),                 // 72: ddstore.v1.PutFile
+	(*DeleteFile)(nil),              // 73: ddstore.v1.DeleteFile
+	(*NodeInfo)(nil),                // 74: ddstore.v1.NodeInfo
+	(*SetNode)(nil),                 // 75: ddstore.v1.SetNode
+	(*RemoveNode)(nil),              // 76: ddstore.v1.RemoveNode
+	(*CatalogSnapshot)(nil),         // 77: ddstore.v1.CatalogSnapshot
+	(*UnreferencedChunk)(nil),       // 78: ddstore.v1.UnreferencedChunk
+	nil,                             // 79: ddstore.v1.FileManifest.MetadataEntry
+	nil,                             // 80: ddstore.v1.UploadIntent.MetadataEntry
+	nil,                             // 81: ddstore.v1.FiltersRequest.HaveBeyondEntry
 }
 var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	0,  // 0: ddstore.v1.Chunk.codec:type_name -> ddstore.v1.Codec
 	3,  // 1: ddstore.v1.FileManifest.chunks:type_name -> ddstore.v1.ChunkRef
-	77, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
+	79, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
 	2,  // 3: ddstore.v1.UploadRequest.chunk:type_name -> ddstore.v1.Chunk
 	8,  // 4: ddstore.v1.MissingChunksRequest.intent:type_name -> ddstore.v1.UploadIntent
-	78, // 5: ddstore.v1.UploadIntent.metadata:type_name -> ddstore.v1.UploadIntent.MetadataEntry
+	80, // 5: ddstore.v1.UploadIntent.metadata:type_name -> ddstore.v1.UploadIntent.MetadataEntry
 	9,  // 6: ddstore.v1.MissingChunksResponse.current:type_name -> ddstore.v1.FileVersion
 	4,  // 7: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
 	9,  // 8: ddstore.v1.CommitRequest.replaces:type_name -> ddstore.v1.FileVersion
@@ -5750,24 +5836,24 @@ var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	34, // 27: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
 	33, // 28: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
 	39, // 29: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
-	79, // 30: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
+	81, // 30: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
 	53, // 31: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
 	4,  // 32: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
 	2,  // 33: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
 	2,  // 34: ddstore.v1.GetChunkResponse.chunk:type_name -> ddstore.v1.Chunk
-	70, // 35: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
-	71, // 36: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
-	73, // 37: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
-	74, // 38: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
-	68, // 39: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
-	69, // 40: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
-	67, // 41: ddstore.v1.Command.mark_unreferenced:type_name -> ddstore.v1.MarkUnreferenced
+	72, // 35: ddstore.v1.Command.put_file:type_name -> ddstore.v1.PutFile
+	73, // 36: ddstore.v1.Command.delete_file:type_name -> ddstore.v1.DeleteFile
+	75, // 37: ddstore.v1.Command.set_node:type_name -> ddstore.v1.SetNode
+	76, // 38: ddstore.v1.Command.remove_node:type_name -> ddstore.v1.RemoveNode
+	70, // 39: ddstore.v1.Command.collect_chunks:type_name -> ddstore.v1.CollectChunks
+	71, // 40: ddstore.v1.Command.forget_chunks:type_name -> ddstore.v1.ForgetChunks
+	69, // 41: ddstore.v1.Command.mark_unreferenced:type_name -> ddstore.v1.MarkUnreferenced
 	4,  // 42: ddstore.v1.PutFile.manifest:type_name -> ddstore.v1.FileManifest
 	9,  // 43: ddstore.v1.PutFile.replaces:type_name -> ddstore.v1.FileVersion
-	72, // 44: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
+	74, // 44: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
 	4,  // 45: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
-	72, // 46: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
-	76, // 47: ddstore.v1.CatalogSnapshot.unreferenced:type_name -> ddstore.v1.UnreferencedChunk
+	74, // 46: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
+	78, // 47: ddstore.v1.CatalogSnapshot.unreferenced:type_name -> ddstore.v1.UnreferencedChunk
 	5,  // 48: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
 	7,  // 49: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
 	11, // 50: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
@@ -5788,46 +5874,48 @@ var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	55, // 65: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
 	55, // 66: ddstore.v1.Node.ProposeParts:input_type -> ddstore.v1.ProposeRequest
 	57, // 67: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
-	59, // 68: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
-	61, // 69: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
-	61, // 70: ddstore.v1.Node.PutChunk:input_type -> ddstore.v1.PutChunksRequest
-	63, // 71: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	65, // 72: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
-	44, // 73: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
-	46, // 74: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
-	52, // 75: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
-	63, // 76: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	6,  // 77: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
-	10, // 78: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
-	12, // 79: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
-	12, // 80: ddstore.v1.Files.CommitParts:output_type -> ddstore.v1.CommitResponse
-	14, // 81: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
-	16, // 82: ddstore.v1.Files.DownloadRange:output_type -> ddstore.v1.DownloadRangeResponse
-	18, // 83: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
-	21, // 84: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
-	24, // 85: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
-	38, // 86: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
-	41, // 87: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
-	43, // 88: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
-	49, // 89: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
-	51, // 90: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
-	31, // 91: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
-	27, // 92: ddstore.v1.Cluster.SnapshotSave:output_type -> ddstore.v1.SnapshotPiece
-	29, // 93: ddstore.v1.Cluster.SnapshotRestore:output_type -> ddstore.v1.SnapshotRestoreResponse
-	56, // 94: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
-	56, // 95: ddstore.v1.Node.ProposeParts:output_type -> ddstore.v1.ProposeResponse
-	58, // 96: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
-	60, // 97: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
-	62, // 98: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
-	62, // 99: ddstore.v1.Node.PutChunk:output_type -> ddstore.v1.PutChunksResponse
-	64, // 100: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	33, // 101: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
-	45, // 102: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
-	47, // 103: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
-	54, // 104: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
-	64, // 105: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	77, // [77:106] is the sub-list for method output_type
-	48, // [48:77] is the sub-list for method input_type
+	59, // 68: ddstore.v1.Node.Term:input_type -> ddstore.v1.TermRequest
+	61, // 69: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
+	63, // 70: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
+	63, // 71: ddstore.v1.Node.PutChunk:input_type -> ddstore.v1.PutChunksRequest
+	65, // 72: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	67, // 73: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
+	44, // 74: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
+	46, // 75: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
+	52, // 76: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
+	65, // 77: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	6,  // 78: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
+	10, // 79: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
+	12, // 80: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
+	12, // 81: ddstore.v1.Files.CommitParts:output_type -> ddstore.v1.CommitResponse
+	14, // 82: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
+	16, // 83: ddstore.v1.Files.DownloadRange:output_type -> ddstore.v1.DownloadRangeResponse
+	18, // 84: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
+	21, // 85: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
+	24, // 86: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
+	38, // 87: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
+	41, // 88: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
+	43, // 89: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
+	49, // 90: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
+	51, // 91: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
+	31, // 92: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
+	27, // 93: ddstore.v1.Cluster.SnapshotSave:output_type -> ddstore.v1.SnapshotPiece
+	29, // 94: ddstore.v1.Cluster.SnapshotRestore:output_type -> ddstore.v1.SnapshotRestoreResponse
+	56, // 95: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
+	56, // 96: ddstore.v1.Node.ProposeParts:output_type -> ddstore.v1.ProposeResponse
+	58, // 97: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
+	60, // 98: ddstore.v1.Node.Term:output_type -> ddstore.v1.TermResponse
+	62, // 99: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
+	64, // 100: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
+	64, // 101: ddstore.v1.Node.PutChunk:output_type -> ddstore.v1.PutChunksResponse
+	66, // 102: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	33, // 103: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
+	45, // 104: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
+	47, // 105: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
+	54, // 106: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
+	66, // 107: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	78, // [78:108] is the sub-list for method output_type
+	48, // [48:78] is the sub-list for method input_type
 	48, // [48:48] is the sub-list for extension type_name
 	48, // [48:48] is the sub-list for extension extendee
 	0,  // [0:48] is the sub-list for field type_name
@@ -5846,7 +5934,7 @@ func file_ddstore_v1_ddstore_proto_init() {
 		(*SnapshotPiece_Data)(nil),
 		(*SnapshotPiece_Blake3)(nil),
 	}
-	file_ddstore_v1_ddstore_proto_msgTypes[64].OneofWrappers = []any{
+	file_ddstore_v1_ddstore_proto_msgTypes[66].OneofWrappers = []any{
 		(*Command_PutFile)(nil),
 		(*Command_DeleteFile)(nil),
 		(*Command_SetNode)(nil),
@@ -5855,14 +5943,14 @@ func file_ddstore_v1_ddstore_proto_init() {
 		(*Command_ForgetChunks)(nil),
 		(*Command_MarkUnreferenced)(nil),
 	}
-	file_ddstore_v1_ddstore_proto_msgTypes[68].OneofWrappers = []any{}
+	file_ddstore_v1_ddstore_proto_msgTypes[70].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ddstore_v1_ddstore_proto_rawDesc), len(file_ddstore_v1_ddstore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   78,
+			NumMessages:   80,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -894,6 +894,7 @@ const (
 	Node_Propose_FullMethodName      = "/ddstore.v1.Node/Propose"
 	Node_ProposeParts_FullMethodName = "/ddstore.v1.Node/ProposeParts"
 	Node_ReadIndex_FullMethodName    = "/ddstore.v1.Node/ReadIndex"
+	Node_Term_FullMethodName         = "/ddstore.v1.Node/Term"
 	Node_HasChunks_FullMethodName    = "/ddstore.v1.Node/HasChunks"
 	Node_PutChunks_FullMethodName    = "/ddstore.v1.Node/PutChunks"
 	Node_PutChunk_FullMethodName     = "/ddstore.v1.Node/PutChunk"
@@ -917,6 +918,11 @@ type NodeClient interface {
 	// ReadIndex returns an index that a follower must have applied before a
 	// linearizable read; only the leader answers.
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
+	// Term returns this member's current Raft term. A leader asks the other
+	// voters for it in a read round: when a majority answers with a term no
+	// newer than its own, no newer leader can have committed anything before
+	// the round began, so its commit index covers every acknowledged write.
+	Term(ctx context.Context, in *TermRequest, opts ...grpc.CallOption) (*TermResponse, error)
 	HasChunks(ctx context.Context, in *HasChunksRequest, opts ...grpc.CallOption) (*HasChunksResponse, error)
 	// PutChunks streams chunk copies to a node; each is verified and stored
 	// durably before it is acknowledged, in order.
@@ -969,6 +975,16 @@ func (c *nodeClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, opts .
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReadIndexResponse)
 	err := c.cc.Invoke(ctx, Node_ReadIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) Term(ctx context.Context, in *TermRequest, opts ...grpc.CallOption) (*TermResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TermResponse)
+	err := c.cc.Invoke(ctx, Node_Term_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -1071,6 +1087,11 @@ type NodeServer interface {
 	// ReadIndex returns an index that a follower must have applied before a
 	// linearizable read; only the leader answers.
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
+	// Term returns this member's current Raft term. A leader asks the other
+	// voters for it in a read round: when a majority answers with a term no
+	// newer than its own, no newer leader can have committed anything before
+	// the round began, so its commit index covers every acknowledged write.
+	Term(context.Context, *TermRequest) (*TermResponse, error)
 	HasChunks(context.Context, *HasChunksRequest) (*HasChunksResponse, error)
 	// PutChunks streams chunk copies to a node; each is verified and stored
 	// durably before it is acknowledged, in order.
@@ -1104,6 +1125,9 @@ func (UnimplementedNodeServer) ProposeParts(grpc.ClientStreamingServer[ProposeRe
 }
 func (UnimplementedNodeServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
+}
+func (UnimplementedNodeServer) Term(context.Context, *TermRequest) (*TermResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Term not implemented")
 }
 func (UnimplementedNodeServer) HasChunks(context.Context, *HasChunksRequest) (*HasChunksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method HasChunks not implemented")
@@ -1186,6 +1210,24 @@ func _Node_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(inte
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(NodeServer).ReadIndex(ctx, req.(*ReadIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_Term_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TermRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Term(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Term_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Term(ctx, req.(*TermRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1312,6 +1354,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReadIndex",
 			Handler:    _Node_ReadIndex_Handler,
+		},
+		{
+			MethodName: "Term",
+			Handler:    _Node_Term_Handler,
 		},
 		{
 			MethodName: "HasChunks",
