@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ddstore/ddstore/client"
@@ -222,12 +223,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := r.sizes(ctx); err != nil {
 		return nil, err
 	}
+	// Before each scenario the disk writes back what the one before left
+	// dirty, so that its writeback does not slow the next one's fsyncs.
+	settle()
 	if err := r.concurrent(ctx); err != nil {
 		return nil, err
 	}
+	settle()
 	if err := r.smallFiles(ctx); err != nil {
 		return nil, err
 	}
+	settle()
 	if err := r.s3Scenario(ctx); err != nil {
 		return nil, err
 	}
@@ -597,7 +603,6 @@ const smallWorkers = 16
 // latency percentiles, both ways.
 func (r *runner) smallFiles(ctx context.Context) error {
 	n, size := r.cfg.SmallFiles, r.cfg.SmallSize
-	r.say("%d files of %s, %d writers, then %d readers", n, human(size), smallWorkers, smallWorkers)
 	path, err := r.file(Random, int64(n)*size)
 	if err != nil {
 		return err
@@ -607,7 +612,19 @@ func (r *runner) smallFiles(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	prefix := r.name("small")
+	runs := r.runsFor(int64(n) * size)
+	for run := range runs {
+		r.say("%d files of %s, %d writers, then %d readers, run %d/%d", n, human(size), smallWorkers, smallWorkers, run+1, runs)
+		if err := r.smallFilesRun(ctx, data, r.name("small")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// smallFilesRun is one run of smallFiles: data cut into files under prefix.
+func (r *runner) smallFilesRun(ctx context.Context, data []byte, prefix string) error {
+	n, size := r.cfg.SmallFiles, r.cfg.SmallSize
 	name := func(i int) string { return fmt.Sprintf("%s/%06d", prefix, i) }
 	put := func(i int) error {
 		_, err := r.c.Put(ctx, name(i), bytes.NewReader(data[int64(i)*size:int64(i+1)*size]), client.PutOptions{})
@@ -639,6 +656,10 @@ func (r *runner) smallFiles(ctx context.Context) error {
 	}
 	return nil
 }
+
+// settle asks the kernel to write every dirty page to disk, so that one
+// scenario's writeback does not run into the next one's measurement.
+func settle() { syscall.Sync() }
 
 // parallel runs op(0..n-1) on workers goroutines and returns the calls per
 // second and each call's latency in milliseconds, sorted.
