@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,11 +119,30 @@ func startMembers(t *testing.T, n int, tune func(i int, c *Config)) []*member {
 	t.Cleanup(func() {
 		for _, m := range ms {
 			if m.node != nil {
-				m.node.Close()
+				closeWithin(t, m.node, 30*time.Second)
 			}
 		}
 	})
 	return ms
+}
+
+// closeWithin closes n, and fails the test with every goroutine's stack if
+// that takes longer than d (a Close stuck in Raft's shutdown would
+// otherwise hang the test binary until its timeout, telling nothing).
+func closeWithin(t *testing.T, n *Node, d time.Duration) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		n.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		t.Errorf("closing %s took more than %s; goroutines:\n%s", n.ID(), d, buf)
+	}
 }
 
 // TestCluster: three members on loopback bootstrap, replicate, serve
