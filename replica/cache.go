@@ -66,9 +66,32 @@ func NewCached(s Store, codecs *chunker.Codecs, tiers ...Tier) *Cached {
 	return &Cached{Store: s, Tiers: tiers, Codecs: codecs, corrupt: make([]atomic.Uint64, len(tiers))}
 }
 
+type scanKey struct{}
+
+// Scan marks ctx as a large sequential read: Cached reads under it look only
+// in the in-process tier and fill no tier. A file much larger than the
+// tiers would push out everything they hold, gain nothing itself (a
+// sequential read of more than an LRU's size never hits), and pay a
+// memcached round trip and a copy into memcached for every chunk. Such a
+// file's repeated reads are served by the store (the pack files sit in the
+// page cache).
+func Scan(ctx context.Context) context.Context { return context.WithValue(ctx, scanKey{}, true) }
+
+func scanning(ctx context.Context) bool { v, _ := ctx.Value(scanKey{}).(bool); return v }
+
+// remote reports whether t is a tier outside this process (memcached).
+func remote(t Tier) bool { _, local := t.(*Memory); return !local }
+
 // Get reads the chunk from the first tier that holds a good copy, else from
-// the store, and fills the tiers above where it was found.
+// the store, and fills the tiers above where it was found. Under Scan it
+// asks only the in-process tier and fills none.
 func (c *Cached) Get(ctx context.Context, id chunker.ID) (chunker.Encoded, error) {
+	if scanning(ctx) {
+		if e, _, ok := c.peek(ctx, id); ok {
+			return e, nil
+		}
+		return c.Store.Get(ctx, id)
+	}
 	if e, i, ok := c.peek(ctx, id); ok {
 		for _, up := range c.Tiers[:i] {
 			up.Add(ctx, e)
@@ -88,18 +111,24 @@ func (c *Cached) Get(ctx context.Context, id chunker.ID) (chunker.Encoded, error
 // holds what this node stored or read; memcached, shared and remote, is
 // still checked. A store that cannot skip the check is read with Get.
 func (c *Cached) GetUnverified(ctx context.Context, id chunker.ID) (chunker.Encoded, error) {
+	scan := scanning(ctx)
 	for i, t := range c.Tiers {
+		if scan && remote(t) {
+			continue
+		}
 		e, ok := t.Get(ctx, id)
 		if !ok {
 			continue
 		}
-		if _, local := t.(*Memory); e.ID != id || !local && c.Codecs.Verify(e) != nil {
+		if e.ID != id || remote(t) && c.Codecs.Verify(e) != nil {
 			c.corrupt[i].Add(1)
 			t.Remove(ctx, id)
 			continue
 		}
-		for _, up := range c.Tiers[:i] {
-			up.Add(ctx, e)
+		if !scan {
+			for _, up := range c.Tiers[:i] {
+				up.Add(ctx, e)
+			}
 		}
 		return e, nil
 	}
@@ -112,7 +141,7 @@ func (c *Cached) GetUnverified(ctx context.Context, id chunker.ID) (chunker.Enco
 	} else {
 		e, err = c.Store.Get(ctx, id)
 	}
-	if err != nil {
+	if err != nil || scan {
 		return e, err
 	}
 	c.Keep(ctx, e)
@@ -129,7 +158,11 @@ func (c *Cached) Peek(ctx context.Context, id chunker.ID) (chunker.Encoded, bool
 // peek returns the chunk from the first tier that holds a good copy, and
 // that tier's index; corrupt entries met on the way are dropped.
 func (c *Cached) peek(ctx context.Context, id chunker.ID) (chunker.Encoded, int, bool) {
+	scan := scanning(ctx)
 	for i, t := range c.Tiers {
+		if scan && remote(t) {
+			continue
+		}
 		e, ok := t.Get(ctx, id)
 		if !ok {
 			continue

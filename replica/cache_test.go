@@ -187,3 +187,69 @@ func TestMemcacheTier(t *testing.T) {
 		t.Fatalf("memcached outage not counted: %+v", st)
 	}
 }
+
+// countingTier is a remote tier (not *Memory) that counts its calls.
+type countingTier struct {
+	gets, adds int
+	m          map[chunker.ID]chunker.Encoded
+}
+
+func (c *countingTier) Name() string { return "counting" }
+func (c *countingTier) Get(_ context.Context, id chunker.ID) (chunker.Encoded, bool) {
+	c.gets++
+	e, ok := c.m[id]
+	return e, ok
+}
+func (c *countingTier) Add(_ context.Context, e chunker.Encoded) { c.adds++; c.m[e.ID] = e }
+func (c *countingTier) Remove(_ context.Context, id chunker.ID)  { delete(c.m, id) }
+func (c *countingTier) Stats() TierStats                         { return TierStats{Tier: c.Name()} }
+
+// TestCachedScan: reads under Scan (a large file's download) come from the
+// in-process tier or the store, never ask the remote tier, and fill no
+// tier; the same reads without it fill both.
+func TestCachedScan(t *testing.T) {
+	ctx := context.Background()
+	codecs := chunker.NewCodecs()
+	store, err := OpenLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := NewMemory(16 << 20)
+	far := &countingTier{m: map[chunker.ID]chunker.Encoded{}}
+	c := NewCached(store, codecs, mem, far)
+	defer c.Close()
+	cold, hot := randomChunk(t, codecs, 100<<10), randomChunk(t, codecs, 100<<10)
+	for _, e := range []chunker.Encoded{cold, hot} {
+		if _, err := c.Put(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mem.Add(ctx, hot)
+	scan := Scan(ctx)
+	for name, get := range map[string]func(context.Context, chunker.ID) (chunker.Encoded, error){
+		"Get": c.Get, "GetUnverified": c.GetUnverified,
+	} {
+		for _, e := range []chunker.Encoded{cold, hot} {
+			got, err := get(scan, e.ID)
+			if err != nil || !bytes.Equal(got.Data, e.Data) {
+				t.Fatalf("%s under Scan: %v", name, err)
+			}
+		}
+		if _, ok := mem.Get(ctx, cold.ID); ok {
+			t.Fatalf("%s under Scan put a chunk read from the store in the memory tier", name)
+		}
+		if far.gets != 0 || far.adds != 0 {
+			t.Fatalf("%s under Scan: remote tier asked %d times, filled %d times; want 0", name, far.gets, far.adds)
+		}
+	}
+	if st := mem.Stats(); st.Hits < 2 {
+		t.Fatalf("the memory tier served %d reads under Scan, want 2 (the hot chunk, twice)", st.Hits)
+	}
+	// Without Scan the cold chunk fills both tiers.
+	if _, err := c.GetUnverified(ctx, cold.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := mem.Get(ctx, cold.ID); !ok || far.adds != 1 {
+		t.Fatalf("a read without Scan: in memory %v, remote fills %d; want both", ok, far.adds)
+	}
+}

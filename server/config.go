@@ -118,6 +118,11 @@ type Config struct {
 	Memcached        []string
 	MemcachedMaxItem int           // memcached's item-size limit (-I); 0: 1 MiB
 	MemcachedTimeout time.Duration // 0: 2s
+	// CacheMaxFile: downloads of files larger than this (bytes stored)
+	// neither fill the tiers nor ask memcached, as a cache keeps large
+	// objects out (see replica.Scan). 0 means a quarter of CacheSize, at
+	// least 64 MiB; negative: every download uses the tiers.
+	CacheMaxFile int64
 
 	// Healing. Intervals: 0 takes the default, negative disables the loop.
 	// Rates are bytes per second; 0 takes the default.
@@ -261,6 +266,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.CacheSize == 0 {
 		out.CacheSize = 256 << 20
+	}
+	if out.CacheMaxFile == 0 {
+		out.CacheMaxFile = max(out.CacheSize/4, 64<<20)
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {

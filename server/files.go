@@ -524,6 +524,12 @@ func (n *Node) download(ctx context.Context, r route, req *pb.DownloadRequest, o
 	if req.GetVerify() || n.cfg.VerifyReads || via != nil {
 		trusted = nil
 	}
+	// A large file read here is a scan: it stays out of the cache tiers.
+	// A peer cluster's chunks (via) are kept: fetching them again costs a
+	// trip to that cluster.
+	if via == nil && n.cfg.CacheMaxFile > 0 && int64(m.GetStoredSize()) > n.cfg.CacheMaxFile {
+		ctx = replica.Scan(ctx)
+	}
 	slots := readAhead(ctx, start, len(chunks), downloadWindow, n.streamMem, size, func(i int) (chunker.Encoded, error) {
 		ref := chunks[i]
 		id := chunker.ID(ref.GetId())

@@ -30,6 +30,7 @@ func TestStockMemcached(t *testing.T) {
 		manualHealing(time.Hour, mc.Addr)(c)
 		c.MemcachedMaxItem = 0 // memcached's default, 1 MiB
 		c.CacheSize = -1       // no in-process tier: every hit is memcached's
+		c.CacheMaxFile = -1    // a file of any size is cached
 	}})
 	c := newClient(t, cl, cl.Members[0].APIAddr)
 	ctx := context.Background()
@@ -69,5 +70,48 @@ func TestStockMemcached(t *testing.T) {
 	t.Logf("%d chunks (%d over 1 MiB stored); first read %d hits %d misses; second read %d hits %d misses; %d skipped", chunks, large, h1, m1, h2-h1, m2-m1, skipped)
 	if h2-h1 < chunks || skipped != 0 {
 		t.Fatalf("second read: %d memcached hits for %d chunks, %d skipped", h2-h1, chunks, skipped)
+	}
+}
+
+// TestLargeDownloadSkipsMemcached: downloading a file larger than
+// CacheMaxFile neither asks memcached nor fills it (a scan), so its second
+// read gets no hits; a file under the limit is served from memcached the
+// second time.
+func TestLargeDownloadSkipsMemcached(t *testing.T) {
+	mc, err := testenv.StartMemcached(256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Stop()
+	cl := startCluster(t, localcluster.Options{Tune: func(c *server.Config) {
+		manualHealing(time.Hour, mc.Addr)(c)
+		c.CacheSize = -1 // no in-process tier: every hit is memcached's
+		c.CacheMaxFile = 4 << 20
+	}})
+	c := newClient(t, cl, cl.Members[0].APIAddr)
+	ctx := context.Background()
+	for name, size := range map[string]int64{"big.bin": 16 << 20, "small.bin": 2 << 20} {
+		if _, err := c.Put(ctx, name, randomReader(byte(len(name)), size), client.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h0, m0, _ := tierTotals(t, c)
+	for range 2 {
+		download(t, c, "big.bin")
+		time.Sleep(200 * time.Millisecond) // a fill would happen in the background
+	}
+	h1, m1, _ := tierTotals(t, c)
+	if h1 != h0 || m1 != m0 {
+		t.Fatalf("two downloads of a file over the limit asked memcached: %d hits, %d misses", h1-h0, m1-m0)
+	}
+	download(t, c, "small.bin")
+	time.Sleep(500 * time.Millisecond) // the tier stores in the background
+	h2, _, _ := tierTotals(t, c)
+	download(t, c, "small.bin")
+	h3, _, _ := tierTotals(t, c)
+	chunks := len(chunkIDs(t, c, "small.bin"))
+	t.Logf("second read of a file under the limit: %d memcached hits for %d chunks", h3-h2, chunks)
+	if h3 == h2 {
+		t.Fatalf("second read of a file under the limit: no memcached hit for its %d chunks", chunks)
 	}
 }

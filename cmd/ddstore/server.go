@@ -120,6 +120,7 @@ Start a new cluster with --bootstrap on its first node; start the others with
 	f.StringSliceVar(&cfg.Memcached, "memcached", nil, "memcached servers (host:port) for the second cache tier")
 	f.IntVar(&cfg.MemcachedMaxItem, "memcached-max-item", 1<<20, "memcached's item-size limit (its -I); larger chunks are not cached")
 	f.DurationVar(&cfg.MemcachedTimeout, "memcached-timeout", 2*time.Second, "timeout of one memcached call")
+	f.Int64Var(&cfg.CacheMaxFile, "cache-max-file", 0, "downloads of files storing more than this many bytes neither fill the cache tiers nor ask memcached: a scan of a large file would push out what is hot and gain nothing (0: a quarter of --cache-size, at least 64 MiB; negative: no limit)")
 	f.DurationVar(&cfg.RepairInterval, "repair-interval", time.Minute, "how often the leader restores R copies of every chunk (negative disables)")
 	f.Int64Var(&cfg.RepairRate, "repair-rate", 64<<20, "bytes per second repair may copy")
 	f.DurationVar(&cfg.ScrubInterval, "scrub-interval", 24*time.Hour, "pause between passes re-hashing every stored chunk (negative disables)")
