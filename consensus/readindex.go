@@ -8,10 +8,9 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// TermOf asks the voter with the given ID and Raft address for its current
-// term. A leader's read rounds use the answers as proof that no newer
+// TermOf asks the voter with the given ID for its current term. A leader's read rounds use the answers as proof that no newer
 // leader exists; see Config.TermOf.
-type TermOf func(ctx context.Context, id, raftAddr string) (uint64, error)
+type TermOf func(ctx context.Context, id string) (uint64, error)
 
 // readBatcher serves read indexes on the leader, as the Raft thesis's
 // ReadIndex (section 6.4) does. Concurrent readers share one round, so a
@@ -147,47 +146,36 @@ func (b *readBatcher) confirm(term uint64) bool {
 	if f.Error() != nil {
 		return false
 	}
-	var others []raft.Server
-	voters := 0
-	selfVoter := false
+	var others []raft.ServerID
+	voters, yes := 0, 0
 	for _, s := range f.Configuration().Servers {
-		if s.Suffrage != raft.Voter {
+		switch {
+		case s.Suffrage != raft.Voter:
 			continue
+		case s.ID == b.id:
+			yes++ // this leader answers for itself
+		default:
+			others = append(others, s.ID)
 		}
 		voters++
-		if s.ID == b.id {
-			selfVoter = true
-			continue
-		}
-		others = append(others, s)
 	}
 	need := voters/2 + 1
-	if selfVoter {
-		need--
-	}
-	if need > len(others) {
-		return false
-	}
-	ok := need <= 0
-	if !ok {
+	if yes < need {
 		ctx, cancel := context.WithTimeout(context.Background(), b.wait)
 		defer cancel()
 		answers := make(chan bool, len(others))
-		for _, s := range others {
+		for _, id := range others {
 			go func() {
-				t, err := b.termOf(ctx, string(s.ID), string(s.Address))
+				t, err := b.termOf(ctx, string(id))
 				answers <- err == nil && t <= term
 			}()
 		}
-		yes, no := 0, 0
-		for yes < need && no <= len(others)-need {
+		// Stop once the majority is reached or can no longer be.
+		for asked := 0; asked < len(others) && yes < need && yes+len(others)-asked >= need; asked++ {
 			if <-answers {
 				yes++
-			} else {
-				no++
 			}
 		}
-		ok = yes >= need
 	}
-	return ok && b.r.CurrentTerm() == term && b.r.State() == raft.Leader
+	return yes >= need && b.r.CurrentTerm() == term && b.r.State() == raft.Leader
 }

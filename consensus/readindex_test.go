@@ -25,7 +25,7 @@ func (ts *terms) set(id string, n *Node) {
 	ts.nodes[id] = n
 }
 
-func (ts *terms) termOf(_ context.Context, id, _ string) (uint64, error) {
+func (ts *terms) termOf(_ context.Context, id string) (uint64, error) {
 	ts.asked.Add(1)
 	ts.mu.Lock()
 	n := ts.nodes[id]

@@ -170,7 +170,7 @@ func (n *Node) readBarrier(ctx context.Context, c pb.Consistency) error {
 
 // termOf asks the cluster member id for its Raft term over its internal API
 // (the leader's read rounds; see consensus.Config.TermOf).
-func (n *Node) termOf(ctx context.Context, id, _ string) (uint64, error) {
+func (n *Node) termOf(ctx context.Context, id string) (uint64, error) {
 	var addr string
 	n.fsm.Read(func(s *catalog.State) {
 		if info, ok := s.Node(id); ok {
