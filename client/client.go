@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/chunker"
+	"github.com/ddstore/ddstore/proto/codec"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -137,7 +138,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	for _, a := range addrs {
 		conn, err := grpc.NewClient("passthrough:///"+a, append([]grpc.DialOption{
 			grpc.WithTransportCredentials(creds),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize), grpc.ForceCodecV2(codec.New())),
 			grpc.WithInitialWindowSize(8 << 20),
 			grpc.WithInitialConnWindowSize(32 << 20),
 			grpc.WithReadBufferSize(256 << 10),

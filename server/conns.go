@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ddstore/ddstore/proto/codec"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
@@ -37,7 +38,7 @@ func newConnPool(creds func(cluster string) (credentials.TransportCredentials, e
 func dialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize), grpc.ForceCodecV2(codec.New())),
 		grpc.WithInitialWindowSize(8 << 20),
 		grpc.WithInitialConnWindowSize(32 << 20),
 		grpc.WithReadBufferSize(256 << 10),

@@ -20,6 +20,7 @@ import (
 	"github.com/ddstore/ddstore/catalog"
 	"github.com/ddstore/ddstore/chunker"
 	"github.com/ddstore/ddstore/consensus"
+	"github.com/ddstore/ddstore/proto/codec"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/replica"
 	"github.com/ddstore/ddstore/server/limits"
@@ -246,6 +247,7 @@ func (n *Node) newGRPCServer() *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
+		grpc.ForceServerCodecV2(codec.New()), // chunk bytes are not copied
 		grpc.InitialWindowSize(8 << 20),
 		grpc.InitialConnWindowSize(32 << 20),
 		grpc.ReadBufferSize(256 << 10),
