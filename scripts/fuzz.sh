@@ -18,6 +18,8 @@ targets=(
 	"./catalog FuzzValidateManifest"
 	"./replica FuzzFromWire"
 	"./server FuzzRouteMetadata"
+	"./proto/codec FuzzUnmarshal"
+	"./proto/codec FuzzMarshal"
 )
 
 log=$(mktemp)
