@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/chunker"
+	"github.com/ddstore/ddstore/internal/tlswrite"
 	"github.com/ddstore/ddstore/proto/codec"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -127,7 +128,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	}
 	creds := insecure.NewCredentials()
 	if c.tls != nil {
-		creds = credentials.NewTLS(c.tls)
+		creds = tlswrite.Credentials(credentials.NewTLS(c.tls))
 	}
 	if c.token != "" {
 		if c.tls == nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/ddstore/ddstore/catalog"
 	"github.com/ddstore/ddstore/chunker"
 	"github.com/ddstore/ddstore/consensus"
+	"github.com/ddstore/ddstore/internal/tlswrite"
 	"github.com/ddstore/ddstore/proto/codec"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/replica"
@@ -264,7 +265,7 @@ func (n *Node) newGRPCServer() *grpc.Server {
 		grpc.StatsHandler(n.metrics.StatsHandler()),
 	}
 	if n.cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(n.cfg.TLS.ServerTLS())))
+		opts = append(opts, grpc.Creds(tlswrite.Credentials(credentials.NewTLS(n.cfg.TLS.ServerTLS()))))
 	}
 	return grpc.NewServer(opts...)
 }
@@ -276,13 +277,13 @@ func (n *Node) dialCreds(cluster string) (credentials.TransportCredentials, erro
 		return insecure.NewCredentials(), nil
 	}
 	if cluster == "" {
-		return credentials.NewTLS(n.cfg.TLS.DialNodeTLS()), nil
+		return tlswrite.Credentials(credentials.NewTLS(n.cfg.TLS.DialNodeTLS())), nil
 	}
 	tc, err := n.cfg.TLS.DialPeerTLS(cluster)
 	if err != nil {
 		return nil, err
 	}
-	return credentials.NewTLS(tc), nil
+	return tlswrite.Credentials(credentials.NewTLS(tc)), nil
 }
 
 // registerPublic registers what clients and peer clusters call: the Files,
