@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ddstore/ddstore/replica"
 	"github.com/ddstore/ddstore/replica/ferretpg"
 	"github.com/ddstore/ddstore/server"
 	"github.com/ddstore/ddstore/server/auth"
@@ -311,6 +312,9 @@ func runServer(ctx context.Context, cfg server.Config, ferretPG string) error {
 	n, err := server.Start(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if c, ok := n.Store().(*replica.Cached); ok && os.Getenv("GOMEMLIMIT") == "" && os.Getenv("GOGC") == "" && cfg.CacheSize > 0 {
+		go tuneGC(ctx, memoryTierBytes(c))
 	}
 	indexed := make(chan struct{})
 	if ferretPG != "" { // the store has created its collections: index them
