@@ -173,42 +173,60 @@ func UnmarshalShared(buf []byte, m proto.Message) error {
 func split(buf []byte, num protowire.Number) (rest, shared []byte, ok bool) {
 	rest = make([]byte, 0, 256)
 	for b := buf; len(b) > 0; {
-		n, typ, l := protowire.ConsumeTag(b)
-		if l < 0 {
+		f, ok := nextField(&b)
+		if !ok {
 			return nil, nil, false
 		}
-		vl := protowire.ConsumeFieldValue(n, typ, b[l:])
-		if vl < 0 {
-			return nil, nil, false
-		}
-		field := b[:l+vl]
-		b = b[l+vl:]
-		if n != num || typ != protowire.BytesType {
-			rest = append(rest, field...)
+		if f.num != num || f.typ != protowire.BytesType {
+			rest = append(rest, f.whole...)
 			continue
 		}
-		inner, _ := protowire.ConsumeBytes(field[l:])
 		kept := make([]byte, 0, 64)
-		for len(inner) > 0 {
-			in, ityp, il := protowire.ConsumeTag(inner)
-			if il < 0 {
+		for inner := f.bytes(); len(inner) > 0; {
+			g, ok := nextField(&inner)
+			if !ok {
 				return nil, nil, false
 			}
-			ivl := protowire.ConsumeFieldValue(in, ityp, inner[il:])
-			if ivl < 0 {
-				return nil, nil, false
-			}
-			if in == dataField && ityp == protowire.BytesType {
-				shared, _ = protowire.ConsumeBytes(inner[il:])
+			if g.num == dataField && g.typ == protowire.BytesType {
+				shared = g.bytes()
 			} else {
-				kept = append(kept, inner[:il+ivl]...)
+				kept = append(kept, g.whole...)
 			}
-			inner = inner[il+ivl:]
 		}
 		rest = protowire.AppendTag(rest, num, protowire.BytesType)
 		rest = protowire.AppendBytes(rest, kept)
 	}
 	return rest, shared, true
+}
+
+// field is one encoded protobuf field: its number, wire type, and bytes
+// (whole: tag and value).
+type field struct {
+	num   protowire.Number
+	typ   protowire.Type
+	whole []byte
+	tag   int // length of the tag in whole
+}
+
+// bytes returns the contents of a length-delimited field.
+func (f field) bytes() []byte {
+	v, _ := protowire.ConsumeBytes(f.whole[f.tag:])
+	return v
+}
+
+// nextField takes the first field off *b; ok is false when it is malformed.
+func nextField(b *[]byte) (f field, ok bool) {
+	num, typ, tl := protowire.ConsumeTag(*b)
+	if tl < 0 {
+		return f, false
+	}
+	vl := protowire.ConsumeFieldValue(num, typ, (*b)[tl:])
+	if vl < 0 {
+		return f, false
+	}
+	f = field{num: num, typ: typ, whole: (*b)[:tl+vl], tag: tl}
+	*b = (*b)[tl+vl:]
+	return f, true
 }
 
 // chunkField returns md's singular field of type Chunk, if it has one.
