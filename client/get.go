@@ -8,6 +8,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/ddstore/ddstore/chunker"
@@ -34,7 +35,16 @@ type GetOptions struct {
 	// Retries is how many times a broken stream is resumed, on the next
 	// node, from the next chunk. 0: 3.
 	Retries int
+	// Sources is how many nodes the download reads from at once, each
+	// sending every Sources-th chunk, so that it is not bound by one node's
+	// disk or network. 0: DefaultSources. It is at most the number of
+	// node addresses the client was given.
+	Sources int
 }
+
+// DefaultSources is how many nodes a download reads from at once unless
+// GetOptions.Sources says otherwise.
+const DefaultSources = 3
 
 // GetResult says what a download did.
 type GetResult struct {
@@ -154,6 +164,9 @@ type download struct {
 	// end, when above 0, is the index after the last chunk wanted (a
 	// range): no chunk past it is received.
 	end int
+	// avoid: nodes whose stream failed during this download, left out of
+	// the next attempts while others remain.
+	avoid map[int]bool
 }
 
 func (d *download) run(ctx context.Context, index int, offset int64) error {
@@ -165,8 +178,7 @@ func (d *download) run(ctx context.Context, index int, offset int64) error {
 		retries = 3
 	}
 	for attempt := 0; ; attempt++ {
-		conn, idx := d.c.node()
-		next, nextOff, err := d.stream(ctx, pb.NewFilesClient(conn), d.c.addrs[idx], index, offset)
+		next, nextOff, err := d.streams(ctx, d.sources(), index, offset)
 		if err == nil {
 			return nil
 		}
@@ -183,114 +195,119 @@ func (d *download) run(ctx context.Context, index int, offset int64) error {
 		if !retryable(err) || ctx.Err() != nil || (attempt >= retries && !progressed) {
 			return err
 		}
-		d.c.failover(idx, err)
+		failed := -1
+		var se *sourceError
+		if errors.As(err, &se) {
+			failed = se.node
+		}
+		if failed < 0 {
+			_, failed = d.c.node()
+		}
+		d.c.failover(failed, err)
+		if d.avoid == nil {
+			d.avoid = map[int]bool{}
+		}
+		d.avoid[failed] = true
 		if progressed {
 			attempt = 0
 		}
 	}
 }
 
-// stream fetches chunks from index on over one Download stream. It returns
-// where it got to.
-func (d *download) stream(parent context.Context, files pb.FilesClient, addr string, index int, offset int64) (next int, nextOff int64, err error) {
-	// A node that sends nothing for the progress timeout is left: the
-	// caller resumes on the next one.
-	ctx, dog, stop := watch(parent, d.c.progressTimeout, addr)
-	defer stop()
-	defer func() {
-		if parent.Err() == nil {
-			err = cause(ctx, err)
+// sources returns the nodes (indexes into the client's addresses) this
+// attempt reads from: the current node first, then the next ones, skipping
+// those that failed during this download, at most GetOptions.Sources.
+func (d *download) sources() []int {
+	want := d.opts.Sources
+	if want <= 0 {
+		want = DefaultSources
+	}
+	want = min(want, pb.MaxDownloadStep)
+	_, cur := d.c.node()
+	n := len(d.c.conns)
+	var out []int
+	for k := range n {
+		i := (cur + k) % n
+		if k > 0 && d.avoid[i] {
+			continue
 		}
-	}()
-	ctx, cancel := context.WithCancel(ctx)
+		if out = append(out, i); len(out) == want {
+			break
+		}
+	}
+	return out
+}
+
+// sourceError is a failure of the stream from one node.
+type sourceError struct {
+	node int
+	err  error
+}
+
+func (e *sourceError) Error() string { return e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
+
+// streams fetches chunks from index on, from the nodes srcs at once: the
+// k-th node sends every len(srcs)-th chunk from index+k on. The chunks are
+// put back in order, checked, and written. It returns where it got to.
+func (d *download) streams(parent context.Context, srcs []int, index int, offset int64) (next int, nextOff int64, err error) {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	s, err := files.Download(ctx, &pb.DownloadRequest{Name: d.name, StartIndex: uint32(index), Consistency: d.opts.Consistency, Verify: d.verify})
+	step := len(srcs)
+	// The first node's manifest says which file this is; each other
+	// node's must name the same one.
+	first := d.open(ctx, srcs[0], index, step, nil)
+	m, err := first.manifest()
 	if err != nil {
+		first.stop()
 		return index, offset, err
-	}
-	first, err := s.Recv()
-	if err != nil {
-		return index, offset, err
-	}
-	m := first.GetManifest()
-	if m == nil {
-		return index, offset, status.Error(codes.Internal, "download stream did not start with the manifest")
-	}
-	for len(m.GetChunks()) < int(first.GetChunksTotal()) {
-		page, err := s.Recv()
-		if err != nil {
-			return index, offset, err
-		}
-		dog.tick()
-		if page.GetChunk() != nil || len(page.GetManifest().GetChunks()) == 0 {
-			return index, offset, status.Errorf(codes.DataLoss, "download of %q: the manifest stopped after %d of its %d chunks", d.name, len(m.GetChunks()), first.GetChunksTotal())
-		}
-		m.Chunks = append(m.Chunks, page.GetManifest().GetChunks()...)
 	}
 	if d.expect != nil && !bytes.Equal(d.expect.GetBlake3(), m.GetBlake3()) {
+		first.stop()
 		return index, offset, fmt.Errorf("%w: %q changed on the cluster during the download; start again without resume", ErrCorrupt, d.name)
 	}
 	d.expect, d.res.Manifest = m, m
 	refs := m.GetChunks()
 	total := int64(m.GetSize())
-
-	codecs := d.c.codecs
-	slots := make(chan chan decoded, decodeWindow)
-	recvErr := make(chan error, 1)
-	go func() {
-		defer close(slots)
-		last := len(refs)
-		if d.end > 0 {
-			last = min(last, d.end)
+	last := len(refs)
+	if d.end > 0 {
+		last = min(last, d.end)
+	}
+	srcsUsed := []*source{first}
+	for k := 1; k < step && index+k < last; k++ {
+		srcsUsed = append(srcsUsed, d.open(ctx, srcs[k], index+k, step, m))
+	}
+	defer func() {
+		cancel()
+		for _, s := range srcsUsed {
+			s.stop()
+			d.res.BytesReceived += s.received.Load()
 		}
-		for want := index; want < last; want++ {
-			msg, err := s.Recv()
-			dog.tick()
-			if err == io.EOF {
-				err = status.Errorf(codes.DataLoss, "download of %q ended after chunk %d of %d", d.name, want, len(refs))
-			}
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			slot := make(chan decoded, 1)
-			select {
-			case slots <- slot:
-			case <-ctx.Done():
-				recvErr <- ctx.Err()
-				return
-			}
-			d.res.BytesReceived += int64(len(msg.GetChunk().GetData()))
-			go func() {
-				slot <- decodeChunk(codecs, want, refs, msg)
-			}()
-		}
-		recvErr <- nil
 	}()
-	for slot := range slots {
+	from := index
+	for k, s := range srcsUsed {
+		go s.receive(ctx, refs, from+k, last)
+	}
+	for i := index; i < last; i++ {
+		s := srcsUsed[(i-from)%step]
+		slot, ok := <-s.slots
+		if !ok {
+			return index, offset, s.failure()
+		}
 		r := <-slot
 		if r.err != nil {
-			cancel()
-			for range slots {
-			}
-			return index, offset, r.err
+			return index, offset, s.wrap(r.err)
 		}
 		if _, err := d.w.Write(r.raw); err != nil {
-			cancel()
-			for range slots {
-			}
 			return index, offset, fmt.Errorf("client: write: %w", err)
 		}
-		dog.tick()
+		s.dog.tick()
 		d.hash.Write(r.raw)
 		index++
 		offset += int64(len(r.raw))
 		if d.opts.Progress != nil {
 			d.opts.Progress(offset, total)
 		}
-	}
-	if err := <-recvErr; err != nil {
-		return index, offset, err
 	}
 	if offset != total {
 		return index, offset, fmt.Errorf("%w: got %d bytes of %q, want %d", ErrCorrupt, offset, d.name, total)
@@ -302,6 +319,127 @@ func (d *download) stream(parent context.Context, files pb.FilesClient, addr str
 		return index, offset, fmt.Errorf("%w: whole-file BLAKE3 of %q is %x, the catalog says %x", ErrCorrupt, d.name, sum, m.GetBlake3())
 	}
 	return index, offset, nil
+}
+
+// source is one Download stream of a download, from one node: its chunks
+// arrive decoded and checked, in order, on slots.
+type source struct {
+	d        *download
+	node     int
+	addr     string
+	stream   pb.Files_DownloadClient
+	openErr  error
+	ctx      context.Context
+	dog      *watchdog
+	stopDog  func()
+	step     int
+	want     *pb.FileManifest // the manifest this stream must name (nil for the first)
+	slots    chan chan decoded
+	err      error // why slots closed early; read after it is closed
+	received atomic.Int64
+}
+
+// open starts the stream of every step-th chunk from index on, from node
+// i. A node that sends nothing for the progress timeout is left: the
+// download resumes on the next one.
+func (d *download) open(ctx context.Context, i, index, step int, want *pb.FileManifest) *source {
+	s := &source{d: d, node: i, addr: d.c.addrs[i], step: step, want: want, slots: make(chan chan decoded, decodeWindow)}
+	s.ctx, s.dog, s.stopDog = watch(ctx, d.c.progressTimeout, s.addr)
+	req := &pb.DownloadRequest{Name: d.name, StartIndex: uint32(index), Consistency: d.opts.Consistency, Verify: d.verify}
+	if step > 1 {
+		req.Step = uint32(step)
+	}
+	s.stream, s.openErr = pb.NewFilesClient(d.c.conns[i]).Download(s.ctx, req)
+	return s
+}
+
+func (s *source) stop() { s.stopDog() }
+
+// wrap names the node in err, with the watchdog's verdict if it ended the
+// stream.
+func (s *source) wrap(err error) error {
+	return &sourceError{node: s.node, err: cause(s.ctx, err)}
+}
+
+// failure is why the stream ended before its last chunk.
+func (s *source) failure() error {
+	if s.err == nil {
+		return s.wrap(status.Errorf(codes.DataLoss, "download of %q from %s ended early", s.d.name, s.addr))
+	}
+	return s.wrap(s.err)
+}
+
+// manifest receives the stream's manifest, all its pages.
+func (s *source) manifest() (*pb.FileManifest, error) {
+	if s.openErr != nil {
+		return nil, s.wrap(s.openErr)
+	}
+	first, err := s.stream.Recv()
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	s.dog.tick()
+	m := first.GetManifest()
+	if m == nil {
+		return nil, s.wrap(status.Error(codes.Internal, "download stream did not start with the manifest"))
+	}
+	for len(m.GetChunks()) < int(first.GetChunksTotal()) {
+		page, err := s.stream.Recv()
+		if err != nil {
+			return nil, s.wrap(err)
+		}
+		s.dog.tick()
+		if page.GetChunk() != nil || len(page.GetManifest().GetChunks()) == 0 {
+			return nil, s.wrap(status.Errorf(codes.DataLoss, "download of %q: the manifest stopped after %d of its %d chunks", s.d.name, len(m.GetChunks()), first.GetChunksTotal()))
+		}
+		m.Chunks = append(m.Chunks, page.GetManifest().GetChunks()...)
+	}
+	return m, nil
+}
+
+// receive reads the stream's chunks from index on, every step-th up to
+// last, into slots, each decoded and checked in its own goroutine; it
+// closes slots when done or failed (s.err says why).
+func (s *source) receive(ctx context.Context, refs []*pb.ChunkRef, index, last int) {
+	defer close(s.slots)
+	if s.want != nil {
+		m, err := s.manifest()
+		if err == nil && (!bytes.Equal(m.GetBlake3(), s.want.GetBlake3()) || len(m.GetChunks()) != len(refs)) {
+			err = fmt.Errorf("%w: %q changed on the cluster during the download", ErrCorrupt, s.d.name)
+		}
+		if err != nil {
+			s.err = err
+			return
+		}
+	}
+	codecs := s.d.c.codecs
+	for want := index; want < last; want += s.step {
+		s.dog.tick()
+		msg, err := s.stream.Recv()
+		s.dog.tick()
+		if err == io.EOF {
+			err = status.Errorf(codes.DataLoss, "download of %q from %s ended before chunk %d of %d", s.d.name, s.addr, want, len(refs))
+		}
+		if err != nil {
+			s.err = err
+			return
+		}
+		// Waiting here for the chunks of the other nodes, or for the
+		// writer, is not this node's stall.
+		slot := make(chan decoded, 1)
+		s.dog.pause()
+		select {
+		case s.slots <- slot:
+		case <-ctx.Done():
+			s.err = ctx.Err()
+			return
+		}
+		s.dog.resume()
+		s.received.Add(int64(len(msg.GetChunk().GetData())))
+		go func() {
+			slot <- decodeChunk(codecs, want, refs, msg)
+		}()
+	}
 }
 
 // decoded is one received chunk, decoded and verified (or why not).

@@ -12,6 +12,7 @@ import (
 // with an ErrNoProgress cause when tick was not called for timeout.
 type watchdog struct {
 	last    atomic.Int64 // unix nanoseconds of the last tick
+	paused  atomic.Int32 // above 0: waiting on the caller, not the node
 	timeout time.Duration
 	node    string
 	stop    chan struct{}
@@ -35,7 +36,7 @@ func watch(parent context.Context, timeout time.Duration, node string) (context.
 				case <-ctx.Done():
 					return
 				case now := <-t.C:
-					if now.Sub(time.Unix(0, w.last.Load())) > timeout {
+					if w.paused.Load() == 0 && now.Sub(time.Unix(0, w.last.Load())) > timeout {
 						cancel(fmt.Errorf("%w: nothing moved for %s on node %s", ErrNoProgress, timeout, node))
 						return
 					}
@@ -49,6 +50,15 @@ func watch(parent context.Context, timeout time.Duration, node string) (context.
 
 // tick records progress.
 func (w *watchdog) tick() { w.last.Store(time.Now().UnixNano()) }
+
+// pause stops the clock while the transfer waits on its own side; resume
+// starts it again from now.
+func (w *watchdog) pause() { w.paused.Add(1) }
+
+func (w *watchdog) resume() {
+	w.tick()
+	w.paused.Add(-1)
+}
 
 // cause returns the watchdog's verdict in place of err when it ended ctx.
 func cause(ctx context.Context, err error) error {

@@ -318,11 +318,11 @@ func (n *Node) relayDownload(pd peerDownload, req *pb.DownloadRequest, out downl
 	if err := sendManifest(out, m, pd.first.GetCluster()); err != nil {
 		return err
 	}
-	next := int(req.GetStartIndex())
+	next, step := int(req.GetStartIndex()), downloadStep(req)
 	for {
 		msg, err := pd.s.Recv()
 		if err == io.EOF {
-			if next != len(m.GetChunks()) {
+			if next < len(m.GetChunks()) {
 				return status.Errorf(codes.Unavailable, "cluster %s ended the download of %q at chunk %d of %d", pd.first.GetCluster(), m.GetName(), next, len(m.GetChunks()))
 			}
 			return nil
@@ -347,7 +347,7 @@ func (n *Node) relayDownload(pd peerDownload, req *pb.DownloadRequest, out downl
 			return err
 		}
 		n.metrics.ChunksServed("download", 1)
-		next++
+		next += step
 	}
 }
 

@@ -484,6 +484,9 @@ type downloadSink interface {
 // download is Download's body, routed by r: it sends the file's manifest,
 // then its chunks from start_index on, to out.
 func (n *Node) download(ctx context.Context, r route, req *pb.DownloadRequest, out downloadSink) error {
+	if req.GetStep() > pb.MaxDownloadStep {
+		return status.Errorf(codes.InvalidArgument, "download step %d is more than %d", req.GetStep(), pb.MaxDownloadStep)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if r.peer != nil {
@@ -507,7 +510,7 @@ func (n *Node) download(ctx context.Context, r route, req *pb.DownloadRequest, o
 		return toStatus(err)
 	}
 	chunks := m.GetChunks()
-	start := int(req.GetStartIndex())
+	start, step := int(req.GetStartIndex()), downloadStep(req)
 	if start > len(chunks) {
 		return status.Errorf(codes.OutOfRange, "start index %d is past the end of %q, which has %d chunks", start, m.GetName(), len(chunks))
 	}
@@ -515,7 +518,10 @@ func (n *Node) download(ctx context.Context, r route, req *pb.DownloadRequest, o
 		return err
 	}
 	peers, _ := n.placement()
-	size := func(i int) int { return int(chunks[i].GetRawSize()) }
+	// The stream carries chunks start, start+step, ...: the k-th of them is
+	// chunk at(k).
+	at := func(k int) int { return start + k*step }
+	size := func(k int) int { return int(chunks[at(k)].GetRawSize()) }
 	// The client checks every chunk; unless it asks (having found a bad
 	// one) or the node is told to, this node's own copies go out as stored,
 	// without decompressing and hashing them here too (scrub checks them at
@@ -530,8 +536,9 @@ func (n *Node) download(ctx context.Context, r route, req *pb.DownloadRequest, o
 	if via == nil && n.cfg.CacheMaxFile > 0 && int64(m.GetStoredSize()) > n.cfg.CacheMaxFile {
 		ctx = replica.Scan(ctx)
 	}
-	slots := readAhead(ctx, start, len(chunks), downloadWindow, n.streamMem, size, func(i int) (chunker.Encoded, error) {
-		ref := chunks[i]
+	count := (len(chunks) - start + step - 1) / step
+	slots := readAhead(ctx, 0, count, downloadWindow, n.streamMem, size, func(k int) (chunker.Encoded, error) {
+		ref := chunks[at(k)]
 		id := chunker.ID(ref.GetId())
 		var (
 			c   chunker.Encoded
@@ -574,10 +581,14 @@ func (n *Node) download(ctx context.Context, r route, req *pb.DownloadRequest, o
 			return err
 		}
 		n.metrics.ChunksServed("download", 1)
-		i++
+		i += step
 	}
 	return ctx.Err()
 }
+
+// downloadStep is req's step between the chunks its stream carries (1: every
+// chunk), checked by the Download handler.
+func downloadStep(req *pb.DownloadRequest) int { return max(1, int(req.GetStep())) }
 
 // sendManifest starts a download: the manifest in one message, or in pages
 // when its chunk list does not fit in one.

@@ -291,6 +291,7 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 		force    bool
 		span     client.ListOptions
 		parallel int
+		sources  int
 	)
 	cmd := &cobra.Command{
 		Use:   "get NAME [FILE] | get --from T1 --to T2 DIR",
@@ -326,13 +327,16 @@ verified, and resumes partial ones.`,
 			if len(args) == 2 {
 				path = args[1]
 			}
+			if sources < 1 || sources > pb.MaxDownloadStep {
+				return usageError{fmt.Errorf("get: --sources must be between 1 and %d", pb.MaxDownloadStep)}
+			}
 			if path != "-" && !resume && !force {
 				if _, err := os.Lstat(path); err == nil {
 					return usageError{fmt.Errorf("get: %s exists: give --force to overwrite it, or --resume to finish a partial download of %s", path, name)}
 				}
 			}
 			return g.session(cmd.Context(), 0, func(ctx context.Context, c *client.Client) error {
-				opts := client.GetOptions{Consistency: g.consistency()}
+				opts := client.GetOptions{Consistency: g.consistency(), Sources: sources}
 				var bar *progressbar.ProgressBar
 				opts.Progress = func(done, total int64) {
 					if bar == nil {
@@ -388,6 +392,7 @@ verified, and resumes partial ones.`,
 	cmd.Flags().StringVar(&span.DateFrom, "from", "", "download every file whose time range ends at or after this time (RFC 3339 or a day) into DIR")
 	cmd.Flags().StringVar(&span.DateTo, "to", "", "... and starts at or before this time (RFC 3339 or a day, its end)")
 	cmd.Flags().IntVar(&parallel, "parallel", 4, "with --from/--to: files downloaded at a time")
+	cmd.Flags().IntVar(&sources, "sources", client.DefaultSources, fmt.Sprintf("nodes read from at once, each sending every n-th chunk (at most the --addr nodes given, and %d)", pb.MaxDownloadStep))
 	return cmd
 }
 

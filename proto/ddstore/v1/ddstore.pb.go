@@ -879,7 +879,12 @@ type DownloadRequest struct {
 	// copy is quarantined and another one sent). Without it, a node may send
 	// its own copies as stored, unchecked: the client checks every chunk and
 	// asks again with verify for one it finds bad.
-	Verify        bool `protobuf:"varint,4,opt,name=verify,proto3" json:"verify,omitempty"`
+	Verify bool `protobuf:"varint,4,opt,name=verify,proto3" json:"verify,omitempty"`
+	// A download split across several nodes: this stream carries every
+	// step-th chunk from start_index on (start_index, start_index + step, ...),
+	// after the whole manifest as always. 0 and 1: every chunk. At most
+	// MaxDownloadStep.
+	Step          uint32 `protobuf:"varint,5,opt,name=step,proto3" json:"step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -940,6 +945,13 @@ func (x *DownloadRequest) GetVerify() bool {
 		return x.Verify
 	}
 	return false
+}
+
+func (x *DownloadRequest) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
 }
 
 type DownloadResponse struct {
@@ -5324,13 +5336,14 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\breplaces\x18\x03 \x01(\v2\x17.ddstore.v1.FileVersionR\breplaces\x12)\n" +
 	"\x06chunks\x18\x04 \x03(\v2\x11.ddstore.v1.ChunkR\x06chunks\"F\n" +
 	"\x0eCommitResponse\x124\n" +
-	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\"\x99\x01\n" +
+	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\"\xad\x01\n" +
 	"\x0fDownloadRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vstart_index\x18\x02 \x01(\rR\n" +
 	"startIndex\x129\n" +
 	"\vconsistency\x18\x03 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\x12\x16\n" +
-	"\x06verify\x18\x04 \x01(\bR\x06verify\"\xc4\x01\n" +
+	"\x06verify\x18\x04 \x01(\bR\x06verify\x12\x12\n" +
+	"\x04step\x18\x05 \x01(\rR\x04step\"\xc4\x01\n" +
 	"\x10DownloadResponse\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12'\n" +

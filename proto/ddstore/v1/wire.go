@@ -33,6 +33,10 @@ const (
 // is about 5 MB, well under the 9 MiB message limit.
 const ManifestPage = 100_000
 
+// MaxDownloadStep is the largest DownloadRequest.step: the most nodes one
+// download is split across.
+const MaxDownloadStep = 16
+
 // ManifestPages splits m into messages of at most ManifestPage chunks: the
 // first is m with its first page of chunks, each next one holds only the
 // name and the next page. A manifest that fits is returned as it is.
