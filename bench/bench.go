@@ -63,9 +63,15 @@ type Config struct {
 	TLSOnly bool
 	// S3Only runs only the S3 scenario: PutObject and GetObject through an
 	// S3 gateway against the Go client, on a local cluster.
-	S3Only   bool
-	Progress io.Writer
-	Command  string // the command line, recorded in the report
+	S3Only bool
+	// SourcesOnly runs only the sources scenario: a download from one node
+	// against the same from three at once, as the host is and with each
+	// node's link limited to LinkRate (tc syntax; default 800mbit) by tc
+	// on the loopback device (root only).
+	SourcesOnly bool
+	LinkRate    string
+	Progress    io.Writer
+	Command     string // the command line, recorded in the report
 }
 
 // Quick returns a configuration that finishes in under a minute: one run of
@@ -99,6 +105,9 @@ func (c *Config) defaults() {
 	}
 	if c.FedLookups <= 0 {
 		c.FedLookups = 2000
+	}
+	if c.LinkRate == "" {
+		c.LinkRate = "800mbit"
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
@@ -200,6 +209,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.TLSOnly {
 		r.rep.Cluster = "local: two clusters of 3 nodes on loopback, one mutual TLS and one insecure, embedded store, R=3, in-process cache tier (256 MiB per node), " + r.nodeMode() + ", one host"
 		if err := r.tlsCost(ctx); err != nil {
+			return nil, err
+		}
+		r.rep.Seconds = time.Since(start).Seconds()
+		return r.rep, nil
+	}
+	if cfg.SourcesOnly {
+		r.rep.Cluster = "local: 3 nodes on loopback, mutual TLS, embedded store, R=3, " + r.nodeMode() + ", one host; then each node's API port limited to " + cfg.LinkRate + " by tc on lo"
+		if err := r.sourcesScenario(ctx); err != nil {
 			return nil, err
 		}
 		r.rep.Seconds = time.Since(start).Seconds()

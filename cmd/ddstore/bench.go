@@ -34,7 +34,10 @@ that), and the cost of TLS: the same upload and download on a mutual-TLS
 cluster and an insecure one, interleaved run by run (--tls-only runs just
 that), and the S3 gateway: PutObject and GetObject through a gateway against
 the Go client's put and get of the same kind of bytes, interleaved run by run
-(--s3-only runs just that). Local clusters are mutual TLS, each with a throwaway CA. Beside each
+(--s3-only runs just that). --sources-only measures a download from one
+node against the same from three at once, as the host is and with each
+node's link limited to --link-rate by tc on the loopback device (root only;
+not part of the full run). Local clusters are mutual TLS, each with a throwaway CA. Beside each
 figure it prints the baseline that bounds it, measured in the same run on
 the same bytes (disk write+fsync, raw loopback gRPC in plain text and over
 TLS, the chunker pipeline alone, direct GridFS, the insecure cluster), and
@@ -90,6 +93,9 @@ instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
 			if cfg.S3Only && (cfg.FederationOnly || cfg.TLSOnly || target != "") {
 				return usageError{fmt.Errorf("--s3-only runs alone on a local cluster: no --federation-only, --tls-only or --target")}
 			}
+			if cfg.SourcesOnly && (cfg.FederationOnly || cfg.TLSOnly || cfg.S3Only || target != "") {
+				return usageError{fmt.Errorf("--sources-only runs alone on a local cluster: no --federation-only, --tls-only, --s3-only or --target")}
+			}
 			if (cfg.FederationOnly || cfg.TLSOnly) && target != "" {
 				return usageError{fmt.Errorf("--federation-only and --tls-only start their own clusters; they do not take --target")}
 			}
@@ -142,6 +148,8 @@ instead, --out DIR also writes DIR/results.json and DIR/throughput.svg.
 	f.IntVar(&cfg.FedLookups, "fed-lookups", 0, "lookups of missing names counted in the federation scenario (default 2000)")
 	f.BoolVar(&cfg.FederationOnly, "federation-only", false, "run only the federation scenario (three local clusters)")
 	f.BoolVar(&cfg.S3Only, "s3-only", false, "run only the S3 gateway scenario (size: the largest of --sizes up to 1GiB)")
+	f.BoolVar(&cfg.SourcesOnly, "sources-only", false, "run only the sources scenario: a download from 1 node against 3 at once, then with each node's link limited by tc (root; size: the largest of --sizes up to 1GiB)")
+	f.StringVar(&cfg.LinkRate, "link-rate", "800mbit", "with --sources-only: each node's link rate, in tc's syntax")
 	f.BoolVar(&cfg.TLSOnly, "tls-only", false, "run only the TLS scenario (a mutual-TLS and an insecure local cluster; size: the largest of --sizes up to 1GiB)")
 	f.StringVar(&cfg.Store, "store", "", "chunk store of the local clusters' nodes: pack (default) or local")
 	f.StringVar(&cfg.Dir, "dir", "", "work directory for generated files and local clusters (default: a temporary one)")
