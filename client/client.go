@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/chunker"
+	"github.com/ddstore/ddstore/internal/grpcpool"
 	"github.com/ddstore/ddstore/internal/tlswrite"
 	"github.com/ddstore/ddstore/proto/codec"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -136,9 +138,11 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 		}
 		target = append(target, grpc.WithPerRPCCredentials(bearer(c.token)))
 	}
+	bufs := grpcpool.New()
 	for _, a := range addrs {
 		conn, err := grpc.NewClient("passthrough:///"+a, append([]grpc.DialOption{
 			grpc.WithTransportCredentials(creds),
+			experimental.WithBufferPool(bufs), // gRPC's buffers, not cleared before they are read into
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize), grpc.ForceCodecV2(codec.New())),
 			grpc.WithInitialWindowSize(8 << 20),
 			grpc.WithInitialConnWindowSize(32 << 20),

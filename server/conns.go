@@ -4,11 +4,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ddstore/ddstore/internal/grpcpool"
 	"github.com/ddstore/ddstore/proto/codec"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 )
 
@@ -21,6 +23,8 @@ type connPool struct {
 	// creds returns the transport credentials for dialling a node of
 	// cluster ("" for this cluster); nil: plain text.
 	creds func(cluster string) (credentials.TransportCredentials, error)
+	// bufs are gRPC's buffers for every connection (see grpcpool).
+	bufs *grpcpool.Pool
 
 	mu    sync.Mutex
 	conns map[connKey]*grpc.ClientConn
@@ -28,16 +32,17 @@ type connPool struct {
 
 type connKey struct{ cluster, addr string }
 
-func newConnPool(creds func(cluster string) (credentials.TransportCredentials, error)) *connPool {
-	return &connPool{creds: creds, conns: map[connKey]*grpc.ClientConn{}}
+func newConnPool(creds func(cluster string) (credentials.TransportCredentials, error), bufs *grpcpool.Pool) *connPool {
+	return &connPool{creds: creds, bufs: bufs, conns: map[connKey]*grpc.ClientConn{}}
 }
 
 // dialOptions are the options a node uses to reach another node: message
 // limits that fit the largest chunk, flow-control windows large enough for
-// chunk streams, and keepalive.
-func dialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
+// chunk streams, keepalive, and gRPC's buffers from bufs.
+func dialOptions(creds credentials.TransportCredentials, bufs *grpcpool.Pool) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
+		experimental.WithBufferPool(bufs),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize), grpc.ForceCodecV2(codec.New())),
 		grpc.WithInitialWindowSize(8 << 20),
 		grpc.WithInitialConnWindowSize(32 << 20),
@@ -77,10 +82,10 @@ func (p *connPool) get(cluster, addr string) *grpc.ClientConn {
 		// reach nothing.
 		creds, target = insecure.NewCredentials(), "passthrough:///invalid.invalid:1"
 	}
-	c, err := grpc.NewClient(target, dialOptions(creds)...)
+	c, err := grpc.NewClient(target, dialOptions(creds, p.bufs)...)
 	if err != nil {
 		// Only malformed options fail here; keep a closed-over error client.
-		c, _ = grpc.NewClient("passthrough:///invalid.invalid:1", dialOptions(insecure.NewCredentials())...)
+		c, _ = grpc.NewClient("passthrough:///invalid.invalid:1", dialOptions(insecure.NewCredentials(), p.bufs)...)
 	}
 	p.conns[k] = c
 	return c

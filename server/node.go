@@ -20,6 +20,7 @@ import (
 	"github.com/ddstore/ddstore/catalog"
 	"github.com/ddstore/ddstore/chunker"
 	"github.com/ddstore/ddstore/consensus"
+	"github.com/ddstore/ddstore/internal/grpcpool"
 	"github.com/ddstore/ddstore/internal/tlswrite"
 	"github.com/ddstore/ddstore/proto/codec"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
@@ -30,6 +31,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -51,6 +53,7 @@ type Node struct {
 	avoid  *replica.Health // nodes of this cluster that failed to answer lately
 	pins   *pins           // chunks uploads in progress here rely on
 	conns  *connPool
+	bufs   *grpcpool.Pool // gRPC's buffers, for the server and every connection it dials
 	guard  *guard
 	limits *limits.Limiter
 
@@ -185,7 +188,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	case !cfg.Private:
 		n.pubAddr = n.cfg.Advertise
 	}
-	n.conns = newConnPool(n.dialCreds)
+	n.bufs = grpcpool.New()
+	n.conns = newConnPool(n.dialCreds, n.bufs)
 	n.peers = newPeerSet(n)
 	// A stream waits for memory at most as long as it may stay idle.
 	memWait := cfg.Limits.IdleTimeout
@@ -249,6 +253,7 @@ func (n *Node) newGRPCServer() *grpc.Server {
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.ForceServerCodecV2(codec.New()), // chunk bytes are not copied
+		experimental.BufferPool(n.bufs),      // nor cleared before they are read into
 		grpc.InitialWindowSize(8 << 20),
 		grpc.InitialConnWindowSize(32 << 20),
 		grpc.ReadBufferSize(256 << 10),
