@@ -379,6 +379,22 @@ func (r *runner) file(kind string, size int64) (string, error) {
 	return path, writeData(path, kind, size, r.seed+uint64(time.Now().UnixNano()))
 }
 
+// putRandom stores size fresh random bytes under name through c.
+func (r *runner) putRandom(ctx context.Context, c *client.Client, name string, size int64) error {
+	path, err := r.file(Random, size)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = c.Put(ctx, name, f, client.PutOptions{})
+	return err
+}
+
 func (r *runner) name(parts ...any) string {
 	return fmt.Sprintf("bench/%d/%s", time.Now().UnixNano(), strings.Trim(fmt.Sprint(parts...), "[]"))
 }

@@ -116,18 +116,7 @@ func (r *runner) stopFederation(cls map[string]*localcluster.Cluster) {
 func (r *runner) forwardedDownload(ctx context.Context, cls map[string]*localcluster.Cluster, clients map[string]*client.Client) error {
 	size := r.middleSize()
 	r.say("federation: %s random in A, downloaded from A and through B", human(size))
-	path, err := r.file(Random, size)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(path)
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	_, err = clients["A"].Put(ctx, "fed/big.bin", f, client.PutOptions{})
-	f.Close()
-	if err != nil {
+	if err := r.putRandom(ctx, clients["A"], "fed/big.bin", size); err != nil {
 		return fmt.Errorf("federation: put into A: %w", err)
 	}
 	viaB, err := client.New([]string{cls["B"].Members[max(0, cls["B"].Leader(ctx))].APIAddr}, cls["B"].ClientOptions()...)

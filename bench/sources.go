@@ -37,19 +37,8 @@ func (r *runner) sourcesScenario(ctx context.Context) error {
 		return err
 	}
 	defer c.Close()
-	path, err := r.file(Random, size)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(path)
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
 	name := r.name("sources", size)
-	_, err = c.Put(ctx, name, f, client.PutOptions{})
-	f.Close()
-	if err != nil {
+	if err := r.putRandom(ctx, c, name, size); err != nil {
 		return fmt.Errorf("bench: sources scenario: upload: %w", err)
 	}
 	measure := func(label string) error {
