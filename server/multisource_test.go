@@ -3,7 +3,10 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -125,6 +128,52 @@ func TestDownloadFromSeveralNodes(t *testing.T) {
 		if d < float64(len(ids)/3) || d > float64(len(ids)/3+1) {
 			t.Errorf("%s served %g chunks, want a third of %d", cl.Members[i].ID, d, len(ids))
 		}
+	}
+
+	// Files of fewer chunks than nodes: no stream is opened for nothing,
+	// and each arrives whole, from the start and resumed from its last
+	// chunk.
+	resumed := false
+	for _, n := range []int64{0, 1, 300 << 10, 2 << 20} {
+		name := fmt.Sprintf("few/%d.bin", n)
+		if _, err := c.Put(ctx, name, randomReader(byte(n>>10), n), client.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		h := blake3.New()
+		if _, err := c.Get(ctx, name, h, client.GetOptions{Sources: 3}); err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		if !bytes.Equal(h.Sum(nil), hashOf(t, randomReader(byte(n>>10), n))) {
+			t.Fatalf("%d bytes: the download differs", n)
+		}
+		m, err := c.Stat(ctx, name, pb.Consistency_CONSISTENCY_LINEARIZABLE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.GetChunks()) < 2 {
+			continue
+		}
+		// Resumed with only the last chunk missing.
+		last := m.GetChunks()[len(m.GetChunks())-1]
+		whole, err := io.ReadAll(randomReader(byte(n>>10), n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "partial")
+		if err := os.WriteFile(path, whole[:last.GetOffset()], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.GetFile(ctx, name, path, true, client.GetOptions{Sources: 3})
+		if err != nil {
+			t.Fatalf("%d bytes, resumed: %v", n, err)
+		}
+		if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, whole) || res.ResumedAt != len(m.GetChunks())-1 {
+			t.Fatalf("%d bytes, resumed at chunk %d of %d: the file differs (%v)", n, res.ResumedAt, len(m.GetChunks()), err)
+		}
+		resumed = true
+	}
+	if !resumed {
+		t.Fatal("no file of a few chunks had two: the resume was not tried")
 	}
 
 	// One node goes away after the first chunk: the download finishes
