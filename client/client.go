@@ -53,6 +53,28 @@ type Client struct {
 
 	mu  sync.Mutex
 	cur int
+	// avoidUntil: a node whose download stream failed is left out of the
+	// extra sources of downloads until then (see GetOptions.Sources).
+	avoidUntil []time.Time
+}
+
+// avoidFor is how long a node whose download stream failed is left out of
+// the extra sources of downloads, as nodes avoid a node that missed a
+// deadline.
+const avoidFor = 10 * time.Second
+
+// avoid leaves node i out of the extra sources of downloads for avoidFor.
+func (c *Client) avoid(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.avoidUntil[i] = time.Now().Add(avoidFor)
+}
+
+// avoided reports whether node i is left out of extra sources now.
+func (c *Client) avoided(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Before(c.avoidUntil[i])
 }
 
 // Option configures a Client.
@@ -155,6 +177,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 		}
 		c.conns = append(c.conns, conn)
 	}
+	c.avoidUntil = make([]time.Time, len(c.conns))
 	return c, nil
 }
 

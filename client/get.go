@@ -204,6 +204,7 @@ func (d *download) run(ctx context.Context, index int, offset int64) error {
 			_, failed = d.c.node()
 		}
 		d.c.failover(failed, err)
+		d.c.avoid(failed)
 		if d.avoid == nil {
 			d.avoid = map[int]bool{}
 		}
@@ -216,7 +217,8 @@ func (d *download) run(ctx context.Context, index int, offset int64) error {
 
 // sources returns the nodes (indexes into the client's addresses) this
 // attempt reads from: the current node first, then the next ones, skipping
-// those that failed during this download, at most GetOptions.Sources.
+// those that failed during this download or lately in another, at most
+// GetOptions.Sources.
 func (d *download) sources() []int {
 	want := d.opts.Sources
 	if want <= 0 {
@@ -228,7 +230,7 @@ func (d *download) sources() []int {
 	var out []int
 	for k := range n {
 		i := (cur + k) % n
-		if k > 0 && d.avoid[i] {
+		if k > 0 && (d.avoid[i] || d.c.avoided(i)) {
 			continue
 		}
 		if out = append(out, i); len(out) == want {
@@ -334,16 +336,30 @@ type source struct {
 	stopDog  func()
 	step     int
 	want     *pb.FileManifest // the manifest this stream must name (nil for the first)
+	started  *time.Timer      // an extra source's start timeout, stopped by its manifest
 	slots    chan chan decoded
 	err      error // why slots closed early; read after it is closed
 	received atomic.Int64
 }
+
+// sourceStartTimeout bounds how long an extra source (a node other than
+// the first) may take to send its manifest: a node that does not answer by
+// then is left and the download goes on without it, rather than waiting
+// the progress timeout. At most the progress timeout.
+const sourceStartTimeout = 3 * time.Second
 
 // open starts the stream of every step-th chunk from index on, from node
 // i. A node that sends nothing for the progress timeout is left: the
 // download resumes on the next one.
 func (d *download) open(ctx context.Context, i, index, step int, want *pb.FileManifest) *source {
 	s := &source{d: d, node: i, addr: d.c.addrs[i], step: step, want: want, slots: make(chan chan decoded, decodeWindow)}
+	if want != nil && d.c.progressTimeout > 0 {
+		start, cancel := context.WithCancelCause(ctx)
+		s.started = time.AfterFunc(min(sourceStartTimeout, d.c.progressTimeout), func() {
+			cancel(fmt.Errorf("%w: node %s sent no manifest within %s", ErrNoProgress, s.addr, min(sourceStartTimeout, d.c.progressTimeout)))
+		})
+		ctx = start
+	}
 	s.ctx, s.dog, s.stopDog = watch(ctx, d.c.progressTimeout, s.addr)
 	req := &pb.DownloadRequest{Name: d.name, StartIndex: uint32(index), Consistency: d.opts.Consistency, Verify: d.verify}
 	if step > 1 {
@@ -353,7 +369,12 @@ func (d *download) open(ctx context.Context, i, index, step int, want *pb.FileMa
 	return s
 }
 
-func (s *source) stop() { s.stopDog() }
+func (s *source) stop() {
+	if s.started != nil {
+		s.started.Stop()
+	}
+	s.stopDog()
+}
 
 // wrap names the node in err, with the watchdog's verdict if it ended the
 // stream.
@@ -404,6 +425,9 @@ func (s *source) receive(ctx context.Context, refs []*pb.ChunkRef, index, last i
 	defer close(s.slots)
 	if s.want != nil {
 		m, err := s.manifest()
+		if s.started != nil {
+			s.started.Stop()
+		}
 		if err == nil && (!bytes.Equal(m.GetBlake3(), s.want.GetBlake3()) || len(m.GetChunks()) != len(refs)) {
 			err = fmt.Errorf("%w: %q changed on the cluster during the download", ErrCorrupt, s.d.name)
 		}

@@ -19,7 +19,10 @@ import (
 //   - a follower: puts and gets through the two other nodes complete within
 //     10 s of the stop, and keep completing while it stays stopped;
 //   - the leader: once the others elect a new leader, the first put through
-//     one of them completes within 5 s.
+//     one of them completes within 5 s;
+//   - a client that knows every node, the stopped one among the sources of
+//     its downloads, gets a file within 10 s, and within 2 s once it has
+//     left the node.
 func TestHungNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts clusters of child processes")
@@ -134,6 +137,30 @@ func hungNode(t *testing.T, leader bool) {
 		}
 	}
 	t.Logf("%d rounds of a put and %d gets while the node was stopped; slowest %.2fs", rounds, len(before)+1, slowest.Seconds())
+
+	// A client that knows every node, the stopped one last: it is one of
+	// the three sources of each download but never the first. The first
+	// get leaves it when it sends no manifest within 3 s; the client then
+	// avoids it, so the next gets do not wait for it.
+	every, err := client.New(append(append([]string{}, healthy...), cl.Members[hung].APIAddr), cl.ClientOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer every.Close()
+	for i := range 2 {
+		for n, want := range before {
+			t0 := time.Now()
+			getBack(ctx, t, every, n, want)
+			took := time.Since(t0)
+			t.Logf("get %s from a client that knows the stopped node: %.2fs", n, took.Seconds())
+			if limit := 2 * time.Second; i > 0 && took > limit {
+				t.Fatalf("get %s took %.2fs after the stopped node was left once; want under %s", n, took.Seconds(), limit)
+			}
+			if limit := 10 * time.Second; took > limit {
+				t.Fatalf("get %s took %.2fs with a stopped node among its sources; want under %s", n, took.Seconds(), limit)
+			}
+		}
+	}
 	if err := cl.Resume(hung); err != nil {
 		t.Fatal(err)
 	}
