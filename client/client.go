@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -53,6 +54,8 @@ type Client struct {
 
 	mu  sync.Mutex
 	cur int
+	// local: every node address is a loopback one (see GetOptions.Sources).
+	local bool
 	// avoidUntil: a node whose download stream failed is left out of the
 	// extra sources of downloads until then (see GetOptions.Sources).
 	avoidUntil []time.Time
@@ -178,7 +181,23 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 		c.conns = append(c.conns, conn)
 	}
 	c.avoidUntil = make([]time.Time, len(c.conns))
+	c.local = allLoopback(addrs)
 	return c, nil
+}
+
+// allLoopback reports whether every address (host:port) names this host
+// over loopback: localhost or an IP address in 127.0.0.0/8 or ::1.
+func allLoopback(addrs []string) bool {
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			host = a
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return false
+		}
+	}
+	return true
 }
 
 // Close closes the connections.

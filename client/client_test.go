@@ -36,3 +36,20 @@ func TestRetryable(t *testing.T) {
 		})
 	}
 }
+
+func TestAllLoopback(t *testing.T) {
+	tests := []struct {
+		addrs []string
+		want  bool
+	}{
+		{[]string{"127.0.0.1:7000", "127.0.0.2:7000", "[::1]:7000", "localhost:7000"}, true},
+		{[]string{"127.0.0.1:7000", "10.0.0.2:7000"}, false},
+		{[]string{"node1.example:7000"}, false},
+		{[]string{"[2001:db8::1]:7000"}, false},
+	}
+	for _, tt := range tests {
+		if got := allLoopback(tt.addrs); got != tt.want {
+			t.Errorf("allLoopback(%v) = %v, want %v", tt.addrs, got, tt.want)
+		}
+	}
+}

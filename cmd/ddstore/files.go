@@ -327,8 +327,8 @@ verified, and resumes partial ones.`,
 			if len(args) == 2 {
 				path = args[1]
 			}
-			if sources < 1 || sources > pb.MaxDownloadStep {
-				return usageError{fmt.Errorf("get: --sources must be between 1 and %d", pb.MaxDownloadStep)}
+			if sources < 0 || sources > pb.MaxDownloadStep {
+				return usageError{fmt.Errorf("get: --sources must be between 0 (automatic) and %d", pb.MaxDownloadStep)}
 			}
 			if path != "-" && !resume && !force {
 				if _, err := os.Lstat(path); err == nil {
@@ -392,7 +392,7 @@ verified, and resumes partial ones.`,
 	cmd.Flags().StringVar(&span.DateFrom, "from", "", "download every file whose time range ends at or after this time (RFC 3339 or a day) into DIR")
 	cmd.Flags().StringVar(&span.DateTo, "to", "", "... and starts at or before this time (RFC 3339 or a day, its end)")
 	cmd.Flags().IntVar(&parallel, "parallel", 4, "with --from/--to: files downloaded at a time")
-	cmd.Flags().IntVar(&sources, "sources", client.DefaultSources, fmt.Sprintf("nodes read from at once, each sending every n-th chunk (at most the --addr nodes given, and %d)", pb.MaxDownloadStep))
+	cmd.Flags().IntVar(&sources, "sources", 0, fmt.Sprintf("nodes read from at once, each sending every n-th chunk, at most the --addr nodes given and %d (0: %d, or 1 when every --addr is a loopback address)", pb.MaxDownloadStep, client.DefaultSources))
 	return cmd
 }
 
