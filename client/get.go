@@ -170,7 +170,13 @@ type download struct {
 	// avoid: nodes whose stream failed during this download, left out of
 	// the next attempts while others remain.
 	avoid map[int]bool
+	// single: a node did not apply the step asked (it predates steps), so
+	// the rest is read from one node.
+	single bool
 }
+
+// errNoStep: a node sent every chunk when asked for every n-th.
+var errNoStep = errors.New("client: the node does not send every n-th chunk (an older version)")
 
 func (d *download) run(ctx context.Context, index int, offset int64) error {
 	if d.res == nil {
@@ -193,6 +199,13 @@ func (d *download) run(ctx context.Context, index int, offset int64) error {
 			d.c.logger.Warn("a chunk did not match its ID; asking again with checks on the node", "file", d.name, "chunk", index, "err", err)
 			d.verify = true
 			d.res.BadCopies++
+			continue
+		}
+		if errors.Is(err, errNoStep) && !d.single {
+			// A node that predates steps (a cluster being upgraded):
+			// read the rest from one node.
+			d.c.logger.Warn("a node cannot send every n-th chunk; reading the rest from one node", "file", d.name, "chunk", index, "err", err)
+			d.single = true
 			continue
 		}
 		if !retryable(err) || ctx.Err() != nil || (attempt >= retries && !progressed) {
@@ -224,6 +237,9 @@ func (d *download) run(ctx context.Context, index int, offset int64) error {
 // GetOptions.Sources.
 func (d *download) sources() []int {
 	want := d.opts.Sources
+	if d.single {
+		want = 1
+	}
 	if want <= 0 {
 		want = DefaultSources
 		if d.c.local {
@@ -409,6 +425,9 @@ func (s *source) manifest() (*pb.FileManifest, error) {
 	m := first.GetManifest()
 	if m == nil {
 		return nil, s.wrap(status.Error(codes.Internal, "download stream did not start with the manifest"))
+	}
+	if s.step > 1 && int(first.GetStep()) != s.step {
+		return nil, s.wrap(errNoStep)
 	}
 	for len(m.GetChunks()) < int(first.GetChunksTotal()) {
 		page, err := s.stream.Recv()

@@ -315,10 +315,16 @@ func (n *Node) relayDownload(pd peerDownload, req *pb.DownloadRequest, out downl
 	if err := catalog.ValidateManifest(m); err != nil {
 		return status.Errorf(codes.DataLoss, "cluster %s sent a bad manifest: %v", pd.first.GetCluster(), err)
 	}
-	if err := sendManifest(out, m, pd.first.GetCluster()); err != nil {
+	start, step := int(req.GetStartIndex()), downloadStep(req)
+	if err := sendManifest(out, m, pd.first.GetCluster(), step); err != nil {
 		return err
 	}
-	next, step := int(req.GetStartIndex()), downloadStep(req)
+	// A peer that predates steps sends every chunk: those of this stream
+	// are passed on, the others dropped.
+	next, peerStep := start, max(1, int(pd.first.GetStep()))
+	if peerStep != step {
+		peerStep = 1
+	}
 	for {
 		msg, err := pd.s.Recv()
 		if err == io.EOF {
@@ -332,6 +338,10 @@ func (n *Node) relayDownload(pd peerDownload, req *pb.DownloadRequest, out downl
 		}
 		if int(msg.GetIndex()) != next || next >= len(m.GetChunks()) {
 			return status.Errorf(codes.DataLoss, "cluster %s sent chunk %d of %q, expected %d", pd.first.GetCluster(), msg.GetIndex(), m.GetName(), next)
+		}
+		if (next-start)%step != 0 {
+			next += peerStep // not this stream's
+			continue
 		}
 		c, err := replica.FromWire(msg.GetChunk())
 		if err == nil && c.ID != chunker.ID(m.GetChunks()[next].GetId()) {
@@ -347,7 +357,7 @@ func (n *Node) relayDownload(pd peerDownload, req *pb.DownloadRequest, out downl
 			return err
 		}
 		n.metrics.ChunksServed("download", 1)
-		next += step
+		next += peerStep
 	}
 }
 

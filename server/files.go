@@ -514,7 +514,7 @@ func (n *Node) download(ctx context.Context, r route, req *pb.DownloadRequest, o
 	if start > len(chunks) {
 		return status.Errorf(codes.OutOfRange, "start index %d is past the end of %q, which has %d chunks", start, m.GetName(), len(chunks))
 	}
-	if err := sendManifest(out, m, cluster); err != nil {
+	if err := sendManifest(out, m, cluster, step); err != nil {
 		return err
 	}
 	peers, _ := n.placement()
@@ -592,11 +592,14 @@ func downloadStep(req *pb.DownloadRequest) int { return max(1, int(req.GetStep()
 
 // sendManifest starts a download: the manifest in one message, or in pages
 // when its chunk list does not fit in one.
-func sendManifest(stream downloadSink, m *pb.FileManifest, cluster string) error {
+func sendManifest(stream downloadSink, m *pb.FileManifest, cluster string, step int) error {
 	for i, page := range pb.ManifestPages(m) {
 		msg := &pb.DownloadResponse{Manifest: page}
 		if i == 0 {
 			msg.Cluster, msg.ChunksTotal = cluster, uint32(len(m.GetChunks()))
+			if step > 1 {
+				msg.Step = uint32(step)
+			}
 		}
 		if err := stream.Send(msg); err != nil {
 			return err

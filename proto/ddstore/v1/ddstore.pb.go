@@ -960,11 +960,15 @@ type DownloadResponse struct {
 	// in pages: the first message carries its first page, the next messages
 	// each only more of its chunks (manifest.chunks), until chunks_total have
 	// come; then the chunk data.
-	Manifest      *FileManifest `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
-	Index         uint32        `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"` // chunk index in the manifest
-	Chunk         *Chunk        `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
-	Cluster       string        `protobuf:"bytes,4,opt,name=cluster,proto3" json:"cluster,omitempty"`                             // first message only: the cluster that holds the file
-	ChunksTotal   uint32        `protobuf:"varint,5,opt,name=chunks_total,json=chunksTotal,proto3" json:"chunks_total,omitempty"` // first message only: chunks in the whole manifest
+	Manifest    *FileManifest `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	Index       uint32        `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"` // chunk index in the manifest
+	Chunk       *Chunk        `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	Cluster     string        `protobuf:"bytes,4,opt,name=cluster,proto3" json:"cluster,omitempty"`                             // first message only: the cluster that holds the file
+	ChunksTotal uint32        `protobuf:"varint,5,opt,name=chunks_total,json=chunksTotal,proto3" json:"chunks_total,omitempty"` // first message only: chunks in the whole manifest
+	// First message only: the step the stream applies (see
+	// DownloadRequest.step), 0 for every chunk. A node that predates steps
+	// leaves it 0 whatever was asked, and sends every chunk.
+	Step          uint32 `protobuf:"varint,6,opt,name=step,proto3" json:"step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1030,6 +1034,13 @@ func (x *DownloadResponse) GetCluster() string {
 func (x *DownloadResponse) GetChunksTotal() uint32 {
 	if x != nil {
 		return x.ChunksTotal
+	}
+	return 0
+}
+
+func (x *DownloadResponse) GetStep() uint32 {
+	if x != nil {
+		return x.Step
 	}
 	return 0
 }
@@ -5343,13 +5354,14 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"startIndex\x129\n" +
 	"\vconsistency\x18\x03 \x01(\x0e2\x17.ddstore.v1.ConsistencyR\vconsistency\x12\x16\n" +
 	"\x06verify\x18\x04 \x01(\bR\x06verify\x12\x12\n" +
-	"\x04step\x18\x05 \x01(\rR\x04step\"\xc4\x01\n" +
+	"\x04step\x18\x05 \x01(\rR\x04step\"\xd8\x01\n" +
 	"\x10DownloadResponse\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12'\n" +
 	"\x05chunk\x18\x03 \x01(\v2\x11.ddstore.v1.ChunkR\x05chunk\x12\x18\n" +
 	"\acluster\x18\x04 \x01(\tR\acluster\x12!\n" +
-	"\fchunks_total\x18\x05 \x01(\rR\vchunksTotal\"\x93\x02\n" +
+	"\fchunks_total\x18\x05 \x01(\rR\vchunksTotal\x12\x12\n" +
+	"\x04step\x18\x06 \x01(\rR\x04step\"\x93\x02\n" +
 	"\x14DownloadRangeRequest\x122\n" +
 	"\x13time_from_unix_nano\x18\x01 \x01(\x03H\x00R\x10timeFromUnixNano\x88\x01\x01\x12.\n" +
 	"\x11time_to_unix_nano\x18\x02 \x01(\x03H\x01R\x0etimeToUnixNano\x88\x01\x01\x12\x16\n" +
