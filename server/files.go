@@ -587,7 +587,7 @@ func (n *Node) download(ctx context.Context, r route, req *pb.DownloadRequest, o
 }
 
 // downloadStep is req's step between the chunks its stream carries (1: every
-// chunk), checked by the Download handler.
+// chunk); download refuses one above MaxDownloadStep.
 func downloadStep(req *pb.DownloadRequest) int { return max(1, int(req.GetStep())) }
 
 // sendManifest starts a download: the manifest in one message, or in pages
