@@ -931,7 +931,12 @@ func (p *Pack) Close() error {
 	p.mu.Unlock()
 	err := p.barrier()
 	if err == nil {
-		err = p.writeIndexes()
+		if ierr := p.writeIndexes(); ierr != nil {
+			// Every chunk is on disk (the barrier); an index only saves
+			// the next open a scan of its pack, and a full disk may have
+			// no room for it.
+			p.log.Warn("cannot write a pack index; the pack will be scanned when the store is opened", "err", ierr)
+		}
 	}
 	if serr := p.shutdown(); err == nil {
 		err = serr
