@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -66,7 +67,7 @@ func TestDownloadStep(t *testing.T) {
 		for i := tc.start; i < len(ids); i += tc.step {
 			want = append(want, i)
 		}
-		if !equalInts(got, want) {
+		if !slices.Equal(got, want) {
 			t.Fatalf("start %d step %d: chunks %v, want %v", tc.start, tc.step, got, want)
 		}
 	}
@@ -75,18 +76,6 @@ func TestDownloadStep(t *testing.T) {
 		_, err = s.Recv()
 	}
 	wantCode(t, err, codes.InvalidArgument, "step")
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestDownloadFromSeveralNodes: a client that knows the three nodes reads a
