@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
-	"github.com/zeebo/blake3"
 	"google.golang.org/protobuf/proto"
+	"lukechampine.com/blake3"
 
 	"github.com/ddstore/ddstore/chunker"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"

@@ -14,8 +14,8 @@ import (
 
 	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/hashicorp/raft"
-	"github.com/zeebo/blake3"
 	"google.golang.org/protobuf/proto"
+	"lukechampine.com/blake3"
 
 	"github.com/ddstore/ddstore/chunker"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"

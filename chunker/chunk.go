@@ -8,7 +8,7 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/zeebo/blake3"
+	"lukechampine.com/blake3"
 )
 
 // IDSize is the length of a chunk ID in bytes.

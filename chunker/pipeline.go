@@ -6,7 +6,7 @@ import (
 	"runtime"
 	"sync"
 
-	"github.com/zeebo/blake3"
+	"lukechampine.com/blake3"
 )
 
 // Piece is one chunk of a stream, in file order, ready to send.
@@ -115,7 +115,7 @@ func (p Pipeline) Run(ctx context.Context, r io.Reader, emit func(Piece) error) 
 	}()
 
 	var err error
-	whole := blake3.New()
+	whole := blake3.New(32, nil)
 	for j := range order {
 		<-j.done
 		if err == nil {

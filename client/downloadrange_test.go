@@ -11,8 +11,8 @@ import (
 
 	"github.com/ddstore/ddstore/chunker"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
-	"github.com/zeebo/blake3"
 	"google.golang.org/grpc"
+	"lukechampine.com/blake3"
 )
 
 // rangeServer answers DownloadRange with the messages of send.
@@ -35,7 +35,7 @@ func (s *rangeServer) DownloadRange(_ *pb.DownloadRangeRequest, stream pb.Files_
 func rangeMessages(index uint32, name string, pieces ...[]byte) []*pb.DownloadRangeResponse {
 	codecs := chunker.NewCodecs()
 	m := &pb.FileManifest{Name: name}
-	h := blake3.New()
+	h := blake3.New(32, nil)
 	var chunks []*pb.Chunk
 	for _, p := range pieces {
 		e := codecs.Encode(p)

@@ -10,8 +10,8 @@ import (
 
 	"github.com/ddstore/ddstore/chunker"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
-	"github.com/zeebo/blake3"
 	"google.golang.org/grpc"
+	"lukechampine.com/blake3"
 )
 
 // oldNode serves Download as a node that predates DownloadRequest.step:

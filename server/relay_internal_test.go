@@ -9,8 +9,8 @@ import (
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/replica"
 	"github.com/ddstore/ddstore/server/metrics"
-	"github.com/zeebo/blake3"
 	"google.golang.org/grpc"
+	"lukechampine.com/blake3"
 )
 
 // fakeFile is a small file of n chunks: its manifest and its chunks as a
@@ -19,7 +19,7 @@ func fakeFile(t *testing.T, n int) (*pb.FileManifest, []*pb.Chunk) {
 	t.Helper()
 	codecs := chunker.NewCodecs()
 	m := &pb.FileManifest{Name: "old/f.bin"}
-	h := blake3.New()
+	h := blake3.New(32, nil)
 	var wire []*pb.Chunk
 	for range n {
 		raw := make([]byte, 1000)

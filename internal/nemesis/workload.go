@@ -14,7 +14,7 @@ import (
 
 	"github.com/ddstore/ddstore/client"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
-	"github.com/zeebo/blake3"
+	"lukechampine.com/blake3"
 )
 
 // namePrefix starts every name the workload uses.
