@@ -1,8 +1,10 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -51,5 +53,43 @@ func TestAllLoopback(t *testing.T) {
 		if got := allLoopback(tt.addrs); got != tt.want {
 			t.Errorf("allLoopback(%v) = %v, want %v", tt.addrs, got, tt.want)
 		}
+	}
+}
+
+func TestStartTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		first, want time.Duration
+	}{
+		{0, 500 * time.Millisecond},
+		{2 * time.Millisecond, 500 * time.Millisecond},
+		{51 * time.Millisecond, 1020 * time.Millisecond},
+		{150 * time.Millisecond, 3 * time.Second},
+		{time.Hour, 3 * time.Second},
+	} {
+		if got := startTimeout(tc.first); got != tc.want {
+			t.Errorf("startTimeout(%s) = %s, want %s", tc.first, got, tc.want)
+		}
+	}
+}
+
+func TestWatchdogLimit(t *testing.T) {
+	ctx, w, stop := watch(context.Background(), time.Hour, "n1")
+	defer stop()
+	w.limit(50 * time.Millisecond)
+	select {
+	case <-ctx.Done():
+		if !errors.Is(context.Cause(ctx), ErrNoProgress) {
+			t.Fatalf("cause %v, want ErrNoProgress", context.Cause(ctx))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a watchdog limited to 50 ms did not fire within 5 s")
+	}
+	// No timeout stays no timeout.
+	ctx, w, stop = watch(context.Background(), 0, "n1")
+	defer stop()
+	w.limit(time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
+	if ctx.Err() != nil {
+		t.Fatal("a watchdog without a timeout fired after limit")
 	}
 }

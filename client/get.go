@@ -279,13 +279,16 @@ func (d *download) streams(parent context.Context, srcs []int, index int, offset
 	defer cancel()
 	step := len(srcs)
 	// The first node's manifest says which file this is; each other
-	// node's must name the same one.
-	first := d.open(ctx, srcs[0], index, step, nil)
+	// node's must name the same one, within a deadline its time sets.
+	asked := time.Now()
+	first := d.open(ctx, srcs[0], index, step, nil, 0)
 	m, err := first.manifest()
 	if err != nil {
 		first.stop()
 		return index, offset, err
 	}
+	startIn := startTimeout(time.Since(asked))
+	first.chunksNext()
 	if d.expect != nil && !bytes.Equal(d.expect.GetBlake3(), m.GetBlake3()) {
 		first.stop()
 		return index, offset, fmt.Errorf("%w: %q changed on the cluster during the download; start again without resume", ErrCorrupt, d.name)
@@ -299,7 +302,7 @@ func (d *download) streams(parent context.Context, srcs []int, index int, offset
 	}
 	srcsUsed := []*source{first}
 	for k := 1; k < step && index+k < last; k++ {
-		srcsUsed = append(srcsUsed, d.open(ctx, srcs[k], index+k, step, m))
+		srcsUsed = append(srcsUsed, d.open(ctx, srcs[k], index+k, step, m, startIn))
 	}
 	defer func() {
 		cancel()
@@ -364,31 +367,62 @@ type source struct {
 	received atomic.Int64
 }
 
-// sourceStartTimeout bounds how long an extra source (a node other than
-// the first) may take to send its manifest: a node that does not answer by
-// then is left and the download goes on without it, rather than waiting
-// the progress timeout. At most the progress timeout.
-const sourceStartTimeout = 3 * time.Second
+// An extra source (a node other than the first) must send its manifest
+// within startTimeout of the first manifest's time: sourceStartFactor times
+// that time, at least sourceStartMin and at most sourceStartMax (and the
+// progress timeout). A node that does not is left, and the download goes on
+// without it, rather than waiting the progress timeout: on a LAN, where the
+// first manifest comes in a few milliseconds, a hung node costs a download
+// 0.5 s, not 3 s.
+const (
+	sourceStartFactor = 20
+	sourceStartMin    = 500 * time.Millisecond
+	sourceStartMax    = 3 * time.Second
+)
+
+func startTimeout(first time.Duration) time.Duration {
+	return min(max(first*sourceStartFactor, sourceStartMin), sourceStartMax)
+}
+
+// sourceStallTimeout is the progress timeout of each stream of a download
+// that reads from several nodes, once its manifest is in (at most the
+// client's progress timeout): a node that sends no chunk for this long,
+// while the others wait for it, is left, and the download resumes on the
+// others. A download from one node has no one else to ask and waits the
+// whole progress timeout; so does a first manifest, which a leader
+// election may hold up on every node alike.
+const sourceStallTimeout = 5 * time.Second
 
 // open starts the stream of every step-th chunk from index on, from node
 // i. A node that sends nothing for the progress timeout is left: the
-// download resumes on the next one.
-func (d *download) open(ctx context.Context, i, index, step int, want *pb.FileManifest) *source {
+// download resumes on the next one. An extra source (want, the first
+// source's manifest, is set) must send its manifest within startIn.
+func (d *download) open(ctx context.Context, i, index, step int, want *pb.FileManifest, startIn time.Duration) *source {
 	s := &source{d: d, node: i, addr: d.c.addrs[i], step: step, want: want, slots: make(chan chan decoded, decodeWindow)}
-	if want != nil && d.c.progressTimeout > 0 {
+	timeout := d.c.progressTimeout
+	if want != nil && timeout > 0 {
+		startIn = min(startIn, timeout)
 		start, cancel := context.WithCancelCause(ctx)
-		s.started = time.AfterFunc(min(sourceStartTimeout, d.c.progressTimeout), func() {
-			cancel(fmt.Errorf("%w: node %s sent no manifest within %s", ErrNoProgress, s.addr, min(sourceStartTimeout, d.c.progressTimeout)))
+		s.started = time.AfterFunc(startIn, func() {
+			cancel(fmt.Errorf("%w: node %s sent no manifest within %s", ErrNoProgress, s.addr, startIn))
 		})
 		ctx = start
 	}
-	s.ctx, s.dog, s.stopDog = watch(ctx, d.c.progressTimeout, s.addr)
+	s.ctx, s.dog, s.stopDog = watch(ctx, timeout, s.addr)
 	req := &pb.DownloadRequest{Name: d.name, StartIndex: uint32(index), Consistency: d.opts.Consistency, Verify: d.verify}
 	if step > 1 {
 		req.Step = uint32(step)
 	}
 	s.stream, s.openErr = pb.NewFilesClient(d.c.conns[i]).Download(s.ctx, req)
 	return s
+}
+
+// chunksNext is called once the source's manifest is in: with other
+// sources to ask, a stall of this one costs sourceStallTimeout.
+func (s *source) chunksNext() {
+	if s.step > 1 {
+		s.dog.limit(sourceStallTimeout)
+	}
 }
 
 func (s *source) stop() {
@@ -460,6 +494,7 @@ func (s *source) receive(ctx context.Context, refs []*pb.ChunkRef, index, last i
 			s.err = err
 			return
 		}
+		s.chunksNext()
 	}
 	codecs := s.d.c.codecs
 	for want := index; want < last; want += s.step {

@@ -13,7 +13,7 @@ import (
 type watchdog struct {
 	last    atomic.Int64 // unix nanoseconds of the last tick
 	paused  atomic.Int32 // above 0: waiting on the caller, not the node
-	timeout time.Duration
+	timeout atomic.Int64 // nanoseconds
 	node    string
 	stop    chan struct{}
 }
@@ -23,11 +23,12 @@ type watchdog struct {
 // transfer ends.
 func watch(parent context.Context, timeout time.Duration, node string) (context.Context, *watchdog, func()) {
 	ctx, cancel := context.WithCancelCause(parent)
-	w := &watchdog{timeout: timeout, node: node, stop: make(chan struct{})}
+	w := &watchdog{node: node, stop: make(chan struct{})}
+	w.timeout.Store(int64(timeout))
 	w.tick()
 	if timeout > 0 {
 		go func() {
-			t := time.NewTicker(max(timeout/8, time.Millisecond))
+			t := time.NewTicker(min(max(timeout/8, time.Millisecond), maxCheckEvery))
 			defer t.Stop()
 			for {
 				select {
@@ -36,8 +37,8 @@ func watch(parent context.Context, timeout time.Duration, node string) (context.
 				case <-ctx.Done():
 					return
 				case now := <-t.C:
-					if w.paused.Load() == 0 && now.Sub(time.Unix(0, w.last.Load())) > timeout {
-						cancel(fmt.Errorf("%w: nothing moved for %s on node %s", ErrNoProgress, timeout, node))
+					if d := time.Duration(w.timeout.Load()); w.paused.Load() == 0 && now.Sub(time.Unix(0, w.last.Load())) > d {
+						cancel(fmt.Errorf("%w: nothing moved for %s on node %s", ErrNoProgress, d, node))
 						return
 					}
 				}
@@ -46,6 +47,17 @@ func watch(parent context.Context, timeout time.Duration, node string) (context.
 	}
 	var once sync.Once
 	return ctx, w, func() { once.Do(func() { close(w.stop); cancel(nil) }) }
+}
+
+// maxCheckEvery is the longest interval between a watchdog's checks.
+const maxCheckEvery = 500 * time.Millisecond
+
+// limit lowers the timeout to d from now on (a watchdog started with no
+// timeout keeps none).
+func (w *watchdog) limit(d time.Duration) {
+	if t := time.Duration(w.timeout.Load()); t > 0 && d < t {
+		w.timeout.Store(int64(d))
+	}
 }
 
 // tick records progress.
