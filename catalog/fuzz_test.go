@@ -13,9 +13,9 @@ import (
 	"testing/iotest"
 
 	"github.com/bits-and-blooms/bloom/v3"
+	"github.com/ddstore/ddstore/internal/blake3"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
-	"lukechampine.com/blake3"
 
 	"github.com/ddstore/ddstore/chunker"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"

@@ -7,8 +7,8 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/ddstore/ddstore/internal/blake3"
 	"github.com/klauspost/compress/zstd"
-	"lukechampine.com/blake3"
 )
 
 // IDSize is the length of a chunk ID in bytes.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"testing/iotest"
 
-	"lukechampine.com/blake3"
+	"github.com/ddstore/ddstore/internal/blake3"
 )
 
 func randomBytes(seed uint64, n int) []byte {
@@ -353,7 +353,7 @@ func TestSumKnownAnswers(t *testing.T) {
 		if got := Sum(b).String(); got != tc.want {
 			t.Errorf("Sum of %d bytes = %s, want %s", tc.n, got, tc.want)
 		}
-		h := blake3.New(IDSize, nil)
+		h := blake3.New()
 		pieces := []int{1, 7, 1000, 1024, 4093, 70000, 300 << 10}
 		for rest, i := b, 0; len(rest) > 0; i++ {
 			k := min(pieces[i%len(pieces)], len(rest))

@@ -6,7 +6,7 @@ import (
 	"runtime"
 	"sync"
 
-	"lukechampine.com/blake3"
+	"github.com/ddstore/ddstore/internal/blake3"
 )
 
 // Piece is one chunk of a stream, in file order, ready to send.
@@ -115,7 +115,7 @@ func (p Pipeline) Run(ctx context.Context, r io.Reader, emit func(Piece) error) 
 	}()
 
 	var err error
-	whole := blake3.New(32, nil)
+	whole := blake3.New()
 	for j := range order {
 		<-j.done
 		if err == nil {

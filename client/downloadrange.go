@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ddstore/ddstore/internal/blake3"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"lukechampine.com/blake3"
 )
 
 // RangeFile is one file a DownloadRange brings, as it starts.
@@ -166,7 +166,7 @@ func (c *Client) downloadRange(parent context.Context, fc pb.FilesClient, addr s
 			lastIndex = int(msg.GetFileIndex())
 			cur = &rangeFile{
 				info:  RangeFile{Index: lastIndex, Cluster: part.GetCluster(), Manifest: part.GetManifest()},
-				total: int(part.GetChunksTotal()), hash: blake3.New(32, nil),
+				total: int(part.GetChunksTotal()), hash: blake3.New(),
 			}
 			if len(cur.info.Manifest.GetChunks()) > cur.total {
 				return moved, status.Errorf(codes.DataLoss, "download range: the manifest of %q lists more than its %d chunks", cur.info.Manifest.GetName(), cur.total)

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/chunker"
+	"github.com/ddstore/ddstore/internal/blake3"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/grpc"
-	"lukechampine.com/blake3"
 )
 
 // rangeServer answers DownloadRange with the messages of send.
@@ -35,7 +35,7 @@ func (s *rangeServer) DownloadRange(_ *pb.DownloadRangeRequest, stream pb.Files_
 func rangeMessages(index uint32, name string, pieces ...[]byte) []*pb.DownloadRangeResponse {
 	codecs := chunker.NewCodecs()
 	m := &pb.FileManifest{Name: name}
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	var chunks []*pb.Chunk
 	for _, p := range pieces {
 		e := codecs.Encode(p)

@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/chunker"
+	"github.com/ddstore/ddstore/internal/blake3"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"lukechampine.com/blake3"
 )
 
 // ErrCorrupt: what the cluster sent does not match the file's hashes.
@@ -69,7 +69,7 @@ const decodeWindow = 4
 // next chunk on another node.
 func (c *Client) Get(ctx context.Context, name string, w io.Writer, opts GetOptions) (*GetResult, error) {
 	start := time.Now()
-	d := &download{c: c, name: name, w: w, opts: opts, hash: blake3.New(32, nil)}
+	d := &download{c: c, name: name, w: w, opts: opts, hash: blake3.New()}
 	if err := d.run(ctx, 0, 0); err != nil {
 		return d.res, err
 	}
@@ -97,7 +97,7 @@ func (c *Client) GetFile(ctx context.Context, name, path string, resume bool, op
 	}
 	defer f.Close()
 
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	index, offset := 0, int64(0)
 	if resume {
 		index, offset, err = verifyPrefix(f, m, h)

@@ -8,8 +8,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/ddstore/ddstore/internal/blake3"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
-	"lukechampine.com/blake3"
 )
 
 // errRangeDone ends a ranged download's stream once its last byte is written.
@@ -40,7 +40,7 @@ func (c *Client) GetRange(ctx context.Context, m *pb.FileManifest, off, n int64,
 	}
 	chunkOff := int64(refs[index].GetOffset())
 	rw := &rangeWriter{w: w, skip: off - chunkOff, left: n, stop: off+n < size}
-	d := &download{c: c, name: m.GetName(), w: rw, opts: opts, hash: blake3.New(32, nil), expect: m, partial: index > 0 || off+n < size}
+	d := &download{c: c, name: m.GetName(), w: rw, opts: opts, hash: blake3.New(), expect: m, partial: index > 0 || off+n < size}
 	// The chunk after the one holding the range's last byte: the stream
 	// is read no further.
 	d.end = sort.Search(len(refs), func(i int) bool {

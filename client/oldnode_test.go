@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/chunker"
+	"github.com/ddstore/ddstore/internal/blake3"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/grpc"
-	"lukechampine.com/blake3"
 )
 
 // oldNode serves Download as a node that predates DownloadRequest.step:

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/internal/blake3"
 	"github.com/ddstore/ddstore/internal/localcluster"
 	"github.com/ddstore/ddstore/server"
-	"lukechampine.com/blake3"
 )
 
 // TestDownloadFindsBadCopy: a node sends its own copies unchecked (the
@@ -39,7 +39,7 @@ func TestDownloadFindsBadCopy(t *testing.T) {
 	if err := corruptAt(path, 4096); err != nil {
 		t.Fatal(err)
 	}
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	res, err := c.Get(ctx, "f.bin", h, client.GetOptions{})
 	if err != nil {
 		t.Fatal(err)

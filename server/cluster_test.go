@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/internal/blake3"
 	"github.com/ddstore/ddstore/internal/localcluster"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"lukechampine.com/blake3"
 )
 
 // randomReader yields n pseudo-random bytes from seed.
@@ -27,7 +27,7 @@ func randomReader(seed byte, n int64) io.Reader {
 // hashOf returns the BLAKE3 of what r yields.
 func hashOf(t testing.TB, r io.Reader) []byte {
 	t.Helper()
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	if _, err := io.Copy(h, r); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func download(t testing.TB, c *client.Client, name string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	if _, err := c.Get(ctx, name, h, client.GetOptions{}); err != nil {
 		t.Fatalf("get %s: %v", name, err)
 	}

@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/internal/blake3"
 	"github.com/ddstore/ddstore/internal/localcluster"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/server"
 	"google.golang.org/grpc/codes"
-	"lukechampine.com/blake3"
 )
 
 // TestDownloadStep: a Download stream with a step carries the whole
@@ -103,7 +103,7 @@ func TestDownloadFromSeveralNodes(t *testing.T) {
 		return out
 	}
 	before := served()
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	if _, err := c.Get(ctx, "multi.bin", h, client.GetOptions{Sources: 3}); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestDownloadFromSeveralNodes(t *testing.T) {
 		if _, err := c.Put(ctx, name, randomReader(byte(n>>10), n), client.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		h := blake3.New(32, nil)
+		h := blake3.New()
 		if _, err := c.Get(ctx, name, h, client.GetOptions{Sources: 3}); err != nil {
 			t.Fatalf("%d bytes: %v", n, err)
 		}

@@ -6,11 +6,11 @@ import (
 	"testing"
 
 	"github.com/ddstore/ddstore/chunker"
+	"github.com/ddstore/ddstore/internal/blake3"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"github.com/ddstore/ddstore/replica"
 	"github.com/ddstore/ddstore/server/metrics"
 	"google.golang.org/grpc"
-	"lukechampine.com/blake3"
 )
 
 // fakeFile is a small file of n chunks: its manifest and its chunks as a
@@ -19,7 +19,7 @@ func fakeFile(t *testing.T, n int) (*pb.FileManifest, []*pb.Chunk) {
 	t.Helper()
 	codecs := chunker.NewCodecs()
 	m := &pb.FileManifest{Name: "old/f.bin"}
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	var wire []*pb.Chunk
 	for range n {
 		raw := make([]byte, 1000)

@@ -11,9 +11,9 @@ import (
 	"path/filepath"
 
 	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/internal/blake3"
 	"github.com/ddstore/ddstore/internal/localcluster"
 	"github.com/spf13/cobra"
-	"lukechampine.com/blake3"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -160,7 +160,7 @@ func generate(path string, size int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	rng := rand.NewChaCha8([32]byte{'d', 'd', 's', 't', 'o', 'r', 'e'})
 	buf := make([]byte, 1<<20)
 	for left := size; left > 0; {
@@ -181,7 +181,7 @@ func hashFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return nil, err
 	}

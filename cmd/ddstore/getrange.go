@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/internal/blake3"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
 	"golang.org/x/term"
-	"lukechampine.com/blake3"
 )
 
 // rangeGet is `get --from T1 --to T2 DIR`: every file of this cluster and
@@ -183,7 +183,7 @@ func sameFile(path string, f *pb.FileInfo) (bool, error) {
 	if st, err := fh.Stat(); err != nil || !st.Mode().IsRegular() || st.Size() != int64(f.GetSize()) {
 		return false, err
 	}
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	if _, err := io.Copy(h, fh); err != nil {
 		return false, err
 	}

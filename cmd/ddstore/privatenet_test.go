@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddstore/ddstore/internal/blake3"
 	"github.com/ddstore/ddstore/internal/localcluster"
 	"github.com/ddstore/ddstore/internal/netlab"
 	"github.com/ddstore/ddstore/server/auth"
-	"lukechampine.com/blake3"
 )
 
 // TestPrivateNetworkGateways: cluster P's three nodes sit in network
@@ -302,7 +302,7 @@ func fileHash(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	io.Copy(h, f)
 	return fmt.Sprintf("%x", h.Sum(nil))
 }

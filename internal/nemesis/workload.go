@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/internal/blake3"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
-	"lukechampine.com/blake3"
 )
 
 // namePrefix starts every name the workload uses.

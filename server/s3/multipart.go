@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/ddstore/ddstore/client"
+	"github.com/ddstore/ddstore/internal/blake3"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
-	"lukechampine.com/blake3"
 )
 
 // Multipart uploads. Each upload is a directory of hidden files under its
@@ -224,7 +224,7 @@ func (g *Gateway) completeUpload(ctx context.Context, req *request) error {
 // assemble computes the whole-file hash of the concatenated parts (read
 // back, each checked against its own hash on the way) and commits m.
 func (g *Gateway) assemble(ctx context.Context, c *client.Client, m *pb.FileManifest, parts []*pb.FileManifest) error {
-	h := blake3.New(32, nil)
+	h := blake3.New()
 	for _, p := range parts {
 		if _, err := c.Get(ctx, p.GetName(), h, client.GetOptions{}); err != nil {
 			return fmt.Errorf("read back part %s: %w", p.GetName(), err)

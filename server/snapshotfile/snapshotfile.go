@@ -20,8 +20,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/ddstore/ddstore/internal/blake3"
 	"google.golang.org/protobuf/proto"
-	"lukechampine.com/blake3"
 
 	"github.com/ddstore/ddstore/catalog"
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
@@ -82,7 +82,7 @@ func decodeHeader(b []byte) (*pb.SnapshotHeader, error) {
 }
 
 // Hasher returns a fresh checksum of a snapshot's bytes.
-func Hasher() *blake3.Hasher { return blake3.New(32, nil) }
+func Hasher() *blake3.Hasher { return blake3.New() }
 
 // headerPrefix is the header's length as it precedes the header.
 func headerPrefix(hb []byte) []byte { return binary.BigEndian.AppendUint32(nil, uint32(len(hb))) }
