@@ -35,19 +35,7 @@ func TestHungNode(t *testing.T) {
 func hungNode(t *testing.T, leader bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cl, err := localcluster.Start(ctx, localcluster.Options{
-		Dir: filepath.Join(t.TempDir(), "cluster"), Exe: exe, Replicas: 2,
-		Args: []string{"--cache-size", "0"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	all, err := cl.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer all.Close()
+	cl, all := childCluster(ctx, t, 2)
 
 	// Files stored before the stop: about a third of their chunks have a
 	// copy on the node that will hang.
@@ -200,6 +188,26 @@ func getBack(ctx context.Context, t *testing.T, c *client.Client, name string, w
 	}
 }
 
+// childCluster starts 3 nodes as child processes with R=replicas and no
+// cache tier, and a client of all of them; both close when t ends.
+func childCluster(ctx context.Context, t *testing.T, replicas int) (*localcluster.Cluster, *client.Client) {
+	t.Helper()
+	cl, err := localcluster.Start(ctx, localcluster.Options{
+		Dir: filepath.Join(t.TempDir(), "cluster"), Exe: exe, Replicas: replicas,
+		Args: []string{"--cache-size", "0"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	all, err := cl.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { all.Close() })
+	return cl, all
+}
+
 func randomBytes(t *testing.T, n int) []byte {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -221,19 +229,7 @@ func TestNodeStallsMidDownload(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cl, err := localcluster.Start(ctx, localcluster.Options{
-		Dir: filepath.Join(t.TempDir(), "cluster"), Exe: exe, Replicas: 3,
-		Args: []string{"--cache-size", "0"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	all, err := cl.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer all.Close()
+	cl, all := childCluster(ctx, t, 3)
 	// Big enough that the stopped node's remaining share (about 34 MiB)
 	// exceeds what its stream can have in flight (an 8 MiB window and the
 	// sockets' buffers).
