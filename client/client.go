@@ -25,6 +25,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
@@ -54,6 +55,8 @@ type Client struct {
 
 	mu  sync.Mutex
 	cur int
+	// started: the first call chose the node to start with (start).
+	started sync.Once
 	// local: every node address is a loopback one (see GetOptions.Sources).
 	local bool
 	// avoidUntil: a node whose download stream failed is left out of the
@@ -132,7 +135,7 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 func (bearer) RequireTransportSecurity() bool { return true }
 
 // New returns a client for the nodes at addrs (host:port). It does not
-// connect until the first call.
+// connect until the first call, which opens a connection to every node.
 func New(addrs []string, opts ...Option) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("client: no node address given")
@@ -211,9 +214,52 @@ func (c *Client) Close() error {
 
 // node returns the connection in use and its index.
 func (c *Client) node() (*grpc.ClientConn, int) {
+	c.started.Do(c.start)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.conns[c.cur], c.cur
+}
+
+// startWait is how long the first call waits for the first address's
+// connection before it starts on another node whose connection is ready.
+const startWait = time.Second
+
+// start chooses the node the client starts with, at its first call: the
+// first address, unless its connection is not ready within startWait while
+// another's is. Every connection is opened at once. A node that accepts
+// connections but never completes a handshake (hung, or stopped with
+// SIGSTOP: the kernel still accepts for it) would otherwise cost the first
+// call a whole call timeout (10 s), or a download its progress timeout,
+// and the first call of a short-lived client (each CLI command) every time.
+func (c *Client) start() {
+	if len(c.conns) < 2 {
+		return
+	}
+	for _, conn := range c.conns {
+		conn.Connect()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startWait)
+	defer cancel()
+	first := c.conns[0]
+	for {
+		st := first.GetState()
+		if st == connectivity.Ready || st == connectivity.TransientFailure || st == connectivity.Shutdown {
+			// Ready, or refused at once: a failed call moves on as usual.
+			return
+		}
+		if !first.WaitForStateChange(ctx, st) {
+			break
+		}
+	}
+	for i, conn := range c.conns[1:] {
+		if conn.GetState() == connectivity.Ready {
+			c.mu.Lock()
+			c.cur = i + 1
+			c.mu.Unlock()
+			c.logger.Warn("first node not ready; starting on another", "slow", c.addrs[0], "start", c.addrs[i+1], "waited", startWait)
+			return
+		}
+	}
 }
 
 // failover moves to the next node if the failed one is still current.
