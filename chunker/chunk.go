@@ -1,7 +1,6 @@
 package chunker
 
 import (
-	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -130,16 +129,10 @@ const (
 // Encode hashes and compresses raw. The result holds a fresh buffer; raw is
 // not retained. Data is stored raw when zstd does not shrink it, or when a
 // sample of it does not shrink by a few percent.
-func (c *Codecs) Encode(raw []byte) Encoded { return c.encode(raw, false) }
-
-// EncodeOwned is Encode for a caller that gives raw up: a chunk stored raw
-// is raw itself, not a copy. The caller must not change raw afterwards.
-func (c *Codecs) EncodeOwned(raw []byte) Encoded { return c.encode(raw, true) }
-
-func (c *Codecs) encode(raw []byte, owned bool) Encoded {
+func (c *Codecs) Encode(raw []byte) Encoded {
 	e := Encoded{ID: Sum(raw), RawSize: len(raw)}
 	if len(raw) >= probeMin && !c.compressible(raw) {
-		e.Codec, e.Data = Raw, keep(raw, owned)
+		e.Codec, e.Data = Raw, append(make([]byte, 0, len(raw)), raw...)
 		return e
 	}
 	// Room for zstd's worst case, so that incompressible data never makes
@@ -149,21 +142,8 @@ func (c *Codecs) encode(raw []byte, owned bool) Encoded {
 		e.Codec, e.Data = Zstd, dst
 		return e
 	}
-	if owned {
-		e.Codec, e.Data = Raw, raw
-		return e
-	}
 	e.Codec, e.Data = Raw, append(dst[:0], raw...)
 	return e
-}
-
-// keep returns raw, or a copy of it when it is not owned (bytes.Clone does
-// not clear the new buffer before copying into it, as make would).
-func keep(raw []byte, owned bool) []byte {
-	if owned {
-		return raw
-	}
-	return bytes.Clone(raw)
 }
 
 // compressible compresses a sample of raw (probeParts pieces spread over it)

@@ -77,7 +77,7 @@ func (p Pipeline) Run(ctx context.Context, r io.Reader, emit func(Piece) error) 
 	for range workers {
 		wg.Go(func() {
 			for j := range jobs {
-				j.piece.Encoded = codecs.EncodeOwned(j.raw)
+				j.piece.Encoded = codecs.Encode(j.raw)
 				close(j.done)
 			}
 		})
@@ -100,12 +100,11 @@ func (p Pipeline) Run(ctx context.Context, r io.Reader, emit func(Piece) error) 
 			case <-ctx.Done():
 				return
 			}
-			// A buffer of an earlier chunk, or a new one of this chunk's
-			// size (append does not clear it first, as make would).
 			var buf []byte
 			select {
 			case buf = <-free:
 			default:
+				buf = make([]byte, 0, o.MaxSize)
 			}
 			j := &job{piece: Piece{Index: count, Offset: size}, raw: append(buf[:0], chunk...), done: make(chan struct{})}
 			size += int64(len(chunk))
@@ -128,13 +127,9 @@ func (p Pipeline) Run(ctx context.Context, r io.Reader, emit func(Piece) error) 
 				cancel()
 			}
 		}
-		// A chunk stored raw is its raw buffer, which emit's caller now
-		// holds: only the others are used again.
-		if !sameStart(j.piece.Data, j.raw) {
-			select {
-			case free <- j.raw:
-			default:
-			}
+		select {
+		case free <- j.raw:
+		default:
 		}
 		<-tokens
 	}
@@ -151,9 +146,4 @@ func (p Pipeline) Run(ctx context.Context, r io.Reader, emit func(Piece) error) 
 	s := Summary{Size: size, Chunks: count}
 	copy(s.Hash[:], whole.Sum(nil))
 	return s, nil
-}
-
-// sameStart reports whether a and b start at the same byte.
-func sameStart(a, b []byte) bool {
-	return len(a) > 0 && len(b) > 0 && &a[0] == &b[0]
 }
