@@ -59,6 +59,9 @@ type GetResult struct {
 	// BadCopies counts chunks that arrived not matching their ID and were
 	// asked for again, checked by the node.
 	BadCopies int
+	// Failovers counts the times a node's stream failed or stalled and the
+	// download resumed from the first chunk not yet written, without it.
+	Failovers int
 }
 
 // decodeWindow is how many received chunks are decoded and verified at once.
@@ -225,6 +228,7 @@ func (d *download) run(ctx context.Context, index int, offset int64) error {
 			d.avoid = map[int]bool{}
 		}
 		d.avoid[failed] = true
+		d.res.Failovers++
 		if progressed {
 			attempt = 0
 		}

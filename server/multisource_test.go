@@ -87,7 +87,11 @@ func TestDownloadFromSeveralNodes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c := newClient(t, cl)
-	const size = 48 << 20
+	// Each node's third (32 MiB) is well above what its stream can have in
+	// flight (an 8 MiB window, 4 chunks being decoded, the sockets'
+	// buffers), so that the node stopped below still has chunks to send
+	// however slowly the client reads.
+	const size = 96 << 20
 	if _, err := c.Put(ctx, "multi.bin", randomReader(9, size), client.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -187,8 +191,8 @@ func TestDownloadFromSeveralNodes(t *testing.T) {
 	if !bytes.Equal(h.Sum(nil), want) {
 		t.Fatal("the download with a node stopped differs from the file")
 	}
-	t.Logf("with %s stopped: %d bytes received for a %d-byte file", cl.Members[victim].ID, res.BytesReceived, size)
-	if res.BytesReceived <= size {
-		t.Errorf("%d bytes received: the chunks in flight when the node stopped should have been fetched again", res.BytesReceived)
+	t.Logf("with %s stopped: %d bytes received for a %d-byte file, %d failovers", cl.Members[victim].ID, res.BytesReceived, size, res.Failovers)
+	if res.Failovers < 1 {
+		t.Errorf("no failover reported: the stopped node's stream should have failed and the rest come from the others")
 	}
 }
