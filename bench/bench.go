@@ -141,6 +141,7 @@ type runner struct {
 	cl        *localcluster.Cluster // nil with a Target
 	memcached *testenv.Memcached    // started by the bench, if any
 	replicas  int
+	meter     cpuMeter // of the cluster measured; off with a Target
 	samples   map[key][]float64
 	extra     map[key]map[string][]float64
 	seed      uint64
@@ -295,6 +296,7 @@ func (r *runner) open(ctx context.Context) error {
 			link = "TLS"
 		}
 		r.rep.Cluster = fmt.Sprintf("running cluster %s: %d nodes, R=%d, client over %s", strings.Join(r.cfg.Target, ","), len(st.GetNodes()), r.replicas, link)
+		r.meter = cpuMeter{off: true} // the nodes' CPU time is not ours to read
 		return nil
 	}
 	if len(r.cfg.Memcached) == 0 && !r.cfg.NoMemcached {
@@ -316,6 +318,7 @@ func (r *runner) open(ctx context.Context) error {
 		return err
 	}
 	r.cl = cl
+	r.meter = r.newCPUMeter(cl, "bench")
 	c, err := cl.Client()
 	if err != nil {
 		return err
@@ -449,19 +452,23 @@ func (r *runner) sizeRun(ctx context.Context, kind string, size int64) error {
 		r.add("baseline: gRPC loopback TLS, upload direction", "", size, up)
 		r.add("baseline: gRPC loopback TLS, download direction", "", size, down)
 	}
+	sp := cpuMeter{}.start()
 	pl, err := pipelineRate(ctx, path)
 	if err != nil {
 		return fmt.Errorf("pipeline baseline: %w", err)
 	}
 	r.add("baseline: chunker pipeline", kind, size, pl)
+	r.addCPU("baseline: chunker pipeline", kind, size, sp)
 
 	// Upload, then the same file again.
 	name := r.name(kind, size)
+	sp = r.meter.start()
 	first, err := r.put(ctx, name, path, false)
 	if err != nil {
 		return err
 	}
 	r.add("upload", kind, size, mbps(size, first.Duration))
+	r.addCPU("upload", kind, size, sp)
 	r.addExtra("upload", kind, size, "stored_fraction", float64(first.Manifest.GetStoredSize())/float64(max(1, size)))
 	again, err := r.put(ctx, name, path, false)
 	if err != nil {
@@ -472,12 +479,14 @@ func (r *runner) sizeRun(ctx context.Context, kind string, size int64) error {
 	r.addExtra("re-upload unchanged", kind, size, "seconds", again.Duration.Seconds())
 
 	// Download (no ddstore cache exists yet: every download is cold).
+	sp = r.meter.start()
 	start := time.Now()
 	if _, err := r.c.Get(ctx, name, io.Discard, client.GetOptions{}); err != nil {
 		return fmt.Errorf("download: %w", err)
 	}
 	d := time.Since(start)
 	r.add("download", kind, size, mbps(size, d))
+	r.addCPU("download", kind, size, sp)
 	r.addExtra("download", kind, size, "chunks_per_s", float64(len(first.Manifest.GetChunks()))/d.Seconds())
 	// The same file again: served from the cache tiers as far as they hold it.
 	start = time.Now()
@@ -581,6 +590,7 @@ func (r *runner) concurrent(ctx context.Context) error {
 	}
 	for _, op := range []string{"upload", "download"} {
 		for range r.cfg.Runs {
+			sp := r.meter.start()
 			start := time.Now()
 			errs := make([]error, n)
 			var wg sync.WaitGroup
@@ -603,7 +613,9 @@ func (r *runner) concurrent(ctx context.Context) error {
 			if err := errors.Join(errs...); err != nil {
 				return fmt.Errorf("%d clients, %s: %w", n, op, err)
 			}
-			r.add(fmt.Sprintf("%d clients at once, %s (aggregate)", n, op), Random, per*int64(n), mbps(per*int64(n), time.Since(start)))
+			scenario := fmt.Sprintf("%d clients at once, %s (aggregate)", n, op)
+			r.add(scenario, Random, per*int64(n), mbps(per*int64(n), time.Since(start)))
+			r.addCPU(scenario, Random, per*int64(n), sp)
 			if op == "upload" {
 				// Fresh content for the next run, so nothing deduplicates.
 				for i := range paths {
@@ -753,8 +765,8 @@ func (r *runner) replicationFactor(ctx context.Context) error {
 		return err
 	}
 	defer c.Close()
-	var runs []float64
-	var disk []float64
+	meter := r.newCPUMeter(cl, "R=1")
+	var runs, disk, cpu []float64
 	for range r.cfg.Runs {
 		path, err := r.file(Random, size)
 		if err != nil {
@@ -770,6 +782,7 @@ func (r *runner) replicationFactor(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		sp := meter.start()
 		res, err := c.Put(ctx, r.name("r1"), f, client.PutOptions{})
 		f.Close()
 		os.Remove(path)
@@ -777,9 +790,17 @@ func (r *runner) replicationFactor(ctx context.Context) error {
 			return fmt.Errorf("R=1 upload: %w", err)
 		}
 		runs = append(runs, mbps(size, res.Duration))
+		if c, ok := sp.perGiB(size); ok {
+			cpu = append(cpu, c)
+		}
 	}
 	d := newResult("", "", 0, "", disk)
-	r.rep.Results = append(r.rep.Results, newResult("upload, R=1", Random, size, "MB/s", runs).against("disk write+fsync", d.Median))
+	res := newResult("upload, R=1", Random, size, "MB/s", runs).against("disk write+fsync", d.Median)
+	if len(cpu) > 0 {
+		c := newResult("", "", 0, "", cpu).Median
+		res.Extra = map[string]float64{"cpu_s_per_GiB": c, "cpu_bound_MB/s": cpuBound(c)}
+	}
+	r.rep.Results = append(r.rep.Results, res)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/ddstore/ddstore/chunker"
@@ -104,6 +105,26 @@ func TestExtraTargets(t *testing.T) {
 	rep.WriteTable(&buf)
 	if !bytes.Contains(buf.Bytes(), []byte("1. upload")) || !bytes.Contains(buf.Bytes(), []byte("TLS: upload and download")) || !bytes.Contains(buf.Bytes(), []byte("FAIL")) {
 		t.Fatalf("table: %s", buf.String())
+	}
+}
+
+// TestCPUMeter: a span around work reports its CPU cost per GiB, and the
+// rate at which that cost takes every core.
+func TestCPUMeter(t *testing.T) {
+	sp := cpuMeter{}.start()
+	data := make([]byte, 64<<20)
+	for range 8 {
+		chunker.Sum(data)
+	}
+	c, ok := sp.perGiB(512 << 20)
+	if !ok || c <= 0 || c > 60 {
+		t.Fatalf("perGiB = %v, %v", c, ok)
+	}
+	if got, want := cpuBound(float64(runtime.NumCPU())), 1073.741824; math.Abs(got-want) > 1e-6 {
+		t.Errorf("cpuBound = %v, want %v", got, want)
+	}
+	if _, ok := (cpuMeter{off: true}).start().perGiB(1); ok {
+		t.Error("an off meter reads")
 	}
 }
 

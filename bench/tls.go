@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/ddstore/ddstore/client"
@@ -29,9 +28,8 @@ type tlsSide struct {
 	dir      string
 	cl       *localcluster.Cluster
 	c        *client.Client
-	pids     []int  // child-process nodes, for their CPU time
-	name     string // the file uploaded last
-	noCPU    bool   // their CPU time cannot be read
+	meter    cpuMeter // client and nodes
+	name     string   // the file uploaded last
 
 	up, down       []float64 // MB/s, one per run
 	upCPU, downCPU []float64 // CPU-seconds per GiB (client + nodes), one per run
@@ -66,12 +64,7 @@ func (r *runner) tlsCost(ctx context.Context) error {
 		}
 		defer c.Close()
 		s.c = c
-		if r.cfg.Exe != "" {
-			if s.pids = nodePIDs(cl); len(s.pids) != len(cl.Members) {
-				r.say("TLS: found %d of the %s cluster's %d node processes: no CPU times", len(s.pids), s.label, len(cl.Members))
-				s.noCPU = true
-			}
-		}
+		s.meter = r.newCPUMeter(cl, "TLS, "+s.label+" cluster")
 	}
 	var rawUp, rawDown, rawTLSUp, rawTLSDown []float64
 	for run := range runs {
@@ -150,31 +143,29 @@ func (r *runner) tlsUpload(ctx context.Context, s *tlsSide, path string, size in
 		return err
 	}
 	defer f.Close()
-	cpu0, ok0 := s.cpu()
+	sp := s.meter.start()
 	res, err := s.c.Put(ctx, s.name, f, client.PutOptions{})
-	cpu1, ok1 := s.cpu()
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
 	s.up = append(s.up, mbps(size, res.Duration))
-	if ok0 && ok1 {
-		s.upCPU = append(s.upCPU, (cpu1-cpu0)/(float64(size)/(1<<30)))
+	if c, ok := sp.perGiB(size); ok {
+		s.upCPU = append(s.upCPU, c)
 	}
 	return nil
 }
 
 // tlsDownload downloads the file tlsUpload stored last, once.
 func (r *runner) tlsDownload(ctx context.Context, s *tlsSide, size int64) error {
-	cpu0, ok0 := s.cpu()
+	sp := s.meter.start()
 	start := time.Now()
 	if _, err := s.c.Get(ctx, s.name, io.Discard, client.GetOptions{}); err != nil {
 		return fmt.Errorf("download: %w", err)
 	}
 	d := time.Since(start)
-	cpu1, ok1 := s.cpu()
 	s.down = append(s.down, mbps(size, d))
-	if ok0 && ok1 {
-		s.downCPU = append(s.downCPU, (cpu1-cpu0)/(float64(size)/(1<<30)))
+	if c, ok := sp.perGiB(size); ok {
+		s.downCPU = append(s.downCPU, c)
 	}
 	return nil
 }
@@ -197,28 +188,6 @@ func pairedRatio(a, b []float64) float64 {
 		}
 	}
 	return newResult("", "", 0, "", q).Median
-}
-
-// cpu is the CPU time used so far by the bench process (the client; with
-// in-process nodes, every node too) and by s's child-process nodes, in
-// seconds; false when it cannot be read.
-func (s *tlsSide) cpu() (float64, bool) {
-	if s.noCPU {
-		return 0, false
-	}
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0, false
-	}
-	total := time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-	for _, pid := range s.pids {
-		v, err := procCPU(pid)
-		if err != nil {
-			return 0, false
-		}
-		total += v
-	}
-	return total, true
 }
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat's CPU times: 100 on

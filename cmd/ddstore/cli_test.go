@@ -237,10 +237,11 @@ func TestBenchQuick(t *testing.T) {
 	}
 	var rep struct {
 		Results []struct {
-			Scenario string  `json:"scenario"`
-			Median   float64 `json:"median"`
-			Baseline string  `json:"baseline"`
-			Ratio    float64 `json:"ratio"`
+			Scenario string             `json:"scenario"`
+			Median   float64            `json:"median"`
+			Baseline string             `json:"baseline"`
+			Ratio    float64            `json:"ratio"`
+			Extra    map[string]float64 `json:"extra"`
 		} `json:"results"`
 		Targets []struct {
 			Name string `json:"name"`
@@ -259,6 +260,12 @@ func TestBenchQuick(t *testing.T) {
 		}
 		if (res.Scenario == "upload" || res.Scenario == "download") && (res.Baseline == "" || res.Ratio <= 0) {
 			t.Errorf("%s has no baseline ratio", res.Scenario)
+		}
+		// What bounds a figure: its CPU cost (client and nodes) per GiB.
+		if res.Scenario == "upload" || res.Scenario == "download" || res.Scenario == "upload, R=1" || res.Scenario == "baseline: chunker pipeline" {
+			if c := res.Extra["cpu_s_per_GiB"]; c <= 0 || res.Extra["cpu_bound_MB/s"] <= 0 {
+				t.Errorf("%s: no CPU cost (extra %v)", res.Scenario, res.Extra)
+			}
 		}
 	}
 	for _, want := range []string{"upload", "download", "re-upload unchanged", "re-upload 1% changed", "download resumed half-way",
