@@ -142,6 +142,7 @@ type runner struct {
 	memcached *testenv.Memcached    // started by the bench, if any
 	replicas  int
 	meter     cpuMeter // of the cluster measured; off with a Target
+	overTLS   bool     // the measured cluster's clients talk TLS
 	samples   map[key][]float64
 	extra     map[key]map[string][]float64
 	seed      uint64
@@ -275,6 +276,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	r.targets()
+	r.rep.ExtraTargets = append(r.rep.ExtraTargets, r.engineTargets()...)
 	r.rep.Seconds = time.Since(start).Seconds()
 	return r.rep, nil
 }
@@ -292,7 +294,7 @@ func (r *runner) open(ctx context.Context) error {
 		}
 		r.replicas = int(st.GetReplicas())
 		link := "plain text"
-		if len(r.cfg.ClientOptions) > 0 {
+		if r.overTLS = len(r.cfg.ClientOptions) > 0; r.overTLS {
 			link = "TLS"
 		}
 		r.rep.Cluster = fmt.Sprintf("running cluster %s: %d nodes, R=%d, client over %s", strings.Join(r.cfg.Target, ","), len(st.GetNodes()), r.replicas, link)
@@ -317,7 +319,7 @@ func (r *runner) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.cl = cl
+	r.cl, r.overTLS = cl, true
 	r.meter = r.newCPUMeter(cl, "bench")
 	c, err := cl.Client()
 	if err != nil {

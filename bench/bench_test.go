@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/ddstore/ddstore/chunker"
@@ -132,5 +133,49 @@ func TestProcCPU(t *testing.T) {
 	v, err := procCPU(os.Getpid())
 	if err != nil || v < 0 {
 		t.Fatalf("procCPU: %v, %v", v, err)
+	}
+}
+
+// TestEngineTargets: the storage engine's goals are checked against the
+// same run's baselines (the download against gRPC over the cluster's own
+// transport) and each says what bounds it.
+func TestEngineTargets(t *testing.T) {
+	withCPU := func(res *Result, c float64) *Result {
+		res.Extra = map[string]float64{"cpu_s_per_GiB": c}
+		return res
+	}
+	r := &runner{cfg: Config{ClientOptions: nil}, rep: &Report{Results: []*Result{
+		withCPU(newResult("download", Random, 1<<30, "MB/s", []float64{574}), 2.6),
+		newResult("baseline: gRPC loopback, download direction", "", 1<<30, "MB/s", []float64{1285}),
+		newResult("baseline: gRPC loopback TLS, download direction", "", 1<<30, "MB/s", []float64{1009}),
+		withCPU(newResult("upload", Random, 1<<30, "MB/s", []float64{143}).against("disk", 343), 12),
+		newResult("upload, R=1", Random, 1<<30, "MB/s", []float64{241}).against("disk", 1107),
+		newResult("upload", Text, 1<<30, "MB/s", []float64{136}).against("pipeline", 317),
+		{Scenario: "small files put (4 KiB each, 16 at once)", Median: 2383, Extra: map[string]float64{"put_ms_p99": 15.2}},
+		{Scenario: "small files get (4 KiB each, 16 at once)", Median: 7453},
+		newResult("4 clients at once, download (aggregate)", Random, 1<<30, "MB/s", []float64{716}),
+	}}}
+	got := r.engineTargets()
+	if len(got) != 4 {
+		t.Fatalf("%d targets, want 4", len(got))
+	}
+	// A plain-text cluster: its download against plain gRPC.
+	if g := got[0]; g.Pass || math.Abs(g.Value-574.0/1285) > 1e-9 || !strings.Contains(g.Got, "CPU-bound at 826 MB/s") {
+		t.Errorf("download target %+v", g)
+	}
+	if g := got[1]; g.Pass || !strings.Contains(g.Got, "R=3 143 MB/s = 0.42 x (want 0.90); 12.0 CPU-s/GiB") || !strings.Contains(g.Got, "text 136") {
+		t.Errorf("upload target %+v", g)
+	}
+	if g := got[2]; !g.Pass || g.Value != 2383 {
+		t.Errorf("small files target %+v", g)
+	}
+	if g := got[3]; g.Pass || math.Abs(g.Value-716.0/574) > 1e-9 {
+		t.Errorf("4 clients target %+v", g)
+	}
+	// A local cluster is mutual TLS (so is a running one reached with
+	// client certificates): the download is compared with gRPC over TLS.
+	r.overTLS = true
+	if g := r.engineTargets()[0]; !g.Pass || math.Abs(g.Value-574.0/1009) > 1e-9 || !strings.Contains(g.Got, "TLS gRPC 1009 MB/s (0.45 x plain; 1 GiB)") {
+		t.Errorf("download target over TLS %+v", g)
 	}
 }
