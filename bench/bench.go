@@ -792,15 +792,15 @@ func (r *runner) replicationFactor(ctx context.Context) error {
 			return fmt.Errorf("R=1 upload: %w", err)
 		}
 		runs = append(runs, mbps(size, res.Duration))
-		if c, ok := sp.perGiB(size); ok {
-			cpu = append(cpu, c)
+		if v, ok := sp.perGiB(size); ok {
+			cpu = append(cpu, v)
 		}
 	}
 	d := newResult("", "", 0, "", disk)
 	res := newResult("upload, R=1", Random, size, "MB/s", runs).against("disk write+fsync", d.Median)
 	if len(cpu) > 0 {
-		c := newResult("", "", 0, "", cpu).Median
-		res.Extra = map[string]float64{"cpu_s_per_GiB": c, "cpu_bound_MB/s": cpuBound(c)}
+		v := newResult("", "", 0, "", cpu).Median
+		res.Extra = map[string]float64{"cpu_s_per_GiB": v, "cpu_bound_MB/s": cpuBound(v)}
 	}
 	r.rep.Results = append(r.rep.Results, res)
 	return nil
