@@ -161,8 +161,8 @@ func (c *Cutter) cut(data []byte) int {
 // hash at the end of data. Each step is h = h<<1 + gear[b]; four steps at
 // once are h<<4 plus a sum of the four bytes' gear values that does not
 // depend on h, so the four hashes are computed side by side instead of one
-// after another: the same hashes, at about twice the speed of a byte-at-a-
-// time loop whose every step waits for the one before.
+// after another: the same hashes, 1.3-1.6 times as fast as a byte-at-a-time
+// loop whose every step waits for the one before (BenchmarkCutter, one core).
 func scan(data []byte, i int, h, mask uint64) (int, uint64) {
 	for ; i+4 <= len(data); i += 4 {
 		b := data[i : i+4 : i+4]
