@@ -124,7 +124,20 @@ func putFile(s *State, p *pb.PutFile) Result {
 	if m.Date == "" {
 		m.Date = time.Unix(0, m.GetCreatedUnixNano()).UTC().Format(DateLayout)
 	}
+	id := string(p.GetRequestId())
+	if len(id) > maxRequestID {
+		return Result{Err: invalid("file %q: request id of %d bytes; at most %d", in.GetName(), len(id), maxRequestID)}
+	}
 	old, ok := s.files[m.GetName()]
+	if v, done := s.applied[id]; done && id != "" {
+		// A retry of a commit that applied (its answer was lost): it
+		// succeeded then, whatever happened to the file since.
+		if ok && IsVersion(old, v) {
+			return Result{Manifest: old}
+		}
+		m.CreatedUnixNano = v.GetCreatedUnixNano()
+		return Result{Manifest: m}
+	}
 	if want := p.GetReplaces(); want != nil && p.GetOverwrite() && !IsVersion(old, want) {
 		if ok && sameContent(old, m, in.GetDate() != "") {
 			return Result{Manifest: old} // a retried commit, or a racing one that stored the same
@@ -153,6 +166,7 @@ func putFile(s *State, p *pb.PutFile) Result {
 		}
 	}
 	s.put(m)
+	s.remember(id, VersionOf(m))
 	return Result{Manifest: m}
 }
 

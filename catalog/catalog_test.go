@@ -522,6 +522,89 @@ func TestOverwriteReplaces(t *testing.T) {
 	}
 }
 
+// TestRetriedCommitAppliesOnce: a commit is applied at most once per
+// request id. A retry of a put whose answer was lost, arriving after the
+// file was deleted (or replaced), answers success and changes nothing: it
+// must not bring the file back. The ids survive a snapshot, oldest
+// forgotten first beyond maxApplied.
+func TestRetriedCommitAppliesOnce(t *testing.T) {
+	withID := func(cmd *pb.Command, id string) *pb.Command {
+		cmd.GetPutFile().RequestId = []byte(id)
+		return cmd
+	}
+	s := NewState()
+	a := manifest("f", "a")
+	first := Apply(s, withID(put(a, day1, false), "req-1"))
+	if first.Err != nil {
+		t.Fatal(first.Err)
+	}
+	if res := Apply(s, del("f")); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	before, _ := s.Snapshot()
+	res := Apply(s, withID(put(a, day1+7, false), "req-1"))
+	if res.Err != nil || res.Manifest.GetCreatedUnixNano() != day1 {
+		t.Fatalf("retry after a delete: %v, %v; want success naming the first attempt's version", res.Manifest, res.Err)
+	}
+	if _, ok := s.File("f"); ok {
+		t.Fatal("the retried put brought a deleted file back")
+	}
+	if after, _ := s.Snapshot(); !bytes.Equal(before, after) {
+		t.Fatal("the retried put changed the state")
+	}
+	// An overwrite retried after another overwrite replaced its version.
+	b, c := manifest("g", "b"), manifest("g", "c")
+	if res := Apply(s, withID(put(b, day1+1, true), "req-2")); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res := Apply(s, withID(put(c, day1+2, true), "req-3")); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res := Apply(s, withID(put(b, day1+3, true), "req-2")); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if m, _ := s.File("g"); !bytes.Equal(m.GetBlake3(), c.GetBlake3()) {
+		t.Fatal("the retried overwrite replaced the later one")
+	}
+	// The same retry still holding its file gets the stored manifest.
+	if res := Apply(s, withID(put(c, day1+4, true), "req-3")); res.Err != nil || res.Manifest.GetCreatedUnixNano() != day1+2 {
+		t.Fatalf("retry of the current version: %v, %v", res.Manifest, res.Err)
+	}
+	// Without a request id a put applies as before: the file comes back.
+	if res := Apply(s, put(a, day1+8, false)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res := Apply(s, withID(put(manifest("h", "h"), day1, false), string(bytes.Repeat([]byte("x"), maxRequestID+1)))); !errors.Is(res.Err, ErrInvalid) {
+		t.Fatalf("an oversized request id: %v, want ErrInvalid", res.Err)
+	}
+
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := FromSnapshot(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := r.Snapshot(); !bytes.Equal(again, snap) {
+		t.Fatal("the restored state differs")
+	}
+	if res := Apply(r, del("f")); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if Apply(r, withID(put(a, day1+9, false), "req-1")); len(r.names) != 1 {
+		t.Fatal("after a restore, the retried put brought a deleted file back")
+	}
+
+	// The oldest ids are forgotten beyond maxApplied.
+	for i := range maxApplied {
+		r.remember(fmt.Sprint("filler-", i), VersionOf(a))
+	}
+	if _, ok := r.applied["req-1"]; ok || len(r.applied) != maxApplied || len(r.order) != maxApplied {
+		t.Fatalf("%d ids remembered (%d in order), req-1 kept: %v", len(r.applied), len(r.order), ok)
+	}
+}
+
 func unreferenced(since int64, ids, gone []chunker.ID) *pb.Command {
 	m := &pb.MarkUnreferenced{SinceUnixNano: since}
 	for _, id := range ids {

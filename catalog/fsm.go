@@ -173,6 +173,9 @@ func (s *State) snapshot() *pb.CatalogSnapshot {
 	for _, name := range s.names {
 		snap.Files = append(snap.Files, s.files[name])
 	}
+	for _, id := range s.order {
+		snap.Applied = append(snap.Applied, &pb.AppliedCommit{RequestId: []byte(id), Version: s.applied[id]})
+	}
 	return snap
 }
 
@@ -258,6 +261,20 @@ func FromSnapshot(data []byte) (*State, error) {
 			return nil, fmt.Errorf("%w: snapshot: chunk %s unreferenced twice", ErrInvalid, id)
 		}
 		s.unref[id] = u.GetSinceUnixNano()
+	}
+	// Snapshots from before request ids were kept have none.
+	for i, a := range snap.GetApplied() {
+		id := string(a.GetRequestId())
+		switch {
+		case id == "" || len(id) > maxRequestID:
+			return nil, fmt.Errorf("%w: snapshot: applied commit %d has a request id of %d bytes", ErrInvalid, i, len(id))
+		case !a.GetVersion().GetExists() || a.GetVersion().GetCreatedUnixNano() <= 0:
+			return nil, fmt.Errorf("%w: snapshot: applied commit %d names no version", ErrInvalid, i)
+		}
+		if _, dup := s.applied[id]; dup {
+			return nil, fmt.Errorf("%w: snapshot: request id %x applied twice", ErrInvalid, id)
+		}
+		s.remember(id, a.GetVersion())
 	}
 	return s, nil
 }

@@ -30,6 +30,36 @@ type State struct {
 	// leader that proposed MarkUnreferenced): the garbage-collection clock.
 	// A chunk leaves it when a file refers to it or it is collected.
 	unref map[chunker.ID]int64
+	// applied holds the request ids of the latest commits that applied
+	// (at most maxApplied; order lists them oldest first) with the version
+	// each created: a commit is applied at most once, however often it is
+	// retried.
+	applied map[string]*pb.FileVersion
+	order   []string
+}
+
+// maxApplied bounds the commits whose request ids the catalog remembers: a
+// retry must come within that many commits of its first attempt (32,768:
+// over ten seconds at the fastest small-file rate measured, about 6 MiB).
+const maxApplied = 1 << 15
+
+// maxRequestID bounds a request id's length.
+const maxRequestID = 64
+
+// remember records that the commit with request id id created version v,
+// forgetting the oldest beyond maxApplied.
+func (s *State) remember(id string, v *pb.FileVersion) {
+	if id == "" {
+		return
+	}
+	if _, ok := s.applied[id]; !ok {
+		s.order = append(s.order, id)
+	}
+	s.applied[id] = v
+	if len(s.order) > maxApplied {
+		delete(s.applied, s.order[0])
+		s.order = s.order[1:]
+	}
 }
 
 // NewState returns an empty catalog.
@@ -41,6 +71,7 @@ func NewState() *State {
 
 		collecting: map[chunker.ID]struct{}{},
 		unref:      map[chunker.ID]int64{},
+		applied:    map[string]*pb.FileVersion{},
 	}
 }
 

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 
 	pb "github.com/ddstore/ddstore/proto/ddstore/v1"
@@ -19,7 +20,7 @@ type CommitOptions struct {
 // file is assembled from the chunks of others. The cluster checks that
 // every chunk has its copies. It returns the manifest as committed.
 func (c *Client) Commit(ctx context.Context, m *pb.FileManifest, opts CommitOptions) (*pb.FileManifest, error) {
-	req := &pb.CommitRequest{Manifest: m, Overwrite: opts.Overwrite}
+	req := &pb.CommitRequest{Manifest: m, Overwrite: opts.Overwrite, RequestId: newRequestID()}
 	var out *pb.FileManifest
 	err := c.callFor(ctx, commitTimeout, func(ctx context.Context, conn *grpc.ClientConn) error {
 		resp, err := pb.CommitPaged(ctx, pb.NewFilesClient(conn), req)
@@ -33,4 +34,13 @@ func (c *Client) Commit(ctx context.Context, m *pb.FileManifest, opts CommitOpti
 		out.Chunks = m.Chunks // a large manifest comes back without its list
 	}
 	return out, nil
+}
+
+// newRequestID names one commit across its retries (CommitRequest.request_id):
+// the catalog applies it at most once, so a retry of a commit whose answer
+// was lost cannot apply it again after the file was deleted or replaced.
+func newRequestID() []byte {
+	id := make([]byte, 16)
+	rand.Read(id)
+	return id
 }

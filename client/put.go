@@ -130,7 +130,7 @@ func (c *Client) putSmall(ctx context.Context, name string, data []byte, opts Pu
 	if err := setTimeRange(m, opts); err != nil {
 		return &PutResult{}, fmt.Errorf("put %q: not committed: %w", name, err)
 	}
-	req := &pb.CommitRequest{Manifest: m, Overwrite: opts.Overwrite, Chunks: []*pb.Chunk{{
+	req := &pb.CommitRequest{Manifest: m, Overwrite: opts.Overwrite, RequestId: newRequestID(), Chunks: []*pb.Chunk{{
 		Id: e.ID[:], RawSize: uint32(e.RawSize), Codec: pb.Codec(e.Codec), Data: e.Data,
 	}}}
 	res := &PutResult{Chunks: 1, ChunksSent: 1, BytesSent: int64(len(e.Data)), Size: int64(len(data))}
@@ -317,7 +317,7 @@ func (c *Client) put(parent context.Context, conn *grpc.ClientConn, addr, name s
 		}
 	}
 
-	req := &pb.CommitRequest{Manifest: m, Overwrite: opts.Overwrite, Replaces: intent.GetCurrent()}
+	req := &pb.CommitRequest{Manifest: m, Overwrite: opts.Overwrite, Replaces: intent.GetCurrent(), RequestId: newRequestID()}
 	err = c.callFor(parent, commitTimeout, func(ctx context.Context, conn *grpc.ClientConn) error {
 		resp, err := pb.CommitPaged(ctx, pb.NewFilesClient(conn), req)
 		res.Manifest = resp.GetManifest()

@@ -356,7 +356,7 @@ func (n *Node) commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitRes
 		}
 		m.CreatedUnixNano = time.Now().UnixNano()
 		applied, err := n.propose(ctx, &pb.Command{Op: &pb.Command_PutFile{PutFile: &pb.PutFile{
-			Manifest: m, Overwrite: req.GetOverwrite(), CollectionsSeen: &seen, Replaces: req.GetReplaces(),
+			Manifest: m, Overwrite: req.GetOverwrite(), CollectionsSeen: &seen, Replaces: req.GetReplaces(), RequestId: req.GetRequestId(),
 		}}})
 		if err = toStatus(err); hasReason(err, pb.ReasonCollectedSinceCheck) && attempt < commitChecks {
 			continue

@@ -761,7 +761,13 @@ type CommitRequest struct {
 	// Chunks of the file sent with the commit, which the node verifies and
 	// stores on R nodes before it commits: a small file's whole put in one
 	// call (at most one message's worth; larger files use Upload).
-	Chunks        []*Chunk `protobuf:"bytes,4,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	Chunks []*Chunk `protobuf:"bytes,4,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	// Names this commit across its retries (16 random bytes from the client,
+	// the same for every attempt). The catalog applies a request id at most
+	// once: a retry of a commit that was applied, though its answer was
+	// lost, answers success and changes nothing, even if the file was
+	// deleted or replaced since. Empty: no such guarantee.
+	RequestId     []byte `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -820,6 +826,13 @@ func (x *CommitRequest) GetReplaces() *FileVersion {
 func (x *CommitRequest) GetChunks() []*Chunk {
 	if x != nil {
 		return x.Chunks
+	}
+	return nil
+}
+
+func (x *CommitRequest) GetRequestId() []byte {
+	if x != nil {
+		return x.RequestId
 	}
 	return nil
 }
@@ -4887,7 +4900,8 @@ type PutFile struct {
 	// marks already cleared): the command is refused and the proposer checks
 	// again. Unset: no such check (commands from before this field).
 	CollectionsSeen *uint64      `protobuf:"varint,3,opt,name=collections_seen,json=collectionsSeen,proto3,oneof" json:"collections_seen,omitempty"`
-	Replaces        *FileVersion `protobuf:"bytes,4,opt,name=replaces,proto3" json:"replaces,omitempty"` // see CommitRequest.replaces
+	Replaces        *FileVersion `protobuf:"bytes,4,opt,name=replaces,proto3" json:"replaces,omitempty"`                    // see CommitRequest.replaces
+	RequestId       []byte       `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"` // see CommitRequest.request_id
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -4946,6 +4960,13 @@ func (x *PutFile) GetCollectionsSeen() uint64 {
 func (x *PutFile) GetReplaces() *FileVersion {
 	if x != nil {
 		return x.Replaces
+	}
+	return nil
+}
+
+func (x *PutFile) GetRequestId() []byte {
+	if x != nil {
+		return x.RequestId
 	}
 	return nil
 }
@@ -5160,7 +5181,11 @@ type CatalogSnapshot struct {
 	// Chunks no file refers to, with the time they were first seen so
 	// (MarkUnreferenced), sorted by id. Absent from snapshots written before
 	// the field existed: their clocks start again.
-	Unreferenced  []*UnreferencedChunk `protobuf:"bytes,5,rep,name=unreferenced,proto3" json:"unreferenced,omitempty"`
+	Unreferenced []*UnreferencedChunk `protobuf:"bytes,5,rep,name=unreferenced,proto3" json:"unreferenced,omitempty"`
+	// The request ids of the latest applied commits, oldest first, with the
+	// version each created (see CommitRequest.request_id). Absent from
+	// snapshots written before the field existed.
+	Applied       []*AppliedCommit `protobuf:"bytes,6,rep,name=applied,proto3" json:"applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5230,6 +5255,65 @@ func (x *CatalogSnapshot) GetUnreferenced() []*UnreferencedChunk {
 	return nil
 }
 
+func (x *CatalogSnapshot) GetApplied() []*AppliedCommit {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
+}
+
+type AppliedCommit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     []byte                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Version       *FileVersion           `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppliedCommit) Reset() {
+	*x = AppliedCommit{}
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppliedCommit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppliedCommit) ProtoMessage() {}
+
+func (x *AppliedCommit) ProtoReflect() protoreflect.Message {
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppliedCommit.ProtoReflect.Descriptor instead.
+func (*AppliedCommit) Descriptor() ([]byte, []int) {
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *AppliedCommit) GetRequestId() []byte {
+	if x != nil {
+		return x.RequestId
+	}
+	return nil
+}
+
+func (x *AppliedCommit) GetVersion() *FileVersion {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
 type UnreferencedChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -5240,7 +5324,7 @@ type UnreferencedChunk struct {
 
 func (x *UnreferencedChunk) Reset() {
 	*x = UnreferencedChunk{}
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[76]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5252,7 +5336,7 @@ func (x *UnreferencedChunk) String() string {
 func (*UnreferencedChunk) ProtoMessage() {}
 
 func (x *UnreferencedChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_ddstore_v1_ddstore_proto_msgTypes[76]
+	mi := &file_ddstore_v1_ddstore_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5265,7 +5349,7 @@ func (x *UnreferencedChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnreferencedChunk.ProtoReflect.Descriptor instead.
 func (*UnreferencedChunk) Descriptor() ([]byte, []int) {
-	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{76}
+	return file_ddstore_v1_ddstore_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *UnreferencedChunk) GetId() []byte {
@@ -5340,12 +5424,14 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x06blake3\x18\x03 \x01(\fR\x06blake3\"d\n" +
 	"\x15MissingChunksResponse\x12\x18\n" +
 	"\amissing\x18\x01 \x03(\fR\amissing\x121\n" +
-	"\acurrent\x18\x02 \x01(\v2\x17.ddstore.v1.FileVersionR\acurrent\"\xc3\x01\n" +
+	"\acurrent\x18\x02 \x01(\v2\x17.ddstore.v1.FileVersionR\acurrent\"\xe2\x01\n" +
 	"\rCommitRequest\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x1c\n" +
 	"\toverwrite\x18\x02 \x01(\bR\toverwrite\x123\n" +
 	"\breplaces\x18\x03 \x01(\v2\x17.ddstore.v1.FileVersionR\breplaces\x12)\n" +
-	"\x06chunks\x18\x04 \x03(\v2\x11.ddstore.v1.ChunkR\x06chunks\"F\n" +
+	"\x06chunks\x18\x04 \x03(\v2\x11.ddstore.v1.ChunkR\x06chunks\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\fR\trequestId\"F\n" +
 	"\x0eCommitResponse\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\"\xad\x01\n" +
 	"\x0fDownloadRequest\x12\x12\n" +
@@ -5656,12 +5742,14 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\rCollectChunks\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\fR\x03ids\" \n" +
 	"\fForgetChunks\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\fR\x03ids\"\xd7\x01\n" +
+	"\x03ids\x18\x01 \x03(\fR\x03ids\"\xf6\x01\n" +
 	"\aPutFile\x124\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x18.ddstore.v1.FileManifestR\bmanifest\x12\x1c\n" +
 	"\toverwrite\x18\x02 \x01(\bR\toverwrite\x12.\n" +
 	"\x10collections_seen\x18\x03 \x01(\x04H\x00R\x0fcollectionsSeen\x88\x01\x01\x123\n" +
-	"\breplaces\x18\x04 \x01(\v2\x17.ddstore.v1.FileVersionR\breplacesB\x13\n" +
+	"\breplaces\x18\x04 \x01(\v2\x17.ddstore.v1.FileVersionR\breplaces\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\fR\trequestIdB\x13\n" +
 	"\x11_collections_seen\" \n" +
 	"\n" +
 	"DeleteFile\x12\x12\n" +
@@ -5676,7 +5764,7 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\v2\x14.ddstore.v1.NodeInfoR\x04node\"\x1c\n" +
 	"\n" +
 	"RemoveNode\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xf2\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xa7\x02\n" +
 	"\x0fCatalogSnapshot\x12.\n" +
 	"\x05files\x18\x01 \x03(\v2\x18.ddstore.v1.FileManifestR\x05files\x12*\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x14.ddstore.v1.NodeInfoR\x05nodes\x12\x1e\n" +
@@ -5684,7 +5772,12 @@ const file_ddstore_v1_ddstore_proto_rawDesc = "" +
 	"collecting\x18\x03 \x03(\fR\n" +
 	"collecting\x12 \n" +
 	"\vcollections\x18\x04 \x01(\x04R\vcollections\x12A\n" +
-	"\funreferenced\x18\x05 \x03(\v2\x1d.ddstore.v1.UnreferencedChunkR\funreferenced\"K\n" +
+	"\funreferenced\x18\x05 \x03(\v2\x1d.ddstore.v1.UnreferencedChunkR\funreferenced\x123\n" +
+	"\aapplied\x18\x06 \x03(\v2\x19.ddstore.v1.AppliedCommitR\aapplied\"a\n" +
+	"\rAppliedCommit\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\fR\trequestId\x121\n" +
+	"\aversion\x18\x02 \x01(\v2\x17.ddstore.v1.FileVersionR\aversion\"K\n" +
 	"\x11UnreferencedChunk\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12&\n" +
 	"\x0fsince_unix_nano\x18\x02 \x01(\x03R\rsinceUnixNano*&\n" +
@@ -5745,7 +5838,7 @@ func file_ddstore_v1_ddstore_proto_rawDescGZIP() []byte {
 }
 
 var file_ddstore_v1_ddstore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
+var file_ddstore_v1_ddstore_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(Codec)(0),                      // 0: ddstore.v1.Codec
 	(Consistency)(0),                // 1: ddstore.v1.Consistency
@@ -5825,18 +5918,19 @@ var file_ddstore_v1_ddstore_proto_goTypes = []any{
 	(*SetNode)(nil),                 // 75: ddstore.v1.SetNode
 	(*RemoveNode)(nil),              // 76: ddstore.v1.RemoveNode
 	(*CatalogSnapshot)(nil),         // 77: ddstore.v1.CatalogSnapshot
-	(*UnreferencedChunk)(nil),       // 78: ddstore.v1.UnreferencedChunk
-	nil,                             // 79: ddstore.v1.FileManifest.MetadataEntry
-	nil,                             // 80: ddstore.v1.UploadIntent.MetadataEntry
-	nil,                             // 81: ddstore.v1.FiltersRequest.HaveBeyondEntry
+	(*AppliedCommit)(nil),           // 78: ddstore.v1.AppliedCommit
+	(*UnreferencedChunk)(nil),       // 79: ddstore.v1.UnreferencedChunk
+	nil,                             // 80: ddstore.v1.FileManifest.MetadataEntry
+	nil,                             // 81: ddstore.v1.UploadIntent.MetadataEntry
+	nil,                             // 82: ddstore.v1.FiltersRequest.HaveBeyondEntry
 }
 var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	0,  // 0: ddstore.v1.Chunk.codec:type_name -> ddstore.v1.Codec
 	3,  // 1: ddstore.v1.FileManifest.chunks:type_name -> ddstore.v1.ChunkRef
-	79, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
+	80, // 2: ddstore.v1.FileManifest.metadata:type_name -> ddstore.v1.FileManifest.MetadataEntry
 	2,  // 3: ddstore.v1.UploadRequest.chunk:type_name -> ddstore.v1.Chunk
 	8,  // 4: ddstore.v1.MissingChunksRequest.intent:type_name -> ddstore.v1.UploadIntent
-	80, // 5: ddstore.v1.UploadIntent.metadata:type_name -> ddstore.v1.UploadIntent.MetadataEntry
+	81, // 5: ddstore.v1.UploadIntent.metadata:type_name -> ddstore.v1.UploadIntent.MetadataEntry
 	9,  // 6: ddstore.v1.MissingChunksResponse.current:type_name -> ddstore.v1.FileVersion
 	4,  // 7: ddstore.v1.CommitRequest.manifest:type_name -> ddstore.v1.FileManifest
 	9,  // 8: ddstore.v1.CommitRequest.replaces:type_name -> ddstore.v1.FileVersion
@@ -5861,7 +5955,7 @@ var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	34, // 27: ddstore.v1.NodeStatus.limits:type_name -> ddstore.v1.LimitStatus
 	33, // 28: ddstore.v1.StatusResponse.nodes:type_name -> ddstore.v1.NodeStatus
 	39, // 29: ddstore.v1.StatusResponse.peers:type_name -> ddstore.v1.PeerClusterStatus
-	81, // 30: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
+	82, // 30: ddstore.v1.FiltersRequest.have_beyond:type_name -> ddstore.v1.FiltersRequest.HaveBeyondEntry
 	53, // 31: ddstore.v1.FiltersResponse.beyond:type_name -> ddstore.v1.BeyondFilters
 	4,  // 32: ddstore.v1.ProposeResponse.manifest:type_name -> ddstore.v1.FileManifest
 	2,  // 33: ddstore.v1.PutChunksRequest.chunk:type_name -> ddstore.v1.Chunk
@@ -5878,72 +5972,74 @@ var file_ddstore_v1_ddstore_proto_depIdxs = []int32{
 	74, // 44: ddstore.v1.SetNode.node:type_name -> ddstore.v1.NodeInfo
 	4,  // 45: ddstore.v1.CatalogSnapshot.files:type_name -> ddstore.v1.FileManifest
 	74, // 46: ddstore.v1.CatalogSnapshot.nodes:type_name -> ddstore.v1.NodeInfo
-	78, // 47: ddstore.v1.CatalogSnapshot.unreferenced:type_name -> ddstore.v1.UnreferencedChunk
-	5,  // 48: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
-	7,  // 49: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
-	11, // 50: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
-	11, // 51: ddstore.v1.Files.CommitParts:input_type -> ddstore.v1.CommitRequest
-	13, // 52: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
-	15, // 53: ddstore.v1.Files.DownloadRange:input_type -> ddstore.v1.DownloadRangeRequest
-	17, // 54: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
-	19, // 55: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
-	23, // 56: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
-	32, // 57: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
-	40, // 58: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
-	42, // 59: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
-	48, // 60: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
-	50, // 61: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
-	30, // 62: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
-	25, // 63: ddstore.v1.Cluster.SnapshotSave:input_type -> ddstore.v1.SnapshotSaveRequest
-	28, // 64: ddstore.v1.Cluster.SnapshotRestore:input_type -> ddstore.v1.SnapshotRestoreRequest
-	55, // 65: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
-	55, // 66: ddstore.v1.Node.ProposeParts:input_type -> ddstore.v1.ProposeRequest
-	57, // 67: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
-	59, // 68: ddstore.v1.Node.Term:input_type -> ddstore.v1.TermRequest
-	61, // 69: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
-	63, // 70: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
-	63, // 71: ddstore.v1.Node.PutChunk:input_type -> ddstore.v1.PutChunksRequest
-	65, // 72: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	67, // 73: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
-	44, // 74: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
-	46, // 75: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
-	52, // 76: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
-	65, // 77: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
-	6,  // 78: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
-	10, // 79: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
-	12, // 80: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
-	12, // 81: ddstore.v1.Files.CommitParts:output_type -> ddstore.v1.CommitResponse
-	14, // 82: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
-	16, // 83: ddstore.v1.Files.DownloadRange:output_type -> ddstore.v1.DownloadRangeResponse
-	18, // 84: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
-	21, // 85: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
-	24, // 86: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
-	38, // 87: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
-	41, // 88: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
-	43, // 89: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
-	49, // 90: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
-	51, // 91: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
-	31, // 92: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
-	27, // 93: ddstore.v1.Cluster.SnapshotSave:output_type -> ddstore.v1.SnapshotPiece
-	29, // 94: ddstore.v1.Cluster.SnapshotRestore:output_type -> ddstore.v1.SnapshotRestoreResponse
-	56, // 95: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
-	56, // 96: ddstore.v1.Node.ProposeParts:output_type -> ddstore.v1.ProposeResponse
-	58, // 97: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
-	60, // 98: ddstore.v1.Node.Term:output_type -> ddstore.v1.TermResponse
-	62, // 99: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
-	64, // 100: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
-	64, // 101: ddstore.v1.Node.PutChunk:output_type -> ddstore.v1.PutChunksResponse
-	66, // 102: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	33, // 103: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
-	45, // 104: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
-	47, // 105: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
-	54, // 106: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
-	66, // 107: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
-	78, // [78:108] is the sub-list for method output_type
-	48, // [48:78] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	79, // 47: ddstore.v1.CatalogSnapshot.unreferenced:type_name -> ddstore.v1.UnreferencedChunk
+	78, // 48: ddstore.v1.CatalogSnapshot.applied:type_name -> ddstore.v1.AppliedCommit
+	9,  // 49: ddstore.v1.AppliedCommit.version:type_name -> ddstore.v1.FileVersion
+	5,  // 50: ddstore.v1.Files.Upload:input_type -> ddstore.v1.UploadRequest
+	7,  // 51: ddstore.v1.Files.MissingChunks:input_type -> ddstore.v1.MissingChunksRequest
+	11, // 52: ddstore.v1.Files.Commit:input_type -> ddstore.v1.CommitRequest
+	11, // 53: ddstore.v1.Files.CommitParts:input_type -> ddstore.v1.CommitRequest
+	13, // 54: ddstore.v1.Files.Download:input_type -> ddstore.v1.DownloadRequest
+	15, // 55: ddstore.v1.Files.DownloadRange:input_type -> ddstore.v1.DownloadRangeRequest
+	17, // 56: ddstore.v1.Files.Stat:input_type -> ddstore.v1.StatRequest
+	19, // 57: ddstore.v1.Files.List:input_type -> ddstore.v1.ListRequest
+	23, // 58: ddstore.v1.Files.Delete:input_type -> ddstore.v1.DeleteRequest
+	32, // 59: ddstore.v1.Cluster.Status:input_type -> ddstore.v1.StatusRequest
+	40, // 60: ddstore.v1.Cluster.Join:input_type -> ddstore.v1.JoinRequest
+	42, // 61: ddstore.v1.Cluster.Leave:input_type -> ddstore.v1.LeaveRequest
+	48, // 62: ddstore.v1.Cluster.Collect:input_type -> ddstore.v1.CollectRequest
+	50, // 63: ddstore.v1.Cluster.Repair:input_type -> ddstore.v1.RepairRequest
+	30, // 64: ddstore.v1.Cluster.Replicate:input_type -> ddstore.v1.ReplicateRequest
+	25, // 65: ddstore.v1.Cluster.SnapshotSave:input_type -> ddstore.v1.SnapshotSaveRequest
+	28, // 66: ddstore.v1.Cluster.SnapshotRestore:input_type -> ddstore.v1.SnapshotRestoreRequest
+	55, // 67: ddstore.v1.Node.Propose:input_type -> ddstore.v1.ProposeRequest
+	55, // 68: ddstore.v1.Node.ProposeParts:input_type -> ddstore.v1.ProposeRequest
+	57, // 69: ddstore.v1.Node.ReadIndex:input_type -> ddstore.v1.ReadIndexRequest
+	59, // 70: ddstore.v1.Node.Term:input_type -> ddstore.v1.TermRequest
+	61, // 71: ddstore.v1.Node.HasChunks:input_type -> ddstore.v1.HasChunksRequest
+	63, // 72: ddstore.v1.Node.PutChunks:input_type -> ddstore.v1.PutChunksRequest
+	63, // 73: ddstore.v1.Node.PutChunk:input_type -> ddstore.v1.PutChunksRequest
+	65, // 74: ddstore.v1.Node.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	67, // 75: ddstore.v1.Node.LocalStatus:input_type -> ddstore.v1.LocalStatusRequest
+	44, // 76: ddstore.v1.Node.ListChunks:input_type -> ddstore.v1.ListChunksRequest
+	46, // 77: ddstore.v1.Node.DeleteChunks:input_type -> ddstore.v1.DeleteChunksRequest
+	52, // 78: ddstore.v1.Federation.Filters:input_type -> ddstore.v1.FiltersRequest
+	65, // 79: ddstore.v1.Federation.GetChunk:input_type -> ddstore.v1.GetChunkRequest
+	6,  // 80: ddstore.v1.Files.Upload:output_type -> ddstore.v1.UploadResponse
+	10, // 81: ddstore.v1.Files.MissingChunks:output_type -> ddstore.v1.MissingChunksResponse
+	12, // 82: ddstore.v1.Files.Commit:output_type -> ddstore.v1.CommitResponse
+	12, // 83: ddstore.v1.Files.CommitParts:output_type -> ddstore.v1.CommitResponse
+	14, // 84: ddstore.v1.Files.Download:output_type -> ddstore.v1.DownloadResponse
+	16, // 85: ddstore.v1.Files.DownloadRange:output_type -> ddstore.v1.DownloadRangeResponse
+	18, // 86: ddstore.v1.Files.Stat:output_type -> ddstore.v1.StatResponse
+	21, // 87: ddstore.v1.Files.List:output_type -> ddstore.v1.ListResponse
+	24, // 88: ddstore.v1.Files.Delete:output_type -> ddstore.v1.DeleteResponse
+	38, // 89: ddstore.v1.Cluster.Status:output_type -> ddstore.v1.StatusResponse
+	41, // 90: ddstore.v1.Cluster.Join:output_type -> ddstore.v1.JoinResponse
+	43, // 91: ddstore.v1.Cluster.Leave:output_type -> ddstore.v1.LeaveResponse
+	49, // 92: ddstore.v1.Cluster.Collect:output_type -> ddstore.v1.CollectResponse
+	51, // 93: ddstore.v1.Cluster.Repair:output_type -> ddstore.v1.RepairResponse
+	31, // 94: ddstore.v1.Cluster.Replicate:output_type -> ddstore.v1.ReplicateResponse
+	27, // 95: ddstore.v1.Cluster.SnapshotSave:output_type -> ddstore.v1.SnapshotPiece
+	29, // 96: ddstore.v1.Cluster.SnapshotRestore:output_type -> ddstore.v1.SnapshotRestoreResponse
+	56, // 97: ddstore.v1.Node.Propose:output_type -> ddstore.v1.ProposeResponse
+	56, // 98: ddstore.v1.Node.ProposeParts:output_type -> ddstore.v1.ProposeResponse
+	58, // 99: ddstore.v1.Node.ReadIndex:output_type -> ddstore.v1.ReadIndexResponse
+	60, // 100: ddstore.v1.Node.Term:output_type -> ddstore.v1.TermResponse
+	62, // 101: ddstore.v1.Node.HasChunks:output_type -> ddstore.v1.HasChunksResponse
+	64, // 102: ddstore.v1.Node.PutChunks:output_type -> ddstore.v1.PutChunksResponse
+	64, // 103: ddstore.v1.Node.PutChunk:output_type -> ddstore.v1.PutChunksResponse
+	66, // 104: ddstore.v1.Node.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	33, // 105: ddstore.v1.Node.LocalStatus:output_type -> ddstore.v1.NodeStatus
+	45, // 106: ddstore.v1.Node.ListChunks:output_type -> ddstore.v1.ListChunksResponse
+	47, // 107: ddstore.v1.Node.DeleteChunks:output_type -> ddstore.v1.DeleteChunksResponse
+	54, // 108: ddstore.v1.Federation.Filters:output_type -> ddstore.v1.FiltersResponse
+	66, // 109: ddstore.v1.Federation.GetChunk:output_type -> ddstore.v1.GetChunkResponse
+	80, // [80:110] is the sub-list for method output_type
+	50, // [50:80] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_ddstore_v1_ddstore_proto_init() }
@@ -5975,7 +6071,7 @@ func file_ddstore_v1_ddstore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ddstore_v1_ddstore_proto_rawDesc), len(file_ddstore_v1_ddstore_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   80,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

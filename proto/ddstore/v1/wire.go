@@ -80,7 +80,7 @@ func CommitPaged(ctx context.Context, fc FilesClient, req *CommitRequest) (*Comm
 	for i, page := range pages {
 		part := &CommitRequest{Manifest: page}
 		if i == 0 {
-			part.Overwrite, part.Replaces = req.GetOverwrite(), req.GetReplaces()
+			part.Overwrite, part.Replaces, part.RequestId = req.GetOverwrite(), req.GetReplaces(), req.GetRequestId()
 		}
 		if err := s.Send(part); err != nil {
 			if err == io.EOF {
